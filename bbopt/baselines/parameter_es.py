@@ -1,0 +1,101 @@
+"""Parameter-space ES (OpenAI-ES / PGPE style): the baseline that output-space solvers beat.
+
+Salimans et al., "Evolution Strategies as a Scalable Alternative to Reinforcement Learning"
+(2017): perturb the flattened parameters ``theta_i = theta + sigma * eps_i`` (antithetic
+pairs), evaluate each perturbed network, and step the optimizer along
+``g = sum_i u_i eps_i / (n sigma)`` with centered-rank utilities ``u``. Every candidate costs a
+forward pass of the whole network and the noise is ``[n/2, P]`` for P parameters: time and
+memory grow with the model, which is what ``benchmarks/overhead.py`` measures against OVLR.
+Same ask/tell shapes as `bbopt.Solver` (no input: ``[n, d]``; inputs: ``[B, n, d]``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from bbopt.es import centered_ranks
+
+__all__ = ["ParameterES"]
+
+
+class ParameterES:
+    """Antithetic parameter-space ES with centered ranks and any ``torch.optim`` optimizer.
+
+    Args:
+        policy: the network; its trainable parameters are searched.
+        optimizer: a ``torch.optim.Optimizer`` over them (the estimate is written to ``p.grad``).
+        sigma: parameter noise scale (> 0).
+        samples: perturbed networks per update, even.
+        seed: seed of the solver's own generator.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        sigma: float = 0.02,
+        samples: int = 16,
+        seed: int = 0,
+    ):
+        if not isinstance(policy, nn.Module):
+            raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)")
+        if not sigma > 0:
+            raise ValueError(f"Invalid sigma: {sigma!r} (expected a float > 0)")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2 or samples % 2:
+            raise ValueError(f"Invalid samples: {samples!r} (expected an even int >= 2)")
+        self.policy, self.optimizer, self.sigma, self.samples = policy, optimizer, float(sigma), samples
+        self.names = [name for name, p in policy.named_parameters() if p.requires_grad]
+        self.parameters = [p for p in policy.parameters() if p.requires_grad]
+        self.generator = torch.Generator(device=self.parameters[0].device).manual_seed(int(seed))
+        self.steps = 0
+        self._noise: torch.Tensor | None = None  # [n/2, P]
+        self._batched = False
+
+    def _perturbed(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        tensors, offset = {}, 0
+        for name, parameter in zip(self.names, self.parameters, strict=True):
+            tensors[name] = flat[offset : offset + parameter.numel()].view_as(parameter)
+            offset += parameter.numel()
+        return tensors
+
+    @torch.no_grad()
+    def ask(self, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        if self._noise is not None:
+            raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
+        theta = torch.cat([p.reshape(-1) for p in self.parameters])
+        self._noise = torch.randn(
+            (self.samples // 2, theta.numel()), generator=self.generator, device=theta.device, dtype=theta.dtype
+        )
+        outputs = []
+        for index in range(self.samples):  # one forward of the whole network per candidate
+            eps = self._noise[index % (self.samples // 2)] * (1.0 if index < self.samples // 2 else -1.0)
+            args = () if inputs is None else (inputs,)
+            outputs.append(functional_call(self.policy, self._perturbed(theta + self.sigma * eps), args))
+        self._batched = inputs is not None
+        return torch.stack(outputs, dim=1 if self._batched else 0)
+
+    def tell(self, losses) -> dict[str, float]:
+        if self._noise is None:
+            raise RuntimeError("tell() called before ask(): ask for candidates first")
+        losses = torch.as_tensor(losses, dtype=torch.float64).detach().cpu()
+        expected = (self.samples,) if not self._batched else (losses.shape[0], self.samples)
+        if tuple(losses.shape) != expected or losses.dim() not in (1, 2):
+            raise ValueError(f"Invalid losses: shape {list(losses.shape)} (expected {list(expected)})")
+        fitness = losses.reshape(-1, self.samples).mean(0, keepdim=True)  # one score per network
+        utilities = centered_ranks(fitness)[0].to(self._noise.device, self._noise.dtype)
+        half = self.samples // 2
+        # Antithetic: eps_i and -eps_i share noise row i; their utilities enter with opposite signs.
+        gradient = (utilities[:half] - utilities[half:]) @ self._noise / (self.samples * self.sigma)
+        self._noise = None
+        offset = 0
+        for parameter in self.parameters:
+            parameter.grad = gradient[offset : offset + parameter.numel()].view_as(parameter).clone()
+            offset += parameter.numel()
+        self.optimizer.step()
+        self.steps += 1
+        return {"step": float(self.steps), "loss_mean": float(losses.mean()), "loss_min": float(losses.min())}

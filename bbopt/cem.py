@@ -1,0 +1,94 @@
+"""CEM at the output: the cross-entropy method as regression of the policy onto its elites.
+
+Rubinstein & Kroese, "The Cross-Entropy Method" (2004). Per group, the k = ceil(elite_fraction
+* n) lowest-loss candidates are the elites; the signal is the gradient of
+``1/2 ||mu - mean of elite candidates||^2``,
+
+    v = mean over elites e of (mu - x_e) = -sigma * mean_e eps_e,
+
+so plain SGD with lr = 1 on a learned vector is classic CEM (mu <- elite mean), and a network
+``mu(s)`` regresses onto the elites' outputs (in episode mode: onto the actions the elite
+episodes took, over all their steps). Sigma follows the elite spread: the rule receives
+``log sigma - log(elite std)`` as its gradient, so with ``sigma_rate = 1`` (default) the new
+sigma is the elites' standard deviation per dimension (pooled over dimensions for a scalar
+sigma), never below ``sigma_floor``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bbopt.registry import register_solver
+from bbopt.sigma import Learned, SigmaRule
+from bbopt.solver import Solver
+
+__all__ = ["CEM"]
+
+
+@register_solver("cem")
+class CEM(Solver):
+    """Cross-entropy method. Options as `bbopt.Solver`, plus:
+
+    Args:
+        elite_fraction: share of each group kept as elites, in (0, 1]; at least 2 elites.
+        sigma_floor: lower bound of the adapted sigma.
+        sigma_rate: step on ``log sigma`` toward the elite spread, in (0, 1] (1: jump to it).
+
+    A float or sequence ``sigma`` is the initial value of that adaptation; pass a
+    `bbopt.sigma.SigmaRule` (e.g. ``Fixed``) to override it.
+    """
+
+    def __init__(
+        self,
+        policy,
+        optimizer,
+        *,
+        sigma=0.5,
+        elite_fraction: float = 0.25,
+        sigma_floor: float = 1e-8,
+        sigma_rate: float = 1.0,
+        **options,
+    ):
+        if not (isinstance(elite_fraction, float | int) and 0.0 < elite_fraction <= 1.0):
+            raise ValueError(f"Invalid elite_fraction: {elite_fraction!r} (expected a float in (0, 1])")
+        if not (isinstance(sigma_floor, float | int) and 0.0 < sigma_floor < math.inf):
+            raise ValueError(f"Invalid sigma_floor: {sigma_floor!r} (expected a finite float > 0)")
+        if not (isinstance(sigma_rate, float | int) and 0.0 < sigma_rate <= 1.0):
+            raise ValueError(f"Invalid sigma_rate: {sigma_rate!r} (expected a float in (0, 1])")
+        if not isinstance(sigma, SigmaRule):
+            sigma = Learned(sigma, lr=sigma_rate, floor=sigma_floor, adaptive=False)
+        super().__init__(policy, optimizer, sigma=sigma, **options)
+        self.elite_fraction = float(elite_fraction)
+        group_size = self.episodes if self.episodes is not None else self.samples
+        self.elites = math.ceil(self.elite_fraction * group_size)
+        if self.elites < 2:
+            raise ValueError(
+                f"Invalid elite_fraction: {elite_fraction} keeps {self.elites} of {group_size} samples "
+                "(expected at least 2 elites to measure their spread)"
+            )
+
+    def weights(self, losses, counts):
+        elite = torch.zeros_like(losses)
+        best = torch.argsort(losses, dim=1, stable=True)[:, : self.elites]
+        elite.scatter_(1, best, 1.0)
+        # Mean over the elites' records: 1/k per elite outside episode mode.
+        return elite / (elite * counts).sum(dim=1, keepdim=True)
+
+    def output_signal(self, weights, noise, sigma):
+        return -sigma * weights[:, None] * noise  # mu - x for the elite candidates
+
+    def log_sigma_gradient(self, weights, noise, groups, shape):
+        """``log sigma - log(elite std)``, averaged over groups, in sigma's shape."""
+        group_count = int(groups.max()) + 1
+        total = torch.zeros(group_count, device=noise.device, dtype=noise.dtype).index_add_(0, groups, weights)
+        mean = torch.zeros(group_count, noise.shape[1], device=noise.device, dtype=noise.dtype)
+        mean.index_add_(0, groups, weights[:, None] * noise)
+        mean = mean / total[:, None]
+        deviation = noise - mean[groups]
+        variance = torch.zeros_like(mean).index_add_(0, groups, weights[:, None] * deviation**2) / total[:, None]
+        if len(shape) == 0:
+            variance = variance.mean(dim=1)
+        # In units of sigma: new sigma = sigma * elite std of eps.
+        return -0.5 * torch.log(variance.clamp_min(torch.finfo(variance.dtype).tiny)).mean(dim=0).to(torch.float64)

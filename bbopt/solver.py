@@ -1,0 +1,417 @@
+"""The ask/tell solver base: everything but a solver's weighting rule.
+
+Candidates are ``x = mu + sigma * eps`` around the policy's deterministic output ``mu``. A
+solver turns the losses of its candidates into one output-space signal ``v`` of ``mu``'s
+shape, and the policy is trained by one vector-Jacobian product, ``mu.backward(v)``, followed
+by one ``optimizer.step()``. Sampling, antithetic pairing, bookkeeping, loss validation, the
+VJP, the sigma rule and ``state_dict`` live here; a subclass writes only
+
+* ``weights(losses, counts) -> [G, n]``: one weight per sample, and optionally
+* ``output_signal(...)`` and ``log_sigma_gradient(...)`` when its signal is not of the
+  likelihood-ratio form ``w * score(eps) / sigma`` (CEM).
+
+Three modes, chosen by how the solver is used:
+
+* no input: ``ask() -> [n, d]``, ``tell(losses[n])`` (one group);
+* a batch of inputs: ``ask(inputs[B, ...]) -> [B, n, d]``, ``tell(losses[B, n])``; the n
+  samples of one input form a group (ranking, baselines and antithetic pairs stay inside it);
+* episodes (``episodes=N``): ``ask(observations[m, ...], episode_ids=[m])`` once per time
+  step for the m live episodes, one sample each; ``tell(losses[N])`` attributes each episode's
+  loss to all its steps: one batched forward over the recorded inputs and one VJP.
+
+The gradient sent back is that of the mean over groups of the expected loss, like
+``loss.mean()`` over a batch in backprop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from bbopt.noise import Noise, make_noise
+from bbopt.sigma import SigmaRule, SigmaValue, as_sigma_rule
+
+__all__ = ["Solver"]
+
+_NAN_POLICIES = ("raise", "worst")
+
+
+@dataclass
+class _Asked:
+    """What one group-mode ``ask`` left for ``tell``: mu with its graph, and the noise."""
+
+    mu: torch.Tensor  # [G, d], attached to the policy's graph
+    noise: torch.Tensor  # [G, n, d]
+    batched: bool  # ask(inputs) rather than ask()
+
+
+@dataclass
+class _Step:
+    """One episode-mode ``ask``: the inputs, the noise and which episodes they belong to."""
+
+    inputs: torch.Tensor  # [m, ...]
+    noise: torch.Tensor  # [m, d]
+    episode_ids: torch.Tensor  # [m], int64
+
+
+class Solver:
+    """Base class of the output-space solvers (`bbopt.OVLR`, `bbopt.ES`, `bbopt.CEM`).
+
+    Args:
+        policy: any ``torch.nn.Module``. Called as ``policy()`` (no input, returns ``[d]``) or
+            ``policy(inputs)`` (returns ``[B, d]``).
+        optimizer: a ``torch.optim.Optimizer`` over the policy's parameters.
+        sigma: noise scale: a positive float, a 1-D ``[d]`` sequence (one per output
+            dimension) or a `bbopt.sigma.SigmaRule` (`Fixed`, `Scheduled`, `Learned`).
+        samples: candidates per input, ``n`` (group modes; default 16).
+        episodes: population size ``N``; switches on episode mode (one sample per episode).
+        noise: ``"gaussian" | "laplace" | "student_t"`` or a `bbopt.noise.Noise`.
+        df: degrees of freedom of Student-t noise (> 2).
+        antithetic: sample pairs ``(eps, -eps)`` inside each group (episode mode: whole
+            episodes ``i`` and ``i + N/2`` with negated noise); needs an even ``n``/``N``.
+        seed, generator: the solver's only source of randomness (give at most one).
+        nan_policy: ``"raise"`` refuses non-finite losses, naming their indices; ``"worst"``
+            replaces them by the worst finite loss of their group.
+        maximize: ``tell`` receives rewards to maximize instead of losses.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        sigma: SigmaValue | SigmaRule = 0.1,
+        samples: int | None = None,
+        episodes: int | None = None,
+        noise: str | Noise = "gaussian",
+        df: float = 5.0,
+        antithetic: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        nan_policy: str = "raise",
+        maximize: bool = False,
+    ):
+        if not isinstance(policy, nn.Module):
+            raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
+        parameters = [p for p in policy.parameters() if p.requires_grad]
+        if not parameters:
+            raise ValueError("Invalid policy: it has no parameters that require grad (nothing to train)")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)")
+        if episodes is not None and samples is not None:
+            raise ValueError(
+                "Invalid samples: episode mode (episodes=N) takes one sample per episode; leave samples unset"
+            )
+        if episodes is not None:
+            _check_count(episodes, "episodes", minimum=2)
+        samples = 16 if samples is None and episodes is None else samples
+        if samples is not None:
+            _check_count(samples, "samples", minimum=1)
+        group_size = episodes if episodes is not None else samples
+        if antithetic and group_size % 2:
+            name = "episodes" if episodes is not None else "samples"
+            raise ValueError(
+                f"Invalid {name}: {group_size} with antithetic=True (pairs (eps, -eps) need an even "
+                f"number; use {group_size + 1} or antithetic=False)"
+            )
+        if nan_policy not in _NAN_POLICIES:
+            raise ValueError(f"Invalid nan_policy: {nan_policy!r} (expected one of {_NAN_POLICIES})")
+        if seed is not None and generator is not None:
+            raise ValueError("Invalid seed/generator: give at most one of them")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"Invalid generator: {type(generator).__name__} (expected a torch.Generator)")
+
+        self.policy = policy
+        self.optimizer = optimizer
+        self.sigma = as_sigma_rule(sigma)
+        self.samples = samples
+        self.episodes = episodes
+        self.noise = make_noise(noise, df=df)
+        self.antithetic = bool(antithetic)
+        self.nan_policy = nan_policy
+        self.maximize = bool(maximize)
+        self.device = parameters[0].device
+        self.dtype = parameters[0].dtype
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            if seed is None:
+                generator.seed()  # fresh entropy, without touching the global RNG
+            else:
+                generator.manual_seed(int(seed))
+        self.generator = generator
+        self.steps = 0  # completed tells
+        self.evaluations = 0  # candidates told
+        self._asked: _Asked | None = None
+        self._episode_steps: list[_Step] = []
+
+    # ------------------------------------------------------------------ the subclass's maths
+    def weights(self, losses: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """One weight per sample, ``[G, n]``, from losses ``[G, n]`` (float64).
+
+        ``counts[G, n]`` is the number of recorded steps of each sample (1 outside episode
+        mode). The default signal is ``v = sum_i w_i * score(eps_i) / sigma`` per group.
+        """
+        raise NotImplementedError
+
+    def output_signal(self, weights: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Per-record output-space signal ``[R, d]`` from record weights ``[R]`` and noise ``[R, d]``.
+
+        Default: the likelihood-ratio form ``w * score(eps) / sigma``.
+        """
+        return weights[:, None] * self.noise.score(noise) / sigma
+
+    def log_sigma_gradient(
+        self, weights: torch.Tensor, noise: torch.Tensor, groups: torch.Tensor, shape: torch.Size
+    ) -> torch.Tensor:
+        """The signal for the sigma rule, of the rule's ``shape`` (``[]`` or ``[d]``).
+
+        Default: the likelihood-ratio estimate of ``d E[loss] / d log sigma``,
+        ``sum_r w_r * (eps_r * score(eps_r) - 1)`` (Gaussian: ``eps**2 - 1``), summed over
+        dimensions for a scalar sigma.
+        """
+        gradient = (weights[:, None] * self.noise.log_scale_score(noise)).sum(0)
+        return gradient.sum() if len(shape) == 0 else gradient
+
+    # ------------------------------------------------------------------------------ ask/tell
+    def ask(self, inputs=None, *, episode_ids=None) -> torch.Tensor:
+        """Candidates: ``[n, d]`` without inputs, ``[B, n, d]`` for ``inputs[B, ...]``.
+
+        In episode mode: ``ask(observations[m, ...], episode_ids=[m])`` returns ``[m, d]``
+        actions, one per live episode (``episode_ids`` defaults to all ``N`` episodes).
+        One policy forward per call.
+        """
+        if self.episodes is not None:
+            return self._ask_episodes(inputs, episode_ids)
+        if episode_ids is not None:
+            raise ValueError("Invalid episode_ids: only episode mode (episodes=N) takes them")
+        if self._asked is not None:
+            raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
+        with torch.enable_grad():
+            if inputs is None:
+                mu = self.policy()
+                if not isinstance(mu, torch.Tensor) or mu.dim() != 1:
+                    raise ValueError(f"Invalid policy output: {_shape_of(mu)} from policy() (expected [d])")
+                mu = mu[None]
+            else:
+                inputs = self._as_inputs(inputs)
+                mu = self.policy(inputs)
+                if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or mu.shape[0] != inputs.shape[0]:
+                    raise ValueError(
+                        f"Invalid policy output: {_shape_of(mu)} from policy(inputs[{inputs.shape[0]}, ...]) "
+                        f"(expected [{inputs.shape[0]}, d])"
+                    )
+        noise = self._sample(mu.shape[0], self.samples, mu.shape[1], mu.dtype)
+        candidates = mu.detach()[:, None, :] + self._sigma_like(mu) * noise
+        self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None)
+        return candidates if inputs is not None else candidates[0]
+
+    def tell(self, losses) -> dict[str, float]:
+        """Update the policy from one loss per candidate; returns a small stats dict.
+
+        ``losses``: ``[n]`` after ``ask()``, ``[B, n]`` after ``ask(inputs)``, ``[N]`` (one per
+        episode) in episode mode. One VJP, one optimizer step.
+        """
+        if self.episodes is not None:
+            return self._tell_episodes(losses)
+        if self._asked is None:
+            raise RuntimeError("tell() called before ask(): ask for candidates first")
+        asked = self._asked
+        groups, samples, _ = asked.noise.shape
+        expected = (groups, samples) if asked.batched else (samples,)
+        losses = self._as_losses(losses, expected).reshape(groups, samples)
+        self._asked = None
+        records = torch.arange(groups * samples, device=asked.noise.device)
+        stats = self._update(
+            mu=asked.mu,
+            losses=losses,
+            counts=torch.ones_like(losses),
+            noise=asked.noise.reshape(groups * samples, -1),
+            record_sample=records,
+            record_row=records // samples,
+        )
+        self.evaluations += groups * samples
+        return stats
+
+    # ----------------------------------------------------------------------- episode mode
+    def _ask_episodes(self, inputs, episode_ids) -> torch.Tensor:
+        if inputs is None:
+            raise ValueError("Invalid inputs: episode mode needs the observations of the live episodes, [m, ...]")
+        inputs = self._as_inputs(inputs)
+        if episode_ids is None:
+            episode_ids = torch.arange(self.episodes)
+        episode_ids = torch.as_tensor(episode_ids).to(torch.int64).reshape(-1).cpu()
+        if episode_ids.numel() != inputs.shape[0]:
+            raise ValueError(
+                f"Invalid episode_ids: {episode_ids.numel()} ids for {inputs.shape[0]} inputs (expected one per input)"
+            )
+        if episode_ids.numel() and (episode_ids.min() < 0 or episode_ids.max() >= self.episodes):
+            raise ValueError(f"Invalid episode_ids: {episode_ids.tolist()} (expected ids in [0, {self.episodes}))")
+        if episode_ids.unique().numel() != episode_ids.numel():
+            raise ValueError(f"Invalid episode_ids: {episode_ids.tolist()} (each episode at most once per step)")
+        with torch.no_grad():
+            mu = self.policy(inputs)
+        if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or mu.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"Invalid policy output: {_shape_of(mu)} from policy(inputs[{inputs.shape[0]}, ...]) "
+                f"(expected [{inputs.shape[0]}, d])"
+            )
+        # Noise for the whole population every step, so episode i's noise does not depend on
+        # which other episodes are still running; pairs (i, i + N/2) are negations.
+        noise = self._sample(1, self.episodes, mu.shape[1], mu.dtype)[0][episode_ids.to(mu.device)]
+        self._episode_steps.append(_Step(inputs=inputs, noise=noise, episode_ids=episode_ids))
+        return mu + self._sigma_like(mu) * noise
+
+    def _tell_episodes(self, losses) -> dict[str, float]:
+        if not self._episode_steps:
+            raise RuntimeError("tell() called before ask(): run the episodes through ask() first")
+        losses = self._as_losses(losses, (self.episodes,)).reshape(1, self.episodes)
+        steps, self._episode_steps = self._episode_steps, []
+        episode_of_record = torch.cat([step.episode_ids for step in steps]).to(self.device)
+        counts = torch.bincount(episode_of_record, minlength=self.episodes).to(torch.float64)[None]
+        with torch.enable_grad():
+            mu = self.policy(torch.cat([step.inputs for step in steps]))  # one batched forward
+        stats = self._update(
+            mu=mu,
+            losses=losses,
+            counts=counts,
+            noise=torch.cat([step.noise for step in steps]),
+            record_sample=episode_of_record,
+            record_row=torch.arange(mu.shape[0], device=self.device),
+        )
+        self.evaluations += self.episodes
+        return stats
+
+    # ----------------------------------------------------------------------- the one update
+    def _update(self, *, mu, losses, counts, noise, record_sample, record_row) -> dict[str, float]:
+        """Weights -> output signal v -> one VJP -> one optimizer step -> sigma rule."""
+        groups, samples = losses.shape
+        sigma = self._sigma_like(mu)
+        weights = self.weights(losses, counts).reshape(-1).to(self.device)
+        record_weights = weights[record_sample].to(mu.dtype) / groups  # mean over groups
+        record_signal = self.output_signal(record_weights, noise, sigma)  # [R, d]
+        v = torch.zeros_like(mu).index_add_(0, record_row, record_signal)
+        self.optimizer.zero_grad(set_to_none=True)
+        mu.backward(v)  # the one VJP
+        gradient_norm = _total_norm(self.policy)
+        self.optimizer.step()
+        record_groups = record_sample // samples
+        self.sigma.step(self.log_sigma_gradient(record_weights, noise, record_groups, self.sigma.shape))
+        self.steps += 1
+        return {
+            "step": float(self.steps),
+            "loss_mean": float(losses.mean()),
+            "loss_min": float(losses.min()),
+            "grad_norm": gradient_norm,
+            "sigma": float(self.sigma.value().mean()),
+        }
+
+    # ------------------------------------------------------------------------------ helpers
+    def _sample(self, groups: int, samples: int, dimension: int, dtype: torch.dtype) -> torch.Tensor:
+        """Noise ``[groups, samples, dimension]``; with antithetic pairs, rows ``i`` and
+        ``i + samples/2`` of each group are negations of each other."""
+        if len(self.sigma.shape) == 1 and self.sigma.shape[0] != dimension:
+            raise ValueError(
+                f"Invalid sigma: {self.sigma.shape[0]} entries for a policy output of dimension {dimension} "
+                f"(expected a scalar or [{dimension}])"
+            )
+        half = samples // 2 if self.antithetic else samples
+        noise = self.noise.sample((groups, half, dimension), generator=self.generator, dtype=dtype)
+        if self.antithetic:
+            noise = torch.cat([noise, -noise], dim=1)
+        return noise.to(self.device)
+
+    def _sigma_like(self, mu: torch.Tensor) -> torch.Tensor:
+        return self.sigma.value().to(device=mu.device, dtype=mu.dtype)
+
+    def _as_inputs(self, inputs) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            inputs = torch.as_tensor(np.asarray(inputs))
+        if inputs.dim() == 0:
+            raise ValueError("Invalid inputs: a scalar (expected a batch [B, ...])")
+        if inputs.is_floating_point() and inputs.dtype != self.dtype:
+            inputs = inputs.to(self.dtype)
+        return inputs.to(self.device)
+
+    def _as_losses(self, losses, expected: tuple[int, ...]) -> torch.Tensor:
+        if isinstance(losses, torch.Tensor):
+            losses = losses.detach()
+        try:
+            losses = torch.as_tensor(
+                np.asarray(losses if not isinstance(losses, torch.Tensor) else losses.cpu()), dtype=torch.float64
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Invalid losses: {type(losses).__name__} (expected numbers of shape {list(expected)})"
+            ) from error
+        if tuple(losses.shape) != expected:
+            raise ValueError(f"Invalid losses: shape {list(losses.shape)} (expected {list(expected)})")
+        if self.maximize:
+            losses = -losses
+        bad = ~torch.isfinite(losses)
+        if bool(bad.any()):
+            where = [tuple(i) if len(i) > 1 else i[0] for i in bad.nonzero().tolist()]
+            if self.nan_policy == "raise":
+                shown = ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
+                raise ValueError(
+                    f"Invalid losses: {len(where)} non-finite value(s) at indices {shown} "
+                    "(nan_policy='raise'; nan_policy='worst' replaces them by the worst finite loss of their group)"
+                )
+            grouped = losses.reshape(-1, expected[-1])
+            finite = torch.where(bad.reshape(grouped.shape), -math.inf, grouped)
+            worst = finite.max(dim=1, keepdim=True).values
+            if bool((~torch.isfinite(worst)).any()):
+                raise ValueError("Invalid losses: a group has no finite loss (nan_policy='worst' needs at least one)")
+            losses = torch.where(bad.reshape(grouped.shape), worst, grouped).reshape(expected)
+        return losses
+
+    # ---------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Policy, optimizer, RNG, sigma rule and counters; taken between tell and ask."""
+        if self._asked is not None or self._episode_steps:
+            raise RuntimeError("state_dict() between ask() and tell(): tell the pending losses first")
+        return {
+            "solver": type(self).__name__,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "sigma": self.sigma.state_dict(),
+            "steps": self.steps,
+            "evaluations": self.evaluations,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict`; the run then continues exactly as the saved one would."""
+        if state.get("solver") != type(self).__name__:
+            raise ValueError(f"Invalid state: saved from {state.get('solver')!r} (expected {type(self).__name__!r})")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.sigma.load_state_dict(state["sigma"])
+        self.steps = int(state["steps"])
+        self.evaluations = int(state["evaluations"])
+        self._asked = None
+        self._episode_steps = []
+
+    def __repr__(self) -> str:
+        size = f"episodes={self.episodes}" if self.episodes is not None else f"samples={self.samples}"
+        return (
+            f"{type(self).__name__}({size}, sigma={self.sigma!r}, noise={self.noise!r}, antithetic={self.antithetic})"
+        )
+
+
+def _check_count(value, argument: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"Invalid {argument}: {value!r} (expected an int >= {minimum})")
+
+
+def _shape_of(value) -> str:
+    return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _total_norm(module: nn.Module) -> float:
+    norms = [p.grad.norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

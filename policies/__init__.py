@@ -1,0 +1,6 @@
+"""Policies: plain ``torch.nn.Module``s whose output a solver perturbs (installed as ``bbopt.policies``)."""
+
+from bbopt.policies.mlp import MLP
+from bbopt.policies.vector import FixedInput, LearnedVector
+
+__all__ = ["MLP", "FixedInput", "LearnedVector"]

@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from bbopt.policies import MLP, LearnedVector
+
+
+class RecordingSigma:
+    """A `bbopt.sigma.Fixed` that keeps every log-sigma gradient it is handed."""
+
+    def __new__(cls, value):
+        from bbopt.sigma import Fixed
+
+        class _Recording(Fixed):
+            def __init__(self, value):
+                super().__init__(value)
+                self.gradients = []
+
+            def step(self, log_sigma_gradient):
+                super().step(log_sigma_gradient)
+                self.gradients.append(log_sigma_gradient.detach().clone())
+
+        return _Recording(value)
+
+
+@pytest.fixture
+def recording_sigma():
+    return RecordingSigma
+
+
+def vector_policy(dimension=10, value=3.0):
+    return LearnedVector(dimension, init=torch.full((dimension,), value))
+
+
+def mlp_policy(in_features=3, out_features=4, seed=0):
+    return MLP(in_features, out_features, hidden=(8,), seed=seed)
