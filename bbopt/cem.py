@@ -34,7 +34,8 @@ class CEM(Solver):
     Args:
         elite_fraction: share of each group kept as elites, in (0, 1]; at least 2 elites.
         sigma_floor: lower bound of the adapted sigma.
-        sigma_rate: step on ``log sigma`` toward the elite spread, in (0, 1] (1: jump to it).
+        sigma_rate: step on ``log sigma`` toward the elite spread, in (0, 1] (1: jump to it;
+            the default 0.3 smooths it, as plain CEM shrinks sigma too fast and stalls).
 
     A float or sequence ``sigma`` is the initial value of that adaptation; pass a
     `bbopt.sigma.SigmaRule` (e.g. ``Fixed``) to override it.
@@ -48,7 +49,7 @@ class CEM(Solver):
         sigma=0.5,
         elite_fraction: float = 0.25,
         sigma_floor: float = 1e-8,
-        sigma_rate: float = 1.0,
+        sigma_rate: float = 0.3,
         **options,
     ):
         if not (isinstance(elite_fraction, float | int) and 0.0 < elite_fraction <= 1.0):

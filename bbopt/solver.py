@@ -25,6 +25,7 @@ The gradient sent back is that of the mean over groups of the expected loss, lik
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -72,7 +73,9 @@ class Solver:
         noise: ``"gaussian" | "laplace" | "student_t"`` or a `bbopt.noise.Noise`.
         df: degrees of freedom of Student-t noise (> 2).
         antithetic: sample pairs ``(eps, -eps)`` inside each group (episode mode: whole
-            episodes ``i`` and ``i + N/2`` with negated noise); needs an even ``n``/``N``.
+            episodes ``i`` and ``i + N/2`` with negated noise; give both episodes of a pair
+            the same environment seed, so their loss difference measures the noise); needs an
+            even ``n``/``N``.
         seed, generator: the solver's only source of randomness (give at most one).
         nan_policy: ``"raise"`` refuses non-finite losses, naming their indices; ``"worst"``
             replaces them by the worst finite loss of their group.
@@ -387,6 +390,7 @@ class Solver:
         """Restore a `state_dict`; the run then continues exactly as the saved one would."""
         if state.get("solver") != type(self).__name__:
             raise ValueError(f"Invalid state: saved from {state.get('solver')!r} (expected {type(self).__name__!r})")
+        state = copy.deepcopy(state)  # torch.optim keeps the given tensors; share nothing with the source
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
