@@ -78,18 +78,18 @@ class CEM(Solver):
         return elite / (elite * counts).sum(dim=1, keepdim=True)
 
     def output_signal(self, weights, noise, sigma):
-        return -sigma * weights[:, None] * noise  # mu - x for the elite candidates
+        # mu - x summed over the weighted elite candidates: -sigma * sum_k w_k eps_k
+        return -sigma * torch.bmm(weights[:, None, :], noise)[:, 0]
 
-    def log_sigma_gradient(self, weights, noise, groups, shape):
+    def log_sigma_gradient(self, weights, noise, shape):
         """``log sigma - log(elite std)``, averaged over groups, in sigma's shape."""
-        group_count = int(groups.max()) + 1
-        total = torch.zeros(group_count, device=noise.device, dtype=noise.dtype).index_add_(0, groups, weights)
-        mean = torch.zeros(group_count, noise.shape[1], device=noise.device, dtype=noise.dtype)
-        mean.index_add_(0, groups, weights[:, None] * noise)
-        mean = mean / total[:, None]
-        deviation = noise - mean[groups]
-        variance = torch.zeros_like(mean).index_add_(0, groups, weights[:, None] * deviation**2) / total[:, None]
+        total = weights.sum(dim=1, keepdim=True)  # [G, 1]
+        mean = torch.bmm(weights[:, None, :], noise)[:, 0] / total  # elite mean of eps, [G, d]
+        deviation = noise - mean[:, None, :]
+        variance = torch.bmm(weights[:, None, :], deviation**2)[:, 0] / total  # [G, d]
         if len(shape) == 0:
-            variance = variance.mean(dim=1)
-        # In units of sigma: new sigma = sigma * elite std of eps.
-        return -0.5 * torch.log(variance.clamp_min(torch.finfo(variance.dtype).tiny)).mean(dim=0).to(torch.float64)
+            variance = variance.mean(dim=1, keepdim=True)
+        # In units of sigma: new sigma = sigma * elite std of eps (with sigma_rate = 1).
+        log_std = 0.5 * torch.log(variance.clamp_min(torch.finfo(variance.dtype).tiny))
+        gradient = -log_std.mean(dim=0).to(torch.float64)
+        return gradient[0] if len(shape) == 0 else gradient

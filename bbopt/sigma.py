@@ -40,6 +40,8 @@ def _positive_tensor(value: SigmaValue, argument: str) -> torch.Tensor:
 class SigmaRule:
     """Base class: holds ``log_sigma`` (shape ``[]`` or ``[d]``) and a step counter."""
 
+    learns = False  # whether `step` uses the solver's log-sigma gradient (else it gets None)
+
     def __init__(self, value: SigmaValue):
         self.log_sigma = _positive_tensor(value, "sigma").log()
         self.steps = 0
@@ -52,8 +54,8 @@ class SigmaRule:
         """Current sigma, float64, shape ``[]`` or ``[d]``."""
         return self.log_sigma.exp()
 
-    def step(self, log_sigma_gradient: torch.Tensor) -> None:
-        """Advance one update; ``log_sigma_gradient`` has the rule's shape."""
+    def step(self, log_sigma_gradient: torch.Tensor | None) -> None:
+        """Advance one update; ``log_sigma_gradient`` has the rule's shape (None unless `learns`)."""
         self.steps += 1
 
     def state_dict(self) -> dict:
@@ -105,6 +107,8 @@ class Learned(SigmaRule):
     the loss); ``adaptive=False`` uses plain SGD, ``log sigma -= lr * gradient``. The result is
     clamped to ``[floor, ceiling]``.
     """
+
+    learns = True
 
     def __init__(
         self,

@@ -161,22 +161,22 @@ class Solver:
         raise NotImplementedError
 
     def output_signal(self, weights: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Per-record output-space signal ``[R, d]`` from record weights ``[R]`` and noise ``[R, d]``.
+        """The signal ``v[rows, d]`` for each row of ``mu`` from the k samples drawn around it.
 
-        Default: the likelihood-ratio form ``w * score(eps) / sigma``.
+        ``weights[rows, k]`` (already divided by the number of groups), ``noise[rows, k, d]``.
+        Default: the likelihood-ratio form ``v = sum_k w_k * score(eps_k) / sigma``.
         """
-        return weights[:, None] * self.noise.score(noise) / sigma
+        return torch.bmm(weights[:, None, :], self.noise.score(noise))[:, 0] / sigma
 
-    def log_sigma_gradient(
-        self, weights: torch.Tensor, noise: torch.Tensor, groups: torch.Tensor, shape: torch.Size
-    ) -> torch.Tensor:
-        """The signal for the sigma rule, of the rule's ``shape`` (``[]`` or ``[d]``).
+    def log_sigma_gradient(self, weights: torch.Tensor, noise: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The signal for a learning sigma rule, of the rule's ``shape`` (``[]`` or ``[d]``).
 
-        Default: the likelihood-ratio estimate of ``d E[loss] / d log sigma``,
-        ``sum_r w_r * (eps_r * score(eps_r) - 1)`` (Gaussian: ``eps**2 - 1``), summed over
-        dimensions for a scalar sigma.
+        ``weights[groups, k]`` and ``noise[groups, k, d]`` per group (in episode mode the whole
+        population is one group of all recorded steps). Default: the likelihood-ratio estimate
+        of ``d E[loss] / d log sigma``, ``sum w * (eps * score(eps) - 1)`` (Gaussian:
+        ``eps**2 - 1``), summed over dimensions for a scalar sigma.
         """
-        gradient = (weights[:, None] * self.noise.log_scale_score(noise)).sum(0)
+        gradient = torch.einsum("gk,gkd->d", weights, self.noise.log_scale_score(noise))
         return gradient.sum() if len(shape) == 0 else gradient
 
     # ------------------------------------------------------------------------------ ask/tell
@@ -208,7 +208,7 @@ class Solver:
                         f"(expected [{inputs.shape[0]}, d])"
                     )
         noise = self._sample(mu.shape[0], self.samples, mu.shape[1], mu.dtype)
-        candidates = mu.detach()[:, None, :] + self._sigma_like(mu) * noise
+        candidates = torch.addcmul(mu.detach()[:, None, :], self._sigma_like(mu), noise)
         self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None)
         return candidates if inputs is not None else candidates[0]
 
@@ -227,15 +227,7 @@ class Solver:
         expected = (groups, samples) if asked.batched else (samples,)
         losses = self._as_losses(losses, expected).reshape(groups, samples)
         self._asked = None
-        records = torch.arange(groups * samples, device=asked.noise.device)
-        stats = self._update(
-            mu=asked.mu,
-            losses=losses,
-            counts=torch.ones_like(losses),
-            noise=asked.noise.reshape(groups * samples, -1),
-            record_sample=records,
-            record_row=records // samples,
-        )
+        stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise)
         self.evaluations += groups * samples
         return stats
 
@@ -266,7 +258,7 @@ class Solver:
         # which other episodes are still running; pairs (i, i + N/2) are negations.
         noise = self._sample(1, self.episodes, mu.shape[1], mu.dtype)[0][episode_ids.to(mu.device)]
         self._episode_steps.append(_Step(inputs=inputs, noise=noise, episode_ids=episode_ids))
-        return mu + self._sigma_like(mu) * noise
+        return torch.addcmul(mu, self._sigma_like(mu), noise)
 
     def _tell_episodes(self, losses) -> dict[str, float]:
         if not self._episode_steps:
@@ -277,32 +269,34 @@ class Solver:
         counts = torch.bincount(episode_of_record, minlength=self.episodes).to(torch.float64)[None]
         with torch.enable_grad():
             mu = self.policy(torch.cat([step.inputs for step in steps]))  # one batched forward
-        stats = self._update(
-            mu=mu,
-            losses=losses,
-            counts=counts,
-            noise=torch.cat([step.noise for step in steps]),
-            record_sample=episode_of_record,
-            record_row=torch.arange(mu.shape[0], device=self.device),
-        )
+        noise = torch.cat([step.noise for step in steps])
+        stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise, episode_of_record=episode_of_record)
         self.evaluations += self.episodes
         return stats
 
     # ----------------------------------------------------------------------- the one update
-    def _update(self, *, mu, losses, counts, noise, record_sample, record_row) -> dict[str, float]:
-        """Weights -> output signal v -> one VJP -> one optimizer step -> sigma rule."""
-        groups, samples = losses.shape
+    def _update(self, *, mu, losses, counts, noise, episode_of_record=None) -> dict[str, float]:
+        """Weights -> output signal v -> one VJP -> one optimizer step -> sigma rule.
+
+        Group mode: ``mu[G, d]``, ``noise[G, n, d]``. Episode mode: ``mu[R, d]`` and
+        ``noise[R, d]`` for the R recorded steps, ``episode_of_record[R]``.
+        """
+        groups = losses.shape[0]
         sigma = self._sigma_like(mu)
-        weights = self.weights(losses, counts).reshape(-1).to(self.device)
-        record_weights = weights[record_sample].to(mu.dtype) / groups  # mean over groups
-        record_signal = self.output_signal(record_weights, noise, sigma)  # [R, d]
-        v = torch.zeros_like(mu).index_add_(0, record_row, record_signal)
+        weights = self.weights(losses, counts).to(device=self.device, dtype=mu.dtype) / groups  # mean over groups
+        if episode_of_record is None:  # row g of mu is shared by the n samples of group g
+            by_row = by_group = (weights, noise)
+        else:  # one mu row per recorded step; the population is one group
+            record_weights = weights[0, episode_of_record]
+            by_row = (record_weights[:, None], noise[:, None])
+            by_group = (record_weights[None], noise[None])
+        v = self.output_signal(*by_row, sigma)
         self.optimizer.zero_grad(set_to_none=True)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.policy)
         self.optimizer.step()
-        record_groups = record_sample // samples
-        self.sigma.step(self.log_sigma_gradient(record_weights, noise, record_groups, self.sigma.shape))
+        learns = self.sigma.learns
+        self.sigma.step(self.log_sigma_gradient(*by_group, self.sigma.shape) if learns else None)
         self.steps += 1
         return {
             "step": float(self.steps),

@@ -11,6 +11,8 @@ class RecordingSigma:
         from bbopt.sigma import Fixed
 
         class _Recording(Fixed):
+            learns = True  # receive the solver's estimate, but keep sigma fixed
+
             def __init__(self, value):
                 super().__init__(value)
                 self.gradients = []

@@ -1,0 +1,64 @@
+"""Shared by the benchmarks: configuration + git commit + figures to JSON, and a printed table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return commit + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write(path: Path, config: dict, rows: list[dict], summary: dict | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "config": config,
+        "commit": git_commit(),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "rows": rows,
+        "summary": summary or {},
+    }
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"\nwrote {path}")
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Print rows; columns are (key, header, format)."""
+    widths = [max(len(header), 12) for _, header, _ in columns]
+    print("  ".join(f"{header:>{w}}" for (_, header, _), w in zip(columns, widths, strict=True)))
+    for row in rows:
+        cells = []
+        for (key, _, spec), width in zip(columns, widths, strict=True):
+            value = row.get(key)
+            cells.append(f"{'-' if value is None else format(value, spec):>{width}}")
+        print("  ".join(cells))
