@@ -150,6 +150,7 @@ class Solver:
         self.evaluations = 0  # candidates told
         self._asked: _Asked | None = None
         self._episode_steps: list[_Step] = []
+        self._sigma_cache: tuple[torch.Tensor | None, torch.Tensor] = (None, torch.empty(0))
 
     # ------------------------------------------------------------------ the subclass's maths
     def weights(self, losses: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -322,7 +323,13 @@ class Solver:
         return noise.to(self.device)
 
     def _sigma_like(self, mu: torch.Tensor) -> torch.Tensor:
-        return self.sigma.value().to(device=mu.device, dtype=mu.dtype)
+        """Current sigma in mu's dtype and device, converted once per value of the rule (every
+        rule assigns a new ``log_sigma`` tensor when sigma changes)."""
+        source, cached = self._sigma_cache
+        if source is not self.sigma.log_sigma or cached.dtype != mu.dtype or cached.device != mu.device:
+            cached = self.sigma.value().to(device=mu.device, dtype=mu.dtype)
+            self._sigma_cache = (self.sigma.log_sigma, cached)
+        return cached
 
     def _as_inputs(self, inputs) -> torch.Tensor:
         if not isinstance(inputs, torch.Tensor):
@@ -334,13 +341,12 @@ class Solver:
         return inputs.to(self.device)
 
     def _as_losses(self, losses, expected: tuple[int, ...]) -> torch.Tensor:
-        if isinstance(losses, torch.Tensor):
-            losses = losses.detach()
         try:
-            losses = torch.as_tensor(
-                np.asarray(losses if not isinstance(losses, torch.Tensor) else losses.cpu()), dtype=torch.float64
-            )
-        except (TypeError, ValueError) as error:
+            if isinstance(losses, torch.Tensor):
+                losses = losses.detach().to(device="cpu", dtype=torch.float64)
+            else:
+                losses = torch.as_tensor(np.asarray(losses), dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as error:
             raise ValueError(
                 f"Invalid losses: {type(losses).__name__} (expected numbers of shape {list(expected)})"
             ) from error
@@ -348,21 +354,22 @@ class Solver:
             raise ValueError(f"Invalid losses: shape {list(losses.shape)} (expected {list(expected)})")
         if self.maximize:
             losses = -losses
+        if bool(torch.isfinite(losses).all()):
+            return losses
         bad = ~torch.isfinite(losses)
-        if bool(bad.any()):
-            where = [tuple(i) if len(i) > 1 else i[0] for i in bad.nonzero().tolist()]
-            if self.nan_policy == "raise":
-                shown = ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
-                raise ValueError(
-                    f"Invalid losses: {len(where)} non-finite value(s) at indices {shown} "
-                    "(nan_policy='raise'; nan_policy='worst' replaces them by the worst finite loss of their group)"
-                )
-            grouped = losses.reshape(-1, expected[-1])
-            finite = torch.where(bad.reshape(grouped.shape), -math.inf, grouped)
-            worst = finite.max(dim=1, keepdim=True).values
-            if bool((~torch.isfinite(worst)).any()):
-                raise ValueError("Invalid losses: a group has no finite loss (nan_policy='worst' needs at least one)")
-            losses = torch.where(bad.reshape(grouped.shape), worst, grouped).reshape(expected)
+        where = [tuple(i) if len(i) > 1 else i[0] for i in bad.nonzero().tolist()]
+        if self.nan_policy == "raise":
+            shown = ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
+            raise ValueError(
+                f"Invalid losses: {len(where)} non-finite value(s) at indices {shown} "
+                "(nan_policy='raise'; nan_policy='worst' replaces them by the worst finite loss of their group)"
+            )
+        grouped = losses.reshape(-1, expected[-1])
+        finite = torch.where(bad.reshape(grouped.shape), -math.inf, grouped)
+        worst = finite.max(dim=1, keepdim=True).values
+        if bool((~torch.isfinite(worst)).any()):
+            raise ValueError("Invalid losses: a group has no finite loss (nan_policy='worst' needs at least one)")
+        losses = torch.where(bad.reshape(grouped.shape), worst, grouped).reshape(expected)
         return losses
 
     # ---------------------------------------------------------------------------- state
@@ -411,5 +418,5 @@ def _shape_of(value) -> str:
 
 
 def _total_norm(module: nn.Module) -> float:
-    norms = [p.grad.norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+    gradients = [p.grad for p in module.parameters() if p.grad is not None]
+    return float(nn.utils.get_total_norm(gradients)) if gradients else 0.0
