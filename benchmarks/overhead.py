@@ -8,7 +8,8 @@ forwards of the whole network and an Adam step on the flattened parameters.
 Time: median seconds per update, the methods interleaved round by round in one process so
 that drift hits them alike. Memory: each method runs in a fresh subprocess; on CPU the figure
 is the peak resident memory added by the updates (VmHWM after the updates minus VmRSS after
-building model and data), on CUDA ``torch.cuda.max_memory_allocated`` over the updates.
+building model and data, with glibc returning freed tensors to the system and the peak
+counter reset after setup), on CUDA ``torch.cuda.max_memory_allocated`` over the updates.
 
     python benchmarks/overhead.py                       # CPU: MLP and CNN, n = 200
     python benchmarks/overhead.py --device cuda --models mlp,cnn,resnet18   # on a GPU
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import time
 from pathlib import Path
@@ -121,6 +123,7 @@ def _memory_child(model_name, device, kind, samples, steps, queue) -> None:
         torch.cuda.synchronize()
         queue.put((torch.cuda.max_memory_allocated() - base) / 2**20)
     else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
         base = _rss_kib("VmRSS")
         for _ in range(steps):
             method.step()
@@ -131,7 +134,17 @@ def peak_memory_mib(model_name: str, device: str, kind: str, samples: int, steps
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_memory_child, args=(model_name, device, kind, samples, steps, queue))
-    process.start()
+    # glibc: serve every block >= 64 KiB by mmap and return it on free, so RSS follows the
+    # tensors alive (the default dynamic threshold keeps freed blocks in the heap).
+    saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        process.start()
+    finally:
+        if saved is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
     result = queue.get(timeout=1800)
     process.join()
     return result
