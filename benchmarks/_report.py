@@ -54,11 +54,14 @@ def write(path: Path, config: dict, rows: list[dict], summary: dict | None = Non
 
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """Print rows; columns are (key, header, format)."""
-    widths = [max(len(header), 12) for _, header, _ in columns]
+
+    def cell(row, key, spec):
+        value = row.get(key)
+        return "-" if value is None else format(value, spec)
+
+    widths = [max(len(header), 10, *(len(cell(r, key, spec)) for r in rows)) for key, header, spec in columns]
     print("  ".join(f"{header:>{w}}" for (_, header, _), w in zip(columns, widths, strict=True)))
     for row in rows:
-        cells = []
-        for (key, _, spec), width in zip(columns, widths, strict=True):
-            value = row.get(key)
-            cells.append(f"{'-' if value is None else format(value, spec):>{width}}")
-        print("  ".join(cells))
+        print(
+            "  ".join(f"{cell(row, key, spec):>{width}}" for (key, _, spec), width in zip(columns, widths, strict=True))
+        )
