@@ -265,9 +265,12 @@ class Solver:
         if not self._episode_steps:
             raise RuntimeError("tell() called before ask(): run the episodes through ask() first")
         losses = self._as_losses(losses, (self.episodes,)).reshape(1, self.episodes)
-        steps, self._episode_steps = self._episode_steps, []
-        episode_of_record = torch.cat([step.episode_ids for step in steps]).to(self.device)
+        episode_of_record = torch.cat([step.episode_ids for step in self._episode_steps]).to(self.device)
         counts = torch.bincount(episode_of_record, minlength=self.episodes).to(torch.float64)[None]
+        if bool((counts == 0).any()):
+            missing = (counts[0] == 0).nonzero().flatten().tolist()
+            raise ValueError(f"Invalid losses: episodes {missing} took no step (ask() each episode at least once)")
+        steps, self._episode_steps = self._episode_steps, []
         with torch.enable_grad():
             mu = self.policy(torch.cat([step.inputs for step in steps]))  # one batched forward
         noise = torch.cat([step.noise for step in steps])

@@ -208,6 +208,15 @@ CASES = {
         RuntimeError,
         r"tell\(\) called before ask\(\)",
     ),
+    "episode that never stepped": (
+        on_fresh(
+            lambda s: (s.ask(torch.zeros(2, 2), episode_ids=[0, 2]), s.tell(torch.zeros(4))),
+            policy=MLP(2, 2),
+            episodes=4,
+        ),
+        ValueError,
+        r"Invalid losses: episodes \[1, 3\] took no step",
+    ),
     "episode without inputs": (
         on_fresh(lambda s: s.ask(), policy=MLP(2, 2), episodes=4),
         ValueError,
