@@ -7,13 +7,14 @@ for _ in range(steps):
     solver.tell(f(x))         # one loss per candidate -> one VJP -> optimizer.step()
 """
 
-from bbopt import noise, sigma
+from bbopt import data, losses, noise, sigma
 from bbopt.cem import CEM
 from bbopt.es import ES
 from bbopt.minimize import MinimizeResult, minimize
 from bbopt.ovlr import OVLR
 from bbopt.registry import SOLVERS, make_solver, register_solver
 from bbopt.solver import Solver
+from bbopt.training import evaluate, train
 
 __all__ = [
     "CEM",
@@ -22,10 +23,14 @@ __all__ = [
     "SOLVERS",
     "MinimizeResult",
     "Solver",
+    "data",
+    "evaluate",
+    "losses",
     "make_solver",
     "minimize",
     "noise",
     "register_solver",
     "sigma",
+    "train",
 ]
 __version__ = "0.1.0"

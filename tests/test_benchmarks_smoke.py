@@ -24,3 +24,32 @@ def test_ask_tell_benchmark_smoke(tmp_path):
     assert {r["solver"] for r in rows} == set(ask_tell.SOLVERS)
     assert all(r["iterations"] == 2 and r["us_per_candidate"] > 0 for r in rows), rows
     assert json.loads(out.read_text())["summary"]["ranking"]["d=10,n=8"]
+
+
+def test_truncated_sine_benchmark_smoke(tmp_path):
+    from benchmarks import truncated_sine
+
+    rows = truncated_sine.main(["--seeds", "1", "--epochs", "2", "--out", str(tmp_path / "sine.json")])
+    assert {(r["cap"], r["method"]) for r in rows} == {
+        (cap, method) for cap in truncated_sine.Config.caps for method in truncated_sine.METHODS
+    }
+    assert "reached" in json.loads((tmp_path / "sine.json").read_text())["summary"]
+
+
+def test_zero_one_noise_benchmark_smoke(tmp_path):
+    from benchmarks import zero_one_noise
+
+    out = tmp_path / "zero_one.json"
+    rows = zero_one_noise.main(["--seeds", "1", "--epochs", "1", "--rates", "0.6", "--out", str(out)])
+    assert [r["method"] for r in rows] == list(zero_one_noise.METHODS)
+    assert out.with_suffix(".png").exists()
+
+
+def test_variance_benchmark_smoke(tmp_path):
+    from benchmarks import variance
+
+    out = tmp_path / "variance.json"
+    rows = variance.main(["--draws", "3", "--sigmas", "1", "--repetitions", "2", "--out", str(out)])
+    assert {r["sweep"] for r in rows} == {"sigma", "samples", "noise"}
+    assert all(-1.0 <= r["cosine"] <= 1.0 and r["variance"] >= 0 for r in rows)
+    assert out.with_suffix(".png").exists()

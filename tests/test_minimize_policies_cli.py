@@ -104,3 +104,18 @@ def test_envs_and_policies_install_under_bbopt_only(tmp_path):
     root = Path(bbopt.__file__).resolve().parent.parent
     assert Path(envs_file).resolve() == root / "envs" / "__init__.py"
     assert Path(policies_file).resolve() == root / "policies" / "__init__.py"
+
+
+@pytest.mark.parametrize(
+    "script, arguments, expected",
+    [
+        ("quickstart.py", ["--steps", "20"], "policy output"),
+        ("robust_regression.py", ["--epochs", "2"], "backprop, truncated loss: test MSE"),
+        ("zero_one_digits.py", ["--epochs", "1", "--samples", "8"], "backprop on cross-entropy"),
+    ],
+)
+def test_examples_run(script, arguments, expected, tmp_path):
+    path = Path(__file__).resolve().parent.parent / "examples" / script
+    completed = subprocess.run([sys.executable, str(path), *arguments], capture_output=True, text=True, check=True,
+                               cwd=tmp_path)  # fmt: skip
+    assert expected in completed.stdout

@@ -1,0 +1,113 @@
+"""Supervised training on black-box losses: one loop for a bbopt solver and for backprop.
+
+    history = bbopt.train(model, bbopt.losses.ZeroOneLoss(), train_loader, epochs=50,
+                          solver=bbopt.OVLR(model, optimizer, sigma=1.0, samples=64),
+                          eval_data=test_loader, metrics={"accuracy": accuracy})
+
+With ``solver=`` each batch is one ask/tell: the n candidates of each example are scored by
+``loss(candidates[B, n, d], targets[:, None])`` (no gradient needed) and the solver makes one
+VJP. With ``optimizer=`` the same loop runs plain backprop on ``loss(model(x), y).mean()`` (the
+loss must then be differentiable): the baseline shares data order, evaluation and history.
+Either way: one backbone forward and one backward per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["accuracy", "evaluate", "squared_error", "train"]
+
+Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example 1/0 for a correct/incorrect argmax."""
+    return (outputs.argmax(dim=-1) == targets).to(outputs.dtype)
+
+
+def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example squared error, summed over output dimensions."""
+    return ((outputs - targets.reshape(outputs.shape)) ** 2).sum(dim=-1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Iterable, metrics: dict[str, Metric]) -> dict[str, float]:
+    """Mean of each per-example metric over ``data`` (the model's deterministic output)."""
+    was_training = model.training
+    model.eval()
+    totals = dict.fromkeys(metrics, 0.0)
+    count = 0
+    for inputs, targets in data:
+        outputs = model(inputs)
+        for name, metric in metrics.items():
+            totals[name] += float(metric(outputs, targets).sum())
+        count += len(inputs)
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("Invalid eval_data: it yielded no examples")
+    return {name: total / count for name, total in totals.items()}
+
+
+def train(
+    model: nn.Module,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_data: Iterable,
+    *,
+    epochs: int,
+    solver=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    eval_data: Iterable | None = None,
+    metrics: dict[str, Metric] | None = None,
+    scheduler=None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``epochs`` passes over ``train_data`` (re-iterable ``(inputs, targets)``).
+
+    Give exactly one of ``solver`` (a `bbopt.Solver` over ``model`` in batch mode) or
+    ``optimizer`` (backprop). ``metrics`` are evaluated on ``eval_data`` after each epoch;
+    ``scheduler.step()`` runs after each epoch. Returns one record per epoch: ``epoch``,
+    ``train_loss`` (mean loss of the epoch's candidates, or of the batches under backprop),
+    ``seconds`` and the metrics.
+    """
+    if (solver is None) == (optimizer is None):
+        raise ValueError("Invalid solver/optimizer: give exactly one (a bbopt solver, or an optimizer for backprop)")
+    if solver is not None and solver.policy is not model:
+        raise ValueError("Invalid solver: it must be built on the model being trained")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 1)")
+    if metrics and eval_data is None:
+        raise ValueError("Invalid metrics: they need eval_data to be evaluated on")
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(1, epochs + 1), disable=not progress, desc="solver" if solver else "backprop", leave=False)
+    for epoch in bar:
+        began = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        for inputs, targets in train_data:
+            if solver is not None:
+                candidates = solver.ask(inputs)  # [B, n, d], one forward
+                with torch.no_grad():
+                    losses = loss(candidates, targets.unsqueeze(1))  # [B, n]
+                solver.tell(losses)  # one VJP, one optimizer step
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                losses = loss(model(inputs), targets)
+                if not losses.requires_grad:
+                    raise RuntimeError(f"{loss!r} gives no gradient: backprop cannot train on it; use a bbopt solver")
+                losses.mean().backward()
+                optimizer.step()
+            total += float(losses.detach().sum())
+            count += losses.numel()
+        record = {"epoch": float(epoch), "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
+        if scheduler is not None:
+            scheduler.step()
+        if metrics:
+            record |= evaluate(model, eval_data, metrics)
+        history.append(record)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "seconds")})
+    return history
