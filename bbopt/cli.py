@@ -1,4 +1,4 @@
-"""The ``bbopt`` command line: ``bbopt demo`` (later: ``ioh``, ``binpacking``, ``train``)."""
+"""The ``bbopt`` command line: ``bbopt demo``, ``bbopt ioh`` (later: ``binpacking``, ``train``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,39 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budget", type=_positive_int, default=16_000, help="evaluations per run")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="switch the progress bars off")
+    ioh = commands.add_parser("ioh", help="bbopt solvers over an IOH suite: IOHanalyzer logs, table, ECDF plot")
+    ioh.add_argument("--suite", default="bbob", choices=["bbob", "pbo", "graph"])
+    ioh.add_argument("--functions", default="1-24", help="ids, e.g. 1-24 or 1,5,8")
+    ioh.add_argument("--instances", default="1-5")
+    ioh.add_argument("--dimensions", default="5,20")
+    ioh.add_argument("--budget-per-dim", type=_positive_int, default=1000)
+    ioh.add_argument("--solvers", default="ovlr,cem,es")
+    ioh.add_argument("--runs", type=_positive_int, default=1)
+    ioh.add_argument("--seed", type=int, default=0)
+    ioh.add_argument("--out", type=Path, required=True, help="directory for ioh/ (IOHanalyzer), summary.json, ecdf.png")
+    ioh.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def run_ioh(args: argparse.Namespace) -> list[dict]:
+    from bbopt.envs.ioh.suite import bbopt_runner, parse_ids, plot_ecdf, run_suite, summarize, write_summary
+
+    runners = {name: bbopt_runner(name) for name in args.solvers.split(",")}
+    ids = {key: parse_ids(getattr(args, key), key) for key in ("functions", "instances", "dimensions")}
+    rows = run_suite(runners, suite=args.suite, budget_per_dimension=args.budget_per_dim, runs=args.runs,
+                     out=args.out, seed=args.seed, progress=not args.no_progress, **ids)  # fmt: skip
+    summary = summarize(rows)
+    print(f"\n{args.suite}: final ECDF value (fraction of (run, target) pairs, 51 targets 1e2..1e-8)\n")
+    print(f"{'solver':<10}{'d':>4}{'runs':>6}{'ECDF':>8}{'solved 1e-8':>13}{'seconds':>9}")
+    for row in summary:
+        print(f"{row['solver']:<10}{row['dimension']:>4}{row['runs']:>6}{row['score']:>8.3f}"
+              f"{row['solved_1e-8']:>13.2f}{row['seconds']:>9.1f}")  # fmt: skip
+    write_summary(rows, summary, args.out / "summary.json", {k: str(v) for k, v in vars(args).items()})
+    if args.suite != "bbob":
+        print("(ECDF targets are precisions; for PBO/GRAPH see best_precision per run in summary.json)")
+    plot_ecdf(rows, args.out / "ecdf.png", args.budget_per_dim)
+    print(f"\nwrote {args.out / 'ioh'} (IOHanalyzer), {args.out / 'summary.json'}, {args.out / 'ecdf.png'}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.dimension < 2:
             raise SystemExit("bbopt demo: --dimension must be >= 2 (Rosenbrock couples neighbours)")
         run_demo(args.out, dimension=args.dimension, budget=args.budget, seed=args.seed, progress=not args.no_progress)
+    elif args.command == "ioh":
+        try:
+            run_ioh(args)
+        except ValueError as error:
+            raise SystemExit(f"bbopt ioh: {error}") from error
     return 0
 
 

@@ -1,0 +1,155 @@
+"""Run solvers over a suite of ioh problems: IOHanalyzer logs, a summary and an ECDF plot.
+
+Used by ``bbopt ioh`` and ``benchmarks/ioh_bbob.py``. A *runner* is ``runner(objective, seed)``
+that spends ``objective.budget`` (bbopt solvers via `optimize`; peers in the benchmark).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bbopt.envs.ioh.ecdf import ecdf, final_score
+from bbopt.envs.ioh.logging import attach_analyzer
+from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
+from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, build, optimize
+
+__all__ = ["bbopt_runner", "parse_ids", "plot_ecdf", "run_suite", "summarize"]
+
+Runner = Callable[[Objective, int], None]
+
+
+def parse_ids(text: str, argument: str) -> list[int]:
+    """``"1-3,7"`` -> ``[1, 2, 3, 7]``."""
+    ids: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            ids.extend(range(int(low), int(high or low) + 1))
+    except ValueError as error:
+        raise ValueError(f"Invalid {argument}: {text!r} (expected ids like 1-24 or 5,20)") from error
+    if not ids:
+        raise ValueError(f"Invalid {argument}: {text!r} is empty")
+    return ids
+
+
+def bbopt_runner(name: str) -> Runner:
+    """A runner for bbopt solver ``name`` with its `DEFAULT_SETTINGS`."""
+    if name not in DEFAULT_SETTINGS:
+        raise ValueError(f"Invalid solver: {name!r} (expected one of {sorted(DEFAULT_SETTINGS)})")
+    settings = DEFAULT_SETTINGS[name]
+
+    def run(objective: Objective, seed: int) -> None:
+        optimize(objective, build(settings, objective, seed))
+
+    run.attributes = {"lr": settings.lr, "sigma0": settings.sigma, "sigma_lr": settings.sigma_lr}
+    return run
+
+
+def run_suite(
+    runners: dict[str, Runner],
+    *,
+    suite: str,
+    functions: Sequence[int],
+    instances: Sequence[int],
+    dimensions: Sequence[int],
+    budget_per_dimension: int,
+    runs: int,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Every runner on every (dimension, function, instance, run); logs to ``out/ioh/<runner>``.
+
+    Returns one row per run: solver, dimension, function, instance, run, evaluations, best
+    precision, final ECDF score, seconds and the trace.
+    """
+    for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
+    out = Path(out)
+    jobs = [
+        (s, d, f, i, r) for s in runners for d in dimensions for f in functions for i in instances for r in range(runs)
+    ]
+    rows: list[dict] = []
+    loggers = {}
+    bar = tqdm(jobs, disable=not progress, desc=f"{suite} runs")
+    for solver, dimension, function, instance, run in bar:
+        runner = runners[solver]
+        problem = get_problem(suite, function, instance, dimension)
+        if solver not in loggers:
+            loggers[solver] = attach_analyzer(problem, out / "ioh", algorithm_name=solver,
+                                              attributes=getattr(runner, "attributes", None))  # fmt: skip
+        else:
+            problem.attach_logger(loggers[solver])
+        objective = Objective(problem, budget=budget_per_dimension * objective_size(problem))
+        began = time.perf_counter()
+        # A peer that asks past the budget stops there; nothing beyond it was evaluated.
+        with contextlib.suppress(BudgetExhausted):
+            runner(objective, seed + 1000 * run + instance)
+        problem.detach_logger()
+        rows.append({
+            "solver": solver, "dimension": dimension, "function": function, "instance": instance, "run": run,
+            "evaluations": objective.evaluations, "best_precision": objective.best,
+            "score": final_score([objective.trace]) if objective.trace else 0.0,
+            "seconds": time.perf_counter() - began, "trace": objective.trace,
+        })  # fmt: skip
+        bar.set_postfix(solver=solver, d=dimension, f=function)
+    for logger in loggers.values():
+        logger.close()
+    return rows
+
+
+def objective_size(problem) -> int:
+    return problem.meta_data.n_variables
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Final ECDF score per (solver, dimension) over all its runs."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["solver"], row["dimension"]), []).append(row)
+    return [
+        {"solver": solver, "dimension": dimension, "runs": len(group),
+         "score": final_score([r["trace"] for r in group if r["trace"]]),
+         "solved_1e-8": float(np.mean([r["best_precision"] <= 1e-8 for r in group])),
+         "seconds": sum(r["seconds"] for r in group)}
+        for (solver, dimension), group in groups.items()
+    ]  # fmt: skip
+
+
+def plot_ecdf(rows: list[dict], path: Path, budget_per_dimension: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dimensions = sorted({r["dimension"] for r in rows})
+    figure, axes = plt.subplots(1, len(dimensions), figsize=(5 * len(dimensions), 3.8), squeeze=False)
+    budgets = np.logspace(0, np.log10(budget_per_dimension), 60)  # evaluations / d
+    for axis, dimension in zip(axes[0], dimensions, strict=True):
+        for solver in dict.fromkeys(r["solver"] for r in rows):
+            traces = [r["trace"] for r in rows if r["solver"] == solver and r["dimension"] == dimension and r["trace"]]
+            if traces:
+                axis.plot(budgets, ecdf(traces, budgets * dimension), label=solver)
+        axis.set_xscale("log")
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("evaluations / dimension")
+        axis.set_title(f"d = {dimension}")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fraction of (run, target) pairs")
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_summary(rows: list[dict], summary: list[dict], path: Path, config: dict) -> None:
+    light = [{k: v for k, v in r.items() if k != "trace"} for r in rows]
+    path.write_text(json.dumps({"config": config, "summary": summary, "runs": light}, indent=1))
