@@ -1,7 +1,7 @@
 """BBOB side by side: bbopt OVLR / CEM / ES vs pycma CMA-ES (plain, BIPOP), nevergrad NGOpt and
 uniform random search.
 
-IOHanalyzer logs go to runs/ioh_bbob_logs/ (not committed). Protocol: BBOB f1-f24, instances 1-5, dimensions 5 and 20, budget 1000 * d evaluations per
+Protocol: BBOB f1-f24, instances 1-5, dimensions 5 and 20, budget 1000 * d evaluations per
 run, one run per (function, instance); score = final ECDF value, the fraction of (function,
 instance, target) triples reached, 51 targets 10^2 .. 10^-8. Every solver evaluates through
 the same `Objective` (box projection + quadratic penalty outside [-5, 5]^d; ioh counts), starts
@@ -11,6 +11,8 @@ solver for all functions (`bbopt.envs.ioh.DEFAULT_SETTINGS`, tuned on instance 1
     python benchmarks/ioh_bbob.py                                   # everything, one process
     python benchmarks/ioh_bbob.py --solvers nevergrad --out A.json  # a part ...
     python benchmarks/ioh_bbob.py --merge A.json B.json             # ... and the merged table
+
+IOHanalyzer logs go to runs/ioh_bbob_logs/ (not committed).
 """
 
 from __future__ import annotations
