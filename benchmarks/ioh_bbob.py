@@ -9,10 +9,10 @@ from x0 uniform in [-4, 4]^d; pycma and bbopt start with sigma 2. bbopt uses one
 solver for all functions (`bbopt.envs.ioh.DEFAULT_SETTINGS`, tuned on instance 1 at d = 5).
 
     python benchmarks/ioh_bbob.py                                   # everything, one process
-    python benchmarks/ioh_bbob.py --solvers nevergrad --out A.json  # a part ...
-    python benchmarks/ioh_bbob.py --merge A.json B.json             # ... and the merged table
+    python benchmarks/ioh_bbob.py --solvers nevergrad-ngopt --out results/A.json   # a part ...
+    python benchmarks/ioh_bbob.py --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.traces.json
 
-IOHanalyzer logs go to runs/ioh_bbob_logs/ (not committed).
+IOHanalyzer logs and per-run traces go to runs/ioh_bbob/ (large, not committed).
 """
 
 from __future__ import annotations
@@ -128,22 +128,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dimensions", default="5,20")
     parser.add_argument("--budget-per-dim", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "ioh_bbob.json")
-    parser.add_argument("--merge", nargs="+", type=Path, help="merge the runs of earlier partial outputs")
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "runs" / "ioh_bbob",
+        help="IOHanalyzer logs and per-run traces (large; not committed)",
+    )
+    parser.add_argument("--merge", nargs="+", type=Path, help="merge the traces files of earlier partial runs")
     args = parser.parse_args(argv)
     from bbopt.envs.ioh.suite import parse_ids
 
     config = {k: str(v) for k, v in vars(args).items()}
     if args.merge:
-        rows = [row for path in args.merge for row in json.loads(path.with_suffix(".traces.json").read_text())]
+        rows = [row for path in args.merge for row in json.loads(path.read_text())]
         return report(rows, args.out, config, args.budget_per_dim)
     runners = {name: runner(name) for name in args.solvers.split(",")}
     began = time.perf_counter()
     ids = {key: parse_ids(getattr(args, key), key) for key in ("functions", "instances", "dimensions")}
     rows = run_suite(runners, suite="bbob", budget_per_dimension=args.budget_per_dim, runs=1,
-                     out=Path("runs") / "ioh_bbob_logs" / args.out.stem, progress=True, **ids)  # fmt: skip
+                     out=args.logs / args.out.stem, progress=True, **ids)  # fmt: skip
     print(f"{len(rows)} runs in {time.perf_counter() - began:.0f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".traces.json").write_text(json.dumps(rows))
+    args.logs.mkdir(parents=True, exist_ok=True)
+    (args.logs / f"{args.out.stem}.traces.json").write_text(json.dumps(rows))
     return report(rows, args.out, config, args.budget_per_dim)
 
 

@@ -53,3 +53,26 @@ def test_variance_benchmark_smoke(tmp_path):
     assert {r["sweep"] for r in rows} == {"sigma", "samples", "noise"}
     assert all(-1.0 <= r["cosine"] <= 1.0 and r["variance"] >= 0 for r in rows)
     assert out.with_suffix(".png").exists()
+
+
+def test_ioh_bbob_benchmark_smoke_and_merge(tmp_path):
+    from benchmarks import ioh_bbob
+
+    common = ["--functions", "1,3", "--instances", "1", "--dimensions", "2", "--budget-per-dim", "20",
+              "--logs", str(tmp_path / "logs")]  # fmt: skip
+    ioh_bbob.main(["--solvers", "ovlr,pycma,pycma-bipop,random", "--out", str(tmp_path / "a.json"), *common])
+    ioh_bbob.main(["--solvers", "cem", "--out", str(tmp_path / "b.json"), *common])
+    traces = [str(tmp_path / "logs" / f"{part}.traces.json") for part in ("a", "b")]
+    summary = ioh_bbob.main(["--merge", *traces, "--out", str(tmp_path / "merged.json"), *common])
+    assert {r["solver"] for r in summary} == {"ovlr", "pycma", "pycma-bipop", "random", "cem"}
+    runs = json.loads((tmp_path / "merged.json").read_text())["rows"]
+    assert all(r["evaluations"] == 40 for r in runs)  # every solver spends exactly 20 * d
+    assert (tmp_path / "merged.png").exists() and (tmp_path / "logs" / "a" / "ioh" / "pycma").is_dir()
+
+
+def test_ioh_pbo_benchmark_smoke(tmp_path):
+    from benchmarks import ioh_pbo
+
+    rows = ioh_pbo.main(["--runs", "1", "--budget", "50", "--dimension", "16", "--out", str(tmp_path / "pbo.json")])
+    assert len(rows) == len(ioh_pbo.PROBLEMS) * len(ioh_pbo.SOLVERS)
+    assert all(r["best_mean"] is not None for r in rows)
