@@ -13,6 +13,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from bbopt.envs.ioh import (
+    DEFAULT_SETTINGS,
     TARGETS,
     BudgetExhausted,
     IOHAlgorithm,
@@ -167,7 +168,7 @@ def test_bbopt_solver_as_ioh_experiment_algorithm(tmp_path):
     files = sorted(p.name for p in (tmp_path / "run").glob("*.json"))
     assert files == ["IOHprofiler_f1_Sphere.json", "IOHprofiler_f8_Rosenbrock.json"]
     runs = json.loads((tmp_path / "run" / files[0]).read_text())["scenarios"][0]["runs"]
-    assert [r["evals"] for r in runs] == [60, 60] and runs[0]["lr"] == 0.5
+    assert [r["evals"] for r in runs] == [60, 60] and runs[0]["lr"] == DEFAULT_SETTINGS["ovlr"].lr
 
 
 def test_ecdf_counts_targets_reached_within_the_budget():

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
-from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, build, optimize
+from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, solve
 
 __all__ = ["bbopt_runner", "parse_ids", "plot_ecdf", "run_suite", "summarize"]
 
@@ -46,7 +46,7 @@ def bbopt_runner(name: str) -> Runner:
     settings = DEFAULT_SETTINGS[name]
 
     def run(objective: Objective, seed: int) -> None:
-        optimize(objective, build(settings, objective, seed))
+        solve(objective, settings, seed)
 
     run.attributes = {"lr": settings.lr, "sigma0": settings.sigma, "sigma_lr": settings.sigma_lr}
     return run
