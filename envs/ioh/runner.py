@@ -57,7 +57,7 @@ DEFAULT_SETTINGS = {
     "es": SolverSettings("es", lr=0.5, restarts=True, patience=100, **_ADAPTIVE),
     "cem": SolverSettings(
         "cem", lr=1.0, sigma=2.0, follow_sigma=False, restarts=True, extra={"elite_fraction": 0.5, "sigma_rate": 0.5}
-    ),  # fmt: skip
+    ),
 }
 
 
