@@ -1,4 +1,4 @@
-"""``bbopt demo``: OVLR, CEM and ES side by side on classic test functions.
+"""``bbopt demo``: OVLR, CEM and ES side by side on classic test functions and a BBOB slice.
 
 Each solver trains a `LearnedVector` policy from the same seeded start (uniform in [-4, 4]^d)
 with the same evaluation budget, using the settings in `SOLVER_SETTINGS` (one per solver, the
@@ -129,7 +129,29 @@ def run_demo(
     (out / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=1, default=_json))
     plot(results, out / "convergence.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'convergence.png'}")
+    run_bbob_slice(out / "bbob", seed=seed, progress=progress)
     return results
+
+
+BBOB_SLICE = {"functions": [1, 8, 15, 21], "instances": [1], "dimensions": [5], "budget_per_dimension": 1000}
+
+
+def run_bbob_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
+    """A small BBOB slice (sphere, Rosenbrock, rotated Rastrigin, Gallagher 101 peaks; d = 5)
+    with IOHanalyzer logs, as ``bbopt ioh`` runs it."""
+    from bbopt.envs.ioh.suite import bbopt_runner, plot_ecdf, run_suite, summarize
+
+    runners = {name: bbopt_runner(name) for name in SOLVER_SETTINGS}
+    rows = run_suite(runners, suite="bbob", runs=1, out=out, seed=seed, progress=progress, **BBOB_SLICE)
+    print("\nBBOB slice f1, f8, f15, f21 (instance 1, d = 5, 5,000 evaluations): best precision f - f_opt\n")
+    print(f"{'solver':<8}" + "".join(f"{'f' + str(f):>11}" for f in BBOB_SLICE["functions"]) + f"{'ECDF':>8}")
+    for summary in summarize(rows):
+        mine = {r["function"]: r["best_precision"] for r in rows if r["solver"] == summary["solver"]}
+        cells = "".join(f"{mine[f]:>11.2e}" for f in BBOB_SLICE["functions"])
+        print(f"{summary['solver'].upper():<8}{cells}{summary['score']:>8.3f}")
+    plot_ecdf(rows, out / "ecdf.png", BBOB_SLICE["budget_per_dimension"])
+    print(f"\nwrote {out / 'ioh'} (IOHanalyzer) and {out / 'ecdf.png'}")
+    return rows
 
 
 def _json(value):

@@ -80,6 +80,8 @@ def test_demo_command_writes_results_and_a_plot(tmp_path):
     }
     assert all(r["evaluations"] == 320 for r in results)
     assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "BBOB slice" in completed.stdout and (tmp_path / "bbob" / "ecdf.png").exists()
+    assert (tmp_path / "bbob" / "ioh" / "ovlr" / "IOHprofiler_f15_RastriginRotated.json").exists()
 
 
 def test_demo_requires_an_output_directory():
