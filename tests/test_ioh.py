@@ -195,3 +195,13 @@ def test_ioh_command_writes_logs_summary_and_plot(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bbopt.cli", "ioh", "--functions", "1-x", "--out", str(tmp_path)],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "Invalid functions: '1-x'" in bad.stderr
+
+
+def test_log_loss_is_only_used_where_losses_are_nonnegative():
+    """LABS has no known optimum in ioh, so its loss is -f < 0: OVLR must still run on it."""
+    from bbopt.envs.ioh import solve
+
+    objective = Objective(get_problem("pbo", "LABS", 1, 16), budget=200)
+    assert objective.optimum is None
+    solve(objective, DEFAULT_SETTINGS["ovlr"], seed=0)
+    assert objective.evaluations == 200

@@ -4,7 +4,7 @@ IOHanalyzer logging, an ``ioh.Experiment`` adapter and ECDF scoring."""
 from bbopt.envs.ioh.ecdf import TARGETS, ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import SUITES, BudgetExhausted, Objective, get_problem
-from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, IOHAlgorithm, SolverSettings, build, optimize
+from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, IOHAlgorithm, SolverSettings, build, optimize, solve
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -20,4 +20,5 @@ __all__ = [
     "final_score",
     "get_problem",
     "optimize",
+    "solve",
 ]

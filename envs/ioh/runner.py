@@ -36,7 +36,7 @@ class SolverSettings:
     sigma_betas: tuple[float, float] = (0.9, 0.999)  # the same for the learned sigma's Adam
     restarts: bool = False  # IPOP: restart a stagnating run with twice the samples
     patience: int = 50  # updates without a new best (plus 30 d / n) before a restart
-    log_loss: bool = False  # tell log(loss + 1e-300): same minimizer, 300 orders of range tamed
+    log_loss: bool = False  # tell log(loss + 1e-300) where the optimum is known (loss >= 0): same minimizer
     extra: dict = field(default_factory=dict)
 
     def samples(self, dimension: int, restart: int = 0) -> int:
@@ -104,9 +104,10 @@ def optimize(objective: Objective, setup: Setup, *, patience: int | None = None)
         raise ValueError("Invalid objective: optimize() needs an objective with a budget")
     solver = setup.solver
     best, stalled = math.inf, 0
+    log_loss = setup.log_loss and objective.optimum is not None  # losses >= 0 only with a known optimum
     while objective.remaining >= solver.samples:
         losses = objective(solver.ask())
-        solver.tell(torch.log(losses + 1e-300) if setup.log_loss else losses)
+        solver.tell(torch.log(losses + 1e-300) if log_loss else losses)
         if setup.scheduler is not None:
             setup.scheduler.step()
         stalled = 0 if float(losses.min()) < best else stalled + 1
