@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +51,17 @@ def write(path: Path, config: dict, rows: list[dict], summary: dict | None = Non
     }
     path.write_text(json.dumps(payload, indent=1))
     print(f"\nwrote {path}")
+
+
+def spread(name: str, values: list[float]) -> dict:
+    """``{name}_mean``, ``_std``, ``_min``, ``_max`` and the values themselves, for per-seed results."""
+    return {
+        f"{name}_mean": statistics.mean(values),
+        f"{name}_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        f"{name}_min": min(values),
+        f"{name}_max": max(values),
+        name: list(values),
+    }
 
 
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:

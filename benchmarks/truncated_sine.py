@@ -19,7 +19,6 @@ a gradient from the start). Paper (OVLR, ICML 2026): OVLR 0.00032, BP 4.09.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,11 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 {
                     "cap": cap,
                     "method": method,
-                    "test_mse_mean": statistics.mean(mses),
-                    "test_mse_std": statistics.stdev(mses) if len(mses) > 1 else 0.0,
-                    "test_mse_min": min(mses),
-                    "test_mse_max": max(mses),
-                    "test_mse": mses,
+                    **_report.spread("test_mse", mses),
                     "seconds": time.perf_counter() - began,
                 }
             )

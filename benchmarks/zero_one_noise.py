@@ -19,7 +19,6 @@ Goal here: OVLR's test accuracy above cross-entropy's by >= 5 points at 60% nois
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -137,9 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 {
                     "rate": rate,
                     "method": method,
-                    "accuracy_mean": statistics.mean(accuracies),
-                    "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                    "accuracy": accuracies,
+                    **_report.spread("accuracy", accuracies),
                     "seconds": time.perf_counter() - began,
                 }
             )
