@@ -8,7 +8,6 @@ same for every function). Prints a table and writes ``convergence.png`` and ``re
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ def run_demo(
             f"{r['evaluations']:>13d}{r['seconds']:>9.2f}"
         )
     config = {"dimension": dimension, "budget": budget, "seed": seed, "samples": SAMPLES}
-    (out / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=1, default=_json))
+    (out / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=1))
     plot(results, out / "convergence.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'convergence.png'}")
     run_bbob_slice(out / "bbob", seed=seed, progress=progress)
@@ -152,7 +151,3 @@ def run_bbob_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
     plot_ecdf(rows, out / "ecdf.png", BBOB_SLICE["budget_per_dimension"])
     print(f"\nwrote {out / 'ioh'} (IOHanalyzer) and {out / 'ecdf.png'}")
     return rows
-
-
-def _json(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)

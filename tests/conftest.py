@@ -2,26 +2,21 @@ import pytest
 import torch
 
 from bbopt.policies import MLP, LearnedVector
+from bbopt.sigma import Fixed
 
 
-class RecordingSigma:
+class RecordingSigma(Fixed):
     """A `bbopt.sigma.Fixed` that keeps every log-sigma gradient it is handed."""
 
-    def __new__(cls, value):
-        from bbopt.sigma import Fixed
+    learns = True  # receive the solver's estimate, but keep sigma fixed
 
-        class _Recording(Fixed):
-            learns = True  # receive the solver's estimate, but keep sigma fixed
+    def __init__(self, value):
+        super().__init__(value)
+        self.gradients = []
 
-            def __init__(self, value):
-                super().__init__(value)
-                self.gradients = []
-
-            def step(self, log_sigma_gradient):
-                super().step(log_sigma_gradient)
-                self.gradients.append(log_sigma_gradient.detach().clone())
-
-        return _Recording(value)
+    def step(self, log_sigma_gradient):
+        super().step(log_sigma_gradient)
+        self.gradients.append(log_sigma_gradient.detach().clone())
 
 
 @pytest.fixture

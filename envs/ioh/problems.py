@@ -114,21 +114,18 @@ class Objective:
             raise BudgetExhausted(f"{len(z)} evaluations asked with {self.remaining} of the budget {self.budget} left")
         points = self.decode(z)
         values = np.asarray(self.problem(points.tolist()), dtype=float).reshape(len(z))  # one ioh call
-        losses = self.losses(values, z, points)
-        unpenalized = losses if self.binary else self.losses(values, points, points)
-        self.best = min(self.best, float(unpenalized.min()))
+        precision = self.precision(values)
+        self.best = min(self.best, float(precision.min()))
         self.trace.append((self.evaluations, self.best))
-        return torch.from_numpy(losses)
+        if self.binary:
+            return torch.from_numpy(precision)
+        return torch.from_numpy(precision + self.penalty * ((z - points) ** 2).sum(axis=1))
 
-    def losses(self, values: np.ndarray, z: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Loss >= 0 from ioh's values (0 at the optimum), plus the box penalty for reals."""
+    def precision(self, values: np.ndarray) -> np.ndarray:
+        """Loss >= 0 from ioh's values, 0 at the optimum (the raw value where it is unknown)."""
         if self.maximize:
-            loss = (self.optimum - values) if self.optimum is not None else -values
-        else:
-            loss = (values - self.optimum) if self.optimum is not None else values
-        if not self.binary:
-            loss = loss + self.penalty * ((z - points) ** 2).sum(axis=1)
-        return loss
+            return (self.optimum - values) if self.optimum is not None else -values
+        return (values - self.optimum) if self.optimum is not None else values
 
     def _as_array(self, candidates) -> np.ndarray:
         if isinstance(candidates, torch.Tensor):

@@ -88,7 +88,7 @@ def run_suite(
                                               attributes=getattr(runner, "attributes", None))  # fmt: skip
         else:
             problem.attach_logger(loggers[solver])
-        objective = Objective(problem, budget=budget_per_dimension * objective_size(problem))
+        objective = Objective(problem, budget=budget_per_dimension * problem.meta_data.n_variables)
         began = time.perf_counter()
         # A peer that asks past the budget stops there; nothing beyond it was evaluated.
         with contextlib.suppress(BudgetExhausted):
@@ -104,10 +104,6 @@ def run_suite(
     for logger in loggers.values():
         logger.close()
     return rows
-
-
-def objective_size(problem) -> int:
-    return problem.meta_data.n_variables
 
 
 def summarize(rows: list[dict]) -> list[dict]:
