@@ -1,4 +1,4 @@
-"""The ``bbopt`` command line: ``bbopt demo``, ``bbopt ioh`` (later: ``binpacking``, ``train``)."""
+"""The ``bbopt`` command line: ``bbopt demo``, ``bbopt ioh``, ``bbopt binpacking``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,46 @@ def build_parser() -> argparse.ArgumentParser:
     ioh.add_argument("--seed", type=int, default=0)
     ioh.add_argument("--out", type=Path, required=True, help="directory for ioh/ (IOHanalyzer), summary.json, ecdf.png")
     ioh.add_argument("--no-progress", action="store_true")
+    packing = commands.add_parser(
+        "binpacking", help="per-instance priority search (OVLR, CEM, ES) and FFD/BFD on generated or BPPLIB instances"
+    )
+    source = packing.add_mutually_exclusive_group()
+    source.add_argument("--family", default="triplet", choices=["triplet", "uniform"], help="generator family")
+    source.add_argument("--instances", nargs="+", type=Path, metavar="PATH",
+                        help="BPPLIB instance files or directories of them (instead of generated ones)")  # fmt: skip
+    packing.add_argument("--items", type=_positive_int, default=60)
+    packing.add_argument("--count", type=_positive_int, default=30, help="generated instances (seeds from --seed on)")
+    packing.add_argument("--budget", type=_positive_int, default=20_000, help="decodes per instance and solver")
+    packing.add_argument("--solvers", default="ovlr,cem,es,ffd,bfd",
+                         help="comma-separated: ovlr, es, cem, random (search); ffd, bfd (heuristics)")  # fmt: skip
+    packing.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
+    packing.add_argument("--seed", type=int, default=0)
+    packing.add_argument("--out", type=Path, required=True, help="directory for results.json and success.png")
+    packing.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def run_binpacking(args: argparse.Namespace) -> list[dict]:
+    from bbopt.envs.binpacking import make_instance, read_instances
+    from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
+
+    if args.instances:
+        instances = read_instances(args.instances)
+        label = f"{len(instances)} instance files"
+    else:
+        instances = [make_instance(args.family, args.items, args.seed + k) for k in range(args.count)]
+        label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
+    methods = [m for m in args.solvers.split(",") if m]
+    rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
+                         progress=not args.no_progress)  # fmt: skip
+    summary = summarize(rows)
+    print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
+    config = {k: (list(map(str, v)) if isinstance(v, list) else str(v) if isinstance(v, Path) else v)
+              for k, v in vars(args).items()}  # fmt: skip
+    write_results(args.out / "results.json", config, summary, rows)
+    plot_success({label: summary}, args.out / "success.png")
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'success.png'}")
+    return rows
 
 
 def run_ioh(args: argparse.Namespace) -> list[dict]:
@@ -70,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             run_ioh(args)
         except ValueError as error:
             raise SystemExit(f"bbopt ioh: {error}") from error
+    elif args.command == "binpacking":
+        try:
+            run_binpacking(args)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"bbopt binpacking: {error}") from error
     return 0
 
 

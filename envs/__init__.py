@@ -14,4 +14,8 @@ for _name, _suite, _defaults in (
         gymnasium.register(f"bbopt/{_name}-v0", entry_point="bbopt.envs.ioh.env:IOHEnv",
                            kwargs={"suite": _suite, **_defaults})  # fmt: skip
 
+for _name, _entry in (("BinPacking", "BinPackingEnv"), ("BinPackingOnline", "BinPackingOnlineEnv")):
+    if f"bbopt/{_name}-v0" not in gymnasium.registry:
+        gymnasium.register(f"bbopt/{_name}-v0", entry_point=f"bbopt.envs.binpacking.env:{_entry}")
+
 __all__ = ["FUNCTIONS", "rastrigin", "rosenbrock", "sphere"]

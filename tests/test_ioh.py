@@ -24,7 +24,7 @@ from bbopt.envs.ioh import (
     get_problem,
 )
 
-IOH_IDS = sorted(id for id in gymnasium.registry if id.startswith("bbopt/"))
+IOH_IDS = sorted(id for id, spec in gymnasium.registry.items() if "envs.ioh" in str(spec.entry_point))
 
 
 def test_registered_ids():
