@@ -129,6 +129,7 @@ def run_demo(
     plot(results, out / "convergence.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'convergence.png'}")
     run_bbob_slice(out / "bbob", seed=seed, progress=progress)
+    run_binpacking_slice(out / "binpacking", seed=seed, progress=progress)
     return results
 
 
@@ -150,4 +151,25 @@ def run_bbob_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
         print(f"{summary['solver'].upper():<8}{cells}{summary['score']:>8.3f}")
     plot_ecdf(rows, out / "ecdf.png", BBOB_SLICE["budget_per_dimension"])
     print(f"\nwrote {out / 'ioh'} (IOHanalyzer) and {out / 'ecdf.png'}")
+    return rows
+
+
+BINPACKING_SLICE = {"family": "triplet", "items": 60, "count": 5, "budget": 20_000}
+
+
+def run_binpacking_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
+    """Five triplet-60 instances (every bin of the optimum exactly full): per-instance
+    priority search with OVLR, CEM and ES vs first/best fit decreasing, as ``bbopt
+    binpacking`` runs it."""
+    from bbopt.envs.binpacking import make_instance
+    from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
+
+    family, items, count, budget = (BINPACKING_SLICE[k] for k in ("family", "items", "count", "budget"))
+    instances = [make_instance(family, items, seed + k) for k in range(count)]
+    rows = run_instances(instances, [*SOLVER_SETTINGS, "ffd", "bfd"], budget=budget, seed=seed, progress=progress)
+    summary = summarize(rows)
+    print_table(summary, f"bin packing: {count} {family}-{items} instances, {budget:,} decodes per search")
+    write_results(out / "results.json", {**BINPACKING_SLICE, "seed": seed}, summary, rows)
+    plot_success({f"{family}-{items}": summary}, out / "success.png")
+    print(f"\nwrote {out / 'results.json'} and {out / 'success.png'}")
     return rows

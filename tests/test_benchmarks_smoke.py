@@ -76,3 +76,17 @@ def test_ioh_pbo_benchmark_smoke(tmp_path):
     rows = ioh_pbo.main(["--runs", "1", "--budget", "50", "--dimension", "16", "--out", str(tmp_path / "pbo.json")])
     assert len(rows) == len(ioh_pbo.PROBLEMS) * len(ioh_pbo.SOLVERS)
     assert all(r["best_mean"] is not None for r in rows)
+
+
+def test_binpacking_benchmark_smoke(tmp_path):
+    from benchmarks import binpacking
+
+    out = tmp_path / "binpacking.json"
+    arguments = ["--count", "1", "--budget", "200", "--train-steps", "2", "--no-progress", "--out", str(out)]
+    rows = binpacking.main(arguments)
+    methods = {"ovlr", "cem", "es", "random", "ffd", "bfd", "ovlr/best_fit", "set-net", "ovlr+warm"}
+    assert {(r["family"], r["solver"]) for r in rows} == {(f, m) for f in ("triplet-60", "triplet-120", "uniform-120")
+                                                          for m in methods}  # fmt: skip
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary["triplet-60"]["decodes_per_second"]) == {"completion", "best_fit", "first_fit"}
+    assert out.with_suffix(".png").exists()

@@ -2,6 +2,9 @@
 Python references and as properties), envs, per-instance search, the set network."""
 
 import itertools
+import json
+import subprocess
+import sys
 import warnings
 
 import gymnasium
@@ -12,6 +15,7 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bbopt
 from bbopt.envs.binpacking import (
     DECODERS,
     Instance,
@@ -21,6 +25,7 @@ from bbopt.envs.binpacking import (
     first_fit_decreasing,
     lower_bound_l1,
     lower_bound_l2,
+    make_instance,
     read_bpplib,
     read_instances,
     search,
@@ -29,6 +34,7 @@ from bbopt.envs.binpacking import (
     write_bpplib,
 )
 from bbopt.envs.binpacking.learned import item_features, train_set_network, zero_shot
+from bbopt.envs.binpacking.online import SlotScorer, evaluate_online, rollout
 from bbopt.policies.set_network import SetNetwork
 
 # ------------------------------------------------------------------ plain-Python references
@@ -440,3 +446,66 @@ def test_set_network_training_beats_its_start_on_unseen_instances():
     before = np.mean([zero_shot(untrained, instance).bins[0] for instance in unseen])
     assert after < before - 0.5, (before, after)
     assert len(history) == 60 and history[-1]["excess_bins"] < history[0]["excess_bins"]
+
+
+# ------------------------------------------------------------------ online env, episode mode
+
+
+def test_online_episode_training_reaches_best_fit_from_a_worse_start():
+    """OVLR in episode mode on BinPackingOnline-v0 (uniform-60): after 20 updates of 32
+    episodes, the noiseless slot scorer packs 20 held-out instances no worse than online best
+    fit, starting from a policy that is worse than it."""
+    policy = SlotScorer(seed=4)
+    solver = bbopt.OVLR(policy, torch.optim.Adam(policy.parameters(), lr=0.01), sigma=0.5, episodes=32, seed=0)
+    held_out = list(range(10_000, 10_020))
+    instances = [make_instance("uniform", 60, seed) for seed in held_out]
+    best_fit = np.mean([decode(i, -np.arange(60.0), "best_fit").bins[0] - i.lower_bound for i in instances])
+    before = evaluate_online(policy, "uniform", 60, held_out)
+    for update in range(20):
+        rollout(solver, "uniform", 60, [update * 100 + k for k in range(16)] * 2)
+    after = evaluate_online(policy, "uniform", 60, held_out)
+    assert before > best_fit >= after - 1e-9, (before, best_fit, after)
+
+
+def test_slot_scorer_is_equivariant_in_the_slots():
+    policy = SlotScorer(seed=0)
+    observation = torch.tensor([[0.3, 0.5, 0.2, 1.0, 0.7, 0.4]])
+    swapped = observation[:, [0, 1, 5, 4, 3, 2]]
+    assert torch.allclose(policy(observation)[:, [3, 2, 1, 0]], policy(swapped), atol=1e-6)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def run_cli(*arguments, cwd):
+    return subprocess.run([sys.executable, "-m", "bbopt.cli", "binpacking", *map(str, arguments), "--no-progress"],
+                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+
+
+def test_cli_on_generated_instances_writes_table_json_and_plot(tmp_path):
+    done = run_cli("--family", "triplet", "--items", 60, "--count", 2, "--budget", 3000, "--solvers", "ovlr,ffd",
+                   "--out", tmp_path, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 triplet-60 instances" in done.stdout and "ffd" in done.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["solver"] for r in results["summary"]] == ["ovlr", "ffd"]
+    for row in results["runs"]:
+        assert row["optimum"] == 20 and row["lower_bound"] == 20 and len(row["bin_of"]) == 60
+    assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_on_bpplib_files(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    write_bpplib(uniform(40, seed=0), folder / "a.txt")
+    write_bpplib(uniform(40, seed=1), tmp_path / "b.txt")
+    done = run_cli("--instances", folder, tmp_path / "b.txt", "--budget", 500, "--solvers", "ovlr",
+                   "--out", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert [r["instance"] for r in runs] == ["a", "b"] and all(r["optimum"] is None for r in runs)
+    (folder / "c.txt").write_text("2\n10\n4\nx\n")
+    done = run_cli("--instances", folder, "--out", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 1 and "c.txt:4: expected integers" in done.stderr
+    done = run_cli("--solvers", "ovlr,sa", "--out", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 1 and "Invalid solvers: ['sa']" in done.stderr

@@ -82,6 +82,10 @@ def test_demo_command_writes_results_and_a_plot(tmp_path):
     assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "BBOB slice" in completed.stdout and (tmp_path / "bbob" / "ecdf.png").exists()
     assert (tmp_path / "bbob" / "ioh" / "ovlr" / "IOHprofiler_f15_RastriginRotated.json").exists()
+    assert "bin packing: 5 triplet-60 instances" in completed.stdout
+    packing = json.loads((tmp_path / "binpacking" / "results.json").read_text())
+    assert {r["solver"] for r in packing["summary"]} == {"ovlr", "cem", "es", "ffd", "bfd"}
+    assert (tmp_path / "binpacking" / "success.png").exists()
 
 
 def test_demo_requires_an_output_directory():
