@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--family", default="triplet", choices=["triplet", "uniform"], help="generator family")
     source.add_argument("--instances", nargs="+", type=Path, metavar="PATH",
                         help="BPPLIB instance files or directories of them (instead of generated ones)")  # fmt: skip
+    packing.add_argument("--optima", type=Path, metavar="FILE",
+                         help="known optima: 'name optimum' per line (name = the file's stem)")  # fmt: skip
     packing.add_argument("--items", type=_positive_int, default=60)
     packing.add_argument("--count", type=_positive_int, default=30, help="generated instances (seeds from --seed on)")
     packing.add_argument("--budget", type=_positive_int, default=20_000, help="decodes per instance and solver")
@@ -53,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_binpacking(args: argparse.Namespace) -> list[dict]:
-    from bbopt.envs.binpacking import make_instance, read_instances
+    from bbopt.envs.binpacking import make_instance, read_instances, read_optima
     from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
 
+    if args.optima and not args.instances:
+        raise ValueError("--optima goes with --instances")
     if args.instances:
-        instances = read_instances(args.instances)
+        instances = read_instances(args.instances, optima=read_optima(args.optima) if args.optima else None)
         label = f"{len(instances)} instance files"
     else:
         instances = [make_instance(args.family, args.items, args.seed + k) for k in range(args.count)]

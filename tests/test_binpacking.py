@@ -28,6 +28,7 @@ from bbopt.envs.binpacking import (
     make_instance,
     read_bpplib,
     read_instances,
+    read_optima,
     search,
     triplet,
     uniform,
@@ -226,6 +227,27 @@ def test_malformed_bpplib_files_name_the_file_and_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         read_bpplib(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a 3 4\n", r"optima.txt:1: expected 'name optimum'"),
+        ("a x\n", r":1: expected"),
+        ("a 3\na 4\n", r":2: 'a' listed twice"),
+    ],
+)
+def test_malformed_optima_files(tmp_path, text, message):
+    path = tmp_path / "optima.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_optima(path)
+
+
+def test_optimum_below_the_lower_bound_names_the_file(tmp_path):
+    write_bpplib(triplet(60, seed=0), tmp_path / "t.txt")
+    with pytest.raises(ValueError, match=r"t.txt: Invalid optimum: 19"):
+        read_instances(tmp_path / "t.txt", optima={"t": 19})
 
 
 def test_read_instances_from_files_and_directories(tmp_path):
@@ -507,5 +529,16 @@ def test_cli_on_bpplib_files(tmp_path):
     (folder / "c.txt").write_text("2\n10\n4\nx\n")
     done = run_cli("--instances", folder, "--out", tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 1 and "c.txt:4: expected integers" in done.stderr
+    (folder / "c.txt").unlink()
+    optima = tmp_path / "optima.txt"
+    optima.write_text("# name optimum (both lower bounds are 16)\na 17\nb, 16\n")
+    done = run_cli("--instances", folder, tmp_path / "b.txt", "--optima", optima, "--budget", 200, "--solvers", "ffd",
+                   "--out", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert [r["optimum"] for r in runs] == [17, 16] and [r["lower_bound"] for r in runs] == [16, 16]
+    optima.write_text("a 17\nzzz 3\n")
+    done = run_cli("--instances", folder, "--optima", optima, "--out", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 1 and "no instance file named ['zzz']" in done.stderr
     done = run_cli("--solvers", "ovlr,sa", "--out", tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 1 and "Invalid solvers: ['sa']" in done.stderr

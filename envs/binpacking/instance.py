@@ -20,6 +20,7 @@ __all__ = [
     "lower_bound_l2",
     "read_bpplib",
     "read_instances",
+    "read_optima",
     "triplet",
     "uniform",
     "write_bpplib",
@@ -241,20 +242,50 @@ def read_bpplib(path, *, optimum: int | None = None) -> Instance:
     return Instance(capacity, np.array(sizes), name=path.stem, optimum=optimum)
 
 
-def read_instances(paths) -> list[Instance]:
+def read_optima(path) -> dict[str, int]:
+    """Known optima from a text file: one ``name optimum`` pair per line (whitespace or a comma
+    between; ``#`` starts a comment), where name is the instance file's stem."""
+    path = Path(path)
+    optima = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.split("#")[0].replace(",", " ").split()
+        if not tokens:
+            continue
+        if len(tokens) != 2 or not tokens[1].lstrip("-").isdigit():
+            raise ValueError(f"{path}:{lineno}: expected 'name optimum', got {line.strip()!r}")
+        if tokens[0] in optima:
+            raise ValueError(f"{path}:{lineno}: {tokens[0]!r} listed twice")
+        optima[tokens[0]] = int(tokens[1])
+    return optima
+
+
+def read_instances(paths, *, optima: dict[str, int] | None = None) -> list[Instance]:
     """Instances from BPPLIB files or directories (every regular file inside, sorted by name,
-    not recursive). A directory without files is an error; so is any malformed file."""
+    not recursive). A directory without files is an error; so is any malformed file, and an
+    entry of ``optima`` (instance name -> optimum) that names no instance read."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    instances = []
+    files = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            files = sorted(p for p in entry.iterdir() if p.is_file() and not p.name.startswith("."))
-            if not files:
+            found = sorted(p for p in entry.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not found:
                 raise ValueError(f"{entry}: directory holds no instance files")
-            instances.extend(read_bpplib(p) for p in files)
+            files.extend(found)
         elif entry.is_file():
-            instances.append(read_bpplib(entry))
+            files.append(entry)
         else:
             raise FileNotFoundError(f"No such instance file or directory: {entry}")
+    optima = dict(optima or {})
+    unknown = sorted(set(optima) - {f.stem for f in files})
+    if unknown:
+        raise ValueError(f"Invalid optima: no instance file named {unknown[:5]}")
+    instances = []
+    for file in files:
+        try:
+            instances.append(read_bpplib(file, optimum=optima.get(file.stem)))
+        except ValueError as error:
+            if str(error).startswith(str(file)):
+                raise
+            raise ValueError(f"{file}: {error}") from None  # e.g. an optimum below the lower bound
     return instances
