@@ -6,14 +6,18 @@ pairs), evaluate each perturbed network, and step the optimizer along
 ``g = sum_i u_i eps_i / (n sigma)`` with centered-rank utilities ``u``. Every candidate costs a
 forward pass of the whole network and the noise is ``[n/2, P]`` for P parameters: time and
 memory grow with the model, which is what ``benchmarks/overhead.py`` measures against OVLR.
-Same ask/tell shapes as `bbopt.Solver` (no input: ``[n, d]``; inputs: ``[B, n, d]``).
+Same ask/tell shapes as `bbopt.Solver` (no input: ``[n, d]``; inputs: ``[B, n, d]``), and
+the same episode mode (``episodes=N``: ``ask(obs[m], episode_ids)`` once per step, episode i
+acting with network i, ``tell(losses[N])``), so the rollout driver runs it unchanged.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from bbopt.es import centered_ranks
 
@@ -28,6 +32,8 @@ class ParameterES:
         optimizer: a ``torch.optim.Optimizer`` over them (the estimate is written to ``p.grad``).
         sigma: parameter noise scale (> 0).
         samples: perturbed networks per update, even.
+        episodes: episode mode with N episodes (one perturbed network each; N even, and
+            ``samples`` is set to N).
         seed: seed of the solver's own generator.
     """
 
@@ -38,6 +44,7 @@ class ParameterES:
         *,
         sigma: float = 0.02,
         samples: int = 16,
+        episodes: int | None = None,
         seed: int = 0,
     ):
         if not isinstance(policy, nn.Module):
@@ -46,8 +53,13 @@ class ParameterES:
             raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)")
         if not sigma > 0:
             raise ValueError(f"Invalid sigma: {sigma!r} (expected a float > 0)")
+        if episodes is not None:
+            if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 2 or episodes % 2:
+                raise ValueError(f"Invalid episodes: {episodes!r} (expected an even int >= 2)")
+            samples = episodes
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2 or samples % 2:
             raise ValueError(f"Invalid samples: {samples!r} (expected an even int >= 2)")
+        self.episodes = episodes
         self.policy, self.optimizer, self.sigma, self.samples = policy, optimizer, float(sigma), samples
         self.names = [name for name, p in policy.named_parameters() if p.requires_grad]
         self.parameters = [p for p in policy.parameters() if p.requires_grad]
@@ -63,14 +75,24 @@ class ParameterES:
             offset += parameter.numel()
         return tensors
 
-    @torch.no_grad()
-    def ask(self, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        if self._noise is not None:
-            raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
-        theta = torch.cat([p.reshape(-1) for p in self.parameters])
+    def _draw(self, theta: torch.Tensor) -> None:
         self._noise = torch.randn(
             (self.samples // 2, theta.numel()), generator=self.generator, device=theta.device, dtype=theta.dtype
         )
+
+    def _signed_noise(self, index: torch.Tensor) -> torch.Tensor:
+        half = self.samples // 2
+        sign = torch.where(index < half, 1.0, -1.0).to(self._noise.dtype)
+        return self._noise[index % half] * sign[:, None]
+
+    @torch.no_grad()
+    def ask(self, inputs: torch.Tensor | None = None, *, episode_ids=None) -> torch.Tensor:
+        if self.episodes is not None:
+            return self._ask_episodes(inputs, episode_ids)
+        if self._noise is not None:
+            raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
+        theta = torch.cat([p.reshape(-1) for p in self.parameters])
+        self._draw(theta)
         outputs = []
         for index in range(self.samples):  # one forward of the whole network per candidate
             eps = self._noise[index % (self.samples // 2)] * (1.0 if index < self.samples // 2 else -1.0)
@@ -79,9 +101,33 @@ class ParameterES:
         self._batched = inputs is not None
         return torch.stack(outputs, dim=1 if self._batched else 0)
 
+    def _ask_episodes(self, inputs, episode_ids) -> torch.Tensor:
+        """Episode mode: the actions of the live episodes, each from its own network."""
+        if inputs is None:
+            raise ValueError("Invalid inputs: episode mode needs the observations of the live episodes, [m, ...]")
+        inputs = torch.as_tensor(inputs)
+        ids = torch.arange(self.episodes) if episode_ids is None else torch.as_tensor(episode_ids).reshape(-1)
+        if ids.numel() != inputs.shape[0] or (ids.numel() and (ids.min() < 0 or ids.max() >= self.episodes)):
+            raise ValueError(f"Invalid episode_ids: {ids.tolist()} for {inputs.shape[0]} inputs and {self.episodes} "
+                             "episodes")  # fmt: skip
+        theta = torch.cat([p.reshape(-1) for p in self.parameters])
+        if self._noise is None:  # the first step of an update draws the population's networks
+            self._draw(theta)
+            self._stepped = torch.zeros(self.episodes, dtype=torch.bool)
+        self._stepped[ids] = True
+        flat = theta + self.sigma * self._signed_noise(ids.to(theta.device))  # [m, P]
+
+        def act(parameters, observation):
+            return functional_call(self.policy, self._perturbed(parameters), (observation[None],))[0]
+
+        return vmap(act)(flat, inputs.to(theta.dtype))
+
     def tell(self, losses) -> dict[str, float]:
         if self._noise is None:
             raise RuntimeError("tell() called before ask(): ask for candidates first")
+        if self.episodes is not None and not bool(self._stepped.all()):
+            missing = (~self._stepped).nonzero().flatten().tolist()
+            raise ValueError(f"Invalid losses: episodes {missing} took no step (ask() each episode at least once)")
         losses = torch.as_tensor(losses, dtype=torch.float64).detach().cpu()
         expected = (self.samples,) if not self._batched else (losses.shape[0], self.samples)
         if tuple(losses.shape) != expected or losses.dim() not in (1, 2):
@@ -98,4 +144,18 @@ class ParameterES:
             offset += parameter.numel()
         self.optimizer.step()
         self.steps += 1
-        return {"step": float(self.steps), "loss_mean": float(losses.mean()), "loss_min": float(losses.min())}
+        return {"step": float(self.steps), "loss_mean": float(losses.mean()), "loss_min": float(losses.min()),
+                "sigma": self.sigma}  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Policy, optimizer, generator and step count (between updates)."""
+        if self._noise is not None:
+            raise RuntimeError("state_dict() between ask() and tell(): finish the update first")
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "steps": self.steps}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])

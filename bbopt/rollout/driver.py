@@ -1,0 +1,209 @@
+"""Train a policy through a Gymnasium simulator with any episode-mode solver.
+
+Per update the `Trainer` runs a population of N episodes in an env pool: at every step one
+``solver.ask(observations, episode_ids)`` for the live episodes, the actions clipped to the
+action box, one pool step; an episode ends at termination, truncation (the env's TimeLimit)
+or when its env raises. Then ``solver.tell(-returns)`` (reward -> loss; a failed episode gets
+the worst loss of the population and a warning with its traceback) and the observation
+statistics are committed. Episode seeds come from ``(seed, update)``; antithetic partners
+(i, i + N/2) share their seed. Every ``eval_every`` updates the noiseless policy is evaluated
+(statistics frozen); every ``checkpoint_every`` updates a checkpoint is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
+from bbopt.rollout.policy import normalizer_of
+from bbopt.rollout.pools import EnvFactory, make_pool
+
+__all__ = ["Trainer"]
+
+CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "failed"]
+
+
+class Trainer:
+    """Args:
+    env: a Gymnasium id or an `EnvFactory` / top-level callable returning an env.
+    solver: an episode-mode solver (``episodes=N``): `bbopt.OVLR`, `bbopt.ES`, `bbopt.CEM`
+        or `bbopt.baselines.ParameterES`.
+    pool: "serial" (default), "process" or "ray", or a pool built with `make_pool`.
+    workers: worker processes / actors (default: the CPU count).
+    eval_every, eval_episodes: noiseless evaluation cadence and size (0 switches it off).
+    checkpoint: path of the checkpoint file (None: no checkpoints); ``checkpoint_every`` updates.
+    seed: seeds the episodes (the solver has its own generator).
+    """
+
+    def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
+                 eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
+                 pool_options: dict | None = None):  # fmt: skip
+        self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
+        self.solver = solver
+        self.population = getattr(solver, "episodes", None)
+        if not self.population:
+            raise ValueError("Invalid solver: the Trainer needs an episode-mode solver (episodes=N)")
+        self.eval_env = self.factory()
+        space = self.eval_env.action_space
+        self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
+        self.pool = pool if not isinstance(pool, str) else make_pool(pool, self.factory, self.population, workers,
+                                                                     **(pool_options or {}))  # fmt: skip
+        self.normalizer = normalizer_of(solver.policy)
+        self.eval_every, self.eval_episodes = eval_every, eval_episodes
+        self.checkpoint, self.checkpoint_every = (Path(checkpoint) if checkpoint else None), checkpoint_every
+        self.seed = seed
+        self.updates, self.env_steps, self.seconds = 0, 0, 0.0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------------- one update
+    def episode_seeds(self, update: int) -> np.ndarray:
+        """Episode i's reset seed in ``update``: episodes i and i + ceil(N/2) share one."""
+        half = math.ceil(self.population / 2)
+        seeds = np.random.SeedSequence([self.seed, update]).generate_state(half).astype(np.int64) % (2**31 - 1)
+        return seeds[np.arange(self.population) % half]
+
+    def update(self, *, on_step: Callable[[int], None] | None = None) -> dict:
+        """One population of episodes, one tell. ``on_step(t)`` is called before step t (tests
+        use it to kill a worker mid-update)."""
+        began = time.perf_counter()
+        observations = self.pool.reset(self.episode_seeds(self.updates))
+        returns = np.zeros(self.population)
+        lengths = np.zeros(self.population, dtype=np.int64)
+        live = np.ones(self.population, dtype=bool)
+        failed = np.zeros(self.population, dtype=bool)
+        step = 0
+        while live.any():
+            if on_step is not None:
+                on_step(step)
+            ids = np.flatnonzero(live)
+            inputs = torch.as_tensor(observations[ids])
+            if self.normalizer is not None:
+                self.normalizer.observe(inputs)
+            with torch.no_grad():
+                actions = self.solver.ask(inputs, episode_ids=torch.as_tensor(ids)).detach().cpu().numpy()
+            result = self.pool.step(ids, np.clip(actions, self.low, self.high))
+            returns[ids] += result.rewards
+            lengths[ids] += 1
+            observations[ids] = result.observations
+            for episode, error in zip(ids, result.errors, strict=True):
+                if error is not None:
+                    failed[episode] = True
+                    warnings.warn(f"episode {episode} failed (its loss becomes the population's worst):\n{error}",
+                                  RuntimeWarning, stacklevel=2)  # fmt: skip
+            live[ids[result.done]] = False
+            step += 1
+        losses = -returns
+        if failed.any():
+            losses[failed] = losses[~failed].max() if (~failed).any() else 0.0
+        stats = self.solver.tell(torch.as_tensor(losses))
+        if self.normalizer is not None:
+            self.normalizer.commit()
+        self.updates += 1
+        self.env_steps += int(lengths.sum())
+        self.seconds += time.perf_counter() - began
+        ok = returns[~failed] if (~failed).any() else returns
+        return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
+                "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
+                "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())}  # fmt: skip
+
+    # ------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, episodes: int | None = None, *, seed: int = 10**6) -> float:
+        """Mean return of the noiseless policy over ``episodes`` (seeds ``seed, seed + 1, ...``),
+        observation statistics frozen."""
+        policy = self.solver.policy
+        frozen = self.normalizer.frozen if self.normalizer is not None else None
+        if self.normalizer is not None:
+            self.normalizer.frozen = True
+        try:
+            returns = [rollout_return(self.eval_env, policy, seed + k, self.low, self.high)
+                       for k in range(episodes or self.eval_episodes)]  # fmt: skip
+        finally:
+            if self.normalizer is not None:
+                self.normalizer.frozen = frozen
+        return float(np.mean(returns))
+
+    # ------------------------------------------------------------------------- the loop
+    def train(self, env_steps: int, *, progress: bool = True, curve=None,
+              callback: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+        """Update until ``env_steps`` environment steps in all (counting from a resumed run's
+        total); append each update's record to ``history`` (and to the CSV ``curve``)."""
+        bar = tqdm(total=int(env_steps), initial=min(self.env_steps, int(env_steps)), unit="step", disable=not progress,
+                   desc="train")  # fmt: skip
+        while self.env_steps < env_steps:
+            before = self.env_steps
+            record = self.update()
+            if self.eval_every and self.eval_episodes and self.updates % self.eval_every == 0:
+                record["eval_return"] = self.evaluate()
+            self.history.append(record)
+            if curve is not None:
+                _append_csv(Path(curve), record)
+            if self.checkpoint is not None and self.checkpoint_every and self.updates % self.checkpoint_every == 0:
+                save_checkpoint(self.state_dict(), self.checkpoint)
+            bar.update(min(self.env_steps, int(env_steps)) - before)
+            rate = self.env_steps / max(self.seconds, 1e-9)
+            shown = record["eval_return"] if record["eval_return"] is not None else record["return_mean"]
+            bar.set_postfix_str(f"{rate:,.0f} steps/s, return {shown:.1f}")
+            if callback is not None:
+                callback(record)
+        bar.close()
+        if self.checkpoint is not None:
+            save_checkpoint(self.state_dict(), self.checkpoint)
+        return self.history
+
+    # ------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"solver": self.solver.state_dict(), "updates": self.updates, "env_steps": self.env_steps,
+                "seconds": self.seconds, "seed": self.seed, "history": [dict(r) for r in self.history]}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"Invalid checkpoint: seed {state['seed']} (this trainer has seed {self.seed})")
+        self.solver.load_state_dict(state["solver"])
+        self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
+        self.history = [dict(r) for r in state["history"]]
+
+    def resume(self, path) -> None:
+        self.load_state_dict(load_checkpoint(path))
+
+    def close(self) -> None:
+        self.pool.close()
+        self.eval_env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def rollout_return(env, policy, seed: int, low, high, *, render: Callable | None = None) -> float:
+    """One noiseless episode of ``policy`` in ``env``; returns its return."""
+    observation, _ = env.reset(seed=int(seed))
+    total, done = 0.0, False
+    while not done:
+        action = policy(torch.as_tensor(np.asarray(observation, dtype=np.float32))[None])[0].numpy()
+        observation, reward, terminated, truncated, _ = env.step(np.clip(action, low, high))
+        if render is not None:
+            render()
+        total += float(reward)
+        done = terminated or truncated
+    return total
+
+
+def _append_csv(path: Path, record: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in CURVE_FIELDS})

@@ -1,0 +1,337 @@
+"""Env pools: N episodes stepped together, in-process, in worker processes or on Ray actors.
+
+A pool holds one env per episode slot. ``reset(seeds)`` starts episode i with ``seeds[i]``;
+``step(ids, actions)`` steps the listed live episodes and returns their results in the order
+asked. Every pool keeps each episode's seed and the actions it has taken, so when a worker
+dies mid-update its live episodes are replayed on a fresh worker (reset with the same seed,
+the same actions again: simulators such as MuJoCo are deterministic given both) and the
+pending step is re-sent: nothing is lost, nothing is duplicated, and the driver and solver
+never notice. An env that raises inside ``step`` fails that episode only: the result carries
+the traceback and the episode is over.
+
+Why not ``gymnasium.vector``: its vector envs step every sub-env each call and reset them
+automatically; here episodes end at different times, each has its own seed, and one
+failing env must not take the others down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["POOLS", "EnvFactory", "ProcessPool", "RayPool", "SerialPool", "StepResult", "make_pool"]
+
+
+@dataclass(frozen=True)
+class EnvFactory:
+    """A picklable recipe for an env: a Gymnasium id (``gymnasium.make(id, **kwargs)``) or a
+    top-level callable returning an env."""
+
+    env: str | Callable[[], gym.Env]
+    kwargs: tuple = ()
+
+    def __call__(self) -> gym.Env:
+        if callable(self.env):
+            return self.env(**dict(self.kwargs))
+        import bbopt.envs  # noqa: F401  (registers the bbopt/ ids in this process)
+
+        return gym.make(self.env, **dict(self.kwargs))
+
+
+@dataclass
+class StepResult:
+    """Per asked episode, in the order asked."""
+
+    observations: np.ndarray  # [m, obs]
+    rewards: np.ndarray  # [m]
+    done: np.ndarray  # [m] bool: terminated, truncated or failed
+    terminated: np.ndarray  # [m] bool
+    errors: list[str | None]  # a traceback where the env raised
+
+
+class _Episodes:
+    """The envs of one worker, keyed by episode id."""
+
+    def __init__(self, factory: EnvFactory):
+        self.factory = factory
+        self.envs: dict[int, gym.Env] = {}
+
+    def reset(self, episodes: list[tuple[int, int]]) -> list[np.ndarray]:
+        out = []
+        for episode, seed in episodes:
+            env = self.envs.get(episode) or self.envs.setdefault(episode, self.factory())
+            out.append(np.asarray(env.reset(seed=int(seed))[0], dtype=np.float32))
+        return out
+
+    def step(self, episodes: list[tuple[int, np.ndarray]]) -> list[tuple]:
+        out = []
+        for episode, action in episodes:
+            env = self.envs[episode]
+            try:
+                observation, reward, terminated, truncated, _ = env.step(action)
+            except Exception:  # the episode fails, not the pool
+                out.append((None, 0.0, True, False, traceback.format_exc()))
+                continue
+            out.append((np.asarray(observation, dtype=np.float32), float(reward), bool(terminated) or bool(truncated),
+                        bool(terminated), None))  # fmt: skip
+        return out
+
+    def replay(self, episodes: list[tuple[int, int, list[np.ndarray]]]) -> None:
+        """Bring episodes back to where they were: reset with their seed, take their actions."""
+        for episode, seed, actions in episodes:
+            self.reset([(episode, seed)])
+            for action in actions:
+                self.envs[episode].step(action)
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+
+
+class _Pool:
+    """Bookkeeping shared by every pool: seeds, action histories, ordering, replays."""
+
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"Invalid num_envs: {num_envs!r} (expected an int >= 1)")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"Invalid workers: {workers!r} (expected an int >= 1)")
+        self.factory, self.num_envs, self.workers = factory, num_envs, min(workers, num_envs)
+        # contiguous blocks of episodes per worker
+        self.worker_of = np.repeat(np.arange(self.workers), -(-num_envs // self.workers))[:num_envs]
+        self.seeds = np.zeros(num_envs, dtype=np.int64)
+        self.actions: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        self.live = np.zeros(num_envs, dtype=bool)
+        self.restarts = 0
+
+    # subclasses: run {worker: (method, args)} and return {worker: result}; raise _WorkerDied
+    def _run(self, calls: dict[int, tuple[str, tuple]]) -> dict[int, object]:
+        raise NotImplementedError
+
+    def _restart(self, worker: int) -> None:
+        raise NotImplementedError
+
+    def _call_all(self, calls: dict[int, tuple[str, tuple]]) -> dict[int, object]:
+        """Run calls; a worker that died is restarted, its live episodes replayed, and its
+        call sent again (at most 3 restarts per worker and call)."""
+        results, pending, attempts = {}, dict(calls), dict.fromkeys(calls, 0)
+        while pending:
+            done, died = self._run(pending)
+            results.update(done)
+            pending = {worker: pending[worker] for worker in died}
+            for worker, (method, args) in pending.items():
+                asked = {episode for episode, _ in args[0]} if method == "step" else set()
+                while True:
+                    attempts[worker] += 1
+                    if attempts[worker] > 3:
+                        raise RuntimeError(f"worker {worker} died {attempts[worker]} times on one call; giving up")
+                    self._restart(worker)
+                    self.restarts += 1
+                    if method == "reset":
+                        break
+                    replays = [(int(e), int(self.seeds[e]), self.actions[e][:-1] if e in asked else self.actions[e])
+                               for e in np.flatnonzero((self.worker_of == worker) & self.live)]  # fmt: skip
+                    if not self._run({worker: ("replay", (replays,))})[1]:
+                        break
+        return results
+
+    def reset(self, seeds) -> np.ndarray:
+        seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+        if seeds.shape != (self.num_envs,):
+            raise ValueError(f"Invalid seeds: {seeds.shape[0]} seeds for {self.num_envs} envs")
+        self.seeds[:] = seeds
+        self.actions = [[] for _ in range(self.num_envs)]
+        self.live[:] = True
+        calls = {w: ("reset", ([(int(i), int(seeds[i])) for i in np.flatnonzero(self.worker_of == w)],))
+                 for w in range(self.workers)}  # fmt: skip
+        results = self._call_all(calls)
+        observations = [None] * self.num_envs
+        for w in range(self.workers):
+            for i, observation in zip(np.flatnonzero(self.worker_of == w), results[w], strict=True):
+                observations[i] = observation
+        return np.stack(observations)
+
+    def step(self, ids, actions) -> StepResult:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape[0] != ids.shape[0]:
+            raise ValueError(f"Invalid actions: {actions.shape[0]} actions for {ids.shape[0]} episodes")
+        if not self.live[ids].all():
+            raise ValueError(f"Invalid ids: episodes {ids[~self.live[ids]].tolist()} are not running")
+        for i, action in zip(ids, actions, strict=True):
+            self.actions[i].append(action)
+        calls = {}
+        for w in np.unique(self.worker_of[ids]):
+            mine = np.flatnonzero(self.worker_of[ids] == w)
+            calls[int(w)] = ("step", ([(int(ids[k]), actions[k]) for k in mine],))
+        results = self._call_all(calls)
+        out = [None] * ids.shape[0]
+        for w, rows in results.items():
+            for k, row in zip(np.flatnonzero(self.worker_of[ids] == w), rows, strict=True):
+                out[k] = row
+        template = next((row[0] for row in out if row[0] is not None), np.zeros(0, dtype=np.float32))
+        observations = np.stack([row[0] if row[0] is not None else np.zeros_like(template) for row in out])
+        done = np.array([row[2] for row in out])
+        self.live[ids[done]] = False
+        return StepResult(observations, np.array([row[1] for row in out]), done, np.array([row[3] for row in out]),
+                          [row[4] for row in out])  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SerialPool(_Pool):
+    """Every env in this process (the default: no inter-process cost)."""
+
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 1):
+        super().__init__(factory, num_envs, 1)
+        self.episodes = _Episodes(factory)
+
+    def _run(self, calls):
+        return {w: getattr(self.episodes, method)(*args) for w, (method, args) in calls.items()}, set()
+
+    def close(self) -> None:
+        self.episodes.close()
+
+
+def _process_worker(connection, factory: EnvFactory) -> None:
+    episodes = _Episodes(factory)
+    try:
+        while True:
+            method, args = connection.recv()
+            if method == "close":
+                break
+            connection.send(getattr(episodes, method)(*args))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        episodes.close()
+
+
+class ProcessPool(_Pool):
+    """Envs in ``workers`` worker processes (``multiprocessing``, forkserver start), one pipe
+    each; a worker that dies is replaced and its live episodes replayed."""
+
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 2):
+        super().__init__(factory, num_envs, workers)
+        self.context = mp.get_context("forkserver")
+        self.processes: list = [None] * self.workers
+        self.connections: list = [None] * self.workers
+        for worker in range(self.workers):
+            self._restart(worker)
+
+    def _restart(self, worker: int) -> None:
+        if self.processes[worker] is not None:
+            self.processes[worker].kill()
+            self.processes[worker].join()
+        parent, child = self.context.Pipe()
+        process = self.context.Process(target=_process_worker, args=(child, self.factory), daemon=True)
+        process.start()
+        child.close()
+        self.processes[worker], self.connections[worker] = process, parent
+
+    def pid(self, worker: int) -> int:
+        return self.processes[worker].pid
+
+    def _run(self, calls):
+        died = set()
+        for worker, call in calls.items():
+            try:
+                self.connections[worker].send(call)
+            except (BrokenPipeError, OSError):
+                died.add(worker)
+        results = {}
+        for worker in calls:
+            if worker in died:
+                continue
+            try:
+                results[worker] = self.connections[worker].recv()
+            except (EOFError, ConnectionResetError, OSError):
+                died.add(worker)
+        return results, died
+
+    def close(self) -> None:
+        for worker, connection in enumerate(self.connections):
+            if connection is None:
+                continue
+            with contextlib.suppress(BrokenPipeError, OSError):
+                connection.send(("close", ()))
+            self.processes[worker].join(timeout=5)
+            if self.processes[worker].is_alive():
+                self.processes[worker].kill()
+        self.connections = [None] * self.workers
+
+
+class RayPool(_Pool):
+    """Envs on ``workers`` Ray actors. ``ray.init`` is called when Ray is not initialized yet:
+    a local cluster by default, an existing one with ``address=`` ("auto" or "ray://...");
+    the dashboard is off unless ``include_dashboard=True``. Ray's own security defaults are
+    left as they are. An actor that dies is replaced by a new one (Ray places it on any live
+    node) and its live episodes are replayed there."""
+
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 2, *, address: str | None = None,
+                 include_dashboard: bool = False, num_cpus_per_worker: float = 1.0):  # fmt: skip
+        try:
+            import ray
+        except ImportError as error:
+            raise ImportError("RayPool needs Ray: pip install 'bbopt[ray]'") from error
+        super().__init__(factory, num_envs, workers)
+        self.ray = ray
+        if not ray.is_initialized():
+            options = {"address": address, "include_dashboard": include_dashboard, "log_to_driver": False}
+            if address is None:
+                options["num_cpus"] = max(os.cpu_count() or 1, int(self.workers * num_cpus_per_worker))
+            ray.init(**options)
+        self.actor_class = ray.remote(num_cpus=num_cpus_per_worker, max_restarts=0)(_Episodes)
+        self.actors: list = [None] * self.workers
+        for worker in range(self.workers):
+            self._restart(worker)
+
+    def _restart(self, worker: int) -> None:
+        if self.actors[worker] is not None:
+            self.ray.kill(self.actors[worker], no_restart=True)
+        self.actors[worker] = self.actor_class.remote(self.factory)
+
+    def _run(self, calls):
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        futures = {w: getattr(self.actors[w], method).remote(*args) for w, (method, args) in calls.items()}
+        results, died = {}, set()
+        for worker, future in futures.items():
+            try:
+                results[worker] = self.ray.get(future)
+            except (RayActorError, ActorDiedError, ActorUnavailableError):
+                died.add(worker)
+        return results, died
+
+    def close(self) -> None:
+        for actor in self.actors:
+            if actor is not None:
+                self.ray.kill(actor, no_restart=True)
+        self.actors = [None] * self.workers
+
+
+POOLS = {"serial": SerialPool, "process": ProcessPool, "ray": RayPool}
+
+
+def make_pool(kind: str, factory: EnvFactory, num_envs: int, workers: int | None = None, **options) -> _Pool:
+    """``kind``: "serial" (default choice on few cores), "process" or "ray"."""
+    if kind not in POOLS:
+        raise ValueError(f"Invalid evaluator: {kind!r} (expected one of {sorted(POOLS)})")
+    if workers is None:
+        workers = 1 if kind == "serial" else max(1, (os.cpu_count() or 2))
+    return POOLS[kind](factory, num_envs, workers, **options)

@@ -1,0 +1,379 @@
+"""Training through simulators: env pools (serial, processes, Ray) with fault tolerance, the
+rollout driver's bookkeeping, observation normalization, checkpoints, parameter-space ES."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import bbopt
+from bbopt.baselines import ParameterES
+from bbopt.rollout import (
+    EnvFactory,
+    ObservationNormalizer,
+    Trainer,
+    control_policy,
+    load_checkpoint,
+    make_pool,
+    save_checkpoint,
+)
+from tests.toy_envs import PointMass, point_mass
+
+FACTORY = EnvFactory(point_mass)
+SPACE = PointMass()
+
+
+def make_solver(name="ovlr", episodes=8, seed=0):
+    policy = control_policy(SPACE.observation_space, SPACE.action_space, hidden=(16,), seed=seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=0.05)
+    if name == "pes":
+        return ParameterES(policy, optimizer, sigma=0.1, episodes=episodes, seed=seed)
+    return bbopt.make_solver(name, policy, optimizer, sigma=0.3, episodes=episodes, seed=seed)
+
+
+def flat(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def scripted_rollout(pool, seeds, steps=40):
+    """Reset with seeds and step every live episode with fixed actions; returns per-episode
+    (rewards list, final observation)."""
+    rng = np.random.default_rng(0)
+    observations = pool.reset(seeds)
+    live = np.ones(len(seeds), dtype=bool)
+    rewards = [[] for _ in seeds]
+    for _ in range(steps):
+        ids = np.flatnonzero(live)
+        if not ids.size:
+            break
+        result = pool.step(ids, rng.uniform(-1, 1, size=(ids.size, 2)))
+        for k, episode in enumerate(ids):
+            rewards[episode].append(result.rewards[k])
+        observations[ids] = result.observations
+        live[ids[result.done]] = False
+    return rewards, observations
+
+
+# ------------------------------------------------------------------ pools
+
+
+def test_process_pool_matches_serial_and_returns_results_in_the_order_asked():
+    seeds = np.arange(6) + 10
+    with make_pool("serial", FACTORY, 6) as serial, make_pool("process", FACTORY, 6, 2) as processes:
+        expected = scripted_rollout(serial, seeds)
+        got = scripted_rollout(processes, seeds)
+        assert expected[0] == got[0] and np.array_equal(expected[1], got[1])
+        processes.reset(seeds)
+        serial.reset(seeds)
+        order = np.array([5, 0, 3, 1])  # ids out of order, across both workers
+        actions = np.linspace(-1, 1, 8).reshape(4, 2)
+        a, b = serial.step(order, actions), processes.step(order, actions)
+        assert np.array_equal(a.observations, b.observations) and np.array_equal(a.rewards, b.rewards)
+
+
+def test_episodes_have_their_own_lengths():
+    with make_pool("serial", FACTORY, 5) as pool:
+        rewards, _ = scripted_rollout(pool, np.arange(5), steps=100)
+    lengths = [len(r) for r in rewards]
+    assert len(set(lengths)) > 1 and max(lengths) <= 30
+
+
+def test_a_killed_worker_is_replaced_and_its_episodes_replayed():
+    seeds = np.arange(6)
+    with make_pool("serial", FACTORY, 6) as serial:
+        expected = scripted_rollout(serial, seeds)
+    with make_pool("process", FACTORY, 6, 2) as pool:
+        observations = pool.reset(seeds)
+        rng = np.random.default_rng(0)
+        live = np.ones(6, dtype=bool)
+        rewards = [[] for _ in seeds]
+        for t in range(40):
+            if t == 4:
+                os.kill(pool.pid(1), signal.SIGKILL)
+            ids = np.flatnonzero(live)
+            if not ids.size:
+                break
+            result = pool.step(ids, rng.uniform(-1, 1, size=(ids.size, 2)))
+            for k, episode in enumerate(ids):
+                rewards[episode].append(result.rewards[k])
+            observations[ids] = result.observations
+            live[ids[result.done]] = False
+        assert pool.restarts == 1
+    assert rewards == expected[0] and np.array_equal(observations, expected[1])
+
+
+def test_an_env_that_raises_fails_that_episode_only():
+    factory = EnvFactory(point_mass, kwargs=(("fail_seed", 2),))
+    with make_pool("process", factory, 4, 2) as pool:
+        pool.reset([1, 2, 3, 4])
+        for _ in range(3):
+            pool.step(np.arange(4), np.zeros((4, 2)))
+        result = pool.step(np.arange(4), np.zeros((4, 2)))
+    assert "simulated simulator crash" in result.errors[1] and "Traceback" in result.errors[1]
+    assert result.done[1] and result.errors[0] is None and result.errors[2] is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: make_pool("threads", FACTORY, 4), r"Invalid evaluator: 'threads'"),
+        (lambda: make_pool("serial", FACTORY, 0), r"Invalid num_envs: 0"),
+        (lambda: make_pool("process", FACTORY, 4, 0), r"Invalid workers: 0"),
+    ],
+)
+def test_bad_pool_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_stepping_a_finished_episode_is_refused():
+    with make_pool("serial", FACTORY, 2) as pool:
+        pool.reset([0, 1])
+        with pytest.raises(ValueError, match="Invalid actions: 1 actions for 2 episodes"):
+            pool.step([0, 1], np.zeros((1, 2)))
+        pool.live[1] = False
+        with pytest.raises(ValueError, match=r"Invalid ids: episodes \[1\] are not running"):
+            pool.step([0, 1], np.zeros((2, 2)))
+
+
+# ------------------------------------------------------------------ the driver
+
+
+@pytest.mark.parametrize("name", ["ovlr", "es", "cem", "pes"])
+def test_update_bookkeeping_matches_a_plain_rollout(name):
+    """The driver's returns and env-step count equal those of replaying, by hand, the actions
+    the solver handed out (episodes of different lengths; pairs share their seed)."""
+    solver = make_solver(name)
+    handed = []
+    original = solver.ask
+
+    def recording_ask(inputs, episode_ids):
+        actions = original(inputs, episode_ids=episode_ids)
+        handed.append((episode_ids.clone(), actions.clone()))
+        return actions
+
+    solver.ask = recording_ask
+    with Trainer(FACTORY, solver, eval_every=0) as trainer:
+        seeds = trainer.episode_seeds(0)
+        assert np.array_equal(seeds[:4], seeds[4:])  # antithetic partners share their start
+        record = trainer.update()
+    returns, steps = np.zeros(8), 0
+    for episode in range(8):
+        env = PointMass()
+        env.reset(seed=int(seeds[episode]))
+        for ids, actions in handed:
+            hits = (ids == episode).nonzero().flatten()
+            if hits.numel():
+                _, reward, _, _, _ = env.step(np.clip(actions[hits[0]].numpy(), -1, 1))
+                returns[episode] += reward
+                steps += 1
+    assert record["env_steps"] == steps
+    assert record["return_mean"] == pytest.approx(returns.mean())
+    assert record["return_max"] == pytest.approx(returns.max())
+
+
+def test_a_failed_episode_gets_the_worst_loss_and_a_warning():
+    factory = EnvFactory(point_mass, kwargs=(("fail_seed", None),))
+    solver = make_solver("ovlr")
+    told = []
+    original_tell = solver.tell
+    solver.tell = lambda losses: told.append(losses.clone()) or original_tell(losses)
+    with Trainer(factory, solver, eval_every=0) as trainer:
+        fail_seed = int(trainer.episode_seeds(0)[1])
+        trainer.pool.factory = EnvFactory(point_mass, kwargs=(("fail_seed", fail_seed),))
+        trainer.pool.episodes.factory = trainer.pool.factory
+        with pytest.warns(RuntimeWarning, match="(?s)episode 1 failed.*simulated simulator crash"):
+            record = trainer.update()
+    losses = told[0]
+    assert record["failed"] == 2  # episode 1 and its antithetic partner 5 share the seed
+    others = torch.cat([losses[:1], losses[2:5], losses[6:]])
+    assert losses[1] == others.max() and losses[5] == others.max()
+
+
+def kill_worker_at(trainer, step):
+    def on_step(t):
+        if t == step:
+            if hasattr(trainer.pool, "pid"):
+                os.kill(trainer.pool.pid(1), signal.SIGKILL)
+            else:
+                trainer.pool.ray.kill(trainer.pool.actors[1])
+
+    return on_step
+
+
+def test_update_with_a_killed_process_worker_equals_the_update_without():
+    results = []
+    for kill in (False, True):
+        solver = make_solver("ovlr")
+        with Trainer(FACTORY, solver, pool="process", workers=2, eval_every=0) as trainer:
+            record = trainer.update(on_step=kill_worker_at(trainer, 3) if kill else None)
+            results.append((flat(solver.policy), record, trainer.pool.restarts))
+    (clean, clean_record, _), (faulted, faulted_record, restarts) = results
+    assert restarts == 1 and torch.equal(clean, faulted)
+    assert clean_record["return_mean"] == faulted_record["return_mean"]
+    assert clean_record["env_steps"] == faulted_record["env_steps"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'bbopt[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_pool_on_a_local_two_cpu_cluster_survives_a_killed_actor(ray_cluster):
+    results = []
+    for pool in ("serial", "ray", "ray-kill"):
+        solver = make_solver("ovlr")
+        kind = "serial" if pool == "serial" else "ray"
+        with Trainer(FACTORY, solver, pool=kind, workers=2, eval_every=0) as trainer:
+            record = trainer.update(on_step=kill_worker_at(trainer, 3) if pool == "ray-kill" else None)
+            results.append((flat(solver.policy), record, trainer.pool.restarts))
+    assert results[2][2] == 1
+    for params, record, _ in results[1:]:
+        assert torch.equal(params, results[0][0])
+        assert record["env_steps"] == results[0][1]["env_steps"]
+
+
+def test_checkpoint_resume_continues_the_identical_run(tmp_path):
+    def trainer(path):
+        return Trainer(FACTORY, make_solver("ovlr"), eval_every=2, eval_episodes=2, checkpoint=path, checkpoint_every=2)
+
+    with trainer(tmp_path / "a.pt") as straight:
+        straight.train(env_steps=700, progress=False)  # a few updates of at most 8 x 30 steps
+        target = straight.env_steps
+    with trainer(tmp_path / "b.pt") as first:
+        while first.updates < 2:
+            first.history.append(first.update())
+        save_checkpoint(first.state_dict(), tmp_path / "b.pt")
+    with trainer(tmp_path / "b.pt") as resumed:
+        resumed.resume(tmp_path / "b.pt")
+        resumed.train(env_steps=target, progress=False)
+        assert resumed.updates == straight.updates
+        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+        assert [r["return_mean"] for r in resumed.history] == [r["return_mean"] for r in straight.history]
+        normalizer = resumed.normalizer
+        assert torch.equal(normalizer.mean, straight.normalizer.mean) and normalizer.count > 0
+
+
+def test_checkpoints_are_written_atomically_and_load_weights_only(tmp_path):
+    path = save_checkpoint({"a": torch.ones(2), "n": 3}, tmp_path / "c.pt")
+    assert load_checkpoint(path)["n"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match=r"(?i)weights_only"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(FileNotFoundError, match="No checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------ normalization, policies
+
+
+def test_normalizer_moments_are_exact_and_only_change_at_commit():
+    normalizer = ObservationNormalizer(3)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(2.0, 3.0, size=(n, 3)) for n in (5, 17, 1, 40)]
+    for batch in batches:
+        normalizer.observe(torch.as_tensor(batch, dtype=torch.float32))
+        assert normalizer.count == 0
+    before = normalizer.mean.clone()
+    assert torch.equal(before, torch.zeros(3))  # nothing committed yet
+    normalizer.commit()
+    everything = np.concatenate(batches).astype(np.float32).astype(np.float64)
+    assert normalizer.count == len(everything)
+    np.testing.assert_allclose(normalizer.mean.numpy(), everything.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(normalizer.var.numpy(), everything.var(0), rtol=1e-5)
+    more = rng.normal(size=(7, 3))
+    normalizer.observe(torch.as_tensor(more))
+    normalizer.commit()
+    everything = np.concatenate([everything, more])
+    np.testing.assert_allclose(normalizer.var.numpy(), everything.var(0), rtol=1e-5)
+    normalizer.frozen = True
+    normalizer.observe(torch.ones(4, 3))
+    normalizer.commit()
+    assert normalizer.count == len(everything)
+    assert set(normalizer.state_dict()) == {"count", "mean", "var"}
+
+
+def test_control_policy_keeps_actions_in_the_box_and_refuses_other_spaces():
+    import gymnasium as gym
+
+    policy = control_policy(SPACE.observation_space, gym.spaces.Box(-2.0, 0.5, shape=(2,)), hidden=(8,))
+    out = policy(torch.randn(100, 2) * 100)
+    assert out.min() >= -2 and out.max() <= 0.5
+    with pytest.raises(ValueError, match="Invalid spaces: Box -> Discrete"):
+        control_policy(SPACE.observation_space, gym.spaces.Discrete(3))
+
+
+def test_parameter_es_episode_mode_pairs_networks_and_round_trips_its_state():
+    solver = make_solver("pes")
+    observations = torch.ones(8, 2)
+    theta = flat(solver.policy)
+    actions = solver.ask(observations, episode_ids=torch.arange(8))
+    assert actions.shape == (8, 2)
+    assert not torch.allclose(actions[0], actions[4])  # partners act with theta +- sigma eps
+    solver.tell(torch.arange(8.0))
+    assert not torch.equal(theta, flat(solver.policy))
+    state = solver.state_dict()
+    twin = make_solver("pes", seed=5)
+    twin.load_state_dict(state)
+    a = solver.ask(observations, episode_ids=torch.arange(8))
+    b = twin.ask(observations, episode_ids=torch.arange(8))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"episodes \[.*\] took no step"):
+        fresh = make_solver("pes")
+        fresh.ask(observations[:2], episode_ids=torch.tensor([0, 1]))
+        fresh.tell(torch.zeros(8))
+    with pytest.raises(ValueError, match="Invalid episodes: 3"):
+        ParameterES(solver.policy, solver.optimizer, episodes=3)
+
+
+def test_trainer_refuses_a_solver_without_episode_mode():
+    policy = control_policy(SPACE.observation_space, SPACE.action_space, hidden=(4,))
+    solver = bbopt.OVLR(policy, torch.optim.Adam(policy.parameters()), samples=4)
+    with pytest.raises(ValueError, match="needs an episode-mode solver"):
+        Trainer(FACTORY, solver)
+
+
+def test_training_improves_the_noiseless_point_mass_policy():
+    solver = make_solver("ovlr", episodes=16)
+    with Trainer(FACTORY, solver, eval_every=0) as trainer:
+        before = trainer.evaluate(10)
+        trainer.train(env_steps=16 * 15 * 25, progress=False)
+        after = trainer.evaluate(10)
+    assert after > before + 0.5 * abs(before), (before, after)
+
+
+def test_the_tell_sees_the_same_normalization_as_the_asks():
+    """At tell, the solver re-runs the policy on the recorded observations: those outputs plus
+    the recorded noise must give back exactly the actions handed out, so the observation
+    statistics may only change after the tell."""
+    solver = make_solver("ovlr")
+    handed, seen = [], {}
+    original_ask, original_update = solver.ask, solver._update
+
+    def recording_ask(inputs, episode_ids):
+        actions = original_ask(inputs, episode_ids=episode_ids)
+        handed.append(actions.clone())
+        return actions
+
+    def recording_update(**kwargs):
+        seen.update(kwargs)
+        return original_update(**kwargs)
+
+    solver.ask, solver._update = recording_ask, recording_update
+    with Trainer(FACTORY, solver, eval_every=0) as trainer:
+        trainer.update()  # statistics committed after this one
+        handed.clear()
+        trainer.update()  # the policy's normalization now differs from the identity
+    rebuilt = seen["mu"].detach() + 0.3 * seen["noise"]
+    torch.testing.assert_close(rebuilt, torch.cat(handed), rtol=1e-5, atol=1e-5)

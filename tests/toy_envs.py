@@ -1,0 +1,42 @@
+"""Small deterministic Gymnasium envs for the rollout tests (importable by worker processes)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+
+class PointMass(gym.Env):
+    """A point in the plane pushed by the action; reward -||x||^2 per step. The episode
+    terminates inside radius 0.2 and is truncated after a horizon of 5-30 steps drawn from
+    the reset seed, so episodes have different lengths."""
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, fail_seed: int | None = None, fail_step: int = 3):
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.fail_seed, self.fail_step = fail_seed, fail_step
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.seed_used = seed
+        self.position = self.np_random.uniform(-2, 2, size=2)
+        self.horizon = int(self.np_random.integers(5, 31))
+        self.t = 0
+        return self.position.astype(np.float32), {}
+
+    def step(self, action):
+        if self.seed_used == self.fail_seed and self.t == self.fail_step:
+            raise RuntimeError("simulated simulator crash")
+        self.position = np.clip(self.position + 0.3 * np.asarray(action, dtype=np.float64), -10, 10)
+        self.t += 1
+        reward = -float(self.position @ self.position)
+        terminated = bool(np.linalg.norm(self.position) < 0.2)
+        return self.position.astype(np.float32), reward, terminated, self.t >= self.horizon, {}
+
+
+def point_mass(**kwargs) -> PointMass:
+    return PointMass(**kwargs)
