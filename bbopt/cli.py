@@ -1,4 +1,4 @@
-"""The ``bbopt`` command line: ``bbopt demo``, ``bbopt ioh``, ``bbopt binpacking``."""
+"""The ``bbopt`` command line: ``bbopt demo``, ``ioh``, ``binpacking``, ``train``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -51,7 +51,74 @@ def build_parser() -> argparse.ArgumentParser:
     packing.add_argument("--seed", type=int, default=0)
     packing.add_argument("--out", type=Path, required=True, help="directory for results.json and success.png")
     packing.add_argument("--no-progress", action="store_true")
+    train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
+    train.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium id")
+    train.add_argument("--solver", default="ovlr", choices=["ovlr", "es", "cem", "pes"],
+                       help="pes: parameter-space ES (the baseline)")  # fmt: skip
+    train.add_argument("--population", type=_positive_int, default=64, help="episodes per update (even)")
+    train.add_argument("--env-steps", type=_steps, default=2_000_000, help="total env steps, e.g. 2e6")
+    train.add_argument("--sigma", type=float, help="noise scale (default per solver)")
+    train.add_argument("--lr", type=float, help="Adam's step (default per solver)")
+    train.add_argument("--hidden", default="64,64", help="hidden widths ('' for a linear policy)")
+    train.add_argument("--evaluator", default="serial", choices=["serial", "process", "ray"])
+    train.add_argument("--workers", type=_positive_int, help="worker processes / Ray actors (default: CPU count)")
+    train.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    train.add_argument("--eval-every", type=int, default=10, help="updates between noiseless evaluations")
+    train.add_argument("--eval-episodes", type=int, default=5)
+    train.add_argument("--checkpoint-every", type=int, default=10, help="updates between checkpoints")
+    train.add_argument("--seed", type=int, default=0)
+    run_dir = train.add_mutually_exclusive_group(required=True)
+    run_dir.add_argument("--out", type=Path, help="a new run directory")
+    run_dir.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    train.add_argument("--no-progress", action="store_true")
+    evaluate = commands.add_parser("evaluate", help="replay a trained policy (bbopt train's run directory)")
+    evaluate.add_argument("run", type=Path, help="the run directory")
+    evaluate.add_argument("--episodes", type=_positive_int, default=10)
+    evaluate.add_argument("--video", type=Path, help="record the first episode (needs GL: MUJOCO_GL=egl)")
     return parser
+
+
+def _steps(text: str) -> int:
+    from bbopt.rollout.runs import steps
+
+    try:
+        return steps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    from bbopt.rollout.runs import RunConfig, train_run
+
+    if args.resume:
+        given = {"--env-steps": args.env_steps} if "--env-steps" in (args.argv or []) else {}
+        summary = train_run(None, args.resume, resume=True, env_steps=given.get("--env-steps"),
+                            progress=not args.no_progress)  # fmt: skip
+        out = args.resume
+    else:
+        hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
+        config = RunConfig(env=args.env, solver=args.solver, population=args.population, env_steps=args.env_steps,
+                           sigma=args.sigma, lr=args.lr, hidden=hidden, evaluator=args.evaluator,
+                           workers=args.workers, address=args.address, eval_every=args.eval_every,
+                           eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+                           seed=args.seed)  # fmt: skip
+        summary = train_run(config, args.out, progress=not args.no_progress)
+        out = args.out
+    rate, final = summary["env_steps_per_second"], summary["final_eval_return"]
+    print(f"\n{summary['env']} {summary['solver']}: {summary['env_steps']:,} env steps, {summary['updates']} updates, "
+          f"{rate:,.0f} steps/s; noiseless return {final:.1f}")  # fmt: skip
+    print(f"wrote {out}/ (config.json, checkpoint.pt, curve.csv, curve.png, policy.pt, summary.json)")
+    return summary
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    from bbopt.rollout.runs import evaluate_run
+
+    result = evaluate_run(args.run, episodes=args.episodes, video=args.video)
+    print(f"{args.run}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {args.episodes} episodes")
+    if result["video"]:
+        print(f"video: {result['video']}")
+    return result
 
 
 def run_binpacking(args: argparse.Namespace) -> list[dict]:
@@ -101,7 +168,10 @@ def run_ioh(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "demo":
         from bbopt.demo import run_demo
 
@@ -118,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             run_binpacking(args)
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"bbopt binpacking: {error}") from error
+    elif args.command in ("train", "evaluate"):
+        try:
+            (run_train if args.command == "train" else run_evaluate)(args)
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            raise SystemExit(f"bbopt {args.command}: {error}") from error
     return 0
 
 

@@ -1,0 +1,211 @@
+"""`bbopt train` / `bbopt evaluate`: build a run from its settings, train with progress,
+checkpoints, a learning-curve CSV and plot; replay a saved policy (optionally to a video).
+
+A run directory holds ``config.json`` (the settings), ``checkpoint.pt`` (solver state,
+observation statistics, counters, history; atomic), ``curve.csv``, ``curve.png``,
+``policy.pt`` (the final policy's state_dict) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import bbopt
+from bbopt.rollout.checkpoint import load_checkpoint
+from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
+from bbopt.rollout.policy import control_policy
+
+__all__ = ["CONTROL_DEFAULTS", "RunConfig", "build_solver", "evaluate_run", "plot_curve", "train_run"]
+
+# Per solver: action-space sigma (actions in [-1, 1]) or parameter-space sigma (pes), Adam's lr.
+CONTROL_DEFAULTS = {
+    "ovlr": {"sigma": 0.3, "lr": 0.01},
+    "es": {"sigma": 0.3, "lr": 0.01},
+    "cem": {"sigma": 0.3, "lr": 0.01},
+    "pes": {"sigma": 0.02, "lr": 0.01},
+}
+
+
+@dataclass
+class RunConfig:
+    env: str = "HalfCheetah-v5"
+    solver: str = "ovlr"
+    population: int = 64
+    env_steps: int = 2_000_000
+    sigma: float | None = None  # None: CONTROL_DEFAULTS
+    lr: float | None = None
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    evaluator: str = "serial"
+    workers: int | None = None
+    address: str | None = None
+    eval_every: int = 10
+    eval_episodes: int = 5
+    checkpoint_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.solver not in CONTROL_DEFAULTS:
+            raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {sorted(CONTROL_DEFAULTS)})")
+        if self.population < 2 or self.population % 2:
+            raise ValueError(f"Invalid population: {self.population} (expected an even int >= 2)")
+        defaults = CONTROL_DEFAULTS[self.solver]
+        self.sigma = defaults["sigma"] if self.sigma is None else float(self.sigma)
+        self.lr = defaults["lr"] if self.lr is None else float(self.lr)
+        self.env_steps = int(self.env_steps)
+
+
+def build_solver(config: RunConfig, env: gym.Env):
+    policy = control_policy(env.observation_space, env.action_space, hidden=config.hidden, seed=config.seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    if config.solver == "pes":
+        from bbopt.baselines import ParameterES
+
+        return ParameterES(policy, optimizer, sigma=config.sigma, episodes=config.population, seed=config.seed)
+    return bbopt.make_solver(config.solver, policy, optimizer, sigma=config.sigma, episodes=config.population,
+                             seed=config.seed)  # fmt: skip
+
+
+def _trainer(config: RunConfig, out: Path) -> Trainer:
+    env = gym.make(config.env)
+    solver = build_solver(config, env)
+    env.close()
+    options = {"address": config.address} if config.evaluator == "ray" and config.address else {}
+    return Trainer(config.env, solver, pool=config.evaluator, workers=config.workers, eval_every=config.eval_every,
+                   eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
+                   checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options)  # fmt: skip
+
+
+def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
+              progress: bool = True) -> dict:  # fmt: skip
+    """Train (or, with ``resume``, continue the run in ``out`` from its checkpoint, optionally
+    to a new ``env_steps`` total) and write the run directory."""
+    out = Path(out)
+    if resume:
+        if not (out / "config.json").is_file():
+            raise FileNotFoundError(f"No run to resume in {out} (config.json missing)")
+        config = RunConfig(**json.loads((out / "config.json").read_text()))
+    elif (out / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out} already holds a run: resume it with --resume, or choose another --out")
+    if env_steps is not None:
+        config.env_steps = int(env_steps)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    began = time.perf_counter()
+    with _trainer(config, out) as trainer:
+        if resume:
+            trainer.resume(out / "checkpoint.pt")
+        _rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone
+        trainer.train(config.env_steps, progress=progress, curve=out / "curve.csv")
+        final = trainer.evaluate(max(config.eval_episodes, 1))
+        torch.save(trainer.solver.policy.state_dict(), out / "policy.pt")
+        summary = {"env": config.env, "solver": config.solver, "env_steps": trainer.env_steps,
+                   "updates": trainer.updates, "final_eval_return": final, "train_seconds": trainer.seconds,
+                   "wall_seconds_this_session": time.perf_counter() - began,
+                   "env_steps_per_second": trainer.env_steps / max(trainer.seconds, 1e-9)}  # fmt: skip
+        history = trainer.history
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_curve({config.solver: history}, out / "curve.png", title=f"{config.env}")
+    return summary
+
+
+def _rewrite_curve(path: Path, history: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        for record in history:
+            writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in CURVE_FIELDS})
+
+
+def evaluate_run(out: Path, *, episodes: int = 10, seed: int = 2 * 10**6, video: Path | None = None) -> dict:
+    """Replay the saved policy of the run in ``out`` for ``episodes`` noiseless episodes; with
+    ``video``, also record the first episode (needs a working GL: set MUJOCO_GL=egl or osmesa
+    on a headless machine) as an mp4 (imageio) or gif."""
+    out = Path(out)
+    if not (out / "config.json").is_file():
+        raise FileNotFoundError(f"No run in {out} (config.json missing)")
+    config = RunConfig(**json.loads((out / "config.json").read_text()))
+    env = gym.make(config.env)
+    solver = build_solver(config, env)
+    if (out / "policy.pt").is_file():
+        solver.policy.load_state_dict(torch.load(out / "policy.pt", weights_only=True))
+    else:
+        solver.load_state_dict(load_checkpoint(out / "checkpoint.pt")["solver"])
+    policy = solver.policy.eval()
+    low, high = env.action_space.low, env.action_space.high
+    with torch.no_grad():
+        returns = [rollout_return(env, policy, seed + k, low, high) for k in range(episodes)]
+    env.close()
+    result = {"episodes": episodes, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+              "returns": returns, "video": None}  # fmt: skip
+    if video is not None:
+        result["video"] = _record(config, policy, seed, Path(video))
+    return result
+
+
+def _record(config: RunConfig, policy, seed: int, path: Path) -> str:
+    try:
+        env = gym.make(config.env, render_mode="rgb_array")
+        frames = []
+        with torch.no_grad():
+            rollout_return(env, policy, seed, env.action_space.low, env.action_space.high,
+                           render=lambda: frames.append(env.render()))  # fmt: skip
+        env.close()
+    except Exception as error:  # no GL context, no renderer: say so, keep the returns
+        return f"not recorded: rendering failed ({type(error).__name__}: {error}); set MUJOCO_GL=egl or osmesa"
+    fps = int(env.metadata.get("render_fps", 30))
+    try:
+        import imageio.v3 as iio
+
+        iio.imwrite(path, np.stack(frames), fps=fps)
+    except Exception:  # no imageio/ffmpeg: fall back to a gif with Pillow (matplotlib's dependency)
+        from PIL import Image
+
+        path = path.with_suffix(".gif")
+        images = [Image.fromarray(frame) for frame in frames[::2]]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0)
+    return str(path)
+
+
+def plot_curve(histories: dict[str, list[dict]], path: Path, *, title: str = "") -> None:
+    """Return against env steps: the population mean (thin) and the noiseless evaluation
+    (markers) per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    for index, (label, history) in enumerate(histories.items()):
+        color = f"C{index % 10}"
+        steps = [r["env_steps"] for r in history]
+        axis.plot(steps, [r["return_mean"] for r in history], color=color, alpha=0.35, linewidth=1)
+        evaluated = [(r["env_steps"], r["eval_return"]) for r in history if r.get("eval_return") is not None]
+        if evaluated:
+            axis.plot(*zip(*evaluated, strict=True), color=color, marker="o", markersize=3, label=label)
+        else:
+            axis.plot([], [], color=color, label=label)
+    axis.set_xlabel("env steps")
+    axis.set_ylabel("return (line: population mean; dots: noiseless policy)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def steps(text: str) -> int:
+    """'2e6' or '2000000' -> 2000000 (for the CLI)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise ValueError(f"expected a positive whole number of steps, got {text}")
+    return int(value)
