@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sigma", type=float, help="noise scale (default per solver)")
     train.add_argument("--lr", type=float, help="Adam's step (default per solver)")
     train.add_argument("--hidden", default="64,64", help="hidden widths ('' for a linear policy)")
-    train.add_argument("--evaluator", default="serial", choices=["serial", "process", "ray"])
+    train.add_argument("--evaluator", default="auto", choices=["auto", "serial", "process", "ray"],
+                       help="auto: worker processes on 2+ CPUs, else serial")  # fmt: skip
     train.add_argument("--workers", type=_positive_int, help="worker processes / Ray actors (default: CPU count)")
     train.add_argument("--address", help="Ray cluster address (default: start a local one)")
     train.add_argument("--eval-every", type=int, default=10, help="updates between noiseless evaluations")

@@ -90,3 +90,25 @@ def test_binpacking_benchmark_smoke(tmp_path):
     summary = json.loads(out.read_text())["summary"]
     assert set(summary["triplet-60"]["decodes_per_second"]) == {"completion", "best_fit", "first_fit"}
     assert out.with_suffix(".png").exists()
+
+
+def test_mujoco_benchmark_smoke(tmp_path):
+    pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'bbopt[mujoco]')")
+    from benchmarks import mujoco
+
+    out = tmp_path / "mujoco.json"
+    rows = mujoco.main(["--budget", "3000", "--envs", "Hopper-v5", "--seeds", "0", "--population", "8",
+                        "--pgpe-popsize", "4", "--out", str(out)])  # fmt: skip
+    assert {r["method"] for r in rows} == set(mujoco.METHODS)
+    assert all(r["env_steps"] >= 3000 and r["curve"] for r in rows)
+    assert json.loads(out.read_text())["summary"]["table"] and out.with_suffix(".png").exists()
+
+
+def test_evaluators_benchmark_smoke(tmp_path):
+    pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'bbopt[mujoco]')")
+    from benchmarks import evaluators
+
+    rows = evaluators.main(["--population", "4", "--steps", "5", "--pools", "serial,process", "--frame-skips", "5",
+                            "--trainer-steps", "0", "--out", str(tmp_path / "e.json")])  # fmt: skip
+    assert [r["pool"] for r in rows] == ["raw (1 env, plain loop)", "serial", "process"]
+    assert all(r["steps_per_second"] > 0 for r in rows)

@@ -377,3 +377,46 @@ def test_the_tell_sees_the_same_normalization_as_the_asks():
         trainer.update()  # the policy's normalization now differs from the identity
     rebuilt = seen["mu"].detach() + 0.3 * seen["noise"]
     torch.testing.assert_close(rebuilt, torch.cat(handed), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ CLI and MuJoCo
+
+
+def bbopt_cli(*arguments, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bbopt.cli", *map(str, arguments)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})  # fmt: skip
+
+
+def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
+    pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'bbopt[mujoco]')")
+    out = tmp_path / "run"
+    common = ["--population", 4, "--eval-every", 1, "--eval-episodes", 1, "--checkpoint-every", 1, "--no-progress"]
+    done = bbopt_cli("train", "--env", "Hopper-v5", "--env-steps", 300, "--out", out, *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Hopper-v5 ovlr" in done.stdout
+    for name in ("config.json", "checkpoint.pt", "curve.csv", "curve.png", "policy.pt", "summary.json"):
+        assert (out / name).exists(), name
+    first = (out / "curve.csv").read_text().splitlines()
+    done = bbopt_cli("train", "--resume", out, "--env-steps", 600, "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = (out / "curve.csv").read_text().splitlines()
+    assert rows[: len(first)] == first and len(rows) > len(first)  # continued, nothing repeated
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, len(rows)))
+    done = bbopt_cli("train", "--env", "Hopper-v5", "--env-steps", 300, "--out", out, *common, cwd=tmp_path)
+    assert done.returncode == 1 and "already holds a run" in done.stderr
+    done = bbopt_cli("evaluate", out, "--episodes", 2, cwd=tmp_path)
+    assert done.returncode == 0 and "over 2 episodes" in done.stdout, done.stderr
+    done = bbopt_cli("evaluate", tmp_path / "nothing", cwd=tmp_path)
+    assert done.returncode == 1 and "config.json missing" in done.stderr
+
+
+def test_cli_train_refuses_bad_arguments(tmp_path):
+    done = bbopt_cli("train", "--env-steps", "abc", "--out", tmp_path / "x", cwd=tmp_path)
+    assert done.returncode == 2 and "--env-steps" in done.stderr
+    done = bbopt_cli("train", "--population", 3, "--out", tmp_path / "x", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 1 and "Invalid population: 3" in done.stderr
+    done = bbopt_cli("train", "--resume", tmp_path / "none", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 1 and "No run to resume" in done.stderr

@@ -1,0 +1,199 @@
+"""MuJoCo locomotion: bbopt OVLR / ES / CEM (output space) vs parameter-space ES vs EvoTorch
+PGPE, at one env-step budget per run.
+
+HalfCheetah-v5 and Hopper-v5, seeds 0-2. bbopt methods go through `bbopt.rollout.Trainer`
+(serial pool, population 64, an MLP 64-64 policy with observation normalization, the
+defaults of `bbopt.rollout.runs.CONTROL_DEFAULTS`); the parameter-space baseline is
+`bbopt.baselines.ParameterES` in the same harness. EvoTorch PGPE uses its GymNE problem with
+the settings of EvoTorch's own MuJoCo examples (examples/scripts/rl_clipup.py, the Walker2d
+preset: linear policy, ClipUp, max speed 0.015, center lr 0.01125, radius 0.225, stdev lr
+0.1, popsize 100, observation normalization, alive bonus removed for Hopper), in-process.
+Every run stops once it has used the budget; the noiseless policy is evaluated every
+``--eval-every`` steps on 3 episodes (not counted in the budget). Learning curves and a final
+table go to one JSON + PNG.
+
+    python benchmarks/mujoco.py --budget 2e6 --jobs 2        # about 45 minutes here
+    python benchmarks/mujoco.py --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: put the repository root, not benchmarks/, first on the path
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (benchmarks/mujoco.py would shadow the mujoco package)
+
+import argparse
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks import _report
+
+METHODS = ("ovlr", "es", "cem", "pes", "pgpe")
+EVAL_SEED = 10**6
+
+
+def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int) -> dict:
+    from bbopt.rollout.runs import RunConfig, _trainer
+
+    config = RunConfig(env=env, solver=method, population=population, env_steps=budget, eval_every=0,
+                       evaluator="serial", checkpoint_every=0, seed=seed)  # fmt: skip
+    curve, next_eval, began = [], eval_every, time.perf_counter()
+    with _trainer(config, Path("/nonexistent")) as trainer:
+        trainer.checkpoint = None
+        while trainer.env_steps < budget:
+            trainer.update()
+            if trainer.env_steps >= next_eval or trainer.env_steps >= budget:
+                curve.append((trainer.env_steps, trainer.evaluate(3, seed=EVAL_SEED)))
+                next_eval += eval_every
+        final = trainer.evaluate(10, seed=EVAL_SEED + 100)
+        train_seconds = trainer.seconds
+    return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - began, "settings": {"sigma": config.sigma, "lr": config.lr,
+            "population": population, "hidden": config.hidden}}  # fmt: skip
+
+
+def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:
+    import gymnasium as gym
+    from evotorch.algorithms import PGPE
+    from evotorch.neuroevolution import GymNE
+
+    torch.manual_seed(seed)  # EvoTorch draws from torch's global RNG (this process only); GymNE takes no seed
+    alive_bonus = 1.0 if env.startswith("Hopper") else None
+    problem = GymNE(env=env, network="Linear(obs_length, act_length)", observation_normalization=True,
+                    decrease_rewards_by=alive_bonus, num_actors=0)  # fmt: skip
+    max_speed = 0.015
+    # EvoTorch's Walker2d preset: popsize 100, at least 0.75 * 1000 * popsize interactions per
+    # generation (the population grows until then), at most 8 x popsize
+    searcher = PGPE(problem, popsize=popsize, center_learning_rate=0.75 * max_speed, stdev_learning_rate=0.1,
+                    optimizer="clipup", optimizer_config={"max_speed": max_speed, "momentum": 0.9},
+                    radius_init=15 * max_speed, num_interactions=750 * popsize, popsize_max=8 * popsize)  # fmt: skip
+    eval_env = gym.make(env)
+
+    def evaluate(episodes: int, first_seed: int) -> float:
+        policy = problem.to_policy(searcher.status["center"])  # normalizes observations and clips itself
+        returns = []
+        for k in range(episodes):
+            observation, _ = eval_env.reset(seed=first_seed + k)
+            total, done = 0.0, False
+            with torch.no_grad():
+                while not done:
+                    action = policy(torch.as_tensor(observation, dtype=torch.float32)).numpy()
+                    observation, reward, terminated, truncated, _ = eval_env.step(action)
+                    total += float(reward)
+                    done = terminated or truncated
+            returns.append(total)
+        return float(np.mean(returns))
+
+    curve, next_eval, began = [], eval_every, time.perf_counter()
+    used = 0
+    while used < budget:
+        searcher.step()
+        used = int(searcher.status["total_interaction_count"])
+        if used >= next_eval or used >= budget:
+            curve.append((used, evaluate(3, EVAL_SEED)))
+            next_eval += eval_every
+    seconds = time.perf_counter() - began
+    return {"curve": curve, "final_return": evaluate(10, EVAL_SEED + 100), "env_steps": used,
+            "train_seconds": seconds, "wall_seconds": time.perf_counter() - began,
+            "settings": {"popsize": popsize, "popsize_max": 8 * popsize, "num_interactions": 750 * popsize,
+                         "max_speed": max_speed,
+                         "center_learning_rate": 0.75 * max_speed, "radius_init": 15 * max_speed,
+                         "stdev_learning_rate": 0.1, "network": "linear",
+                         "decrease_rewards_by": alive_bonus}}  # fmt: skip
+
+
+def run_one(job: tuple) -> dict:
+    env, method, seed, budget, eval_every, population, pgpe_popsize = job
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    if method == "pgpe":
+        result = run_pgpe(env, seed, budget, eval_every, pgpe_popsize)
+    else:
+        result = run_bbopt(env, method, seed, budget, eval_every, population)
+    row = {"env": env, "method": method, "seed": seed, **result}
+    print(f"{env:<15} {method:<5} seed {seed}: final {row['final_return']:9.1f} after {row['env_steps']:,} steps "
+          f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    figure, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 3.8), squeeze=False)
+    for axis, env in zip(axes[0], envs, strict=True):
+        for index, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+            mine = [r for r in rows if r["env"] == env and r["method"] == method]
+            if not mine:
+                continue
+            grid = np.linspace(0, max(r["env_steps"] for r in mine), 40)
+            curves = [np.interp(grid, *zip(*r["curve"], strict=True)) for r in mine if r["curve"]]
+            mean = np.mean(curves, axis=0)
+            axis.plot(grid, mean, color=f"C{index}", label=method)
+            axis.fill_between(grid, np.min(curves, axis=0), np.max(curves, axis=0), color=f"C{index}", alpha=0.15)
+        axis.set_title(env)
+        axis.set_xlabel("env steps")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("noiseless return (mean, min-max over seeds)")
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    from bbopt.rollout.runs import steps
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--budget", type=steps, default=2_000_000, help="env steps per run")
+    parser.add_argument("--eval-every", type=steps, default=None, help="env steps between evaluations")
+    parser.add_argument("--population", type=int, default=64, help="episodes per update of the bbopt methods")
+    parser.add_argument("--pgpe-popsize", type=int, default=100, help="EvoTorch's preset: 100")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--out", type=Path, default=_report.RESULTS / "mujoco.json")
+    args = parser.parse_args(argv)
+    eval_every = args.eval_every or max(args.budget // 20, 1)
+    envs, seeds, methods = args.envs.split(","), [int(s) for s in args.seeds.split(",")], args.methods.split(",")
+    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize)
+            for env in envs for seed in seeds for method in methods]  # fmt: skip
+    if args.jobs > 1:
+        with mp.get_context("forkserver").Pool(args.jobs) as pool:
+            rows = pool.map(run_one, jobs, chunksize=1)
+    else:
+        rows = [run_one(job) for job in jobs]
+    summary = []
+    for env in envs:
+        for method in methods:
+            mine = [r for r in rows if r["env"] == env and r["method"] == method]
+            summary.append({"env": env, "method": method,
+                            **_report.spread("final_return", [r["final_return"] for r in mine]),
+                            "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
+                            "env_steps_per_second": float(np.mean([r["env_steps"] / r["train_seconds"]
+                                                                   for r in mine]))})  # fmt: skip
+    print()
+    _report.table(summary, [("env", "env", "s"), ("method", "method", "s"), ("final_return_mean", "final", ".1f"),
+                            ("final_return_std", "std", ".1f"), ("final_return_min", "min", ".1f"),
+                            ("final_return_max", "max", ".1f"), ("train_seconds_mean", "seconds", ".0f"),
+                            ("env_steps_per_second", "steps/s", ",.0f")])  # fmt: skip
+    config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
+              "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs,
+              "seeds": args.seeds, "envs": args.envs, "methods": args.methods}  # fmt: skip
+    _report.write(args.out, config, rows, {"table": summary})
+    plot(rows, args.out.with_suffix(".png"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
