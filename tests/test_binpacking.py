@@ -231,17 +231,12 @@ def test_malformed_bpplib_files_name_the_file_and_line(tmp_path, text, message):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [
-        ("a 3 4\n", r"optima.txt:1: expected 'name optimum'"),
-        ("a x\n", r":1: expected"),
-        ("a 3\na 4\n", r":2: 'a' listed twice"),
-    ],
+    [("a 3 4\n", r"optima.txt:1: expected 'name"), ("a x\n", r":1: expected"), ("a 3\na 4\n", r":2: 'a' twice")],
 )
 def test_malformed_optima_files(tmp_path, text, message):
-    path = tmp_path / "optima.txt"
-    path.write_text(text)
+    (tmp_path / "optima.txt").write_text(text)
     with pytest.raises(ValueError, match=message):
-        read_optima(path)
+        read_optima(tmp_path / "optima.txt")
 
 
 def test_optimum_below_the_lower_bound_names_the_file(tmp_path):

@@ -37,14 +37,16 @@ def flat(module):
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
-def scripted_rollout(pool, seeds, steps=40):
-    """Reset with seeds and step every live episode with fixed actions; returns per-episode
-    (rewards list, final observation)."""
+def scripted_rollout(pool, seeds, steps=40, before_step=None):
+    """Reset with seeds and step every live episode with fixed actions (calling
+    ``before_step(t)`` first); returns per-episode (rewards list, final observation)."""
     rng = np.random.default_rng(0)
     observations = pool.reset(seeds)
     live = np.ones(len(seeds), dtype=bool)
     rewards = [[] for _ in seeds]
-    for _ in range(steps):
+    for t in range(steps):
+        if before_step is not None:
+            before_step(t)
         ids = np.flatnonzero(live)
         if not ids.size:
             break
@@ -85,21 +87,12 @@ def test_a_killed_worker_is_replaced_and_its_episodes_replayed():
     with make_pool("serial", FACTORY, 6) as serial:
         expected = scripted_rollout(serial, seeds)
     with make_pool("process", FACTORY, 6, 2) as pool:
-        observations = pool.reset(seeds)
-        rng = np.random.default_rng(0)
-        live = np.ones(6, dtype=bool)
-        rewards = [[] for _ in seeds]
-        for t in range(40):
+
+        def kill_at_four(t):
             if t == 4:
                 os.kill(pool.pid(1), signal.SIGKILL)
-            ids = np.flatnonzero(live)
-            if not ids.size:
-                break
-            result = pool.step(ids, rng.uniform(-1, 1, size=(ids.size, 2)))
-            for k, episode in enumerate(ids):
-                rewards[episode].append(result.rewards[k])
-            observations[ids] = result.observations
-            live[ids[result.done]] = False
+
+        rewards, observations = scripted_rollout(pool, seeds, before_step=kill_at_four)
         assert pool.restarts == 1
     assert rewards == expected[0] and np.array_equal(observations, expected[1])
 

@@ -254,7 +254,7 @@ def read_optima(path) -> dict[str, int]:
         if len(tokens) != 2 or not tokens[1].lstrip("-").isdigit():
             raise ValueError(f"{path}:{lineno}: expected 'name optimum', got {line.strip()!r}")
         if tokens[0] in optima:
-            raise ValueError(f"{path}:{lineno}: {tokens[0]!r} listed twice")
+            raise ValueError(f"{path}:{lineno}: {tokens[0]!r} twice")
         optima[tokens[0]] = int(tokens[1])
     return optima
 
