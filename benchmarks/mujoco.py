@@ -43,19 +43,20 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
 
     config = RunConfig(env=env, solver=method, population=population, env_steps=budget, eval_every=0,
                        evaluator="serial", checkpoint_every=0, seed=seed)  # fmt: skip
-    curve, next_eval, began = [], eval_every, time.perf_counter()
+    curve, began = [], time.perf_counter()
     with _trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
-        while trainer.env_steps < budget:
-            trainer.update()
-            if trainer.env_steps >= next_eval or trainer.env_steps >= budget:
-                curve.append((trainer.env_steps, trainer.evaluate(3, seed=EVAL_SEED)))
-                next_eval += eval_every
+
+        def evaluate_now(record: dict) -> None:
+            if record["env_steps"] >= (len(curve) + 1) * eval_every or record["env_steps"] >= budget:
+                curve.append((record["env_steps"], trainer.evaluate(3, seed=EVAL_SEED)))
+
+        trainer.train(budget, progress=False, callback=evaluate_now)
         final = trainer.evaluate(10, seed=EVAL_SEED + 100)
         train_seconds = trainer.seconds
     return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": train_seconds,
             "wall_seconds": time.perf_counter() - began, "settings": {"sigma": config.sigma, "lr": config.lr,
-            "population": population, "hidden": config.hidden}}  # fmt: skip
+            "lr_schedule": config.lr_schedule, "population": population, "hidden": config.hidden}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

@@ -1,6 +1,7 @@
 """Training through simulators: env pools (serial, processes, Ray) with fault tolerance, the
 rollout driver's bookkeeping, observation normalization, checkpoints, parameter-space ES."""
 
+import itertools
 import os
 import signal
 
@@ -413,3 +414,15 @@ def test_cli_train_refuses_bad_arguments(tmp_path):
     assert done.returncode == 1 and "Invalid population: 3" in done.stderr
     done = bbopt_cli("train", "--resume", tmp_path / "none", "--no-progress", cwd=tmp_path)
     assert done.returncode == 1 and "No run to resume" in done.stderr
+
+
+def test_linear_lr_schedule_decays_with_env_steps():
+    solver = make_solver("ovlr")
+    seen = []
+    with Trainer(FACTORY, solver, eval_every=0, lr_schedule="linear") as trainer:
+        trainer.train(env_steps=600, progress=False,
+                      callback=lambda record: seen.append(solver.optimizer.param_groups[0]["lr"]))  # fmt: skip
+    assert seen[0] == pytest.approx(0.05) and all(a > b for a, b in itertools.pairwise(seen))
+    assert 0 <= seen[-1] < 0.05
+    with pytest.raises(ValueError, match="Invalid lr_schedule: 'cosine'"):
+        Trainer(FACTORY, make_solver("ovlr"), lr_schedule="cosine")

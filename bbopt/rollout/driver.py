@@ -42,11 +42,13 @@ class Trainer:
     eval_every, eval_episodes: noiseless evaluation cadence and size (0 switches it off).
     checkpoint: path of the checkpoint file (None: no checkpoints); ``checkpoint_every`` updates.
     seed: seeds the episodes (the solver has its own generator).
+    lr_schedule: "constant", or "linear": in `train`, the optimizer's step decays linearly
+        from its initial value to 0 at the run's ``env_steps`` total.
     """
 
     def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
-                 pool_options: dict | None = None):  # fmt: skip
+                 pool_options: dict | None = None, lr_schedule: str = "constant"):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -61,6 +63,10 @@ class Trainer:
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
         self.checkpoint, self.checkpoint_every = (Path(checkpoint) if checkpoint else None), checkpoint_every
         self.seed = seed
+        if lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected 'constant' or 'linear')")
+        self.lr_schedule = lr_schedule
+        self.base_lrs = [group["lr"] for group in solver.optimizer.param_groups]
         self.updates, self.env_steps, self.seconds = 0, 0, 0.0
         self.history: list[dict] = []
 
@@ -141,6 +147,9 @@ class Trainer:
                    desc="train")  # fmt: skip
         while self.env_steps < env_steps:
             before = self.env_steps
+            if self.lr_schedule == "linear":
+                for group, base in zip(self.solver.optimizer.param_groups, self.base_lrs, strict=True):
+                    group["lr"] = base * max(0.0, 1.0 - self.env_steps / env_steps)
             record = self.update()
             if self.eval_every and self.eval_episodes and self.updates % self.eval_every == 0:
                 record["eval_return"] = self.evaluate()

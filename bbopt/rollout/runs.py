@@ -27,12 +27,14 @@ from bbopt.rollout.policy import control_policy
 __all__ = ["CONTROL_DEFAULTS", "RunConfig", "build_solver", "evaluate_run", "plot_curve", "train_run"]
 
 # Per solver: action-space sigma (actions in [-1, 1]) or parameter-space sigma (pes), Adam's
-# lr; population 64, MLP 64-64. Picked from short single-seed runs on HalfCheetah-v5 (0.3M and
-# 0.6M steps; OVLR sigma 0.1-0.5 x lr 0.005-0.03, ES lr 0.003-0.03, CEM sigma 0.3-0.5 x lr
-# 0.01-0.03, pes sigma 0.02-0.05 x lr 0.01-0.03, linear or MLP); Hopper-v5 untuned.
+# lr (constant); population 64, MLP 64-64. Picked from single-seed runs on HalfCheetah-v5
+# (0.3M and 0.6M steps: OVLR sigma 0.1-0.5 x lr 0.005-0.03, ES lr 0.003-0.03, CEM sigma
+# 0.3-0.5 x lr 0.01-0.03, pes sigma 0.02-0.05 x lr 0.01-0.03, linear or MLP policy; at 2M
+# steps OVLR lr 0.01 rose to 2,400 by 0.6M and then collapsed, lr 0.003 reached 1,750, and
+# lr 0.01 decaying linearly to 0 reached 1,200). Hopper-v5 untuned.
 CONTROL_DEFAULTS = {
-    "ovlr": {"sigma": 0.3, "lr": 0.01},
-    "es": {"sigma": 0.3, "lr": 0.01},
+    "ovlr": {"sigma": 0.3, "lr": 0.003},
+    "es": {"sigma": 0.3, "lr": 0.003},
     "cem": {"sigma": 0.3, "lr": 0.01},
     "pes": {"sigma": 0.03, "lr": 0.03},
 }
@@ -50,6 +52,7 @@ class RunConfig:
     evaluator: str = "auto"
     workers: int | None = None
     address: str | None = None
+    lr_schedule: str = "constant"  # or "linear": Adam's step decays linearly to 0 at env_steps
     eval_every: int = 10
     eval_episodes: int = 5
     checkpoint_every: int = 10
@@ -64,6 +67,8 @@ class RunConfig:
         self.sigma = defaults["sigma"] if self.sigma is None else float(self.sigma)
         self.lr = defaults["lr"] if self.lr is None else float(self.lr)
         self.env_steps = int(self.env_steps)
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
 
 
 def build_solver(config: RunConfig, env: gym.Env):
@@ -84,7 +89,8 @@ def _trainer(config: RunConfig, out: Path) -> Trainer:
     options = {"address": config.address} if config.evaluator == "ray" and config.address else {}
     return Trainer(config.env, solver, pool=config.evaluator, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
-                   checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options)  # fmt: skip
+                   checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
+                   lr_schedule=config.lr_schedule)  # fmt: skip
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
