@@ -56,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--solver", default="ovlr", choices=["ovlr", "es", "cem", "pes"],
                        help="pes: parameter-space ES (the baseline)")  # fmt: skip
     train.add_argument("--population", type=_positive_int, default=64, help="episodes per update (even)")
-    train.add_argument("--env-steps", type=_steps, default=2_000_000, help="total env steps, e.g. 2e6")
+    train.add_argument("--env-steps", type=_steps, help="total env steps, e.g. 2e6 (default 2e6; with --resume: "
+                       "a new total, else the run's own)")  # fmt: skip
     train.add_argument("--sigma", type=float, help="noise scale (default per solver)")
     train.add_argument("--lr", type=float, help="Adam's step (default per solver)")
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"],
+                       help="linear: Adam's step decays to 0 at --env-steps")  # fmt: skip
     train.add_argument("--hidden", default="64,64", help="hidden widths ('' for a linear policy)")
     train.add_argument("--evaluator", default="auto", choices=["auto", "serial", "process", "ray"],
                        help="auto: worker processes on 2+ CPUs, else serial")  # fmt: skip
@@ -92,14 +95,14 @@ def run_train(args: argparse.Namespace) -> dict:
     from bbopt.rollout.runs import RunConfig, train_run
 
     if args.resume:
-        given = {"--env-steps": args.env_steps} if "--env-steps" in (args.argv or []) else {}
-        summary = train_run(None, args.resume, resume=True, env_steps=given.get("--env-steps"),
-                            progress=not args.no_progress)  # fmt: skip
+        summary = train_run(None, args.resume, resume=True, env_steps=args.env_steps, progress=not args.no_progress)
         out = args.resume
     else:
         hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
-        config = RunConfig(env=args.env, solver=args.solver, population=args.population, env_steps=args.env_steps,
-                           sigma=args.sigma, lr=args.lr, hidden=hidden, evaluator=args.evaluator,
+        config = RunConfig(env=args.env, solver=args.solver, population=args.population,
+                           env_steps=args.env_steps or 2_000_000,
+                           sigma=args.sigma, lr=args.lr, lr_schedule=args.lr_schedule, hidden=hidden,
+                           evaluator=args.evaluator,
                            workers=args.workers, address=args.address, eval_every=args.eval_every,
                            eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                            seed=args.seed)  # fmt: skip
@@ -169,10 +172,7 @@ def run_ioh(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "demo":
         from bbopt.demo import run_demo
 

@@ -39,11 +39,14 @@ def machine() -> dict:
     }
 
 
+STARTED_AT = git_commit()  # the code a benchmark ran, taken when it starts (the tree may change during a long run)
+
+
 def write(path: Path, config: dict, rows: list[dict], summary: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": config,
-        "commit": git_commit(),
+        "commit": STARTED_AT,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "rows": rows,

@@ -74,10 +74,10 @@ def stop_ray() -> None:
 def trainer_rate(kind: str, env: str, workers: int, steps: int) -> float:
     """Env steps per second of a whole OVLR training loop (policy forward per step, one tell
     per update) with this pool; the first update (envs being built) is not timed."""
-    from bbopt.rollout.runs import RunConfig, _trainer
+    from bbopt.rollout.runs import RunConfig, make_trainer
 
     config = RunConfig(env=env, env_steps=steps, eval_every=0, checkpoint_every=0, evaluator=kind, workers=workers)
-    with _trainer(config, Path("/nonexistent")) as trainer:
+    with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
         trainer.update()
         began, start = time.perf_counter(), trainer.env_steps

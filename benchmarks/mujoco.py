@@ -39,12 +39,12 @@ EVAL_SEED = 10**6
 
 
 def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int) -> dict:
-    from bbopt.rollout.runs import RunConfig, _trainer
+    from bbopt.rollout.runs import RunConfig, make_trainer
 
     config = RunConfig(env=env, solver=method, population=population, env_steps=budget, eval_every=0,
                        evaluator="serial", checkpoint_every=0, seed=seed)  # fmt: skip
     curve, began = [], time.perf_counter()
-    with _trainer(config, Path("/nonexistent")) as trainer:
+    with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
 
         def evaluate_now(record: dict) -> None:

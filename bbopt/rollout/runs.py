@@ -24,7 +24,7 @@ from bbopt.rollout.checkpoint import load_checkpoint
 from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
 from bbopt.rollout.policy import control_policy
 
-__all__ = ["CONTROL_DEFAULTS", "RunConfig", "build_solver", "evaluate_run", "plot_curve", "train_run"]
+__all__ = ["CONTROL_DEFAULTS", "RunConfig", "build_solver", "evaluate_run", "make_trainer", "plot_curve", "train_run"]
 
 # Per solver: action-space sigma (actions in [-1, 1]) or parameter-space sigma (pes), Adam's
 # lr (constant); population 64, MLP 64-64. Picked from single-seed runs on HalfCheetah-v5
@@ -82,7 +82,8 @@ def build_solver(config: RunConfig, env: gym.Env):
                              seed=config.seed)  # fmt: skip
 
 
-def _trainer(config: RunConfig, out: Path) -> Trainer:
+def make_trainer(config: RunConfig, out: Path) -> Trainer:
+    """The Trainer of a run: env, policy, solver and pool from ``config``; checkpoints in ``out``."""
     env = gym.make(config.env)
     solver = build_solver(config, env)
     env.close()
@@ -109,7 +110,7 @@ def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
     began = time.perf_counter()
-    with _trainer(config, out) as trainer:
+    with make_trainer(config, out) as trainer:
         if resume:
             trainer.resume(out / "checkpoint.pt")
         _rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone
