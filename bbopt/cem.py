@@ -41,6 +41,8 @@ class CEM(Solver):
     `bbopt.sigma.SigmaRule` (e.g. ``Fixed``) to override it.
     """
 
+    step_credit = False  # elites are whole episodes
+
     def __init__(
         self,
         policy,

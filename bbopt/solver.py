@@ -213,14 +213,25 @@ class Solver:
         self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None)
         return candidates if inputs is not None else candidates[0]
 
-    def tell(self, losses) -> dict[str, float]:
+    def tell(self, losses, *, step_losses=None) -> dict[str, float]:
         """Update the policy from one loss per candidate; returns a small stats dict.
 
         ``losses``: ``[n]`` after ``ask()``, ``[B, n]`` after ``ask(inputs)``, ``[N]`` (one per
         episode) in episode mode. One VJP, one optimizer step.
+
+        Episode mode only, ``step_losses``: per-step credit. One tensor per ``ask`` call since
+        the last tell, ``step_losses[k][j]`` the loss still to come (cost-to-go, from that step
+        to the end of the episode) of the j-th episode asked in call k. Each recorded step
+        is then weighted by its own cost-to-go against the other episodes' cost-to-go at the
+        same call (episodes not asked there count 0: nothing more comes to them), instead of
+        by the whole episode's loss. The noise of a step is independent of the costs before
+        it, so the estimate stays unbiased and loses the variance of those past costs.
+        ``losses`` still gives the stats.
         """
         if self.episodes is not None:
-            return self._tell_episodes(losses)
+            return self._tell_episodes(losses, step_losses)
+        if step_losses is not None:
+            raise ValueError("Invalid step_losses: per-step credit is for episode mode (episodes=N)")
         if self._asked is None:
             raise RuntimeError("tell() called before ask(): ask for candidates first")
         asked = self._asked
@@ -261,7 +272,25 @@ class Solver:
         self._episode_steps.append(_Step(inputs=inputs, noise=noise, episode_ids=episode_ids))
         return torch.addcmul(mu, self._sigma_like(mu), noise)
 
-    def _tell_episodes(self, losses) -> dict[str, float]:
+    step_credit = True  # whether weights() makes sense per ask call (tell(step_losses=...))
+
+    def _step_weights(self, step_losses, steps) -> torch.Tensor:
+        """Per-record weights from per-step cost-to-go: one group per ask call."""
+        if not self.step_credit:
+            raise ValueError(f"Invalid step_losses: {type(self).__name__} has no per-step credit")
+        if len(step_losses) != len(steps):
+            raise ValueError(f"Invalid step_losses: {len(step_losses)} tensors for {len(steps)} ask() calls")
+        to_go = torch.zeros(len(steps), self.episodes, dtype=torch.float64)
+        for k, (values, step) in enumerate(zip(step_losses, steps, strict=True)):
+            values = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
+            if values.numel() != step.episode_ids.numel() or not bool(torch.isfinite(values).all()):
+                raise ValueError(f"Invalid step_losses[{k}]: expected {step.episode_ids.numel()} finite values "
+                                 f"(one per episode asked in that call), got {values.numel()}")  # fmt: skip
+            to_go[k, step.episode_ids] = values
+        weights = self.weights(to_go, torch.ones_like(to_go))  # [calls, N], each call a group
+        return torch.cat([weights[k, step.episode_ids] for k, step in enumerate(steps)])
+
+    def _tell_episodes(self, losses, step_losses=None) -> dict[str, float]:
         if not self._episode_steps:
             raise RuntimeError("tell() called before ask(): run the episodes through ask() first")
         losses = self._as_losses(losses, (self.episodes,)).reshape(1, self.episodes)
@@ -270,16 +299,18 @@ class Solver:
         if bool((counts == 0).any()):
             missing = (counts[0] == 0).nonzero().flatten().tolist()
             raise ValueError(f"Invalid losses: episodes {missing} took no step (ask() each episode at least once)")
+        record_weights = None if step_losses is None else self._step_weights(step_losses, self._episode_steps)
         steps, self._episode_steps = self._episode_steps, []
         with torch.enable_grad():
             mu = self.policy(torch.cat([step.inputs for step in steps]))  # one batched forward
         noise = torch.cat([step.noise for step in steps])
-        stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise, episode_of_record=episode_of_record)
+        stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise, episode_of_record=episode_of_record,
+                             record_weights=record_weights)  # fmt: skip
         self.evaluations += self.episodes
         return stats
 
     # ----------------------------------------------------------------------- the one update
-    def _update(self, *, mu, losses, counts, noise, episode_of_record=None) -> dict[str, float]:
+    def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None) -> dict[str, float]:
         """Weights -> output signal v -> one VJP -> one optimizer step -> sigma rule.
 
         Group mode: ``mu[G, d]``, ``noise[G, n, d]``. Episode mode: ``mu[R, d]`` and
@@ -291,7 +322,10 @@ class Solver:
         if episode_of_record is None:  # row g of mu is shared by the n samples of group g
             by_row = by_group = (weights, noise)
         else:  # one mu row per recorded step; the population is one group
-            record_weights = weights[0, episode_of_record]
+            if record_weights is None:
+                record_weights = weights[0, episode_of_record]
+            else:  # per-step credit (tell(step_losses=...))
+                record_weights = record_weights.to(device=self.device, dtype=mu.dtype)
             by_row = (record_weights[:, None], noise[:, None])
             by_group = (record_weights[None], noise[None])
         v = self.output_signal(*by_row, sigma)

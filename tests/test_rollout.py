@@ -426,3 +426,25 @@ def test_linear_lr_schedule_decays_with_env_steps():
     assert 0 <= seen[-1] < 0.05
     with pytest.raises(ValueError, match="Invalid lr_schedule: 'cosine'"):
         Trainer(FACTORY, make_solver("ovlr"), lr_schedule="cosine")
+
+
+def test_to_go_credit_hands_the_solver_each_steps_remaining_cost():
+    solver = make_solver("ovlr")
+    told = {}
+    original_tell = solver.tell
+
+    def recording_tell(losses, step_losses=None):
+        told["losses"], told["steps"] = losses.clone(), [s.clone() for s in step_losses]
+        return original_tell(losses, step_losses=step_losses)
+
+    solver.tell = recording_tell
+    with Trainer(FACTORY, solver, eval_every=0, credit="to_go") as trainer:
+        trainer.update()
+    first = told["steps"][0]  # every episode is asked at the first step: its cost-to-go is its loss
+    torch.testing.assert_close(first.double(), told["losses"].double())
+    assert all(later.numel() <= earlier.numel() for earlier, later in itertools.pairwise(told["steps"]))
+    assert min(float(s.min()) for s in told["steps"]) >= 0  # costs -||x||^2 <= 0 rewards: to-go >= 0
+    with pytest.raises(ValueError, match="CEM has no per-step credit"):
+        Trainer(FACTORY, make_solver("cem"), credit="to_go")
+    with pytest.raises(ValueError, match="Invalid credit: 'reward'"):
+        Trainer(FACTORY, make_solver("ovlr"), credit="reward")

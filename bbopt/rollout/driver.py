@@ -44,11 +44,16 @@ class Trainer:
     seed: seeds the episodes (the solver has its own generator).
     lr_schedule: "constant", or "linear": in `train`, the optimizer's step decays linearly
         from its initial value to 0 at the run's ``env_steps`` total.
+    credit: "episode" (every step of an episode is credited with the episode's loss), or
+        "to_go": each step with the negated rewards from that step on, against the other
+        episodes' at the same step (``solver.tell(step_losses=...)``; OVLR and ES). A failed
+        episode's cost-to-go is the population's worst at each of its steps.
     """
 
     def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
-                 pool_options: dict | None = None, lr_schedule: str = "constant"):  # fmt: skip
+                 pool_options: dict | None = None, lr_schedule: str = "constant",
+                 credit: str = "episode"):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -66,6 +71,11 @@ class Trainer:
         if lr_schedule not in ("constant", "linear"):
             raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected 'constant' or 'linear')")
         self.lr_schedule = lr_schedule
+        if credit not in ("episode", "to_go"):
+            raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
+        if credit == "to_go" and not getattr(solver, "step_credit", False):
+            raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
+        self.credit = credit
         self.base_lrs = [group["lr"] for group in solver.optimizer.param_groups]
         self.updates, self.env_steps, self.seconds = 0, 0, 0.0
         self.history: list[dict] = []
@@ -86,6 +96,7 @@ class Trainer:
         lengths = np.zeros(self.population, dtype=np.int64)
         live = np.ones(self.population, dtype=bool)
         failed = np.zeros(self.population, dtype=bool)
+        rewards, asked = [], []  # per ask call: rewards of the asked episodes, their ids
         step = 0
         while live.any():
             if on_step is not None:
@@ -98,6 +109,8 @@ class Trainer:
                 actions = self.solver.ask(inputs, episode_ids=torch.as_tensor(ids)).detach().cpu().numpy()
             result = self.pool.step(ids, np.clip(actions, self.low, self.high))
             returns[ids] += result.rewards
+            rewards.append(np.asarray(result.rewards, dtype=np.float64))
+            asked.append(ids)
             lengths[ids] += 1
             observations[ids] = result.observations
             for episode, error in zip(ids, result.errors, strict=True):
@@ -110,7 +123,8 @@ class Trainer:
         losses = -returns
         if failed.any():
             losses[failed] = losses[~failed].max() if (~failed).any() else 0.0
-        stats = self.solver.tell(torch.as_tensor(losses))
+        step_losses = self._costs_to_go(rewards, asked, failed) if self.credit == "to_go" else None
+        stats = self.solver.tell(torch.as_tensor(losses), **({"step_losses": step_losses} if step_losses else {}))
         if self.normalizer is not None:
             self.normalizer.commit()
         self.updates += 1
@@ -120,6 +134,16 @@ class Trainer:
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
                 "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())}  # fmt: skip
+
+    def _costs_to_go(self, rewards: list, asked: list, failed: np.ndarray) -> list[torch.Tensor]:
+        """Negated rewards still to come, per ask call and asked episode."""
+        dense = np.zeros((len(rewards), self.population))
+        for k, (values, ids) in enumerate(zip(rewards, asked, strict=True)):
+            dense[k, ids] = values
+        to_go = -np.flip(np.cumsum(np.flip(dense, 0), 0), 0)  # [calls, N]
+        if failed.any() and (~failed).any():
+            to_go[:, failed] = to_go[:, ~failed].max(axis=1, keepdims=True)
+        return [torch.as_tensor(to_go[k, ids]) for k, ids in enumerate(asked)]
 
     # ------------------------------------------------------------------------- evaluation
     @torch.no_grad()

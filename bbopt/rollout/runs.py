@@ -53,6 +53,7 @@ class RunConfig:
     workers: int | None = None
     address: str | None = None
     lr_schedule: str = "constant"  # or "linear": Adam's step decays linearly to 0 at env_steps
+    credit: str = "episode"  # or "to_go" (OVLR, ES): per-step cost-to-go, see Trainer
     eval_every: int = 10
     eval_episodes: int = 5
     checkpoint_every: int = 10
@@ -91,7 +92,7 @@ def make_trainer(config: RunConfig, out: Path) -> Trainer:
     return Trainer(config.env, solver, pool=config.evaluator, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
-                   lr_schedule=config.lr_schedule)  # fmt: skip
+                   lr_schedule=config.lr_schedule, credit=config.credit)  # fmt: skip
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
