@@ -34,15 +34,17 @@ import torch
 
 from benchmarks import _report
 
-METHODS = ("ovlr", "es", "cem", "pes", "pgpe")
+METHODS = ("ovlr", "es", "cem", "pes", "pgpe", "ovlr-togo", "es-togo")  # -togo: per-step credit (credit="to_go")
 EVAL_SEED = 10**6
 
 
 def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int) -> dict:
     from bbopt.rollout.runs import RunConfig, make_trainer
 
-    config = RunConfig(env=env, solver=method, population=population, env_steps=budget, eval_every=0,
-                       evaluator="serial", checkpoint_every=0, seed=seed)  # fmt: skip
+    solver, _, variant = method.partition("-")
+    config = RunConfig(env=env, solver=solver, population=population, env_steps=budget, eval_every=0,
+                       evaluator="serial", checkpoint_every=0, seed=seed,
+                       credit="to_go" if variant == "togo" else "episode")  # fmt: skip
     curve, began = [], time.perf_counter()
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
@@ -56,7 +58,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
         train_seconds = trainer.seconds
     return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": train_seconds,
             "wall_seconds": time.perf_counter() - began, "settings": {"sigma": config.sigma, "lr": config.lr,
-            "lr_schedule": config.lr_schedule, "population": population, "hidden": config.hidden}}  # fmt: skip
+            "lr_schedule": config.lr_schedule, "credit": config.credit, "population": population,
+            "hidden": config.hidden}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default="ovlr,es,cem,pes,pgpe", help=f"from {','.join(METHODS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=steps, default=2_000_000, help="env steps per run")
     parser.add_argument("--eval-every", type=steps, default=None, help="env steps between evaluations")
