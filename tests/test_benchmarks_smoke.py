@@ -98,9 +98,10 @@ def test_mujoco_benchmark_smoke(tmp_path):
 
     out = tmp_path / "mujoco.json"
     rows = mujoco.main(["--budget", "3000", "--envs", "Hopper-v5", "--seeds", "0", "--population", "8",
-                        "--pgpe-popsize", "4", "--out", str(out)])  # fmt: skip
+                        "--pgpe-popsize", "4", "--methods", ",".join(mujoco.METHODS), "--out", str(out)])  # fmt: skip
     assert {r["method"] for r in rows} == set(mujoco.METHODS)
     assert all(r["env_steps"] >= 3000 and r["curve"] for r in rows)
+    assert {r["settings"]["credit"] for r in rows if r["method"].endswith("-togo")} == {"to_go"}
     assert json.loads(out.read_text())["summary"]["table"] and out.with_suffix(".png").exists()
 
 

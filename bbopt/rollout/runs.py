@@ -33,10 +33,10 @@ __all__ = ["CONTROL_DEFAULTS", "RunConfig", "build_solver", "evaluate_run", "mak
 # steps OVLR lr 0.01 rose to 2,400 by 0.6M and then collapsed, lr 0.003 reached 1,750, and
 # lr 0.01 decaying linearly to 0 reached 1,200). Hopper-v5 untuned.
 CONTROL_DEFAULTS = {
-    "ovlr": {"sigma": 0.3, "lr": 0.003},
-    "es": {"sigma": 0.3, "lr": 0.003},
-    "cem": {"sigma": 0.3, "lr": 0.01},
-    "pes": {"sigma": 0.03, "lr": 0.03},
+    "ovlr": {"sigma": 0.3, "lr": 0.003, "credit": "episode"},
+    "es": {"sigma": 0.3, "lr": 0.003, "credit": "episode"},
+    "cem": {"sigma": 0.3, "lr": 0.01, "credit": "episode"},
+    "pes": {"sigma": 0.03, "lr": 0.03, "credit": "episode"},
 }
 
 
@@ -53,7 +53,7 @@ class RunConfig:
     workers: int | None = None
     address: str | None = None
     lr_schedule: str = "constant"  # or "linear": Adam's step decays linearly to 0 at env_steps
-    credit: str = "episode"  # or "to_go" (OVLR, ES): per-step cost-to-go, see Trainer
+    credit: str | None = None  # "episode" or "to_go" (OVLR, ES: per-step cost-to-go, see Trainer); None: default
     eval_every: int = 10
     eval_episodes: int = 5
     checkpoint_every: int = 10
@@ -67,6 +67,7 @@ class RunConfig:
         defaults = CONTROL_DEFAULTS[self.solver]
         self.sigma = defaults["sigma"] if self.sigma is None else float(self.sigma)
         self.lr = defaults["lr"] if self.lr is None else float(self.lr)
+        self.credit = defaults["credit"] if self.credit is None else self.credit
         self.env_steps = int(self.env_steps)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
