@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sigma", type=float, help="noise scale (default per solver)")
     train.add_argument("--lr", type=float, help="Adam's step (default per solver)")
     train.add_argument("--credit", choices=["episode", "to_go"],
-                       help="to_go: each step credited with the cost still to come (OVLR, ES; default per solver)")  # fmt: skip
+                       help="to_go: each step credited with the cost still to come (OVLR, ES)")  # fmt: skip
     train.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"],
                        help="linear: Adam's step decays to 0 at --env-steps")  # fmt: skip
     train.add_argument("--hidden", default="64,64", help="hidden widths ('' for a linear policy)")
@@ -103,8 +103,8 @@ def run_train(args: argparse.Namespace) -> dict:
         hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
         config = RunConfig(env=args.env, solver=args.solver, population=args.population,
                            env_steps=args.env_steps or 2_000_000,
-                           sigma=args.sigma, lr=args.lr, lr_schedule=args.lr_schedule, credit=args.credit, hidden=hidden,
-                           evaluator=args.evaluator,
+                           sigma=args.sigma, lr=args.lr, lr_schedule=args.lr_schedule, credit=args.credit,
+                           hidden=hidden, evaluator=args.evaluator,
                            workers=args.workers, address=args.address, eval_every=args.eval_every,
                            eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                            seed=args.seed)  # fmt: skip
