@@ -12,6 +12,8 @@ keeps the estimator exactly unbiased: ``w_i = L_i - b_i`` with ``b_i`` the mean 
 *other* samples of the group, excluding sample i and, with antithetic pairs, its partner.
 (With antithetic pairs the baseline leaves ``v`` unchanged; it matters for the ``log sigma``
 gradient, whose score ``eps * score(eps) - 1`` is even.)
+In episode mode, ``tell(losses, step_losses=...)`` applies the same weights per time step to
+the cost-to-go (see `bbopt.Solver.tell`).
 """
 
 from __future__ import annotations
