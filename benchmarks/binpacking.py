@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bbopt.envs.binpacking import DECODERS, decode, make_instance
+from bbopt.envs.binpacking import DECODERS, SearchResult, decode, make_instance
 from bbopt.envs.binpacking.learned import priorities, train_set_network, zero_shot
 from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize
 
@@ -59,12 +59,8 @@ def set_network_rows(family: str, items: int, instances, args) -> tuple[list[dic
     rows = []
     for instance in instances:
         start = time.perf_counter()
-        bins = int(zero_shot(network, instance).bins[0])
-        success = bins <= instance.best_bound
-        rows.append({"instance": instance.name, "solver": "set-net", "bins": bins,
-                     "lower_bound": instance.lower_bound, "optimum": instance.optimum, "success": success,
-                     "evaluations": 1, "evaluations_to_success": 1 if success else None,
-                     "seconds": time.perf_counter() - start})  # fmt: skip
+        packing = zero_shot(network, instance)
+        rows.append(SearchResult.single(instance, "set-net", packing, time.perf_counter() - start).to_dict())
     warm = {instance.name: priorities(network, instance) for instance in instances}
     training = {"seconds": seconds, "steps": args.train_steps, "first_excess_bins": history[0]["excess_bins"],
                 "last_excess_bins": float(np.mean([h["excess_bins"] for h in history[-20:]]))}  # fmt: skip

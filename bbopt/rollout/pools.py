@@ -67,7 +67,9 @@ class _Episodes:
     def reset(self, episodes: list[tuple[int, int]]) -> list[np.ndarray]:
         out = []
         for episode, seed in episodes:
-            env = self.envs.get(episode) or self.envs.setdefault(episode, self.factory())
+            if episode not in self.envs:
+                self.envs[episode] = self.factory()
+            env = self.envs[episode]
             out.append(np.asarray(env.reset(seed=int(seed))[0], dtype=np.float32))
         return out
 
@@ -169,14 +171,13 @@ class _Pool:
             raise ValueError(f"Invalid ids: episodes {ids[~self.live[ids]].tolist()} are not running")
         for i, action in zip(ids, actions, strict=True):
             self.actions[i].append(action)
-        calls = {}
-        for w in np.unique(self.worker_of[ids]):
-            mine = np.flatnonzero(self.worker_of[ids] == w)
-            calls[int(w)] = ("step", ([(int(ids[k]), actions[k]) for k in mine],))
-        results = self._call_all(calls)
+        workers = self.worker_of[ids]
+        shares = {int(w): np.flatnonzero(workers == w) for w in np.unique(workers)}  # positions in ids, per worker
+        results = self._call_all({w: ("step", ([(int(ids[k]), actions[k]) for k in mine],))
+                                  for w, mine in shares.items()})  # fmt: skip
         out = [None] * ids.shape[0]
         for w, rows in results.items():
-            for k, row in zip(np.flatnonzero(self.worker_of[ids] == w), rows, strict=True):
+            for k, row in zip(shares[w], rows, strict=True):
                 out[k] = row
         template = next((row[0] for row in out if row[0] is not None), np.zeros(0, dtype=np.float32))
         observations = np.stack([row[0] if row[0] is not None else np.zeros_like(template) for row in out])

@@ -24,7 +24,16 @@ from bbopt.rollout.checkpoint import load_checkpoint
 from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
 from bbopt.rollout.policy import control_policy
 
-__all__ = ["CONTROL_DEFAULTS", "RunConfig", "build_solver", "evaluate_run", "make_trainer", "plot_curve", "train_run"]
+__all__ = [
+    "CONTROL_DEFAULTS",
+    "RunConfig",
+    "build_solver",
+    "evaluate_run",
+    "load_config",
+    "make_trainer",
+    "plot_curve",
+    "train_run",
+]
 
 # Per solver: action-space sigma (actions in [-1, 1]) or parameter-space sigma (pes), Adam's
 # lr (constant); population 64, MLP 64-64. Picked from single-seed runs on HalfCheetah-v5
@@ -73,6 +82,14 @@ class RunConfig:
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
 
 
+def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
+    """The settings of the run in ``out``."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{doing} in {out} (config.json missing)")
+    return RunConfig(**json.loads(path.read_text()))
+
+
 def build_solver(config: RunConfig, env: gym.Env):
     policy = control_policy(env.observation_space, env.action_space, hidden=config.hidden, seed=config.seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
@@ -102,9 +119,7 @@ def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_
     to a new ``env_steps`` total) and write the run directory."""
     out = Path(out)
     if resume:
-        if not (out / "config.json").is_file():
-            raise FileNotFoundError(f"No run to resume in {out} (config.json missing)")
-        config = RunConfig(**json.loads((out / "config.json").read_text()))
+        config = load_config(out, doing="No run to resume")
     elif (out / "checkpoint.pt").exists():
         raise FileExistsError(f"{out} already holds a run: resume it with --resume, or choose another --out")
     if env_steps is not None:
@@ -142,9 +157,7 @@ def evaluate_run(out: Path, *, episodes: int = 10, seed: int = 2 * 10**6, video:
     ``video``, also record the first episode (needs a working GL: set MUJOCO_GL=egl or osmesa
     on a headless machine) as an mp4 (imageio) or gif."""
     out = Path(out)
-    if not (out / "config.json").is_file():
-        raise FileNotFoundError(f"No run in {out} (config.json missing)")
-    config = RunConfig(**json.loads((out / "config.json").read_text()))
+    config = load_config(out)
     env = gym.make(config.env)
     solver = build_solver(config, env)
     if (out / "policy.pt").is_file():

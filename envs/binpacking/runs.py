@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from bbopt.envs.binpacking.heuristics import HEURISTICS
 from bbopt.envs.binpacking.instance import Instance
-from bbopt.envs.binpacking.search import DEFAULT_SETTINGS, search
+from bbopt.envs.binpacking.search import DEFAULT_SETTINGS, SearchResult, search
 
 __all__ = ["METHODS", "plot_success", "print_table", "run_instances", "summarize", "write_results"]
 
@@ -26,12 +26,7 @@ METHODS = (*DEFAULT_SETTINGS, *HEURISTICS)
 def _heuristic_row(instance: Instance, name: str) -> dict:
     began = time.perf_counter()
     packing = HEURISTICS[name](instance)
-    bins = int(packing.bins[0])
-    success = bins <= instance.best_bound
-    return {"instance": instance.name, "solver": name, "bins": bins, "lower_bound": instance.lower_bound,
-            "optimum": instance.optimum, "success": success, "evaluations": 1,
-            "evaluations_to_success": 1 if success else None, "seconds": time.perf_counter() - began,
-            "bin_of": packing.bin_of[0].tolist()}  # fmt: skip
+    return SearchResult.single(instance, name, packing, time.perf_counter() - began).to_dict()
 
 
 def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, seed: int = 0,

@@ -59,6 +59,14 @@ class SearchResult:
     seconds: float
     bin_of: np.ndarray = field(repr=False)  # the best packing found
 
+    @classmethod
+    def single(cls, instance: Instance, solver: str, packing, seconds: float) -> SearchResult:
+        """The result of one decode (a heuristic, a network's zero-shot packing)."""
+        bins = int(packing.bins[0])
+        success = bins <= instance.best_bound
+        return cls(instance.name, solver, bins, instance.lower_bound, instance.optimum, success, 1,
+                   1 if success else None, seconds, packing.bin_of[0])  # fmt: skip
+
     def to_dict(self) -> dict:
         row = {k: v for k, v in vars(self).items() if k != "bin_of"}
         row["bin_of"] = self.bin_of.tolist()
