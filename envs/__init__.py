@@ -18,4 +18,9 @@ for _name, _entry in (("BinPacking", "BinPackingEnv"), ("BinPackingOnline", "Bin
     if f"bbopt/{_name}-v0" not in gymnasium.registry:
         gymnasium.register(f"bbopt/{_name}-v0", entry_point=f"bbopt.envs.binpacking.env:{_entry}")
 
+for _name, _task in (("AlohaTransferCube", "transfer_cube"), ("AlohaInsertion", "insertion")):
+    if f"bbopt/{_name}-v0" not in gymnasium.registry:  # 300 steps: the env truncates itself
+        gymnasium.register(f"bbopt/{_name}-v0", entry_point="bbopt.envs.aloha.env:AlohaStateEnv",
+                           kwargs={"task": _task})  # fmt: skip
+
 __all__ = ["FUNCTIONS", "rastrigin", "rosenbrock", "sphere"]

@@ -1,0 +1,1 @@
+"""ALOHA bimanual manipulation: state-observation envs, IK, scripted demonstrations."""

@@ -1,0 +1,73 @@
+"""Behavior cloning of the scripted demonstrations, by backprop or by OVLR, on one loss.
+
+The loss is the L1 distance between a predicted action chunk and the demonstrated one, in
+units of each action's standard deviation over the demos (ACT's chunk L1). Backprop
+differentiates it; OVLR treats it as a black box: per example, ``samples`` noisy chunks around
+the policy's output are scored and one VJP updates the network (`bbopt.train`). Same model,
+data order, epochs and optimizer for both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import bbopt
+from bbopt.envs.aloha.demos import Demos, action_chunks
+from bbopt.envs.aloha.env import policy_features
+from bbopt.policies.chunking import ChunkMLP
+
+__all__ = ["METHODS", "ChunkL1", "behavior_clone", "make_chunk_policy"]
+
+METHODS = ("bp", "ovlr")
+
+
+class ChunkL1:
+    """``loss(outputs[..., chunk * a], targets[..., chunk * a]) -> [...]``: mean over the chunk of
+    ``|output - target| / action_std`` (broadcasts candidates ``[B, n, d]`` against ``[B, 1, d]``)."""
+
+    def __init__(self, action_std: torch.Tensor, chunk: int):
+        self.scale = torch.as_tensor(action_std, dtype=torch.float32).repeat(chunk)
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return ((outputs - targets).abs() / self.scale).mean(dim=-1)
+
+
+def make_chunk_policy(demos: Demos, *, chunk: int = 10, hidden=(512, 512), seed: int = 0) -> ChunkMLP:
+    """A `ChunkMLP` sized for the demos' task (`policy_features`), standardized with their
+    statistics."""
+    policy = ChunkMLP(demos.observations.shape[1], demos.actions.shape[1], chunk, hidden=hidden,
+                      features=policy_features(demos.task), seed=seed)  # fmt: skip
+    policy.fit_statistics(torch.as_tensor(demos.observations), torch.as_tensor(demos.actions))
+    return policy
+
+
+def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=(512, 512), epochs: int = 100,
+                   batch_size: int = 256, lr: float = 1e-3, samples: int = 32, sigma: float = 0.05,
+                   seed: int = 0, progress: bool = True) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
+    """Fit a `ChunkMLP` to the demos by ``method`` ("bp" or "ovlr").
+
+    OVLR's noise is per action dimension: ``sigma`` times the action's std over the demos
+    (antithetic pairs, ``samples`` per example). Adam with ``lr``, cosine-decayed to 0 over
+    the epochs, for both methods. Returns the policy and the per-epoch history
+    (``train_loss`` is the chunk L1 of the policy's outputs, or of OVLR's noisy candidates).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Invalid method {method!r}: expected one of {METHODS}")
+    policy = make_chunk_policy(demos, chunk=chunk, hidden=hidden, seed=seed)
+    inputs, targets = action_chunks(demos, chunk)
+    generator = torch.Generator().manual_seed(seed)
+    data = DataLoader(TensorDataset(inputs, targets), batch_size=batch_size, shuffle=True, generator=generator)
+    loss = ChunkL1(policy.action_std, chunk)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if method == "bp":
+        history = bbopt.train(policy, loss, data, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+                              progress=progress)  # fmt: skip
+    else:
+        solver = bbopt.OVLR(policy, optimizer, sigma=sigma * policy.action_std.repeat(chunk), samples=samples,
+                            seed=seed)  # fmt: skip
+        history = bbopt.train(policy, loss, data, epochs=epochs, solver=solver, scheduler=scheduler,
+                              progress=progress)  # fmt: skip
+    policy.eval()
+    return policy, history

@@ -1,0 +1,84 @@
+"""Action-chunking policies: one observation in, the next ``chunk`` actions out.
+
+Predicting a chunk of future actions (Zhao et al., "Learning Fine-Grained Bimanual Manipulation
+with Low-Cost Hardware", 2023: ACT) lowers the effective horizon of imitation. Here the chunk
+head is an MLP on state observations. Observations are standardized and actions de-standardized
+with statistics fitted on the training data (buffers, saved with the weights; the observation
+statistics stay frozen afterwards, also under the rollout driver).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from bbopt.policies.mlp import MLP
+from bbopt.rollout.normalization import ObservationNormalizer
+
+__all__ = ["ChunkMLP", "FirstAction"]
+
+
+class ChunkMLP(nn.Module):
+    """``forward(obs[B, obs_dim]) -> [B, chunk * action_dim]``: actions t .. t + chunk - 1,
+    flattened time-major (``.view(B, chunk, action_dim)`` recovers them).
+
+    ``features`` selects the observation entries the network sees (default: all of them).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, chunk: int = 10, *, hidden: Sequence[int] = (512, 512),
+                 features: Sequence[int] | None = None, seed: int = 0):  # fmt: skip
+        super().__init__()
+        for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("chunk", chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
+        features = list(range(obs_dim)) if features is None else [int(f) for f in features]
+        if not features or min(features) < 0 or max(features) >= obs_dim or len(set(features)) != len(features):
+            raise ValueError(f"Invalid features: expected distinct indices in [0, {obs_dim}), got {features}")
+        self.obs_dim, self.action_dim, self.chunk = obs_dim, action_dim, chunk
+        self.hidden = tuple(hidden)
+        self.register_buffer("features", torch.as_tensor(features, dtype=torch.long))
+        self.normalizer = ObservationNormalizer(len(features))
+        self.normalizer.frozen = True
+        self.net = MLP(len(features), chunk * action_dim, hidden=self.hidden, activation=nn.ReLU, seed=seed)
+        self.register_buffer("action_mean", torch.zeros(action_dim))
+        self.register_buffer("action_std", torch.ones(action_dim))
+
+    @torch.no_grad()
+    def fit_statistics(self, observations: torch.Tensor, actions: torch.Tensor, *, obs_floor: float = 0.05,
+                       action_floor: float = 1e-3) -> None:  # fmt: skip
+        """Set the observation and action standardization from data ``[N, obs_dim]``,
+        ``[N, action_dim]``. Each observation's std is at least ``obs_floor``: a feature that
+        barely varies in the data (a resting object's quaternion: std 1e-3) would otherwise turn
+        millimetre deviations at test time into inputs many stds out."""
+        observations = torch.as_tensor(observations, dtype=torch.float64).reshape(-1, self.obs_dim)[:, self.features]
+        actions = torch.as_tensor(actions, dtype=torch.float32).reshape(-1, self.action_dim)
+        self.normalizer.count.fill_(observations.shape[0])
+        self.normalizer.mean.copy_(observations.mean(0))
+        self.normalizer.var.copy_(observations.var(0, unbiased=False).clamp_min(obs_floor**2))
+        self.action_mean.copy_(actions.mean(0))
+        self.action_std.copy_(actions.std(0).clamp_min(action_floor))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        z = self.net(self.normalizer(observations[..., self.features]))
+        shape = z.shape
+        actions = z.view(*shape[:-1], self.chunk, self.action_dim) * self.action_std + self.action_mean
+        return actions.reshape(shape)
+
+    def config(self) -> dict:
+        """Constructor arguments, for saving next to the weights."""
+        return {"obs_dim": self.obs_dim, "action_dim": self.action_dim, "chunk": self.chunk,
+                "hidden": list(self.hidden), "features": self.features.tolist()}  # fmt: skip
+
+
+class FirstAction(nn.Module):
+    """The first action of a chunk policy's output: a policy over the env's own action space
+    (what simulator fine-tuning perturbs and trains)."""
+
+    def __init__(self, policy: ChunkMLP):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy(observations)[..., : self.policy.action_dim]
