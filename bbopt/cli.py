@@ -1,4 +1,4 @@
-"""The ``bbopt`` command line: ``bbopt demo``, ``ioh``, ``binpacking``, ``train``, ``evaluate``."""
+"""The ``bbopt`` command line: ``bbopt demo``, ``ioh``, ``binpacking``, ``train``, ``evaluate``, ``aloha``."""
 
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir.add_argument("--out", type=Path, help="a new run directory")
     run_dir.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
     train.add_argument("--no-progress", action="store_true")
+    from bbopt.envs.aloha.cli import add_parser as add_aloha_parser
+
+    add_aloha_parser(commands)
     evaluate = commands.add_parser("evaluate", help="replay a trained policy (bbopt train's run directory)")
     evaluate.add_argument("run", type=Path, help="the run directory")
     evaluate.add_argument("--episodes", type=_positive_int, default=10)
@@ -196,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             (run_train if args.command == "train" else run_evaluate)(args)
         except (ValueError, FileNotFoundError, FileExistsError) as error:
             raise SystemExit(f"bbopt {args.command}: {error}") from error
+    elif args.command == "aloha":
+        from bbopt.envs.aloha.cli import run as run_aloha
+
+        try:
+            run_aloha(args)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"bbopt aloha {args.aloha_command}: {error}") from error
     return 0
 
 

@@ -10,6 +10,7 @@ statistics stay frozen afterwards, also under the rollout driver).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from bbopt.policies.mlp import MLP
 from bbopt.rollout.normalization import ObservationNormalizer
 
-__all__ = ["ChunkMLP", "FirstAction"]
+__all__ = ["ChunkMLP", "FirstAction", "load_chunk_policy", "save_chunk_policy"]
 
 
 class ChunkMLP(nn.Module):
@@ -82,3 +83,28 @@ class FirstAction(nn.Module):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.policy(observations)[..., : self.policy.action_dim]
+
+
+def save_chunk_policy(policy: ChunkMLP, path, **meta) -> Path:
+    """Write the policy's constructor arguments, weights and statistics, and ``meta`` (JSON-able
+    values, e.g. the task and how it was trained) to ``path``, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"config": policy.config(), "state_dict": policy.state_dict(), "meta": meta}, partial)
+    partial.replace(path)
+    return path
+
+
+def load_chunk_policy(path) -> tuple[ChunkMLP, dict]:
+    """The policy saved by `save_chunk_policy` (in eval mode) and its ``meta``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No policy file at {path}")
+    saved = torch.load(path, weights_only=True)
+    if not isinstance(saved, dict) or not {"config", "state_dict", "meta"} <= set(saved):
+        raise ValueError(f"Invalid policy file {path}: expected config, state_dict and meta")
+    config = dict(saved["config"])
+    policy = ChunkMLP(config.pop("obs_dim"), config.pop("action_dim"), config.pop("chunk"), **config)
+    policy.load_state_dict(saved["state_dict"])
+    return policy.eval(), saved["meta"]

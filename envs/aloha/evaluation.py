@@ -44,13 +44,16 @@ class ChunkAgent:
 
 
 def evaluate_success(task: str, agent, episodes: int = 50, *, seed: int = EVAL_SEED, video: Path | None = None,
-                     video_episodes: int = 1, progress: bool = True) -> dict:  # fmt: skip
+                     video_episodes: int = 1, video_size: tuple[int, int] = (640, 480),
+                     progress: bool = True) -> dict:  # fmt: skip
     """Run ``agent`` on placements ``seed, seed + 1, ...``; returns ``success_rate``,
     ``mean_stage`` (the highest stage each episode reached, averaged), per-episode records and
-    ``seconds``. ``video`` records the first ``video_episodes`` episodes from the top camera."""
+    ``seconds``. ``video`` records the first ``video_episodes`` episodes from the top camera at
+    ``video_size`` (width, height)."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"Invalid episodes: {episodes!r} (expected an int >= 1)")
-    env = AlohaStateEnv(task, render_mode="rgb_array" if video else None)
+    width, height = video_size
+    env = AlohaStateEnv(task, render_mode="rgb_array" if video else None, width=width, height=height)
     records, frames = [], []
     began = time.perf_counter()
     bar = tqdm(range(episodes), desc=f"evaluate {task}", disable=not progress)

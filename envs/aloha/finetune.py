@@ -4,7 +4,7 @@ The solver perturbs the chunk policy's whole output; the env executes the tempor
 the chunks (`ChunkedActions`), so the policy is trained exactly as it is evaluated. The loss of
 an episode is ``-(highest stage reached + 0.5 * progress)``: ``progress`` in [0, 1] is a
 tie-breaker between episodes that reached the same stage, the best closeness over the episode
-(while at that stage) to what the next stage needs, ``max(0, 1 - distance / 0.2 m)``:
+(while at that stage) to what the next stage needs, ``max(0, 1 - distance / 0.4 m)``:
 
 ==============  =====================================  ======================================
 stage reached   transfer cube: next needs              insertion: next needs
@@ -37,7 +37,7 @@ from bbopt.rollout.pools import EnvFactory
 __all__ = ["FINETUNE_SOLVERS", "StageShaping", "finetune", "make_finetune_env"]
 
 FINETUNE_SOLVERS = ("ovlr", "es", "cem")
-PROGRESS_WEIGHT, REACH = 0.5, 0.2
+PROGRESS_WEIGHT, REACH = 0.5, 0.4
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
 
 

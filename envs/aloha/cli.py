@@ -1,0 +1,189 @@
+"""``bbopt aloha demos | train | finetune | evaluate``: the ALOHA pipeline from the command line.
+
+bbopt aloha demos --task transfer_cube --episodes 100 --out runs/aloha/demos.npz
+bbopt aloha train --demos runs/aloha/demos.npz --method ovlr --out runs/aloha/bc_ovlr.pt
+bbopt aloha finetune --policy runs/aloha/bc_ovlr.pt --method ovlr --out runs/aloha/ft_ovlr.pt
+bbopt aloha evaluate --policy runs/aloha/ft_ovlr.pt --episodes 50 --video runs/aloha/ft.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(float(text))
+    if value < 1 or value != float(text):
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
+    return value
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths, e.g. 512,512; got {text}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text}")
+    return widths
+
+
+def add_parser(commands) -> None:
+    """Add ``aloha`` and its four subcommands to the ``bbopt`` parser's subcommands."""
+    aloha = commands.add_parser("aloha", help="ALOHA bimanual tasks: scripted demos, imitation, fine-tuning")
+    jobs = aloha.add_subparsers(dest="aloha_command", required=True)
+    tasks = ["transfer_cube", "insertion"]
+
+    demos = jobs.add_parser("demos", help="scripted demonstrations (DLS IK), success-filtered, to an .npz file")
+    demos.add_argument("--task", default="transfer_cube", choices=tasks)
+    demos.add_argument("--episodes", type=_positive_int, default=100, help="attempted episodes (placement seeds)")
+    demos.add_argument("--seed", type=int, default=0, help="first placement seed")
+    demos.add_argument("--noise", type=float, default=0.0, help="DART noise std on executed joint targets (rad)")
+    demos.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    demos.add_argument("--no-progress", action="store_true")
+
+    train = jobs.add_parser("train", help="behavior cloning of the demos by backprop or by OVLR (chunk L1)")
+    train.add_argument("--demos", type=Path, required=True)
+    train.add_argument("--method", default="bp", choices=["bp", "ovlr"])
+    train.add_argument("--epochs", type=_positive_int, default=50)
+    train.add_argument("--chunk", type=_positive_int, default=10, help="actions predicted per step")
+    train.add_argument("--hidden", type=_widths, default=[512, 512])
+    train.add_argument("--batch-size", type=_positive_int, default=256)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--samples", type=_positive_int, default=32, help="OVLR: noisy chunks per example")
+    train.add_argument("--sigma", type=float, default=0.01, help="OVLR: noise std, in units of each action's std")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-episodes", type=int, default=50, help="success rate after training (0: skip)")
+    train.add_argument("--out", type=Path, required=True, help="the policy file to write (.pt)")
+    train.add_argument("--no-progress", action="store_true")
+
+    finetune = jobs.add_parser("finetune", help="fine-tune a policy through the simulator (episode mode)")
+    finetune.add_argument("--policy", type=Path, required=True)
+    finetune.add_argument("--method", default="ovlr", choices=["ovlr", "es", "cem"])
+    finetune.add_argument("--env-steps", type=float, default=3e5, help="simulator steps, e.g. 3e5")
+    finetune.add_argument("--population", type=_positive_int, default=16, help="episodes per update (even)")
+    finetune.add_argument("--sigma", type=float, default=0.05, help="noise std, in units of each action's std")
+    finetune.add_argument("--lr", type=float, default=3e-4)
+    finetune.add_argument("--credit", default="episode", choices=["episode", "to_go"])
+    finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
+    finetune.add_argument("--workers", type=_positive_int)
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--eval-episodes", type=int, default=50, help="success rate before and after (0: skip)")
+    finetune.add_argument("--out", type=Path, required=True, help="the fine-tuned policy file (.pt); a curve "
+                          "CSV is written next to it")  # fmt: skip
+    finetune.add_argument("--no-progress", action="store_true")
+
+    evaluate = jobs.add_parser("evaluate", help="success rate over seeded episodes (a policy file or --scripted)")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", type=Path)
+    source.add_argument("--scripted", choices=tasks, metavar="TASK", help="the scripted policy of TASK")
+    evaluate.add_argument("--episodes", type=_positive_int, default=50)
+    evaluate.add_argument("--seed", type=int, default=10**6, help="first placement seed (demos use 0, 1, ...)")
+    evaluate.add_argument("--decay", type=float, default=0.1, help="temporal-ensembling weight decay")
+    evaluate.add_argument("--video", type=Path, help="record the first episode (.mp4 or .gif; needs MUJOCO_GL)")
+    evaluate.add_argument("--json", type=Path, help="write the result (per-episode records) as JSON")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the parsed ``bbopt aloha ...`` command; returns its result record."""
+    return {"demos": _demos, "train": _train, "finetune": _finetune, "evaluate": _evaluate}[args.aloha_command](args)
+
+
+def _demos(args) -> dict:
+    from bbopt.envs.aloha.demos import generate_demos, save_demos
+
+    demos = generate_demos(args.task, args.episodes, seed=args.seed, noise=args.noise, progress=not args.no_progress)
+    save_demos(demos, args.out)
+    print(f"scripted {args.task}: {demos.episodes}/{demos.attempted} successful ({demos.success_rate:.1%}), "
+          f"{len(demos.actions):,} steps, {demos.seconds:.1f} s; wrote {args.out}")  # fmt: skip
+    return {"task": args.task, "success_rate": demos.success_rate, "episodes": demos.episodes, "out": str(args.out)}
+
+
+def _report(task: str, policy, episodes: int, progress: bool, label: str) -> dict | None:
+    from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
+
+    if episodes < 1:
+        return None
+    result = evaluate_success(task, ChunkAgent(policy), episodes, progress=progress)
+    rate, stage = result["success_rate"], result["mean_stage"]
+    print(f"{label}: success {rate:.1%} over {episodes} episodes (mean stage {stage:.2f})")
+    return {k: v for k, v in result.items() if k != "records"}
+
+
+def _train(args) -> dict:
+    from bbopt.envs.aloha.demos import load_demos
+    from bbopt.envs.aloha.imitation import behavior_clone
+    from bbopt.policies.chunking import save_chunk_policy
+
+    demos = load_demos(args.demos)
+    began = time.perf_counter()
+    policy, history = behavior_clone(demos, args.method, chunk=args.chunk, hidden=args.hidden, epochs=args.epochs,
+                                     batch_size=args.batch_size, lr=args.lr, samples=args.samples, sigma=args.sigma,
+                                     seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    seconds = time.perf_counter() - began
+    print(f"BC-{args.method.upper()} on {demos.episodes} {demos.task} demos: {args.epochs} epochs in {seconds:.1f} s, "
+          f"final chunk L1 {history[-1]['train_loss']:.4f}")  # fmt: skip
+    evaluation = _report(demos.task, policy, args.eval_episodes, not args.no_progress, f"BC-{args.method.upper()}")
+    meta = {"task": demos.task, "trained_by": f"bc-{args.method}", "demos": str(args.demos), "epochs": args.epochs,
+            "seconds": seconds, "history": history, "evaluation": evaluation}  # fmt: skip
+    save_chunk_policy(policy, args.out, **meta)
+    print(f"wrote {args.out}")
+    return meta
+
+
+def _finetune(args) -> dict:
+    from bbopt.envs.aloha.finetune import finetune
+    from bbopt.policies.chunking import load_chunk_policy, save_chunk_policy
+
+    policy, meta = load_chunk_policy(args.policy)
+    task = meta.get("task")
+    before = _report(task, policy, args.eval_episodes, not args.no_progress, "before fine-tuning")
+    curve = args.out.with_suffix(".csv")
+    curve.unlink(missing_ok=True)
+    began = time.perf_counter()
+    policy, history = finetune(policy, task, method=args.method, env_steps=int(args.env_steps),
+                               episodes=args.population, sigma=args.sigma, lr=args.lr, credit=args.credit,
+                               seed=args.seed, pool=args.pool, workers=args.workers, curve=curve,
+                               progress=not args.no_progress)  # fmt: skip
+    seconds = time.perf_counter() - began
+    print(f"fine-tuned by {args.method.upper()}: {history[-1]['env_steps']:,} env steps, {len(history)} updates, "
+          f"{seconds:.0f} s")  # fmt: skip
+    after = _report(task, policy, args.eval_episodes, not args.no_progress, "after fine-tuning")
+    record = {"task": task, "trained_by": f"{meta.get('trained_by')}+finetune-{args.method}",
+              "source": str(args.policy), "env_steps": history[-1]["env_steps"], "seconds": seconds,
+              "before": before, "evaluation": after}  # fmt: skip
+    save_chunk_policy(policy, args.out, **record)
+    print(f"wrote {args.out} and {curve}")
+    return record
+
+
+def _evaluate(args) -> dict:
+    from bbopt.envs.aloha.env import AlohaStateEnv
+    from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
+    from bbopt.envs.aloha.scripted import SCRIPTED
+    from bbopt.policies.chunking import load_chunk_policy
+
+    if args.scripted:
+        task, label = args.scripted, f"scripted {args.scripted}"
+        agent = SCRIPTED[task](AlohaStateEnv(task).physics.model.ptr)
+    else:
+        policy, meta = load_chunk_policy(args.policy)
+        task, label = meta.get("task"), f"{args.policy} ({meta.get('trained_by')}, {meta.get('task')})"
+        agent = ChunkAgent(policy, decay=args.decay)
+    result = evaluate_success(task, agent, args.episodes, seed=args.seed, video=args.video,
+                              progress=not args.no_progress)  # fmt: skip
+    print(f"{label}: success {result['success_rate']:.1%} over {args.episodes} episodes "
+          f"(seeds {args.seed}..{args.seed + args.episodes - 1}), mean stage {result['mean_stage']:.2f}")  # fmt: skip
+    if args.video:
+        print(f"video: {result['video']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return result

@@ -1,0 +1,407 @@
+"""ALOHA: state envs, IK, scripted demos and their schema, chunk policies, imitation, fine-tuning, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gym_aloha", reason="the ALOHA tests need gym-aloha: pip install -e '.[aloha]'")
+
+import bbopt.envs  # noqa: F401  (registers the bbopt/ ids)
+from bbopt.cli import main
+from bbopt.envs.aloha.demos import Demos, action_chunks, generate_demos, load_demos, save_demos
+from bbopt.envs.aloha.env import AlohaStateEnv, import_gym_aloha, policy_features
+from bbopt.envs.aloha.evaluation import evaluate_success
+from bbopt.envs.aloha.finetune import StageShaping, finetune, make_finetune_env
+from bbopt.envs.aloha.ik import ArmIK, orientation_error
+from bbopt.envs.aloha.imitation import ChunkL1, behavior_clone, make_chunk_policy
+from bbopt.envs.aloha.scripted import RIGHT_DOWN, SCRIPTED
+from bbopt.policies.chunking import ChunkMLP, load_chunk_policy, save_chunk_policy
+from bbopt.rollout.chunking import ChunkedActions, TemporalEnsemble
+
+TASKS = ("transfer_cube", "insertion")
+
+
+@pytest.fixture(scope="module")
+def demos() -> Demos:
+    return generate_demos("transfer_cube", 3, progress=False)
+
+
+# ----------------------------------------------------------------------------- envs
+@pytest.mark.parametrize("name", ["bbopt/AlohaTransferCube-v0", "bbopt/AlohaInsertion-v0"])
+def test_registered_envs_pass_check_env(name):
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make(name)
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.observation_space.shape == (36,) if "Transfer" in name else (43,)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_placement_is_seeded_like_gym_aloha(task):
+    _, _, _, utils, _ = import_gym_aloha()
+    env = AlohaStateEnv(task)
+    obs, info = env.reset(seed=7)
+    expected = utils.sample_box_pose(7) if task == "transfer_cube" else np.concatenate(utils.sample_insertion_pose(7))
+    np.testing.assert_allclose(env.placement(7), expected)
+    assert info == {"is_success": False, "stage": 0, "placement_seed": 7}
+    # The objects start where gym-aloha puts them (x, y; z falls from the sampled height).
+    np.testing.assert_allclose(obs[28:30], expected[0:2], atol=1e-6)
+    again, _ = AlohaStateEnv(task).reset(seed=7)
+    np.testing.assert_array_equal(obs, again)
+    other, _ = env.reset(seed=8)
+    assert not np.allclose(obs[28:30], other[28:30])
+
+
+def test_unseeded_resets_follow_the_first_seed():
+    first, second = AlohaStateEnv(), AlohaStateEnv()
+    first.reset(seed=3)
+    second.reset(seed=3)
+    a, info_a = first.reset()
+    b, info_b = second.reset()
+    np.testing.assert_array_equal(a, b)
+    assert info_a["placement_seed"] == info_b["placement_seed"] != 3
+
+
+def test_action_box_is_the_actuators_range():
+    env = AlohaStateEnv()
+    low, high = env.action_space.low, env.action_space.high
+    # A gripper target g drives the fingers to 0.01844 + 0.03956 g, clamped to [0.021, 0.057].
+    assert low[6] == pytest.approx((0.021 - 0.01844) / 0.03956, abs=1e-5)
+    assert high[13] == pytest.approx((0.057 - 0.01844) / 0.03956, abs=1e-5)
+    assert low[1] == pytest.approx(-1.85005) and high[2] == pytest.approx(1.6057)
+
+
+def test_episode_steps_rewards_and_truncation():
+    env = AlohaStateEnv()
+    obs, _ = env.reset(seed=0)
+    hold = obs[:14].copy()
+    for step in range(1, 301):
+        obs, reward, terminated, truncated, info = env.step(hold)
+        assert obs[-1] == pytest.approx(step / 300)
+        assert reward == info["stage"] == 0 and not terminated
+        assert truncated == (step == 300)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(hold)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "action", "error", "pattern"),
+    [
+        ({"task": "cube"}, None, ValueError, "Invalid task"),
+        ({"render_mode": "human"}, None, ValueError, "render_mode"),
+        ({}, np.zeros(13), ValueError, "action shape"),
+        ({}, np.full(14, np.nan), ValueError, "NaN"),
+    ],
+)
+def test_env_bad_input(kwargs, action, error, pattern):
+    with pytest.raises(error, match=pattern):
+        env = AlohaStateEnv(**kwargs)
+        env.reset(seed=0)
+        env.step(action)
+
+
+def test_render_without_render_mode_says_how():
+    with pytest.raises(RuntimeError, match="rgb_array"):
+        AlohaStateEnv().render()
+
+
+def test_physics_divergence_ends_the_episode_as_a_failure(monkeypatch):
+    env = AlohaStateEnv()
+    obs, _ = env.reset(seed=0)
+
+    def diverge(action):
+        raise env._physics_error("Physics state is invalid")
+
+    monkeypatch.setattr(env._env, "step", diverge)
+    after, reward, terminated, truncated, info = env.step(obs[:14])
+    assert (reward, terminated, truncated, info["is_success"]) == (0.0, False, True, False)
+    assert "invalid" in info["physics_error"]
+    np.testing.assert_array_equal(after, obs)
+
+
+# ----------------------------------------------------------------------------- IK
+def test_ik_reaches_a_pose_within_tolerance():
+    env = AlohaStateEnv()
+    obs, _ = env.reset(seed=0)
+    ik = ArmIK(env.physics.model.ptr, "right")
+    target = np.array([0.12, 0.45, 0.06])
+    q = obs[7:13].copy()
+    for _ in range(10):  # warm-started, as every control step does
+        q = ik.solve(q, target, RIGHT_DOWN)
+    position, rotation = ik.forward(q)
+    assert np.linalg.norm(position - target) < 1e-3
+    assert np.linalg.norm(orientation_error(rotation, RIGHT_DOWN)) < 1e-2
+    assert np.all(q >= ik.low) and np.all(q <= ik.high)
+
+
+def test_ik_keeps_unreachable_targets_inside_the_joint_ranges():
+    env = AlohaStateEnv()
+    obs, _ = env.reset(seed=0)
+    ik = ArmIK(env.physics.model.ptr, "left")
+    q = ik.solve(obs[0:6], np.array([2.0, 2.0, 2.0]), np.eye(3))
+    assert np.all(np.isfinite(q)) and np.all(q >= ik.low) and np.all(q <= ik.high)
+
+
+def test_orientation_error_is_the_rotation_vector():
+    from scipy.spatial.transform import Rotation
+
+    base = Rotation.from_euler("xyz", [0.3, -0.2, 0.5]).as_matrix()
+    turn = np.array([0.05, -0.1, 0.2])
+    target = Rotation.from_rotvec(turn).as_matrix() @ base
+    np.testing.assert_allclose(orientation_error(base, target), turn, atol=1e-9)
+    np.testing.assert_allclose(orientation_error(base, base), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arm, damping", [("middle", 0.2), ("left", 0.0)])
+def test_ik_bad_input(arm, damping):
+    with pytest.raises(ValueError, match=r"arm|damping"):
+        ArmIK(AlohaStateEnv().physics.model.ptr, arm, damping=damping)
+
+
+# ----------------------------------------------------------------------------- scripted demos
+@pytest.mark.parametrize("task", TASKS)
+def test_scripted_policy_succeeds(task):
+    result = evaluate_success(task, SCRIPTED[task](AlohaStateEnv(task).physics.model.ptr), 3, progress=False)
+    assert result["success_rate"] == 1.0 and result["mean_stage"] == 4.0
+
+
+def test_scripted_policy_needs_reset():
+    with pytest.raises(RuntimeError, match="reset"):
+        SCRIPTED["transfer_cube"](AlohaStateEnv().physics.model.ptr)(np.zeros(36))
+
+
+def test_demos_round_trip(demos, tmp_path):
+    assert demos.episodes == 3 and demos.attempted == 3 and demos.success_rate == 1.0
+    assert demos.observations.shape == (int(demos.episode_lengths.sum()), 36)
+    path = save_demos(demos, tmp_path / "demos.npz")
+    loaded = load_demos(path)
+    for field in ("observations", "actions", "episode_lengths", "placement_seeds"):
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(demos, field))
+    assert (loaded.task, loaded.attempted, loaded.noise) == ("transfer_cube", 3, 0.0)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_demos_replay_exactly(demos):
+    env = AlohaStateEnv()
+    (observations, actions), seed = demos.split()[1], int(demos.placement_seeds[1])
+    obs, _ = env.reset(seed=seed)
+    for k, action in enumerate(actions):
+        np.testing.assert_allclose(obs, observations[k], atol=1e-5)
+        obs, _, terminated, _, info = env.step(action)
+    assert terminated and info["is_success"]
+
+
+def _rewrite(path, **changes):
+    with np.load(path) as data:
+        fields = {name: data[name] for name in data.files}
+    for name, value in changes.items():
+        if value is None:
+            del fields[name]
+        else:
+            fields[name] = value
+    np.savez(path, **fields)
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"actions": None}, "missing \\['actions'\\]"),
+        ({"meta": np.array(json.dumps({"schema": "other/9", "task": "transfer_cube", "attempted": 3}))}, "schema"),
+        ({"meta": np.array(json.dumps({"schema": "bbopt.aloha.demos/1", "task": "stack", "attempted": 3}))}, "task"),
+        ({"observations": np.zeros((10, 35), np.float32)}, "observations have shape"),
+        ({"episode_lengths": np.array([1, 2, 3])}, "sum to"),
+        ({"placement_seeds": np.array([0, 1])}, "one length"),
+        ({"actions": "nan"}, "NaN"),
+        ({"episode_lengths": "float"}, "dtype"),
+        ({"meta": np.array(json.dumps({"schema": "bbopt.aloha.demos/1", "task": "transfer_cube", "attempted": 1}))},
+         "attempted"),
+    ],
+)  # fmt: skip
+def test_demos_validation_errors(demos, tmp_path, change, pattern):
+    path = save_demos(demos, tmp_path / "demos.npz")
+    if isinstance(change.get("actions"), str):
+        change = {"actions": np.where(np.arange(demos.actions.size).reshape(demos.actions.shape) == 5, np.nan,
+                                      demos.actions).astype(np.float32)}  # fmt: skip
+    if isinstance(change.get("episode_lengths"), str):
+        change = {"episode_lengths": demos.episode_lengths.astype(np.float64)}
+    _rewrite(path, **change)
+    with pytest.raises(ValueError, match=pattern):
+        load_demos(path)
+
+
+def test_missing_demos_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bbopt aloha demos"):
+        load_demos(tmp_path / "nothing.npz")
+
+
+def test_action_chunks_repeat_the_last_action(demos):
+    inputs, targets = action_chunks(demos, 4)
+    (_, actions), length = demos.split()[0], int(demos.episode_lengths[0])
+    chunks = targets[:length].view(length, 4, 14).numpy()
+    np.testing.assert_array_equal(chunks[0], actions[0:4])
+    np.testing.assert_array_equal(chunks[-1], np.repeat(actions[-1:], 4, axis=0))
+    np.testing.assert_array_equal(chunks[-2][:1], actions[-2:-1])
+    assert inputs.shape == (len(demos.actions), 36)
+    with pytest.raises(ValueError, match="chunk"):
+        action_chunks(demos, 0)
+
+
+# ----------------------------------------------------------------------------- chunk policies
+def test_chunk_policy_features_statistics_and_round_trip(demos, tmp_path):
+    policy = make_chunk_policy(demos, chunk=3, hidden=(16,))
+    assert policy.features.tolist() == policy_features("transfer_cube")
+    assert 14 not in policy.features.tolist()  # no joint velocities
+    std = torch.sqrt(policy.normalizer.var)
+    assert float(std.min()) >= 0.05 - 1e-9  # the floor keeps near-constant features tame
+    obs = torch.as_tensor(demos.observations[:5])
+    changed = obs.clone()
+    changed[:, 14:28] += 100.0  # velocities are not features
+    torch.testing.assert_close(policy(obs), policy(changed))
+    path = save_chunk_policy(policy, tmp_path / "p.pt", task="transfer_cube")
+    loaded, meta = load_chunk_policy(path)
+    assert meta == {"task": "transfer_cube"} and not loaded.training
+    torch.testing.assert_close(loaded(obs), policy(obs))
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        ((36, 14, 0), "chunk"),
+        ((36, 0, 2), "action_dim"),
+        ((36, 14, 2, [40]), "features"),
+        ((36, 14, 2, [1, 1]), "features"),
+    ],
+)  # fmt: skip
+def test_chunk_policy_bad_input(args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ChunkMLP(*args[:3], features=args[3] if len(args) > 3 else None)
+
+
+def test_temporal_ensemble_by_hand():
+    ensemble = TemporalEnsemble(3, decay=0.5)
+    first = np.array([[1.0], [2.0], [3.0]])
+    second = np.array([[10.0], [20.0], [30.0]])
+    assert ensemble.add(first)[0] == 1.0
+    # step 1: first chunk's entry 1 (age 1, weight e^-0.5) and second chunk's entry 0 (weight 1)
+    w = np.exp(-0.5)
+    assert ensemble.add(second)[0] == pytest.approx((w * 2.0 + 10.0) / (w + 1))
+    ensemble.reset()
+    assert ensemble.add(second)[0] == 10.0
+    with pytest.raises(ValueError, match="chunk shape"):
+        ensemble.add(np.zeros((2, 1)))
+
+
+def test_chunked_actions_env_executes_the_ensemble():
+    env = ChunkedActions(AlohaStateEnv(), 2, decay=0.0)
+    assert env.action_space.shape == (28,)
+    obs, _ = env.reset(seed=0)
+    hold = np.concatenate([obs[:14], obs[:14]])
+    env.step(hold)
+    assert np.allclose(env.ensemble.chunks[-1], hold.reshape(2, 14))
+    with pytest.raises(ValueError, match="action shape"):
+        env.step(np.zeros(14))
+
+
+# ----------------------------------------------------------------------------- imitation
+def test_chunk_l1_broadcasts_candidates():
+    loss = ChunkL1(torch.tensor([1.0, 2.0]), chunk=2)
+    targets = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    candidates = targets[:, None] + torch.tensor([[[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
+    torch.testing.assert_close(loss(candidates, targets[:, None]), torch.tensor([[0.5, 0.0]]))
+
+
+@pytest.mark.parametrize("method", ["bp", "ovlr"])
+def test_behavior_cloning_lowers_the_chunk_loss(demos, method):
+    policy, history = behavior_clone(demos, method, chunk=2, hidden=(64,), epochs=8, batch_size=64, lr=3e-3,
+                                     samples=8, sigma=0.05, progress=False)  # fmt: skip
+    assert len(history) == 8 and not policy.training
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+
+
+def test_behavior_cloning_bad_method(demos):
+    with pytest.raises(ValueError, match="method"):
+        behavior_clone(demos, "adam", epochs=1)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+def test_stage_shaping_return_is_the_episode_value():
+    env = make_finetune_env("transfer_cube", chunk=1)
+    assert isinstance(env, StageShaping)
+    obs, info = env.reset(seed=0)
+    scripted = SCRIPTED["transfer_cube"](env.unwrapped.physics.model.ptr)
+    scripted.reset(obs)
+    total, values, done = info["value"], [info["value"]], False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(scripted(obs))
+        total += reward
+        values.append(info["value"])
+        done = terminated or truncated
+    assert info["is_success"] and total == pytest.approx(4.5) and values[-1] == pytest.approx(4.5)
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values))  # never decreases
+    assert 0 < values[0] < 0.5  # start: progress toward the cube, no stage
+
+
+def test_finetune_runs_and_changes_the_policy(demos):
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    before = [p.detach().clone() for p in policy.parameters()]
+    policy, history = finetune(policy, "transfer_cube", method="ovlr", env_steps=600, episodes=2, progress=False)
+    assert history and history[-1]["env_steps"] >= 600
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
+    with pytest.raises(ValueError, match="method"):
+        finetune(policy, "transfer_cube", method="sgd")
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_pipeline(tmp_path, capsys):
+    demos_file, bc, tuned = tmp_path / "demos.npz", tmp_path / "bc.pt", tmp_path / "ft.pt"
+    assert main(["aloha", "demos", "--episodes", "2", "--out", str(demos_file), "--no-progress"]) == 0
+    assert "2/2 successful (100.0%)" in capsys.readouterr().out
+    assert main(["aloha", "train", "--demos", str(demos_file), "--method", "ovlr", "--epochs", "1", "--hidden", "16",
+                 "--samples", "4", "--eval-episodes", "1", "--out", str(bc), "--no-progress"]) == 0  # fmt: skip
+    assert "BC-OVLR: success" in capsys.readouterr().out
+    assert main(["aloha", "finetune", "--policy", str(bc), "--env-steps", "600", "--population", "2",
+                 "--eval-episodes", "1", "--out", str(tuned), "--no-progress"]) == 0  # fmt: skip
+    assert "after fine-tuning: success" in capsys.readouterr().out and tuned.with_suffix(".csv").is_file()
+    report = tmp_path / "eval.json"
+    assert main(["aloha", "evaluate", "--policy", str(tuned), "--episodes", "1", "--json", str(report),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert "bc-ovlr+finetune-ovlr" in capsys.readouterr().out
+    assert json.loads(report.read_text())["episodes"] == 1
+    assert main(["aloha", "evaluate", "--scripted", "insertion", "--episodes", "1", "--no-progress"]) == 0
+    assert "scripted insertion: success 100.0%" in capsys.readouterr().out
+
+
+def test_cli_errors_are_messages(tmp_path):
+    with pytest.raises(SystemExit, match="bbopt aloha train: No demonstrations file"):
+        main(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.pt")])
+    with pytest.raises(SystemExit):
+        main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
+
+
+def test_video_of_an_evaluation(tmp_path):
+    env = AlohaStateEnv(render_mode="rgb_array", width=64, height=48)
+    env.reset(seed=0)
+    try:
+        frame = env.render()
+    except Exception as error:
+        pytest.skip(f"no MuJoCo renderer here ({type(error).__name__}: {error}); set MUJOCO_GL=egl or osmesa")
+    assert frame.shape == (48, 64, 3)
+    result = evaluate_success("transfer_cube", _Still(), 1, video=tmp_path / "v.gif", video_size=(64, 48),
+                              progress=False)  # fmt: skip
+    assert (tmp_path / "v.gif").stat().st_size > 0 and result["video"].endswith("v.gif")
+
+
+class _Still:
+    """Holds the start pose (an agent for the video test)."""
+
+    def reset(self, obs):
+        self.hold = obs[:14].copy()
+
+    def __call__(self, obs):
+        return self.hold
