@@ -12,20 +12,19 @@ pool call per step for all live episodes); raw stepping is one env in a plain lo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: put the repository root, not benchmarks/, first on the path
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (benchmarks/mujoco.py would shadow the mujoco package)
-
 import argparse
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
 from bbopt.rollout.pools import EnvFactory, make_pool
-from benchmarks import _report
+
+try:
+    from benchmarks import _report
+except ImportError:  # run as a script
+    import _report
 
 
 def raw_rate(factory: EnvFactory, steps: int) -> float:

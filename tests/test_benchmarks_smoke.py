@@ -94,12 +94,13 @@ def test_binpacking_benchmark_smoke(tmp_path):
 
 def test_mujoco_benchmark_smoke(tmp_path):
     pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'bbopt[mujoco]')")
-    from benchmarks import mujoco
+    from benchmarks import locomotion
 
     out = tmp_path / "mujoco.json"
-    rows = mujoco.main(["--budget", "3000", "--envs", "Hopper-v5", "--seeds", "0", "--population", "8",
-                        "--pgpe-popsize", "4", "--methods", ",".join(mujoco.METHODS), "--out", str(out)])  # fmt: skip
-    assert {r["method"] for r in rows} == set(mujoco.METHODS)
+    methods = ",".join(locomotion.METHODS)
+    rows = locomotion.main(["--budget", "3000", "--envs", "Hopper-v5", "--seeds", "0", "--population", "8",
+                            "--pgpe-popsize", "4", "--methods", methods, "--out", str(out)])  # fmt: skip
+    assert {r["method"] for r in rows} == set(locomotion.METHODS)
     assert all(r["env_steps"] >= 3000 and r["curve"] for r in rows)
     assert {r["settings"]["credit"] for r in rows if r["method"].endswith("-togo")} == {"to_go"}
     assert json.loads(out.read_text())["summary"]["table"] and out.with_suffix(".png").exists()
@@ -113,3 +114,20 @@ def test_evaluators_benchmark_smoke(tmp_path):
                             "--trainer-steps", "0", "--out", str(tmp_path / "e.json")])  # fmt: skip
     assert [r["pool"] for r in rows] == ["raw (1 env, plain loop)", "serial", "process"]
     assert all(r["steps_per_second"] > 0 for r in rows)
+
+
+def test_aloha_benchmark_smoke(tmp_path):
+    pytest.importorskip("gym_aloha", reason="gym-aloha is not installed (pip install 'bbopt[aloha]')")
+    from benchmarks import aloha
+
+    out = tmp_path / "aloha.json"
+    rows = aloha.main(["--tasks", "transfer_cube", "--demos", "3", "--low-data", "2", "--epochs", "1",
+                       "--eval-episodes", "1", "--finetune-steps", "300", "--population", "8", "--no-progress",
+                       "--out", str(out)])  # fmt: skip
+    policies = [r["policy"] for r in rows]
+    assert policies[:3] == ["scripted (demo seeds)", "scripted", "bc-bp"] and "bc-ovlr+ft-ovlr" in policies
+    assert {p for p in policies if "2 demos" in p} == {"bc-bp (2 demos)"} | {
+        f"bc-bp (2 demos)+ft-{m}" for m in aloha.LOW_DATA_METHODS
+    }
+    assert rows[0]["success_rate"] == 1.0 and rows[1]["success_rate"] == 1.0  # the scripted policy
+    assert json.loads(out.read_text())["rows"] == rows and out.with_suffix(".png").exists()

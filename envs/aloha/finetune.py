@@ -109,8 +109,8 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
     return StageShaping(ChunkedActions(AlohaStateEnv(task), chunk, decay=decay))
 
 
-def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 100_000, episodes: int = 16,
-             sigma: float = 0.05, lr: float = 1e-4, decay: float = 0.1, credit: str = "episode", seed: int = 0,
+def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000, episodes: int = 32,
+             sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1, credit: str = "episode", seed: int = 0,
              pool: str = "serial", workers: int | None = None, curve=None, checkpoint=None,
              progress: bool = True) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
     """Fine-tune ``policy`` in place through the simulator with ``method`` (OVLR, ES or CEM in

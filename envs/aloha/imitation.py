@@ -43,7 +43,7 @@ def make_chunk_policy(demos: Demos, *, chunk: int = 10, hidden=(512, 512), seed:
 
 
 def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=(512, 512), epochs: int = 100,
-                   batch_size: int = 256, lr: float = 1e-3, samples: int = 32, sigma: float = 0.05,
+                   batch_size: int = 256, lr: float = 1e-3, samples: int = 32, sigma: float = 0.01,
                    seed: int = 0, progress: bool = True) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
     """Fit a `ChunkMLP` to the demos by ``method`` ("bp" or "ovlr").
 

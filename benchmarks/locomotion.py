@@ -12,17 +12,11 @@ Every run stops once it has used the budget; the noiseless policy is evaluated e
 ``--eval-every`` steps on 3 episodes (not counted in the budget). Learning curves and a final
 table go to one JSON + PNG.
 
-    python benchmarks/mujoco.py --budget 2e6 --jobs 2        # about 45 minutes here
-    python benchmarks/mujoco.py --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
+    python benchmarks/locomotion.py --budget 2e6 --jobs 2        # about 45 minutes here
+    python benchmarks/locomotion.py --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: put the repository root, not benchmarks/, first on the path
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (benchmarks/mujoco.py would shadow the mujoco package)
 
 import argparse
 import multiprocessing as mp
@@ -32,7 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import _report
+try:
+    from benchmarks import _report
+except ImportError:  # run as a script
+    import _report
 
 METHODS = ("ovlr", "es", "cem", "pes", "pgpe", "ovlr-togo", "es-togo")  # -togo: per-step credit (credit="to_go")
 EVAL_SEED = 10**6
