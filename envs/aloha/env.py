@@ -18,6 +18,7 @@ Reward: gym-aloha's stage 0..4 (4 = success; the episode then terminates).
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 from typing import ClassVar
 
@@ -46,11 +47,14 @@ def policy_features(task: str) -> list[int]:
 def import_gym_aloha():
     """Import gym-aloha's modules, with an install hint when it is missing.
 
-    gym-aloha imports dm_control's renderer, which reads ``MUJOCO_GL``; state-only simulation
-    never renders, so ``egl`` is set when the variable is unset (videos need a working EGL,
-    or ``MUJOCO_GL=osmesa`` with libosmesa6).
+    gym-aloha builds its envs with dm_control, which picks its OpenGL backend from ``MUJOCO_GL``
+    when first imported (and fails to import when the named backend is missing). Unset, it is
+    set here to the first library found: ``egl``, else ``osmesa``, else ``disabled`` (state-only
+    simulation never renders; ``render()`` then raises dm_control's "no rendering backend").
     """
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    if "MUJOCO_GL" not in os.environ:
+        found = {name: ctypes.util.find_library(lib) for name, lib in (("egl", "EGL"), ("osmesa", "OSMesa"))}
+        os.environ["MUJOCO_GL"] = next((name for name, path in found.items() if path), "disabled")
     try:
         from dm_control import mujoco as dm_mujoco
         from dm_control.rl import control

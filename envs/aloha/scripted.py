@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
+from bbopt.envs.aloha.env import EPISODE_STEPS
 from bbopt.envs.aloha.ik import ARMS, ArmIK
 
 __all__ = ["SCRIPTED", "InsertionScript", "ScriptedPolicy", "TransferCubeScript", "Waypoint"]
@@ -109,6 +110,19 @@ class ScriptedPolicy:
         position, rotation, gripper = self.tracks[arm].at(step)
         return [Waypoint(step, position, rotation, gripper)]
 
+    def pick(self, obs: np.ndarray, arm: str, grasp: np.ndarray, rotation: np.ndarray,
+             carry_to: np.ndarray) -> list[Waypoint]:  # fmt: skip
+        """From the start pose: 10 cm above ``grasp`` by step 40, down by 70, gripper closed by 85,
+        carried (never rotated) to ``carry_to`` by 130, held there."""
+        return [
+            self.start(obs, arm),
+            Waypoint(40, grasp + np.array([0, 0, 0.10]), rotation, OPEN),
+            Waypoint(70, grasp, rotation, OPEN),
+            Waypoint(85, grasp, rotation, CLOSED),
+            Waypoint(130, carry_to, rotation, CLOSED),
+            Waypoint(EPISODE_STEPS, carry_to, rotation, CLOSED),
+        ]
+
     def plan(self, obs: np.ndarray) -> dict[str, list[Waypoint]]:
         raise NotImplementedError
 
@@ -125,18 +139,11 @@ class TransferCubeScript(ScriptedPolicy):
     def plan(self, obs):
         cube = obs[28:31]
         grasp = np.array([cube[0], cube[1], max(cube[2] + 0.012, MIN_PINCH_Z)])
-        right = [
-            self.start(obs, "right"),
-            Waypoint(40, grasp + np.array([0, 0, 0.10]), RIGHT_DOWN, OPEN),
-            Waypoint(70, grasp, RIGHT_DOWN, OPEN),
-            Waypoint(85, grasp, RIGHT_DOWN, CLOSED),
-            Waypoint(130, self.MEET, RIGHT_DOWN, CLOSED),
-            Waypoint(300, self.MEET, RIGHT_DOWN, CLOSED),
-        ]
+        right = self.pick(obs, "right", grasp, RIGHT_DOWN, carry_to=self.MEET)
         left = [
             self.start(obs, "left"),
             Waypoint(100, self.MEET + np.array([-0.12, 0, 0]), LEFT_SIDE, OPEN),
-            Waypoint(300, self.MEET + np.array([-0.12, 0, 0]), LEFT_SIDE, OPEN),
+            Waypoint(EPISODE_STEPS, self.MEET + np.array([-0.12, 0, 0]), LEFT_SIDE, OPEN),
         ]
         return {"right": right, "left": left}
 
@@ -150,7 +157,7 @@ class TransferCubeScript(ScriptedPolicy):
             *self.hold(step, obs, "left"),
             Waypoint(165, meet, LEFT_SIDE, OPEN),
             Waypoint(180, meet, LEFT_SIDE, CLOSED),
-            Waypoint(300, meet, LEFT_SIDE, CLOSED),
+            Waypoint(EPISODE_STEPS, meet, LEFT_SIDE, CLOSED),
         ]
         right = [
             Waypoint(180, right_position, RIGHT_DOWN, CLOSED),
@@ -173,23 +180,10 @@ class InsertionScript(ScriptedPolicy):
         socket_grasp = np.array([socket[0] + self.GRIP_SOCKET, socket[1], MIN_PINCH_Z])
         left_meet = self.MEET_SOCKET + np.array([self.GRIP_SOCKET, 0, 0.01])
         right_meet = self.MEET_SOCKET + np.array([0.16 + self.GRIP_PEG, 0, 0.01])
-        left = [
-            self.start(obs, "left"),
-            Waypoint(40, socket_grasp + np.array([0, 0, 0.10]), LEFT_DOWN, OPEN),
-            Waypoint(70, socket_grasp, LEFT_DOWN, OPEN),
-            Waypoint(85, socket_grasp, LEFT_DOWN, CLOSED),
-            Waypoint(130, left_meet, LEFT_DOWN, CLOSED),
-            Waypoint(300, left_meet, LEFT_DOWN, CLOSED),
-        ]
-        right = [
-            self.start(obs, "right"),
-            Waypoint(40, peg_grasp + np.array([0, 0, 0.10]), RIGHT_DOWN, OPEN),
-            Waypoint(70, peg_grasp, RIGHT_DOWN, OPEN),
-            Waypoint(85, peg_grasp, RIGHT_DOWN, CLOSED),
-            Waypoint(130, right_meet, RIGHT_DOWN, CLOSED),
-            Waypoint(300, right_meet, RIGHT_DOWN, CLOSED),
-        ]
-        return {"left": left, "right": right}
+        return {
+            "left": self.pick(obs, "left", socket_grasp, LEFT_DOWN, carry_to=left_meet),
+            "right": self.pick(obs, "right", peg_grasp, RIGHT_DOWN, carry_to=right_meet),
+        }
 
     def replan(self, step, obs):
         # Twice from the actual poses: to line the peg up in front of the socket, then again once
