@@ -5,17 +5,20 @@ Per task (transfer-cube, insertion):
   scripted          the DLS-IK scripted policy on the demo seeds 0..demos-1 (its demo yield)
                     and on the evaluation seeds
   bc-bp / bc-ovlr   a ChunkMLP (chunk 10, 512x512) fit to the successful demos by backprop or by
-                    OVLR on the same chunk L1 as a black box: same data order, epochs, Adam
-  +ft-ovlr          each BC policy fine-tuned through the simulator with OVLR in episode mode
-                    (loss = -(highest stage + 0.5 progress), see bbopt.envs.aloha.finetune)
-  low-data          BC-BP from the first ``--low-data`` demos only (a policy that leaves room),
-                    then fine-tuned with each of OVLR, ES and CEM from the same start
+                    OVLR on the same chunk L1 as a black box: same data order, epochs, Adam;
+                    ``--bc-seeds`` training seeds each
+  +ft-ovlr          the seed-0 BC policy fine-tuned through the simulator with OVLR in episode
+                    mode (loss = -(highest stage + 0.5 progress), see bbopt.envs.aloha.finetune;
+                    the weights kept are the best on 20 validation placements, checked every
+                    10 updates, the start included)
+  (N demos)         the same from the first ``--low-data`` demos only (policies that leave
+                    room); the BC-BP start is also fine-tuned with ES and with CEM
 Success = stage 4 within 300 steps, over ``--eval-episodes`` placements from seed 1,000,000
 (never a demo seed). Fine-tuning placements come from their own seed stream.
 
-    python benchmarks/aloha.py                         # full protocol (about 30 minutes here)
-    python benchmarks/aloha.py --demos 4 --low-data 2 --epochs 1 --eval-episodes 2 \\
-        --finetune-steps 600 --population 2            # smoke
+    python benchmarks/aloha.py                         # full protocol (about 35 minutes here per task)
+    python benchmarks/aloha.py --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
+        --finetune-steps 600 --population 8 --validation-episodes 1   # smoke
 """
 
 from __future__ import annotations
@@ -59,23 +62,25 @@ def evaluated(task: str, agent, args, **row) -> dict:
     return row
 
 
-def bc_row(task: str, demos: Demos, method: str, args, label: str):
+def bc_row(task: str, demos: Demos, method: str, args, label: str, seed: int):
     began = time.perf_counter()
-    policy, history = behavior_clone(demos, method, epochs=args.epochs, sigma=args.bc_sigma, seed=args.seed,
+    policy, history = behavior_clone(demos, method, epochs=args.epochs, sigma=args.bc_sigma, seed=seed,
                                      progress=args.progress)  # fmt: skip
-    row = evaluated(task, ChunkAgent(policy), args, policy=label, demos=demos.episodes,
+    row = evaluated(task, ChunkAgent(policy), args, policy=label, demos=demos.episodes, seed=seed,
                     train_seconds=time.perf_counter() - began, final_chunk_l1=history[-1]["train_loss"])  # fmt: skip
     return policy, row
 
 
 def finetune_row(task: str, start, method: str, args, label: str, start_row: dict) -> dict:
     began = time.perf_counter()
-    policy, history = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
-                               episodes=args.population, sigma=args.ft_sigma, lr=args.ft_lr, seed=args.seed,
-                               progress=args.progress)  # fmt: skip
-    return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"],
+    policy, history, selection = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
+                                          episodes=args.population, sigma=args.ft_sigma, lr=args.ft_lr, seed=0,
+                                          validate_every=args.validate_every,
+                                          validation_episodes=args.validation_episodes,
+                                          progress=args.progress)  # fmt: skip
+    return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=0,
                      train_seconds=time.perf_counter() - began, env_steps=history[-1]["env_steps"],
-                     start_success_rate=start_row["success_rate"],
+                     start_success_rate=start_row["success_rate"], selection=selection,
                      curve=[[h["env_steps"], round(h["return_mean"], 3)] for h in history])  # fmt: skip
 
 
@@ -88,35 +93,45 @@ def run_task(task: str, args) -> list[dict]:
     print(f"  scripted on seeds 0..{args.demos - 1}: {demos.episodes}/{demos.attempted}, {demos.seconds:.1f} s")
     scripted = SCRIPTED[task](AlohaStateEnv(task).physics.model.ptr)
     rows.append(evaluated(task, scripted, args, policy="scripted", demos=0))
-    for method in ("bp", "ovlr"):
-        policy, row = bc_row(task, demos, method, args, f"bc-{method}")
-        rows.append(row)
-        rows.append(finetune_row(task, policy, "ovlr", args, f"bc-{method}+ft-ovlr", row))
+    settings = [("", demos, {"bp": ("ovlr",), "ovlr": ("ovlr",)})]
     if args.low_data:
         few = first_episodes(demos, args.low_data)
-        policy, row = bc_row(task, few, "bp", args, f"bc-bp ({args.low_data} demos)")
-        rows.append(row)
-        for method in LOW_DATA_METHODS:
-            rows.append(finetune_row(task, policy, method, args, f"bc-bp ({args.low_data} demos)+ft-{method}", row))
+        settings.append((f" ({args.low_data} demos)", few, {"bp": LOW_DATA_METHODS, "ovlr": ("ovlr",)}))
+    for suffix, data, fine_tuners in settings:
+        for method in ("bp", "ovlr"):
+            label = f"bc-{method}{suffix}"
+            starts = [bc_row(task, data, method, args, label, seed) for seed in range(args.bc_seeds)]
+            rows += [row for _, row in starts]
+            for tuner in fine_tuners[method]:  # from the seed-0 imitation policy
+                rows.append(finetune_row(task, starts[0][0], tuner, args, f"{label}+ft-{tuner}", starts[0][1]))
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def summarize(rows: list[dict]) -> dict:
+    """Success rate per (task, policy): mean, std and values over the training seeds."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        groups.setdefault(f"{row['task']}/{row['policy']}", []).append(row["success_rate"])
+    return {key: _report.spread("success", values) for key, values in groups.items()}
+
+
+def plot(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
+    tasks = list(dict.fromkeys(key.split("/")[0] for key in summary))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        mine = [r for r in rows if r["task"] == task and r["policy"] != "scripted (demo seeds)"]
-        labels = [r["policy"] for r in mine]
-        ax.barh(np.arange(len(mine)), [100 * r["success_rate"] for r in mine], color="tab:blue")
-        ax.set_yticks(np.arange(len(mine)), labels, fontsize=8)
+        mine = {k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith(f"{task}/") and "demo seeds" not in k}
+        means = [100 * v["success_mean"] for v in mine.values()]
+        errors = [100 * v["success_std"] for v in mine.values()]
+        ax.barh(np.arange(len(mine)), means, xerr=errors, color="tab:blue", capsize=2)
+        ax.set_yticks(np.arange(len(mine)), list(mine), fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
-        ax.set_xlabel("success (%)")
+        ax.set_xlabel("success over the evaluation episodes (%, mean +- std over training seeds)")
         ax.set_title(task)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -129,13 +144,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--demos", type=int, default=100)
     parser.add_argument("--low-data", type=int, default=10, help="demos for the low-data start (0: skip)")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--bc-seeds", type=int, default=3, help="imitation runs per method and data size")
     parser.add_argument("--bc-sigma", type=float, default=0.01)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--finetune-steps", type=int, default=300_000)
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--ft-sigma", type=float, default=0.02)
     parser.add_argument("--ft-lr", type=float, default=3e-5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validate-every", type=int, default=10)
+    parser.add_argument("--validation-episodes", type=int, default=20)
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -145,9 +162,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += run_task(task, args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"1000000..{10**6 + args.eval_episodes - 1}"
-    summary = {f"{r['task']}/{r['policy']}": r["success_rate"] for r in rows}
+    summary = summarize(rows)
     _report.write(args.out, config, rows, summary)
-    plot(rows, args.out.with_suffix(".png"))
+    plot(summary, args.out.with_suffix(".png"))
     print(f"wrote {args.out.with_suffix('.png')}")
     return rows
 

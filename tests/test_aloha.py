@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 
@@ -350,11 +351,37 @@ def test_stage_shaping_return_is_the_episode_value():
 def test_finetune_runs_and_changes_the_policy(demos):
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
     before = [p.detach().clone() for p in policy.parameters()]
-    policy, history = finetune(policy, "transfer_cube", method="ovlr", env_steps=600, episodes=2, progress=False)
-    assert history and history[-1]["env_steps"] >= 600
+    policy, history, selection = finetune(policy, "transfer_cube", method="ovlr", env_steps=600, episodes=2,
+                                          validate_every=0, progress=False)  # fmt: skip
+    assert history and history[-1]["env_steps"] >= 600 and selection["validation_steps"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
     with pytest.raises(ValueError, match="method"):
         finetune(policy, "transfer_cube", method="sgd")
+    with pytest.raises(ValueError, match="validation"):
+        finetune(policy, "transfer_cube", validate_every=-1)
+
+
+def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
+    from bbopt.envs.aloha import finetune as module
+
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    scores, seen = iter([0.5, 0.7, 0.6, 0.7]), []  # start, updates 1, 2, 3
+
+    def fake_validation(task, agent, episodes, *, seed, progress):
+        assert seed == module.VALIDATION_SEED and episodes == 3
+        seen.append(copy.deepcopy(agent.policy.state_dict()))
+        return {"success_rate": next(scores), "mean_stage": 1.0, "records": [{"steps": 10}] * episodes}
+
+    monkeypatch.setattr(module, "evaluate_success", fake_validation)
+    policy, history, selection = finetune(policy, "transfer_cube", env_steps=3 * 2 * 300 - 1, episodes=2, lr=0.01,
+                                          validate_every=1, validation_episodes=3, progress=False)  # fmt: skip
+    assert len(history) == 3 and len(seen) == 4
+    # The first of the two best (update 1) is kept, not the last weights.
+    assert selection == {"update": 1, "validation_success": 0.7, "start_validation_success": 0.5,
+                         "validation_steps": 120}  # fmt: skip
+    for name, value in policy.state_dict().items():
+        torch.testing.assert_close(value, seen[1][name])
+    assert any(not torch.equal(seen[1][k], seen[3][k]) for k in seen[1])
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -392,16 +419,6 @@ def test_video_of_an_evaluation(tmp_path):
     except Exception as error:
         pytest.skip(f"no MuJoCo renderer here ({type(error).__name__}: {error}); set MUJOCO_GL=egl or osmesa")
     assert frame.shape == (48, 64, 3)
-    result = evaluate_success("transfer_cube", _Still(), 1, video=tmp_path / "v.gif", video_size=(64, 48),
-                              progress=False)  # fmt: skip
+    agent = SCRIPTED["transfer_cube"](env.physics.model.ptr)  # succeeds at step ~173: a short video
+    result = evaluate_success("transfer_cube", agent, 1, video=tmp_path / "v.gif", video_size=(64, 48), progress=False)
     assert (tmp_path / "v.gif").stat().st_size > 0 and result["video"].endswith("v.gif")
-
-
-class _Still:
-    """Holds the start pose (an agent for the video test)."""
-
-    def reset(self, obs):
-        self.hold = obs[:14].copy()
-
-    def __call__(self, obs):
-        return self.hold

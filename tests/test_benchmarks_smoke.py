@@ -122,12 +122,18 @@ def test_aloha_benchmark_smoke(tmp_path):
 
     out = tmp_path / "aloha.json"
     rows = aloha.main(["--tasks", "transfer_cube", "--demos", "3", "--low-data", "2", "--epochs", "1",
-                       "--eval-episodes", "1", "--finetune-steps", "300", "--population", "8", "--no-progress",
-                       "--out", str(out)])  # fmt: skip
+                       "--bc-seeds", "2", "--eval-episodes", "1", "--finetune-steps", "300", "--population", "8",
+                       "--validation-episodes", "1",
+                       "--no-progress", "--out", str(out)])  # fmt: skip
     policies = [r["policy"] for r in rows]
-    assert policies[:3] == ["scripted (demo seeds)", "scripted", "bc-bp"] and "bc-ovlr+ft-ovlr" in policies
-    assert {p for p in policies if "2 demos" in p} == {"bc-bp (2 demos)"} | {
-        f"bc-bp (2 demos)+ft-{m}" for m in aloha.LOW_DATA_METHODS
-    }
+    assert policies[:5] == ["scripted (demo seeds)", "scripted", "bc-bp", "bc-bp", "bc-bp+ft-ovlr"]
+    assert [r.get("seed") for r in rows[2:4]] == [0, 1] and "bc-ovlr+ft-ovlr" in policies
+    assert {p for p in policies if "2 demos" in p} == {
+        "bc-bp (2 demos)",
+        "bc-ovlr (2 demos)",
+        "bc-ovlr (2 demos)+ft-ovlr",
+    } | {f"bc-bp (2 demos)+ft-{m}" for m in aloha.LOW_DATA_METHODS}
     assert rows[0]["success_rate"] == 1.0 and rows[1]["success_rate"] == 1.0  # the scripted policy
-    assert json.loads(out.read_text())["rows"] == rows and out.with_suffix(".png").exists()
+    payload = json.loads(out.read_text())
+    assert payload["rows"] == rows and out.with_suffix(".png").exists()
+    assert payload["summary"]["transfer_cube/bc-bp"]["success"] == [r["success_rate"] for r in rows[2:4]]

@@ -73,6 +73,9 @@ def add_parser(commands) -> None:
     finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
     finetune.add_argument("--workers", type=_positive_int)
     finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--validate-every", type=int, default=10,
+                          help="updates between validations; the best validated weights are kept (0: keep the last)")
+    finetune.add_argument("--validation-episodes", type=_positive_int, default=20)
     finetune.add_argument("--eval-episodes", type=int, default=50, help="success rate before and after (0: skip)")
     finetune.add_argument("--out", type=Path, required=True, help="the fine-tuned policy file (.pt); a curve "
                           "CSV is written next to it")  # fmt: skip
@@ -147,17 +150,22 @@ def _finetune(args) -> dict:
     curve = args.out.with_suffix(".csv")
     curve.unlink(missing_ok=True)
     began = time.perf_counter()
-    policy, history = finetune(policy, task, method=args.method, env_steps=int(args.env_steps),
-                               episodes=args.population, sigma=args.sigma, lr=args.lr, credit=args.credit,
-                               seed=args.seed, pool=args.pool, workers=args.workers, curve=curve,
-                               progress=not args.no_progress)  # fmt: skip
+    policy, history, selection = finetune(policy, task, method=args.method, env_steps=int(args.env_steps),
+                                          episodes=args.population, sigma=args.sigma, lr=args.lr, credit=args.credit,
+                                          seed=args.seed, validate_every=args.validate_every,
+                                          validation_episodes=args.validation_episodes, pool=args.pool,
+                                          workers=args.workers, curve=curve, progress=not args.no_progress)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"fine-tuned by {args.method.upper()}: {history[-1]['env_steps']:,} env steps, {len(history)} updates, "
           f"{seconds:.0f} s")  # fmt: skip
+    if args.validate_every:
+        print(f"kept the weights of update {selection['update']}: validation success "
+              f"{selection['validation_success']:.1%} (start {selection['start_validation_success']:.1%}; "
+              f"{selection['validation_steps']:,} validation steps)")  # fmt: skip
     after = _report(task, policy, args.eval_episodes, not args.no_progress, "after fine-tuning")
     record = {"task": task, "trained_by": f"{meta.get('trained_by')}+finetune-{args.method}",
               "source": str(args.policy), "env_steps": history[-1]["env_steps"], "seconds": seconds,
-              "before": before, "evaluation": after}  # fmt: skip
+              "selection": selection, "before": before, "evaluation": after}  # fmt: skip
     save_chunk_policy(policy, args.out, **record)
     print(f"wrote {args.out} and {curve}")
     return record

@@ -18,9 +18,12 @@ stage reached   transfer cube: next needs              insertion: next needs
 
 A stage always outweighs any progress (0.5 < 1). `StageShaping` pays the increments of that
 value as rewards, so an episode's return is its value and per-step credit sees when it rose.
+`finetune` keeps the weights that did best on separate validation placements.
 """
 
 from __future__ import annotations
+
+import copy
 
 import gymnasium as gym
 import numpy as np
@@ -28,6 +31,7 @@ import torch
 
 import bbopt
 from bbopt.envs.aloha.env import AlohaStateEnv
+from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import PINCH_OFFSET
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
@@ -38,6 +42,7 @@ __all__ = ["FINETUNE_SOLVERS", "StageShaping", "finetune", "make_finetune_env"]
 
 FINETUNE_SOLVERS = ("ovlr", "es", "cem")
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
+VALIDATION_SEED = 500_000  # model-selection placements: apart from demos (0, 1, ...) and evaluation (10**6, ...)
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
 
 
@@ -111,24 +116,59 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
 
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000, episodes: int = 32,
              sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1, credit: str = "episode", seed: int = 0,
-             pool: str = "serial", workers: int | None = None, curve=None, checkpoint=None,
-             progress: bool = True) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
+             validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
+             workers: int | None = None, curve=None, checkpoint=None,
+             progress: bool = True) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
     """Fine-tune ``policy`` in place through the simulator with ``method`` (OVLR, ES or CEM in
     episode mode, ``episodes`` per update, Adam at ``lr``) for ``env_steps`` steps.
 
-    The noise is per action dimension, ``sigma`` times the action's std over the demos. Episode
-    placements come from ``seed``, far from the demonstration and evaluation seeds' ranges.
-    Returns the policy and the Trainer's history (``return_mean`` is the mean shaped value).
+    The noise is per action dimension, ``sigma`` times the action's std over the demos. Training
+    placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``).
+    Every ``validate_every`` updates (and before the first) the noiseless policy runs
+    ``validation_episodes`` episodes on placements from ``VALIDATION_SEED`` (apart from the
+    demonstration seeds 0, 1, ... and the evaluation seeds from 1,000,000); the weights with the
+    best validation success (then mean stage; the earlier on ties, so the start policy is kept
+    unless something beats it) are the ones returned: a noisy update that loses successes is
+    not kept. ``validate_every=0`` keeps the last weights.
+
+    Returns the policy, the Trainer's history (``return_mean`` is the mean shaped value) and the
+    selection: ``update`` kept, its ``validation_success``, the start's, ``validation_steps``.
     """
     if method not in FINETUNE_SOLVERS:
         raise ValueError(f"Invalid method {method!r}: expected one of {FINETUNE_SOLVERS}")
+    if validate_every < 0 or (validate_every and validation_episodes < 1):
+        raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     scale = sigma * policy.action_std.repeat(policy.chunk)
     solver = bbopt.make_solver(method, policy, optimizer, sigma=scale, episodes=episodes, seed=seed)
     factory = EnvFactory(make_finetune_env, (("task", task), ("chunk", policy.chunk), ("decay", decay)))
+    selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0}
+    best = {"key": None, "state": None}
+
+    def validate(update: int) -> None:
+        result = evaluate_success(task, ChunkAgent(policy, decay=decay), validation_episodes, seed=VALIDATION_SEED,
+                                  progress=False)  # fmt: skip
+        selection["validation_steps"] += sum(r["steps"] for r in result["records"])
+        key = (result["success_rate"], result["mean_stage"])
+        if update == 0:
+            selection["start_validation_success"] = result["success_rate"]
+        if best["key"] is None or key > best["key"]:
+            best["key"], best["state"] = key, copy.deepcopy(policy.state_dict())
+            selection["update"], selection["validation_success"] = update, result["success_rate"]
+
+    def after_update(record: dict) -> None:
+        if validate_every and record["update"] % validate_every == 0:
+            validate(record["update"])
+
+    if validate_every:
+        validate(0)
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=seed + 7919, credit=credit,
                  checkpoint=checkpoint) as trainer:  # fmt: skip
-        history = trainer.train(env_steps, progress=progress, curve=curve)
+        history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update)
     policy.eval()
-    return policy, history
+    if validate_every:
+        if trainer.updates % validate_every:
+            validate(trainer.updates)
+        policy.load_state_dict(best["state"])
+    return policy, history, selection
