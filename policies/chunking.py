@@ -9,6 +9,7 @@ statistics stay frozen afterwards, also under the rollout driver).
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,7 +102,10 @@ def load_chunk_policy(path) -> tuple[ChunkMLP, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No policy file at {path}")
-    saved = torch.load(path, weights_only=True)
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"Invalid policy file {path}: {error}") from error
     if not isinstance(saved, dict) or not {"config", "state_dict", "meta"} <= set(saved):
         raise ValueError(f"Invalid policy file {path}: expected config, state_dict and meta")
     config = dict(saved["config"])

@@ -359,6 +359,8 @@ def test_finetune_runs_and_changes_the_policy(demos):
         finetune(policy, "transfer_cube", method="sgd")
     with pytest.raises(ValueError, match="validation"):
         finetune(policy, "transfer_cube", validate_every=-1)
+    with pytest.raises(ValueError, match="env_steps"):
+        finetune(policy, "transfer_cube", env_steps=0)
 
 
 def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
@@ -409,6 +411,11 @@ def test_cli_errors_are_messages(tmp_path):
         main(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.pt")])
     with pytest.raises(SystemExit):
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
+    (tmp_path / "junk.pt").write_text("not a policy")
+    with pytest.raises(SystemExit, match="bbopt aloha evaluate: Invalid policy file"):
+        main(["aloha", "evaluate", "--policy", str(tmp_path / "junk.pt")])
+    with pytest.raises(SystemExit, match="bbopt aloha finetune: No policy file"):
+        main(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--out", str(tmp_path / "f.pt")])
 
 
 def test_video_of_an_evaluation(tmp_path):

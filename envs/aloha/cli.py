@@ -73,8 +73,12 @@ def add_parser(commands) -> None:
     finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
     finetune.add_argument("--workers", type=_positive_int)
     finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--validate-every", type=int, default=10,
-                          help="updates between validations; the best validated weights are kept (0: keep the last)")
+    finetune.add_argument(
+        "--validate-every",
+        type=int,
+        default=10,
+        help="updates between validations; the best validated weights are kept (0: keep the last)",
+    )
     finetune.add_argument("--validation-episodes", type=_positive_int, default=20)
     finetune.add_argument("--eval-episodes", type=int, default=50, help="success rate before and after (0: skip)")
     finetune.add_argument("--out", type=Path, required=True, help="the fine-tuned policy file (.pt); a curve "

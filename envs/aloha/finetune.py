@@ -136,6 +136,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     """
     if method not in FINETUNE_SOLVERS:
         raise ValueError(f"Invalid method {method!r}: expected one of {FINETUNE_SOLVERS}")
+    if isinstance(env_steps, bool) or not isinstance(env_steps, int) or env_steps < 1:
+        raise ValueError(f"Invalid env_steps: {env_steps!r} (expected an int >= 1)")
     if validate_every < 0 or (validate_every and validation_episodes < 1):
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
