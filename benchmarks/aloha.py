@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--demos", type=int, default=100)
     parser.add_argument("--low-data", type=int, default=10, help="demos for the low-data start (0: skip)")
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--bc-seeds", type=int, default=3, help="imitation runs per method and data size")
     parser.add_argument("--bc-sigma", type=float, default=0.01)
     parser.add_argument("--eval-episodes", type=int, default=50)

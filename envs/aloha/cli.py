@@ -50,7 +50,7 @@ def add_parser(commands) -> None:
     train = jobs.add_parser("train", help="behavior cloning of the demos by backprop or by OVLR (chunk L1)")
     train.add_argument("--demos", type=Path, required=True)
     train.add_argument("--method", default="bp", choices=["bp", "ovlr"])
-    train.add_argument("--epochs", type=_positive_int, default=50)
+    train.add_argument("--epochs", type=_positive_int, default=100)
     train.add_argument("--chunk", type=_positive_int, default=10, help="actions predicted per step")
     train.add_argument("--hidden", type=_widths, default=[512, 512])
     train.add_argument("--batch-size", type=_positive_int, default=256)
