@@ -131,7 +131,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_yticks(np.arange(len(mine)), list(mine), fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
-        ax.set_xlabel("success over the evaluation episodes (%, mean +- std over training seeds)")
+        ax.set_xlabel("success (%), mean +- std over training seeds")
         ax.set_title(task)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
