@@ -176,6 +176,12 @@ def run_ioh(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def run_aloha(args: argparse.Namespace) -> dict:
+    from bbopt.envs.aloha.cli import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
@@ -184,28 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.dimension < 2:
             raise SystemExit("bbopt demo: --dimension must be >= 2 (Rosenbrock couples neighbours)")
         run_demo(args.out, dimension=args.dimension, budget=args.budget, seed=args.seed, progress=not args.no_progress)
-    elif args.command == "ioh":
-        try:
-            run_ioh(args)
-        except ValueError as error:
-            raise SystemExit(f"bbopt ioh: {error}") from error
-    elif args.command == "binpacking":
-        try:
-            run_binpacking(args)
-        except (ValueError, FileNotFoundError) as error:
-            raise SystemExit(f"bbopt binpacking: {error}") from error
-    elif args.command in ("train", "evaluate"):
-        try:
-            (run_train if args.command == "train" else run_evaluate)(args)
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
-            raise SystemExit(f"bbopt {args.command}: {error}") from error
-    elif args.command == "aloha":
-        from bbopt.envs.aloha.cli import run as run_aloha
-
-        try:
-            run_aloha(args)
-        except (ValueError, FileNotFoundError) as error:
-            raise SystemExit(f"bbopt aloha {args.aloha_command}: {error}") from error
+        return 0
+    runners = {"ioh": run_ioh, "binpacking": run_binpacking, "train": run_train, "evaluate": run_evaluate,
+               "aloha": run_aloha}  # fmt: skip
+    command = f"aloha {args.aloha_command}" if args.command == "aloha" else args.command
+    try:
+        runners[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad input: a message, not a traceback
+        raise SystemExit(f"bbopt {command}: {error}") from error
     return 0
 
 
