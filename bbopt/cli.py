@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
@@ -18,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="OVLR, CEM and ES side by side on sphere, Rosenbrock and Rastrigin")
     demo.add_argument("--out", type=Path, required=True, help="directory for results.json and convergence.png")
-    demo.add_argument("--dimension", type=_positive_int, default=10)
-    demo.add_argument("--budget", type=_positive_int, default=16_000, help="evaluations per run")
+    demo.add_argument("--dimension", type=positive_int, default=10)
+    demo.add_argument("--budget", type=positive_int, default=16_000, help="evaluations per run")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="switch the progress bars off")
     ioh = commands.add_parser("ioh", help="bbopt solvers over an IOH suite: IOHanalyzer logs, table, ECDF plot")
@@ -27,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     ioh.add_argument("--functions", default="1-24", help="ids, e.g. 1-24 or 1,5,8")
     ioh.add_argument("--instances", default="1-5")
     ioh.add_argument("--dimensions", default="5,20")
-    ioh.add_argument("--budget-per-dim", type=_positive_int, default=1000)
+    ioh.add_argument("--budget-per-dim", type=positive_int, default=1000)
     ioh.add_argument("--solvers", default="ovlr,cem,es")
-    ioh.add_argument("--runs", type=_positive_int, default=1)
+    ioh.add_argument("--runs", type=positive_int, default=1)
     ioh.add_argument("--seed", type=int, default=0)
     ioh.add_argument("--out", type=Path, required=True, help="directory for ioh/ (IOHanalyzer), summary.json, ecdf.png")
     ioh.add_argument("--no-progress", action="store_true")
@@ -42,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="BPPLIB instance files or directories of them (instead of generated ones)")  # fmt: skip
     packing.add_argument("--optima", type=Path, metavar="FILE",
                          help="known optima: 'name optimum' per line (name = the file's stem)")  # fmt: skip
-    packing.add_argument("--items", type=_positive_int, default=60)
-    packing.add_argument("--count", type=_positive_int, default=30, help="generated instances (seeds from --seed on)")
-    packing.add_argument("--budget", type=_positive_int, default=20_000, help="decodes per instance and solver")
+    packing.add_argument("--items", type=positive_int, default=60)
+    packing.add_argument("--count", type=positive_int, default=30, help="generated instances (seeds from --seed on)")
+    packing.add_argument("--budget", type=positive_int, default=20_000, help="decodes per instance and solver")
     packing.add_argument("--solvers", default="ovlr,cem,es,ffd,bfd",
                          help="comma-separated: ovlr, es, cem, random (search); ffd, bfd (heuristics)")  # fmt: skip
     packing.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium id")
     train.add_argument("--solver", default="ovlr", choices=["ovlr", "es", "cem", "pes"],
                        help="pes: parameter-space ES (the baseline)")  # fmt: skip
-    train.add_argument("--population", type=_positive_int, default=64, help="episodes per update (even)")
-    train.add_argument("--env-steps", type=_steps, help="total env steps, e.g. 2e6 (default 2e6; with --resume: "
+    train.add_argument("--population", type=positive_int, default=64, help="episodes per update (even)")
+    train.add_argument("--env-steps", type=step_count, help="total env steps, e.g. 2e6 (default 2e6; with --resume: "
                        "a new total, else the run's own)")  # fmt: skip
     train.add_argument("--sigma", type=float, help="noise scale (default per solver)")
     train.add_argument("--lr", type=float, help="Adam's step (default per solver)")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", default="64,64", help="hidden widths ('' for a linear policy)")
     train.add_argument("--evaluator", default="auto", choices=["auto", "serial", "process", "ray"],
                        help="auto: worker processes on 2+ CPUs, else serial")  # fmt: skip
-    train.add_argument("--workers", type=_positive_int, help="worker processes / Ray actors (default: CPU count)")
+    train.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: CPU count)")
     train.add_argument("--address", help="Ray cluster address (default: start a local one)")
     train.add_argument("--eval-every", type=int, default=10, help="updates between noiseless evaluations")
     train.add_argument("--eval-episodes", type=int, default=5)
@@ -82,12 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_aloha_parser(commands)
     evaluate = commands.add_parser("evaluate", help="replay a trained policy (bbopt train's run directory)")
     evaluate.add_argument("run", type=Path, help="the run directory")
-    evaluate.add_argument("--episodes", type=_positive_int, default=10)
+    evaluate.add_argument("--episodes", type=positive_int, default=10)
     evaluate.add_argument("--video", type=Path, help="record the first episode (needs GL: MUJOCO_GL=egl)")
     return parser
 
 
-def _steps(text: str) -> int:
+def step_count(text: str) -> int:
+    """argparse type: a number of env steps, e.g. 2e6."""
     from bbopt.rollout.runs import steps
 
     try:

@@ -429,3 +429,14 @@ def test_video_of_an_evaluation(tmp_path):
     agent = SCRIPTED["transfer_cube"](env.physics.model.ptr)  # succeeds at step ~173: a short video
     result = evaluate_success("transfer_cube", agent, 1, video=tmp_path / "v.gif", video_size=(64, 48), progress=False)
     assert (tmp_path / "v.gif").stat().st_size > 0 and result["video"].endswith("v.gif")
+
+
+def test_video_without_a_renderer_keeps_the_success_rates(tmp_path, monkeypatch):
+    def no_gl(self):
+        raise RuntimeError("No OpenGL rendering backend is available.")
+
+    monkeypatch.setattr(AlohaStateEnv, "render", no_gl)
+    agent = SCRIPTED["transfer_cube"](AlohaStateEnv().physics.model.ptr)
+    result = evaluate_success("transfer_cube", agent, 1, video=tmp_path / "v.mp4", progress=False)
+    assert result["success_rate"] == 1.0 and result["video"].startswith("not recorded: rendering failed")
+    assert not (tmp_path / "v.mp4").exists()

@@ -23,6 +23,7 @@ import bbopt
 from bbopt.rollout.checkpoint import load_checkpoint
 from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
 from bbopt.rollout.policy import control_policy
+from bbopt.rollout.video import write_video
 
 __all__ = [
     "CONTROL_DEFAULTS",
@@ -186,18 +187,7 @@ def _record(config: RunConfig, policy, seed: int, path: Path) -> str:
         env.close()
     except Exception as error:  # no GL context, no renderer: say so, keep the returns
         return f"not recorded: rendering failed ({type(error).__name__}: {error}); set MUJOCO_GL=egl or osmesa"
-    fps = int(env.metadata.get("render_fps", 30))
-    try:
-        import imageio.v3 as iio
-
-        iio.imwrite(path, np.stack(frames), fps=fps)
-    except Exception:  # no imageio/ffmpeg: fall back to a gif with Pillow (matplotlib's dependency)
-        from PIL import Image
-
-        path = path.with_suffix(".gif")
-        images = [Image.fromarray(frame) for frame in frames[::2]]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0)
-    return str(path)
+    return str(write_video(frames, path, fps=int(env.metadata.get("render_fps", 30))))
 
 
 def plot_curve(histories: dict[str, list[dict]], path: Path, *, title: str = "") -> None:

@@ -13,14 +13,9 @@ import json
 import time
 from pathlib import Path
 
+from bbopt.cli import positive_int, step_count
+
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text: str) -> int:
-    value = int(float(text))
-    if value < 1 or value != float(text):
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
-    return value
 
 
 def _widths(text: str) -> list[int]:
@@ -41,7 +36,7 @@ def add_parser(commands) -> None:
 
     demos = jobs.add_parser("demos", help="scripted demonstrations (DLS IK), success-filtered, to an .npz file")
     demos.add_argument("--task", default="transfer_cube", choices=tasks)
-    demos.add_argument("--episodes", type=_positive_int, default=100, help="attempted episodes (placement seeds)")
+    demos.add_argument("--episodes", type=positive_int, default=100, help="attempted episodes (placement seeds)")
     demos.add_argument("--seed", type=int, default=0, help="first placement seed")
     demos.add_argument("--noise", type=float, default=0.0, help="DART noise std on executed joint targets (rad)")
     demos.add_argument("--out", type=Path, required=True, help="the .npz file to write")
@@ -50,12 +45,12 @@ def add_parser(commands) -> None:
     train = jobs.add_parser("train", help="behavior cloning of the demos by backprop or by OVLR (chunk L1)")
     train.add_argument("--demos", type=Path, required=True)
     train.add_argument("--method", default="bp", choices=["bp", "ovlr"])
-    train.add_argument("--epochs", type=_positive_int, default=100)
-    train.add_argument("--chunk", type=_positive_int, default=10, help="actions predicted per step")
+    train.add_argument("--epochs", type=positive_int, default=100)
+    train.add_argument("--chunk", type=positive_int, default=10, help="actions predicted per step")
     train.add_argument("--hidden", type=_widths, default=[512, 512])
-    train.add_argument("--batch-size", type=_positive_int, default=256)
+    train.add_argument("--batch-size", type=positive_int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--samples", type=_positive_int, default=32, help="OVLR: noisy chunks per example")
+    train.add_argument("--samples", type=positive_int, default=32, help="OVLR: noisy chunks per example")
     train.add_argument("--sigma", type=float, default=0.01, help="OVLR: noise std, in units of each action's std")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-episodes", type=int, default=50, help="success rate after training (0: skip)")
@@ -65,13 +60,13 @@ def add_parser(commands) -> None:
     finetune = jobs.add_parser("finetune", help="fine-tune a policy through the simulator (episode mode)")
     finetune.add_argument("--policy", type=Path, required=True)
     finetune.add_argument("--method", default="ovlr", choices=["ovlr", "es", "cem"])
-    finetune.add_argument("--env-steps", type=float, default=3e5, help="simulator steps, e.g. 3e5")
-    finetune.add_argument("--population", type=_positive_int, default=32, help="episodes per update (even)")
+    finetune.add_argument("--env-steps", type=step_count, default=300_000, help="simulator steps, e.g. 3e5")
+    finetune.add_argument("--population", type=positive_int, default=32, help="episodes per update (even)")
     finetune.add_argument("--sigma", type=float, default=0.02, help="noise std, in units of each action's std")
     finetune.add_argument("--lr", type=float, default=3e-5, help="Adam's step size")
     finetune.add_argument("--credit", default="episode", choices=["episode", "to_go"])
     finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
-    finetune.add_argument("--workers", type=_positive_int)
+    finetune.add_argument("--workers", type=positive_int)
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument(
         "--validate-every",
@@ -79,7 +74,7 @@ def add_parser(commands) -> None:
         default=10,
         help="updates between validations; the best validated weights are kept (0: keep the last)",
     )
-    finetune.add_argument("--validation-episodes", type=_positive_int, default=20)
+    finetune.add_argument("--validation-episodes", type=positive_int, default=20)
     finetune.add_argument("--eval-episodes", type=int, default=50, help="success rate before and after (0: skip)")
     finetune.add_argument("--out", type=Path, required=True, help="the fine-tuned policy file (.pt); a curve "
                           "CSV is written next to it")  # fmt: skip
@@ -89,7 +84,7 @@ def add_parser(commands) -> None:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", type=Path)
     source.add_argument("--scripted", choices=tasks, metavar="TASK", help="the scripted policy of TASK")
-    evaluate.add_argument("--episodes", type=_positive_int, default=50)
+    evaluate.add_argument("--episodes", type=positive_int, default=50)
     evaluate.add_argument("--seed", type=int, default=10**6, help="first placement seed (demos use 0, 1, ...)")
     evaluate.add_argument("--decay", type=float, default=0.1, help="temporal-ensembling weight decay")
     evaluate.add_argument("--video", type=Path, help="record the first episode (.mp4 or .gif; needs MUJOCO_GL)")
@@ -154,7 +149,7 @@ def _finetune(args) -> dict:
     curve = args.out.with_suffix(".csv")
     curve.unlink(missing_ok=True)
     began = time.perf_counter()
-    policy, history, selection = finetune(policy, task, method=args.method, env_steps=int(args.env_steps),
+    policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
                                           episodes=args.population, sigma=args.sigma, lr=args.lr, credit=args.credit,
                                           seed=args.seed, validate_every=args.validate_every,
                                           validation_episodes=args.validation_episodes, pool=args.pool,

@@ -7,7 +7,6 @@ agents; `ChunkAgent` makes one of a chunk policy.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,9 @@ from tqdm.auto import tqdm
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import TemporalEnsemble
+from bbopt.rollout.video import write_video
 
-__all__ = ["EVAL_SEED", "ChunkAgent", "evaluate_success", "write_video"]
+__all__ = ["EVAL_SEED", "ChunkAgent", "evaluate_success"]
 
 EVAL_SEED = 10**6  # evaluation placements start here; demonstrations use seeds from 0
 
@@ -55,6 +55,7 @@ def evaluate_success(task: str, agent, episodes: int = 50, *, seed: int = EVAL_S
     width, height = video_size
     env = AlohaStateEnv(task, render_mode="rgb_array" if video else None, width=width, height=height)
     records, frames = [], []
+    recording, failure = bool(video), None
     began = time.perf_counter()
     bar = tqdm(range(episodes), desc=f"evaluate {task}", disable=not progress)
     for k in bar:
@@ -66,8 +67,11 @@ def evaluate_success(task: str, agent, episodes: int = 50, *, seed: int = EVAL_S
                 np.clip(agent(obs), env.action_space.low, env.action_space.high)
             )
             best, steps, done = max(best, info["stage"]), steps + 1, terminated or truncated
-            if video and k < video_episodes:
-                frames.append(env.render())
+            if recording and k < video_episodes:
+                try:
+                    frames.append(env.render())
+                except Exception as error:  # no GL context or renderer: say so, keep the success rates
+                    recording, failure = False, f"{type(error).__name__}: {error}"
         records.append({"seed": seed + k, "success": bool(info["is_success"]), "max_stage": best, "steps": steps})
         bar.set_postfix_str(f"success {sum(r['success'] for r in records)}/{k + 1}")
     env.close()
@@ -80,17 +84,6 @@ def evaluate_success(task: str, agent, episodes: int = 50, *, seed: int = EVAL_S
         "records": records,
     }
     if video:
-        result["video"] = str(write_video(frames, Path(video)))
+        result["video"] = (str(write_video(frames, Path(video), fps=env.metadata["render_fps"])) if failure is None
+                           else f"not recorded: rendering failed ({failure}); set MUJOCO_GL=egl or osmesa")  # fmt: skip
     return result
-
-
-def write_video(frames: Sequence[np.ndarray], path: Path, fps: int = 50) -> Path:
-    """Write frames as ``path`` (mp4 through imageio-ffmpeg, or a gif for a ``.gif`` path)."""
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gif":
-        imageio.mimsave(path, list(frames[::2]), duration=2 / fps, loop=0)
-    else:
-        imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
-    return path
