@@ -19,7 +19,7 @@ from torch import nn
 from bbopt.policies.mlp import MLP
 from bbopt.rollout.normalization import ObservationNormalizer
 
-__all__ = ["ChunkMLP", "FirstAction", "load_chunk_policy", "save_chunk_policy"]
+__all__ = ["ChunkMLP", "load_chunk_policy", "save_chunk_policy"]
 
 
 class ChunkMLP(nn.Module):
@@ -72,18 +72,6 @@ class ChunkMLP(nn.Module):
         """Constructor arguments, for saving next to the weights."""
         return {"obs_dim": self.obs_dim, "action_dim": self.action_dim, "chunk": self.chunk,
                 "hidden": list(self.hidden), "features": self.features.tolist()}  # fmt: skip
-
-
-class FirstAction(nn.Module):
-    """The first action of a chunk policy's output: a policy over the env's own action space
-    (what simulator fine-tuning perturbs and trains)."""
-
-    def __init__(self, policy: ChunkMLP):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.policy(observations)[..., : self.policy.action_dim]
 
 
 def save_chunk_policy(policy: ChunkMLP, path, **meta) -> Path:

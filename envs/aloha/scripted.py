@@ -105,7 +105,7 @@ class ScriptedPolicy:
         position, rotation = self.pinch(obs, arm)
         return Waypoint(0, position, rotation, OPEN)
 
-    def hold(self, step: int, obs: np.ndarray, arm: str) -> list[Waypoint]:
+    def hold(self, step: int, arm: str) -> list[Waypoint]:
         """Keep ``arm``'s current planned target from ``step`` on."""
         position, rotation, gripper = self.tracks[arm].at(step)
         return [Waypoint(step, position, rotation, gripper)]
@@ -154,7 +154,7 @@ class TransferCubeScript(ScriptedPolicy):
         meet = cube + np.array([-0.008, 0, 0])
         right_position, _, _ = self.tracks["right"].at(step)
         left = [
-            *self.hold(step, obs, "left"),
+            *self.hold(step, "left"),
             Waypoint(165, meet, LEFT_SIDE, OPEN),
             Waypoint(180, meet, LEFT_SIDE, CLOSED),
             Waypoint(EPISODE_STEPS, meet, LEFT_SIDE, CLOSED),
@@ -200,7 +200,7 @@ class InsertionScript(ScriptedPolicy):
                 Waypoint(195, socket + np.array([0.15, 0, 0]) + to_peg, RIGHT_DOWN, CLOSED),
                 Waypoint(240, socket + np.array([0.085, 0, 0]) + to_peg, RIGHT_DOWN, CLOSED),
             ]
-        return {"right": [*self.hold(step, obs, "right"), *right]}
+        return {"right": [*self.hold(step, "right"), *right]}
 
 
 SCRIPTED = {"transfer_cube": TransferCubeScript, "insertion": InsertionScript}
