@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bbopt.policies.mlp import MLP
+from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.normalization import ObservationNormalizer
 
 __all__ = ["ChunkMLP", "load_chunk_policy", "save_chunk_policy"]
@@ -77,12 +78,7 @@ class ChunkMLP(nn.Module):
 def save_chunk_policy(policy: ChunkMLP, path, **meta) -> Path:
     """Write the policy's constructor arguments, weights and statistics, and ``meta`` (JSON-able
     values, e.g. the task and how it was trained) to ``path``, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({"config": policy.config(), "state_dict": policy.state_dict(), "meta": meta}, partial)
-    partial.replace(path)
-    return path
+    return save_checkpoint({"config": policy.config(), "state_dict": policy.state_dict(), "meta": meta}, path)
 
 
 def load_chunk_policy(path) -> tuple[ChunkMLP, dict]:
@@ -91,7 +87,7 @@ def load_chunk_policy(path) -> tuple[ChunkMLP, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"No policy file at {path}")
     try:
-        saved = torch.load(path, weights_only=True)
+        saved = load_checkpoint(path)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(f"Invalid policy file {path}: {error}") from error
     if not isinstance(saved, dict) or not {"config", "state_dict", "meta"} <= set(saved):

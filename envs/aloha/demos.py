@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bbopt.envs.aloha.env import TASKS, AlohaStateEnv
+from bbopt.envs.aloha.env import TASKS, AlohaStateEnv, observation_size
 from bbopt.envs.aloha.scripted import SCRIPTED
+from bbopt.rollout.checkpoint import atomic_write
 
 __all__ = ["SCHEMA", "Demos", "action_chunks", "generate_demos", "load_demos", "save_demos"]
 
 SCHEMA = "bbopt.aloha.demos/1"
 ACTION_DIM = 14
 NOISE_CORRELATION = 0.95
-OBSERVATION_DIM = {"transfer_cube": 36, "insertion": 43}
 
 
 @dataclass
@@ -70,7 +70,7 @@ def validate(demos: Demos) -> None:
         raise ValueError(f"Invalid demos: task {demos.task!r} (expected one of {TASKS})")
     obs, actions = demos.observations, demos.actions
     lengths, seeds = demos.episode_lengths, demos.placement_seeds
-    expected = OBSERVATION_DIM[demos.task]
+    expected = observation_size(demos.task)
     if obs.ndim != 2 or obs.shape[1] != expected:
         raise ValueError(
             f"Invalid demos: observations have shape {obs.shape} (expected [N, {expected}] for {demos.task})"
@@ -142,17 +142,11 @@ def generate_demos(task: str, episodes: int, *, seed: int = 0, noise: float = 0.
 
 def save_demos(demos: Demos, path) -> Path:
     """Write ``demos`` to ``path`` (``.npz``, compressed), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"schema": SCHEMA, "task": demos.task, "attempted": demos.attempted, "succeeded": demos.episodes,
             "noise": demos.noise, "seconds": round(demos.seconds, 3)}  # fmt: skip
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        np.savez_compressed(handle, observations=demos.observations, actions=demos.actions,
-                            episode_lengths=demos.episode_lengths, placement_seeds=demos.placement_seeds,
-                            meta=np.array(json.dumps(meta)))  # fmt: skip
-    partial.replace(path)
-    return path
+    arrays = {"observations": demos.observations, "actions": demos.actions, "episode_lengths": demos.episode_lengths,
+              "placement_seeds": demos.placement_seeds, "meta": np.array(json.dumps(meta))}  # fmt: skip
+    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def load_demos(path) -> Demos:

@@ -26,11 +26,34 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["EPISODE_STEPS", "TASKS", "AlohaStateEnv", "import_gym_aloha", "policy_features"]
+__all__ = [
+    "EPISODE_STEPS",
+    "TASKS",
+    "AlohaStateEnv",
+    "import_gym_aloha",
+    "object_position",
+    "observation_size",
+    "policy_features",
+]
 
 TASKS = ("transfer_cube", "insertion")
+OBJECTS_AT = 28  # observation layout: qpos [0, 14), qvel [14, 28), object poses (7 each), progress
+OBJECT_COUNT = {"transfer_cube": 1, "insertion": 2}  # the cube; the peg, then the socket
 EPISODE_STEPS = 300
 _GRIPPER_OFFSET, _GRIPPER_SCALE = 0.01844, 0.05800 - 0.01844
+
+
+def observation_size(task: str) -> int:
+    """Length of the task's observation vector."""
+    if task not in TASKS:
+        raise ValueError(f"Invalid task {task!r}: expected one of {TASKS}")
+    return OBJECTS_AT + 7 * OBJECT_COUNT[task] + 1
+
+
+def object_position(obs: np.ndarray, index: int) -> np.ndarray:
+    """Position (x, y, z) of object ``index`` in an observation."""
+    start = OBJECTS_AT + 7 * index
+    return obs[start : start + 3]
 
 
 def policy_features(task: str) -> list[int]:
@@ -38,10 +61,7 @@ def policy_features(task: str) -> list[int]:
     joint velocities. Cloned policies that see ``qvel`` learn to continue their own motion
     (measured on transfer-cube, BC by backprop, 200 demos: 12-16% success with qvel, 100%
     without)."""
-    if task not in TASKS:
-        raise ValueError(f"Invalid task {task!r}: expected one of {TASKS}")
-    size = 28 + (7 if task == "transfer_cube" else 14) + 1
-    return [*range(0, 14), *range(28, size)]
+    return [*range(0, 14), *range(OBJECTS_AT, observation_size(task))]
 
 
 def import_gym_aloha():
@@ -109,8 +129,7 @@ class AlohaStateEnv(gym.Env):
         self._env = control.Environment(physics, task_object, time_limit=float("inf"), control_timestep=constants.DT,
                                         n_sub_steps=None, flat_observation=False)  # fmt: skip
         self.physics = physics
-        objects = 7 if task == "transfer_cube" else 14
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(28 + objects + 1,), dtype=np.float64)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(observation_size(task),), dtype=np.float64)
         ctrl = physics.model.actuator_ctrlrange
         grip_low, grip_high = (ctrl[6] - _GRIPPER_OFFSET) / _GRIPPER_SCALE
         low = np.concatenate([ctrl[0:6, 0], [grip_low], ctrl[8:14, 0], [grip_low]])

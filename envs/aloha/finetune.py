@@ -32,7 +32,7 @@ import torch
 import bbopt
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
-from bbopt.envs.aloha.ik import PINCH_OFFSET
+from bbopt.envs.aloha.ik import pinch_point
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.driver import Trainer
@@ -65,7 +65,7 @@ class StageShaping(gym.Wrapper):
     def _pinch(self, arm: str) -> np.ndarray:
         name = f"vx300s_{arm}/gripper_link"
         data = self.physics.named.data
-        return data.xpos[name] + data.xmat[name].reshape(3, 3) @ PINCH_OFFSET
+        return pinch_point(data.xpos[name], data.xmat[name].reshape(3, 3))
 
     def _body(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         data = self.physics.named.data

@@ -10,11 +10,16 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-__all__ = ["ARMS", "PINCH_OFFSET", "ArmIK", "orientation_error"]
+__all__ = ["ARMS", "PINCH_OFFSET", "ArmIK", "orientation_error", "pinch_point"]
 
 ARMS = ("left", "right")
 PINCH_OFFSET = np.array([0.125, 0.0, 0.0])
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
+
+
+def pinch_point(position: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """World position of the pinch point of a ``gripper_link`` at ``position`` / ``rotation``."""
+    return position + rotation @ PINCH_OFFSET
 
 
 def orientation_error(rotation: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -58,7 +63,7 @@ class ArmIK:
         self.data.qpos[self.qpos_index] = q
         mujoco.mj_kinematics(self.model, self.data)
         rotation = self.data.xmat[self.body].reshape(3, 3).copy()
-        return self.data.xpos[self.body] + rotation @ PINCH_OFFSET, rotation
+        return pinch_point(self.data.xpos[self.body], rotation), rotation
 
     def solve(self, q: np.ndarray, position: np.ndarray, rotation: np.ndarray) -> np.ndarray:
         """Joint angles (6) that bring the pinch point to ``position`` with ``rotation``,

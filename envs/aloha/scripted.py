@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from bbopt.envs.aloha.env import EPISODE_STEPS
+from bbopt.envs.aloha.env import EPISODE_STEPS, object_position
 from bbopt.envs.aloha.ik import ARMS, ArmIK
 
 __all__ = ["SCRIPTED", "InsertionScript", "ScriptedPolicy", "TransferCubeScript", "Waypoint"]
@@ -137,7 +137,7 @@ class TransferCubeScript(ScriptedPolicy):
     MEET = np.array([0.0, 0.5, 0.25])
 
     def plan(self, obs):
-        cube = obs[28:31]
+        cube = object_position(obs, 0)
         grasp = np.array([cube[0], cube[1], max(cube[2] + 0.012, MIN_PINCH_Z)])
         right = self.pick(obs, "right", grasp, RIGHT_DOWN, carry_to=self.MEET)
         left = [
@@ -150,7 +150,7 @@ class TransferCubeScript(ScriptedPolicy):
     def replan(self, step, obs):
         if step != 135:
             return None
-        cube = obs[28:31]  # where the cube actually hangs in the right gripper
+        cube = object_position(obs, 0)  # where the cube actually hangs in the right gripper
         meet = cube + np.array([-0.008, 0, 0])
         right_position, _, _ = self.tracks["right"].at(step)
         left = [
@@ -175,7 +175,7 @@ class InsertionScript(ScriptedPolicy):
     GRIP_SOCKET, GRIP_PEG = -0.03, 0.03  # pinch along x from the object's center: the outer ends
 
     def plan(self, obs):
-        peg, socket = obs[28:31], obs[35:38]
+        peg, socket = object_position(obs, 0), object_position(obs, 1)
         peg_grasp = np.array([peg[0] + self.GRIP_PEG, peg[1], MIN_PINCH_Z])
         socket_grasp = np.array([socket[0] + self.GRIP_SOCKET, socket[1], MIN_PINCH_Z])
         left_meet = self.MEET_SOCKET + np.array([self.GRIP_SOCKET, 0, 0.01])
@@ -190,7 +190,7 @@ class InsertionScript(ScriptedPolicy):
         # the arms have settled there (the first reading is taken while the peg still swings).
         if step not in (140, 185):
             return None
-        peg, socket = obs[28:31], obs[35:38]
+        peg, socket = object_position(obs, 0), object_position(obs, 1)
         right_position, _, _ = self.tracks["right"].at(step)
         to_peg = right_position - peg  # pinch target relative to the peg, kept while carrying it
         if step == 140:
