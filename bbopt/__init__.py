@@ -7,7 +7,8 @@ for _ in range(steps):
     solver.tell(f(x))         # one loss per candidate -> one VJP -> optimizer.step()
 """
 
-from bbopt import data, losses, noise, sigma
+from bbopt import checks, data, losses, noise, presets, restarts, sigma
+from bbopt.baselines import ParameterES  # registered as "pes"
 from bbopt.cem import CEM
 from bbopt.es import ES
 from bbopt.minimize import MinimizeResult, minimize
@@ -22,14 +23,18 @@ __all__ = [
     "OVLR",
     "SOLVERS",
     "MinimizeResult",
+    "ParameterES",
     "Solver",
+    "checks",
     "data",
     "evaluate",
     "losses",
     "make_solver",
     "minimize",
     "noise",
+    "presets",
     "register_solver",
+    "restarts",
     "sigma",
     "train",
 ]

@@ -1,17 +1,20 @@
 """CEM at the output: the cross-entropy method as regression of the policy onto its elites.
 
 Rubinstein & Kroese, "The Cross-Entropy Method" (2004). Per group, the k = ceil(elite_fraction
-* n) lowest-loss candidates are the elites; the signal is the gradient of
-``1/2 ||mu - mean of elite candidates||^2``,
+* n) lowest-loss candidates are the elites, each with weight ``-1/k`` (``-1/records`` in
+episode mode); the signal is the natural form ``sum_i w_i (x_i - mu)``, the gradient of
+``1/2 ||mu - mean of elite candidates||^2``:
 
-    v = mean over elites e of (mu - x_e) = -sigma * mean_e eps_e,
+    v = mean over elites e of (mu - x_e),
 
 so plain SGD with lr = 1 on a learned vector is classic CEM (mu <- elite mean), and a network
 ``mu(s)`` regresses onto the elites' outputs (in episode mode: onto the actions the elite
-episodes took, over all their steps). Sigma follows the elite spread: the rule receives
-``log sigma - log(elite std)`` as its gradient, so with ``sigma_rate = 1`` (default) the new
-sigma is the elites' standard deviation per dimension (pooled over dimensions for a scalar
-sigma), never below ``sigma_floor``.
+episodes took, over all their steps). The noise model learns from the same weights: the scale
+(and shape, with `bbopt.noise.FullCovariance`) move toward the elites' second moment around
+the mean they were drawn from, as in CMA-ES's rank-mu update. Measuring the spread around the
+elites' own mean instead (textbook CEM) shrinks sigma while the mean is still travelling, and
+stalls when the mean moves by small steps (Adam); around the old mean, a consistent slope keeps
+the spread up.
 """
 
 from __future__ import annotations
@@ -20,27 +23,48 @@ import math
 
 import torch
 
+from bbopt.checks import check_float
+from bbopt.noise import NoiseModel
+from bbopt.presets import Preset, cma_population, full_covariance
 from bbopt.registry import register_solver
+from bbopt.restarts import BIPOP
 from bbopt.sigma import Learned, SigmaRule
 from bbopt.solver import Solver
 
-__all__ = ["CEM"]
+__all__ = ["CEM", "PRESETS"]
+
+PRESETS = {
+    # A fixed problem: mu <- elite mean (SGD, lr 1), the elites' second moment shapes a full
+    # covariance, CSA for the step size, BIPOP restarts.
+    "problem": Preset(
+        optimizer=torch.optim.SGD,
+        lr=1.0,
+        sigma=1.0,
+        noise=full_covariance(rate=1.0),
+        samples=cma_population,
+        restarts=BIPOP,
+        options={"elite_fraction": 0.5},
+    ),
+    "batch": Preset(lr=1e-3, sigma=0.1, samples=16),
+    "episodes": Preset(lr=0.01, sigma=0.3),
+}
 
 
-@register_solver("cem")
+@register_solver("cem", presets=PRESETS)
 class CEM(Solver):
     """Cross-entropy method. Options as `bbopt.Solver`, plus:
 
     Args:
         elite_fraction: share of each group kept as elites, in (0, 1]; at least 2 elites.
         sigma_floor: lower bound of the adapted sigma.
-        sigma_rate: step on ``log sigma`` toward the elite spread, in (0, 1] (1: jump to it;
-            the default 0.3 smooths it, as plain CEM shrinks sigma too fast and stalls).
+        sigma_rate: step on ``log sigma`` toward the elites' spread, in (0, 1]: ``log sigma +=
+            rate * (mean elite eps^2 - 1) / 2`` (a natural-gradient step; 1 jumps to it).
 
     A float or sequence ``sigma`` is the initial value of that adaptation; pass a
-    `bbopt.sigma.SigmaRule` (e.g. ``Fixed``) to override it.
+    `bbopt.sigma.SigmaRule` (e.g. ``Fixed``) or a noise model to override it.
     """
 
+    natural = True
     step_credit = False  # elites are whole episodes
 
     def __init__(
@@ -48,27 +72,27 @@ class CEM(Solver):
         policy,
         optimizer,
         *,
-        sigma=0.5,
+        sigma=None,
         elite_fraction: float = 0.25,
         sigma_floor: float = 1e-8,
         sigma_rate: float = 0.3,
+        noise="gaussian",
         **options,
     ):
-        if not (isinstance(elite_fraction, float | int) and 0.0 < elite_fraction <= 1.0):
-            raise ValueError(f"Invalid elite_fraction: {elite_fraction!r} (expected a float in (0, 1])")
-        if not (isinstance(sigma_floor, float | int) and 0.0 < sigma_floor < math.inf):
-            raise ValueError(f"Invalid sigma_floor: {sigma_floor!r} (expected a finite float > 0)")
-        if not (isinstance(sigma_rate, float | int) and 0.0 < sigma_rate <= 1.0):
-            raise ValueError(f"Invalid sigma_rate: {sigma_rate!r} (expected a float in (0, 1])")
-        if not isinstance(sigma, SigmaRule):
-            sigma = Learned(sigma, lr=sigma_rate, floor=sigma_floor, adaptive=False)
-        super().__init__(policy, optimizer, sigma=sigma, **options)
+        check_float(elite_fraction, "elite_fraction", above=0.0, at_most=1.0)
+        check_float(sigma_floor, "sigma_floor", above=0.0)
+        check_float(sigma_rate, "sigma_rate", above=0.0, at_most=1.0)
+        if options.get("natural", True) is not True:
+            raise ValueError("Invalid natural: CEM's signal is the natural form sum_i w_i (x_i - mu) (mu - elite mean)")
+        if not isinstance(noise, NoiseModel) and not isinstance(sigma, SigmaRule):
+            sigma = Learned(0.5 if sigma is None else sigma, lr=sigma_rate, floor=sigma_floor, adaptive=False,
+                            natural=True)  # fmt: skip
+        super().__init__(policy, optimizer, sigma=sigma, noise=noise, **options)
         self.elite_fraction = float(elite_fraction)
-        group_size = self.episodes if self.episodes is not None else self.samples
-        self.elites = math.ceil(self.elite_fraction * group_size)
+        self.elites = math.ceil(self.elite_fraction * self.group_size)
         if self.elites < 2:
             raise ValueError(
-                f"Invalid elite_fraction: {elite_fraction} keeps {self.elites} of {group_size} samples "
+                f"Invalid elite_fraction: {elite_fraction} keeps {self.elites} of {self.group_size} samples "
                 "(expected at least 2 elites to measure their spread)"
             )
 
@@ -76,22 +100,5 @@ class CEM(Solver):
         elite = torch.zeros_like(losses)
         best = torch.argsort(losses, dim=1, stable=True)[:, : self.elites]
         elite.scatter_(1, best, 1.0)
-        # Mean over the elites' records: 1/k per elite outside episode mode.
-        return elite / (elite * counts).sum(dim=1, keepdim=True)
-
-    def output_signal(self, weights, noise, sigma):
-        # mu - x summed over the weighted elite candidates: -sigma * sum_k w_k eps_k
-        return -sigma * torch.bmm(weights[:, None, :], noise)[:, 0]
-
-    def log_sigma_gradient(self, weights, noise, shape):
-        """``log sigma - log(elite std)``, averaged over groups, in sigma's shape."""
-        total = weights.sum(dim=1, keepdim=True)  # [G, 1]
-        mean = torch.bmm(weights[:, None, :], noise)[:, 0] / total  # elite mean of eps, [G, d]
-        deviation = noise - mean[:, None, :]
-        variance = torch.bmm(weights[:, None, :], deviation**2)[:, 0] / total  # [G, d]
-        if len(shape) == 0:
-            variance = variance.mean(dim=1, keepdim=True)
-        # In units of sigma: new sigma = sigma * elite std of eps (with sigma_rate = 1).
-        log_std = 0.5 * torch.log(variance.clamp_min(torch.finfo(variance.dtype).tiny))
-        gradient = -log_std.mean(dim=0).to(torch.float64)
-        return gradient[0] if len(shape) == 0 else gradient
+        # Mean over the elites' records: -1/k per elite outside episode mode.
+        return -elite / (elite * counts).sum(dim=1, keepdim=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bbopt import presets
+
 
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     ioh.add_argument("--instances", default="1-5")
     ioh.add_argument("--dimensions", default="5,20")
     ioh.add_argument("--budget-per-dim", type=positive_int, default=1000)
-    ioh.add_argument("--solvers", default="ovlr,cem,es")
+    ioh.add_argument("--solvers", default=",".join(presets.names("problem")),
+                     help=f"comma-separated, from {','.join(presets.names('problem'))}")  # fmt: skip
     ioh.add_argument("--runs", type=positive_int, default=1)
     ioh.add_argument("--seed", type=int, default=0)
     ioh.add_argument("--out", type=Path, required=True, help="directory for ioh/ (IOHanalyzer), summary.json, ecdf.png")
@@ -46,15 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     packing.add_argument("--items", type=positive_int, default=60)
     packing.add_argument("--count", type=positive_int, default=30, help="generated instances (seeds from --seed on)")
     packing.add_argument("--budget", type=positive_int, default=20_000, help="decodes per instance and solver")
-    packing.add_argument("--solvers", default="ovlr,cem,es,ffd,bfd",
-                         help="comma-separated: ovlr, es, cem, random (search); ffd, bfd (heuristics)")  # fmt: skip
+    packing.add_argument("--solvers", default=",".join([*presets.names("problem"), "ffd", "bfd"]),
+                         help=f"comma-separated: {', '.join(presets.names('problem'))}, random (search); "
+                              "ffd, bfd (heuristics)")  # fmt: skip
     packing.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
     packing.add_argument("--seed", type=int, default=0)
     packing.add_argument("--out", type=Path, required=True, help="directory for results.json and success.png")
     packing.add_argument("--no-progress", action="store_true")
     train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
     train.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium id")
-    train.add_argument("--solver", default="ovlr", choices=["ovlr", "es", "cem", "pes"],
+    train.add_argument("--solver", default="ovlr", choices=presets.names("episodes"),
                        help="pes: parameter-space ES (the baseline)")  # fmt: skip
     train.add_argument("--population", type=positive_int, default=64, help="episodes per update (even)")
     train.add_argument("--env-steps", type=step_count, help="total env steps, e.g. 2e6 (default 2e6; with --resume: "

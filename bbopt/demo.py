@@ -1,16 +1,16 @@
-"""``bbopt demo``: OVLR, CEM and ES side by side on classic test functions and a BBOB slice.
+"""``bbopt demo``: the registered solvers side by side on classic test functions, a BBOB slice
+and a bin-packing slice.
 
-Each solver trains a `LearnedVector` policy from the same seeded start (uniform in [-4, 4]^d)
-with the same evaluation budget, using the settings in `SOLVER_SETTINGS` (one per solver, the
-same for every function). Prints a table and writes ``convergence.png`` and ``results.json``.
+Each solver runs its fixed-problem preset (`bbopt.presets`, restarts included) from the same
+seeded start (uniform in [-4, 4]^d) with the same evaluation budget and initial step size
+(`SIGMA`, the same for every solver and function). Prints a table and writes
+``convergence.png`` and ``results.json``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,62 +19,42 @@ import bbopt
 from bbopt.envs import FUNCTIONS
 from bbopt.policies import LearnedVector
 
-SAMPLES = 16
+SIGMA = 1.0  # initial step size on every function
 
 
-@dataclass
-class Setup:
-    """A solver and an optional lr scheduler for one run."""
-
-    solver: bbopt.Solver
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-
-
-def _ovlr(policy: LearnedVector, seed: int) -> Setup:
-    optimizer = torch.optim.Adam(policy.parameters(), lr=0.1)
-    sigma = bbopt.sigma.Learned(1.0, lr=0.1)
-    return Setup(bbopt.OVLR(policy, optimizer, sigma=sigma, samples=SAMPLES, seed=seed))
-
-
-def _es(policy: LearnedVector, seed: int) -> Setup:
-    # Rank utilities carry no step-size information, so Adam's step decays to converge.
-    optimizer = torch.optim.Adam(policy.parameters(), lr=0.1)
-    sigma = bbopt.sigma.Learned(1.0, lr=0.1)
-    solver = bbopt.ES(policy, optimizer, sigma=sigma, samples=SAMPLES, seed=seed)
-    return Setup(solver, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.995))
-
-
-def _cem(policy: LearnedVector, seed: int) -> Setup:
-    optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)  # lr 1: mu <- elite mean
-    solver = bbopt.CEM(policy, optimizer, sigma=1.0, samples=SAMPLES, elite_fraction=0.5, sigma_rate=0.5, seed=seed)
-    return Setup(solver)
-
-
-SOLVER_SETTINGS: dict[str, Callable[[LearnedVector, int], Setup]] = {"ovlr": _ovlr, "cem": _cem, "es": _es}
+def solvers() -> list[str]:
+    """The solvers the demo runs: every registered one with a fixed-problem preset."""
+    return bbopt.presets.names("problem")
 
 
 def run_one(function_name: str, solver_name: str, *, dimension: int, budget: int, seed: int, progress: bool) -> dict:
     function = FUNCTIONS[function_name]
     start = torch.rand(dimension, generator=torch.Generator().manual_seed(seed)) * 8 - 4
-    policy = LearnedVector(dimension, init=start)
-    setup = SOLVER_SETTINGS[solver_name](policy, seed)
-    curve: list[tuple[int, float]] = []
+    preset = bbopt.presets.get(solver_name, "problem").replace(sigma=SIGMA, log_loss=False)
+    policies: list[LearnedVector] = []  # the current run's policy, for the diagnostic below
+
+    def make_policy(x0: torch.Tensor) -> LearnedVector:
+        policies.append(LearnedVector(dimension, init=x0))
+        return policies[-1]
+
+    strategy = preset.strategy(solver_name, lambda run_seed: start.clone(), dimension=dimension, seed=seed,
+                               make_policy=make_policy)  # fmt: skip
+    curve: list[tuple[int, float, float]] = []
 
     def after_step(step: int, stats: dict[str, float]) -> None:
-        if setup.scheduler is not None:
-            setup.scheduler.step()
-        # Diagnostic only (not counted as an evaluation): the loss at the policy's mean output.
-        curve.append((setup.solver.evaluations, stats["best_loss"], float(function(policy.value.detach()))))
+        # Diagnostic only (not counted as an evaluation): the loss at the current policy's mean output.
+        curve.append((int(stats["evaluations"]), stats["best_loss"], float(function(policies[-1].value.detach()))))
 
     began = time.perf_counter()
-    result = bbopt.minimize(function, setup.solver, steps=budget // SAMPLES, callback=after_step, progress=progress)
+    result = bbopt.minimize(function, strategy, budget=budget, callback=after_step, progress=progress)
     seconds = time.perf_counter() - began
     return {
         "function": function_name,
         "solver": solver_name,
         "best_loss": result.loss,
-        "final_mean_loss": float(function(policy.value.detach())),
+        "final_mean_loss": curve[-1][2] if curve else float("nan"),
         "evaluations": result.evaluations,
+        "runs": len(result.runs),
         "seconds": seconds,
         "curve": curve,
     }
@@ -113,18 +93,19 @@ def run_demo(
     results = [
         run_one(function, solver, dimension=dimension, budget=budget, seed=seed, progress=progress)
         for function in FUNCTIONS
-        for solver in SOLVER_SETTINGS
+        for solver in solvers()
     ]
     print(f"\nbbopt demo: {dimension}-D, {budget} evaluations per run, seed {seed}\n")
-    header = f"{'function':<12}{'solver':<8}{'best loss':>12}{'loss at mu':>12}{'evaluations':>13}{'seconds':>9}"
+    header = (f"{'function':<12}{'solver':<8}{'best loss':>12}{'loss at mu':>12}{'evaluations':>13}{'runs':>6}"
+              f"{'seconds':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for r in results:
         print(
             f"{r['function']:<12}{r['solver'].upper():<8}{r['best_loss']:>12.3e}{r['final_mean_loss']:>12.3e}"
-            f"{r['evaluations']:>13d}{r['seconds']:>9.2f}"
+            f"{r['evaluations']:>13d}{r['runs']:>6d}{r['seconds']:>9.2f}"
         )
-    config = {"dimension": dimension, "budget": budget, "seed": seed, "samples": SAMPLES}
+    config = {"dimension": dimension, "budget": budget, "seed": seed, "sigma": SIGMA}
     (out / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=1))
     plot(results, out / "convergence.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'convergence.png'}")
@@ -141,7 +122,7 @@ def run_bbob_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
     with IOHanalyzer logs, as ``bbopt ioh`` runs it."""
     from bbopt.envs.ioh.suite import bbopt_runner, plot_ecdf, run_suite, summarize
 
-    runners = {name: bbopt_runner(name) for name in SOLVER_SETTINGS}
+    runners = {name: bbopt_runner(name) for name in solvers()}
     rows = run_suite(runners, suite="bbob", runs=1, out=out, seed=seed, progress=progress, **BBOB_SLICE)
     print("\nBBOB slice f1, f8, f15, f21 (instance 1, d = 5, 5,000 evaluations): best precision f - f_opt\n")
     print(f"{'solver':<8}" + "".join(f"{'f' + str(f):>11}" for f in BBOB_SLICE["functions"]) + f"{'ECDF':>8}")
@@ -159,14 +140,13 @@ BINPACKING_SLICE = {"family": "triplet", "items": 60, "count": 5, "budget": 20_0
 
 def run_binpacking_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
     """Five triplet-60 instances (every bin of the optimum exactly full): per-instance
-    priority search with OVLR, CEM and ES vs first/best fit decreasing, as ``bbopt
-    binpacking`` runs it."""
+    priority search with each solver vs first/best fit decreasing, as ``bbopt binpacking`` runs it."""
     from bbopt.envs.binpacking import make_instance
     from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
 
     family, items, count, budget = (BINPACKING_SLICE[k] for k in ("family", "items", "count", "budget"))
     instances = [make_instance(family, items, seed + k) for k in range(count)]
-    rows = run_instances(instances, [*SOLVER_SETTINGS, "ffd", "bfd"], budget=budget, seed=seed, progress=progress)
+    rows = run_instances(instances, [*solvers(), "ffd", "bfd"], budget=budget, seed=seed, progress=progress)
     summary = summarize(rows)
     print_table(summary, f"bin packing: {count} {family}-{items} instances, {budget:,} decodes per search")
     write_results(out / "results.json", {**BINPACKING_SLICE, "seed": seed}, summary, rows)

@@ -6,19 +6,36 @@ Reinforcement Learning" (2017), applied to the policy's output instead of its pa
     v = sum_i u_i * score(eps_i) / (n * sigma),   u = centered ranks of the losses in [-0.5, 0.5]
 
 (score(eps) = eps for Gaussian noise). Rank utilities make the update invariant to monotone
-transforms of the loss. Sigma adaptation is optional: pass ``sigma=bbopt.sigma.Learned(...)``
-and the same utilities give the ``log sigma`` gradient ``sum_i u_i (eps_i^2 - 1) / n``
-(the SNES / PGPE rule).
+transforms of the loss. The noise model learns from the same utilities: with
+``sigma=bbopt.sigma.Learned(..., natural=True)`` per dimension that is SNES (Schaul et al.,
+2011), with `bbopt.noise.FullCovariance` xNES (Glasmachers et al., 2010), in output space.
 """
 
 from __future__ import annotations
 
 import torch
 
+from bbopt.presets import Preset, cma_population, full_covariance
 from bbopt.registry import register_solver
+from bbopt.restarts import BIPOP
 from bbopt.solver import Solver
 
-__all__ = ["ES", "centered_ranks"]
+__all__ = ["ES", "PRESETS", "centered_ranks"]
+
+PRESETS = {
+    # A fixed problem: xNES-style full covariance from the rank utilities, CSA, BIPOP (see OVLR's).
+    "problem": Preset(
+        optimizer=torch.optim.SGD,
+        lr=1.5,
+        sigma=1.0,
+        noise=full_covariance(rate=2.0),
+        samples=cma_population,
+        restarts=BIPOP,
+        options={"natural": True, "normalize": True},
+    ),
+    "batch": Preset(lr=1e-3, sigma=0.1, samples=16),
+    "episodes": Preset(lr=0.003, sigma=0.3),
+}
 
 
 def centered_ranks(losses: torch.Tensor) -> torch.Tensor:
@@ -34,7 +51,7 @@ def centered_ranks(losses: torch.Tensor) -> torch.Tensor:
     return ranks.to(losses.dtype) / (samples - 1) - 0.5
 
 
-@register_solver("es")
+@register_solver("es", presets=PRESETS)
 class ES(Solver):
     """Output-space ES. Options as `bbopt.Solver`; defaults Gaussian noise, ``antithetic=True``."""
 

@@ -18,13 +18,37 @@ the cost-to-go (see `bbopt.Solver.tell`).
 
 from __future__ import annotations
 
+import torch
+
+from bbopt.presets import Preset, cma_population, full_covariance
 from bbopt.registry import register_solver
+from bbopt.restarts import BIPOP
 from bbopt.solver import Solver
 
-__all__ = ["OVLR"]
+__all__ = ["OVLR", "PRESETS"]
+
+PRESETS = {
+    # A fixed problem (tuned on BBOB f1-f24, instances 1-5, d = 5 and 20): the natural signal
+    # with SGD moves mu by the weighted perturbations (normalized weights: scale-free), a full
+    # covariance learned from the same weights with CMA-ES's rates, CSA for the step size,
+    # BIPOP restarts, and log(loss) told where losses are non-negative.
+    "problem": Preset(
+        optimizer=torch.optim.SGD,
+        lr=1.5,
+        sigma=1.0,
+        noise=full_covariance(rate=3.0),
+        samples=cma_population,
+        restarts=BIPOP,
+        log_loss=True,
+        options={"natural": True, "normalize": True},
+    ),
+    "batch": Preset(lr=1e-3, sigma=0.1, samples=16),
+    # Per episode (actions in [-1, 1]); from single-seed runs on HalfCheetah-v5 (bbopt train).
+    "episodes": Preset(lr=0.003, sigma=0.3),
+}
 
 
-@register_solver("ovlr")
+@register_solver("ovlr", presets=PRESETS)
 class OVLR(Solver):
     """Output-level likelihood ratio. Options as `bbopt.Solver`, plus ``baseline``.
 

@@ -1,31 +1,56 @@
-"""Noise scale rules: how ``sigma`` (scalar or one per output dimension) evolves.
+"""Step-size rules: how the noise scale ``sigma`` (a scalar, or one per output dimension) evolves.
 
-A solver asks its rule for the current value at every ``ask`` and, at every ``tell``, hands it
-one signal: the gradient of the expected loss with respect to ``log sigma`` (per output
-dimension), as estimated by the solver (likelihood ratio for OVLR and ES, elite spread for
-CEM). Each rule decides what to do with it:
+A noise model (`bbopt.noise`) holds one rule and, at every ``tell``, hands it a `Feedback`
+built from the solver's weights on the samples:
 
-* `Fixed` ignores it,
-* `Scheduled` ignores it and follows ``schedule(step)``,
-* `Learned` descends it (Adam, or plain SGD) on ``log sigma``, kept inside ``[floor, ceiling]``.
+* ``log_sigma_gradient``: the likelihood-ratio estimate of ``d E[loss] / d log sigma``
+  (``sum_i w_i (eps_i * score(eps_i) - 1)``; Gaussian: ``eps**2 - 1``), summed over the output
+  dimensions for a scalar sigma, and ``log_sigma_natural_gradient``, the same divided by its
+  Fisher information (per dimension 2 for Gaussian noise; averaged over the dimensions for a
+  scalar sigma);
+* ``step``: the selected step in whitened coordinates, normalized so that it is ``N(0, I)``
+  when the losses carry no information (`bbopt.noise.NoiseModel.feedback`).
 
-A plain float or a 1-D sequence passed as ``sigma`` to a solver means `Fixed` (CEM: elite
-spread, see `bbopt.CEM`).
+The rules:
+
+* `Fixed` ignores it; `Scheduled` follows ``schedule(step)``;
+* `Learned` descends the (natural) log-sigma gradient with a ``torch.optim`` optimizer (Adam by
+  default), kept inside ``[floor, ceiling]``;
+* `CSA`, cumulative step-size adaptation (Hansen & Ostermeier 2001; Hansen, "The CMA Evolution
+  Strategy: A Tutorial", 2016, eqs. 43-44): sigma grows when consecutive selected steps point
+  the same way and shrinks when they cancel.
+
+A plain float or a 1-D sequence passed as ``sigma`` to a solver means `Fixed`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["Fixed", "Learned", "Scheduled", "SigmaRule", "as_sigma_rule"]
+from bbopt.checks import check_float
+
+__all__ = ["CSA", "Feedback", "Fixed", "Learned", "Scheduled", "SigmaRule", "as_sigma_rule", "cma_mu_eff"]
 
 SigmaValue = float | Sequence[float] | torch.Tensor
 
 
+@dataclass
+class Feedback:
+    """What a step-size rule may learn from at one ``tell`` (see the module docstring)."""
+
+    log_sigma_gradient: torch.Tensor  # [] or [d], float64
+    log_sigma_natural_gradient: torch.Tensor  # [] or [d], float64
+    step: torch.Tensor | None  # [d], float64; None where the model has no whitened step (bits)
+
+
 def _positive_tensor(value: SigmaValue, argument: str) -> torch.Tensor:
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise ValueError(f"Invalid {argument}: {value!r} (expected a positive float or 1-D sequence)")
     try:
         tensor = torch.as_tensor(value, dtype=torch.float64).detach().clone()
     except (TypeError, ValueError, RuntimeError) as error:
@@ -34,17 +59,31 @@ def _positive_tensor(value: SigmaValue, argument: str) -> torch.Tensor:
         raise ValueError(f"Invalid {argument}: shape {tuple(tensor.shape)} (expected a scalar or a 1-D [d] sequence)")
     if not bool(torch.isfinite(tensor).all()) or bool((tensor <= 0).any()):
         raise ValueError(f"Invalid {argument}: {value!r} (every entry must be finite and > 0)")
+    if not bool(torch.isfinite(tensor.log()).all()) or bool((tensor.float() == 0).any()):
+        raise ValueError(f"Invalid {argument}: {value!r} (too small: it is 0 in float32)")
     return tensor
 
 
-class SigmaRule:
+def cma_mu_eff(samples: int) -> float:
+    """The variance-effective selection mass of CMA-ES's default recombination weights for a
+    population of ``samples`` (``w_i ∝ ln((n + 1) / 2) - ln i``, ``i <= n / 2``): the constant its
+    learning rates are written in (Hansen 2016, Table 1)."""
+    parents = max(1, samples // 2)
+    weights = [math.log((samples + 1) / 2) - math.log(i) for i in range(1, parents + 1)]
+    total = sum(weights)
+    return total**2 / sum(w * w for w in weights)
+
+
+class SigmaRule(nn.Module):
     """Base class: holds ``log_sigma`` (shape ``[]`` or ``[d]``) and a step counter."""
 
-    learns = False  # whether `step` uses the solver's log-sigma gradient (else it gets None)
+    learns = False  # whether `step` reads the feedback (else it may get None)
 
     def __init__(self, value: SigmaValue):
-        self.log_sigma = _positive_tensor(value, "sigma").log()
+        super().__init__()
+        self.register_buffer("log_sigma", _positive_tensor(value, "sigma").log())
         self.steps = 0
+        self.version = 0  # bumped whenever sigma changes (a cache key for the models)
 
     @property
     def shape(self) -> torch.Size:
@@ -52,25 +91,41 @@ class SigmaRule:
 
     def value(self) -> torch.Tensor:
         """Current sigma, float64, shape ``[]`` or ``[d]``."""
-        return self.log_sigma.exp()
+        return self.log_sigma.detach().exp()
 
-    def step(self, log_sigma_gradient: torch.Tensor | None) -> None:
-        """Advance one update; ``log_sigma_gradient`` has the rule's shape (None unless `learns`)."""
+    def setup(self, dimension: int, samples: int) -> None:
+        """Called once the output dimension and the group size are known."""
+        if len(self.shape) == 1 and self.shape[0] != dimension:
+            raise ValueError(
+                f"Invalid sigma: {self.shape[0]} entries for a policy output of dimension {dimension} "
+                f"(expected a scalar or [{dimension}])"
+            )
+
+    def step(self, feedback: Feedback | None) -> None:
+        """Advance one update."""
         self.steps += 1
 
-    def state_dict(self) -> dict:
-        return {"log_sigma": self.log_sigma.clone(), "steps": self.steps}
+    def _set(self, log_sigma: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.log_sigma.copy_(log_sigma)
+        self.version += 1
 
-    def load_state_dict(self, state: dict) -> None:
-        if state["log_sigma"].shape != self.log_sigma.shape:
-            raise ValueError(
-                f"Invalid sigma state: shape {tuple(state['log_sigma'].shape)} (expected {tuple(self.shape)})"
-            )
-        self.log_sigma = state["log_sigma"].detach().clone().to(torch.float64)
+    def get_extra_state(self) -> dict:
+        return {"steps": self.steps}
+
+    def set_extra_state(self, state: dict) -> None:
         self.steps = int(state["steps"])
+        self.version += 1
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(sigma={self.value().tolist()})"
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # (a hook that also runs when the rule is loaded as part of a noise model)
+        saved = state_dict.get(prefix + "log_sigma")
+        if saved is not None and saved.shape != self.log_sigma.shape:
+            raise ValueError(f"Invalid sigma state: shape {tuple(saved.shape)} (expected {tuple(self.shape)})")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.value().tolist()}"
 
 
 class Fixed(SigmaRule):
@@ -86,25 +141,28 @@ class Scheduled(SigmaRule):
     def __init__(self, schedule: Callable[[int], SigmaValue]):
         if not callable(schedule):
             raise ValueError(f"Invalid schedule: {schedule!r} (expected a callable step -> sigma)")
-        self.schedule = schedule
         super().__init__(schedule(0))
+        self.schedule = schedule
 
-    def step(self, log_sigma_gradient):
-        super().step(log_sigma_gradient)
+    def step(self, feedback):
+        super().step(feedback)
         new = _positive_tensor(self.schedule(self.steps), f"schedule({self.steps})")
         if new.shape != self.log_sigma.shape:
             raise ValueError(f"Invalid schedule({self.steps}): shape {tuple(new.shape)} (expected {tuple(self.shape)})")
-        self.log_sigma = new.log()
+        self._set(new.log())
 
-    def __repr__(self) -> str:
-        return f"Scheduled({self.schedule!r})"
+    def extra_repr(self) -> str:
+        return f"schedule={self.schedule!r}"
 
 
 class Learned(SigmaRule):
     """Sigma learned by descending the estimated gradient of the loss w.r.t. ``log sigma``.
 
-    ``adaptive=True`` uses Adam (scale-free: the raw likelihood-ratio gradient scales with
-    the loss); ``adaptive=False`` uses plain SGD, ``log sigma -= lr * gradient``. The result is
+    A ``torch.optim`` optimizer steps ``log sigma`` (its state is in ``state_dict``):
+    ``adaptive=True`` (default) is Adam with ``betas``, scale-free (the raw likelihood-ratio
+    gradient scales with the loss); ``adaptive=False`` is plain SGD. ``natural=True`` descends
+    the natural gradient (the gradient over its Fisher information, `Feedback`) instead: with
+    SGD and scale-free weights (ranks, elites) that is the SNES / CEM rule. The result is
     clamped to ``[floor, ceiling]``.
     """
 
@@ -118,47 +176,118 @@ class Learned(SigmaRule):
         floor: float = 1e-12,
         ceiling: float = math.inf,
         adaptive: bool = True,
+        natural: bool = False,
         betas: tuple[float, float] = (0.9, 0.999),
     ):
         super().__init__(value)
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"Invalid lr: {lr} (expected a finite float > 0)")
-        if not (0 < floor < ceiling):
-            raise ValueError(f"Invalid floor/ceiling: {floor}/{ceiling} (expected 0 < floor < ceiling)")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Invalid betas: {betas} (expected each in [0, 1))")
-        self.lr, self.floor, self.ceiling, self.adaptive, self.betas = lr, floor, ceiling, adaptive, betas
-        self.log_sigma = self.log_sigma.clamp(math.log(floor), math.log(ceiling))
-        self.exp_avg = torch.zeros_like(self.log_sigma)
-        self.exp_avg_sq = torch.zeros_like(self.log_sigma)
-
-    def step(self, log_sigma_gradient):
-        super().step(log_sigma_gradient)
-        gradient = log_sigma_gradient.detach().to(torch.float64).reshape(self.shape)
-        if self.adaptive:  # Adam (Kingma & Ba, 2015), bias-corrected
-            beta1, beta2 = self.betas
-            self.exp_avg.mul_(beta1).add_(gradient, alpha=1 - beta1)
-            self.exp_avg_sq.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-            first = self.exp_avg / (1 - beta1**self.steps)
-            second = self.exp_avg_sq / (1 - beta2**self.steps)
-            update = first / (second.sqrt() + 1e-12)
+        check_float(lr, "lr", above=0.0)
+        check_float(floor, "floor", above=0.0)
+        check_float(ceiling, "ceiling", above=floor, finite=False)
+        if not (isinstance(betas, tuple | list) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):
+            raise ValueError(f"Invalid betas: {betas} (expected two floats in [0, 1))")
+        self.lr, self.floor, self.ceiling = float(lr), float(floor), float(ceiling)
+        self.adaptive, self.natural, self.betas = bool(adaptive), bool(natural), tuple(betas)
+        log_sigma = self.log_sigma.clamp(math.log(self.floor), math.log(self.ceiling))
+        del self.log_sigma
+        self.log_sigma = nn.Parameter(log_sigma)
+        if self.adaptive:
+            self.optimizer = torch.optim.Adam([self.log_sigma], lr=self.lr, betas=self.betas, eps=1e-12)
         else:
-            update = gradient
-        self.log_sigma = (self.log_sigma - self.lr * update).clamp(math.log(self.floor), math.log(self.ceiling))
+            self.optimizer = torch.optim.SGD([self.log_sigma], lr=self.lr)
 
-    def state_dict(self):
-        return super().state_dict() | {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone()}
+    def step(self, feedback):
+        super().step(feedback)
+        gradient = feedback.log_sigma_natural_gradient if self.natural else feedback.log_sigma_gradient
+        self.log_sigma.grad = gradient.detach().to(torch.float64).reshape(self.shape).clone()
+        self.optimizer.step()
+        self._set(self.log_sigma.detach().clamp(math.log(self.floor), math.log(self.ceiling)))
 
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.exp_avg = state["exp_avg"].detach().clone().to(torch.float64)
-        self.exp_avg_sq = state["exp_avg_sq"].detach().clone().to(torch.float64)
+    def get_extra_state(self) -> dict:
+        return super().get_extra_state() | {"optimizer": self.optimizer.state_dict()}
 
-    def __repr__(self) -> str:
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def extra_repr(self) -> str:
         return (
-            f"Learned(sigma={self.value().tolist()}, lr={self.lr}, floor={self.floor}, "
-            f"ceiling={self.ceiling}, adaptive={self.adaptive})"
+            f"sigma={self.value().tolist()}, lr={self.lr}, floor={self.floor}, ceiling={self.ceiling}, "
+            f"adaptive={self.adaptive}, natural={self.natural}"
         )
+
+
+class CSA(SigmaRule):
+    """Cumulative step-size adaptation of a scalar sigma (the step-size rule of CMA-ES).
+
+    With the normalized selected step ``s`` of each update (``N(0, I)`` under random
+    selection, `Feedback.step`), an evolution path ``p`` accumulates the steps and sigma follows
+    its length against that of a random walk:
+
+        p <- (1 - c) p + sqrt(c (2 - c)) s
+        log sigma += (c / damping) (|p| / E|N(0, I)| - 1)     (capped at +-1 per update)
+
+    Defaults (Hansen 2016, Table 1), from the dimension d and the group size n through
+    ``mu_eff = cma_mu_eff(n)``: ``c = (mu_eff + 2) / (d + mu_eff + 5)``, ``damping = 1 + 2
+    max(0, sqrt((mu_eff - 1) / (d + 1)) - 1) + c``. ``rate`` and ``damping`` override them.
+    Needs a noise model with a whitened step (all but `bbopt.noise.Bernoulli`).
+    """
+
+    learns = True
+
+    def __init__(self, value: float, *, rate: float | None = None, damping: float | None = None,
+                 floor: float = 1e-300, ceiling: float = math.inf):  # fmt: skip
+        super().__init__(value)
+        if len(self.shape) != 0:
+            raise ValueError(f"Invalid sigma: shape {tuple(self.shape)} (CSA adapts a scalar sigma)")
+        self.rate = None if rate is None else check_float(rate, "rate", above=0.0, at_most=1.0)
+        self.damping = None if damping is None else check_float(damping, "damping", above=0.0)
+        self.floor = check_float(floor, "floor", above=0.0)
+        self.ceiling = check_float(ceiling, "ceiling", above=floor, finite=False)
+        self.register_buffer("path", torch.zeros(0, dtype=torch.float64))
+        self.c = self.d_sigma = self.chi = math.nan
+
+    def setup(self, dimension: int, samples: int) -> None:
+        super().setup(dimension, samples)
+        mu_eff = cma_mu_eff(samples)
+        self.c = self.rate if self.rate is not None else (mu_eff + 2) / (dimension + mu_eff + 5)
+        default_damping = 1 + 2 * max(0.0, math.sqrt((mu_eff - 1) / (dimension + 1)) - 1) + self.c
+        self.d_sigma = self.damping if self.damping is not None else default_damping
+        self._size(dimension)
+
+    def _size(self, width: int) -> None:
+        """The path has the width of the whitened step (d, or d + k for `bbopt.noise.LowRank`)."""
+        self.chi = math.sqrt(width) * (1 - 1 / (4 * width) + 1 / (21 * width**2))  # E|N(0, I)|
+        if self.path.numel() != width:
+            self.path = torch.zeros(width, dtype=torch.float64)
+
+    def step(self, feedback):
+        super().step(feedback)
+        if feedback is None or feedback.step is None:
+            raise ValueError("Invalid sigma: CSA needs a noise model with a whitened step (not Bernoulli bits)")
+        if feedback.step.numel() != self.path.numel():
+            self._size(feedback.step.numel())
+        self.path.mul_(1 - self.c).add_(feedback.step.to(torch.float64), alpha=math.sqrt(self.c * (2 - self.c)))
+        change = (self.c / self.d_sigma) * (float(self.path.norm()) / self.chi - 1)
+        new = self.log_sigma + max(-1.0, min(1.0, change))
+        self._set(new.clamp(math.log(self.floor), math.log(self.ceiling)))
+
+    @property
+    def path_is_short(self) -> bool:
+        """CMA-ES's ``h_sigma``: the path is not (yet) much longer than a random walk's, so the
+        step size is not growing fast; shape models pause their own path while it is."""
+        if self.steps == 0 or self.path.numel() == 0:
+            return True
+        normalized = float(self.path.norm()) / math.sqrt(1 - (1 - self.c) ** (2 * self.steps))
+        return normalized < (1.4 + 2 / (self.path.numel() + 1)) * self.chi
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        path = state_dict.get(prefix + "path")
+        if path is not None and path.shape != self.path.shape:
+            self._size(path.numel())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.value().tolist()}, rate={self.rate}, damping={self.damping}"
 
 
 def as_sigma_rule(sigma: SigmaValue | SigmaRule) -> SigmaRule:

@@ -1,14 +1,17 @@
 """The ask/tell solver base: everything but a solver's weighting rule.
 
-Candidates are ``x = mu + sigma * eps`` around the policy's deterministic output ``mu``. A
-solver turns the losses of its candidates into one output-space signal ``v`` of ``mu``'s
-shape, and the policy is trained by one vector-Jacobian product, ``mu.backward(v)``, followed
-by one ``optimizer.step()``. Sampling, antithetic pairing, bookkeeping, loss validation, the
-VJP, the sigma rule and ``state_dict`` live here; a subclass writes only
+Candidates are drawn around the policy's deterministic output ``mu`` by a noise model
+(`bbopt.noise`: ``x = mu + sigma * A eps``, or bits). A solver turns the losses of its
+candidates into one weight per sample; the model turns the weights into one output-space signal
+``v`` of ``mu``'s shape, and the policy is trained by one vector-Jacobian product,
+``mu.backward(v)``, followed by one ``optimizer.step()``; then the model updates its own step
+size and shape from the same weights. Sampling, antithetic pairing, bookkeeping, loss
+validation, the VJP and ``state_dict`` live here; a subclass writes only
 
-* ``weights(losses, counts) -> [G, n]``: one weight per sample, and optionally
-* ``output_signal(...)`` and ``log_sigma_gradient(...)`` when its signal is not of the
-  likelihood-ratio form ``w * score(eps) / sigma`` (CEM).
+* ``weights(losses, counts) -> [G, n]``: one weight per sample, positive for bad samples (the
+  weight of each sample in the estimate of the gradient of the expected loss), and sets
+* ``natural = True`` if its signal is ``sum_i w_i (x_i - mu)`` (CEM's regression onto its
+  elites) rather than the likelihood-ratio gradient ``sum_i w_i grad_mu log p(x_i)``.
 
 Three modes, chosen by how the solver is used:
 
@@ -17,7 +20,7 @@ Three modes, chosen by how the solver is used:
   samples of one input form a group (ranking, baselines and antithetic pairs stay inside it);
 * episodes (``episodes=N``): ``ask(observations[m, ...], episode_ids=[m])`` once per time
   step for the m live episodes, one sample each; ``tell(losses[N])`` attributes each episode's
-  loss to all its steps: one batched forward over the recorded inputs and one VJP.
+  loss to all its steps (`bbopt.episodes`): one batched forward and one VJP.
 
 The gradient sent back is that of the mean over groups of the expected loss, like
 ``loss.mean()`` over a batch in backprop.
@@ -33,12 +36,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from bbopt.noise import Noise, make_noise
-from bbopt.sigma import SigmaRule, SigmaValue, as_sigma_rule
+from bbopt.checks import check_bool, check_choice, check_float, check_int
+from bbopt.episodes import EpisodeRecord
+from bbopt.noise import Noise, NoiseModel, Scaled
+from bbopt.sigma import SigmaRule, SigmaValue
 
-__all__ = ["Solver"]
+__all__ = ["Solver", "make_noise_model"]
 
 _NAN_POLICIES = ("raise", "worst")
+
+
+def make_noise_model(noise: str | Noise | NoiseModel, sigma: SigmaValue | SigmaRule | None, df: float) -> NoiseModel:
+    """The model a solver uses: ``noise`` as is if it is a model (``sigma`` must then be
+    None: the model holds its rule), else `bbopt.noise.Scaled` with ``sigma`` (default 0.1)."""
+    if isinstance(noise, NoiseModel):
+        if sigma is not None:
+            raise ValueError("Invalid sigma: the noise model holds its own step-size rule; pass sigma to the model")
+        return noise
+    return Scaled(0.1 if sigma is None else sigma, family=noise, df=df)
 
 
 @dataclass
@@ -46,17 +61,8 @@ class _Asked:
     """What one group-mode ``ask`` left for ``tell``: mu with its graph, and the noise."""
 
     mu: torch.Tensor  # [G, d], attached to the policy's graph
-    noise: torch.Tensor  # [G, n, d]
+    noise: torch.Tensor  # [G, n, width]
     batched: bool  # ask(inputs) rather than ask()
-
-
-@dataclass
-class _Step:
-    """One episode-mode ``ask``: the inputs, the noise and which episodes they belong to."""
-
-    inputs: torch.Tensor  # [m, ...]
-    noise: torch.Tensor  # [m, d]
-    episode_ids: torch.Tensor  # [m], int64
 
 
 class Solver:
@@ -66,33 +72,51 @@ class Solver:
         policy: any ``torch.nn.Module``. Called as ``policy()`` (no input, returns ``[d]``) or
             ``policy(inputs)`` (returns ``[B, d]``).
         optimizer: a ``torch.optim.Optimizer`` over the policy's parameters.
-        sigma: noise scale: a positive float, a 1-D ``[d]`` sequence (one per output
-            dimension) or a `bbopt.sigma.SigmaRule` (`Fixed`, `Scheduled`, `Learned`).
+        sigma: the step size of the default model: a positive float, a 1-D ``[d]`` sequence
+            (one per output dimension) or a `bbopt.sigma.SigmaRule`. Leave it unset when
+            ``noise`` is a model (the model holds its rule).
+        noise: a noise model (`bbopt.noise.FullCovariance`, ...), or the family of the
+            default model `bbopt.noise.Scaled`: ``"gaussian" | "laplace" | "student_t"`` or a
+            `bbopt.noise.Noise`.
+        df: degrees of freedom of Student-t noise (> 2).
         samples: candidates per input, ``n`` (group modes; default 16).
         episodes: population size ``N``; switches on episode mode (one sample per episode).
-        noise: ``"gaussian" | "laplace" | "student_t"`` or a `bbopt.noise.Noise`.
-        df: degrees of freedom of Student-t noise (> 2).
         antithetic: sample pairs ``(eps, -eps)`` inside each group (episode mode: whole
             episodes ``i`` and ``i + N/2`` with negated noise; give both episodes of a pair
             the same environment seed, so their loss difference measures the noise); needs an
             even ``n``/``N``.
+        normalize: divide each group's weights by their total absolute value (``sum_i |w_i| =
+            1``): a group's update keeps its direction and no longer scales with the losses
+            (ARS's reward scaling, Mania et al. 2018). With several groups each then counts
+            equally, which is no longer the gradient of the mean loss.
+        natural: send ``v = sum_i w_i (x_i - mu)``, the likelihood-ratio gradient preconditioned
+            by the noise covariance (its natural gradient for Gaussian noise), instead of the
+            gradient itself. With SGD on a learned vector the mean then moves by the weighted
+            perturbations, as an evolution strategy's mean does, which is what the step-size
+            and rank-one path updates of the noise models assume (the fixed-problem presets).
+            Default: the solver's (CEM: always).
         seed, generator: the solver's only source of randomness (give at most one).
         nan_policy: ``"raise"`` refuses non-finite losses, naming their indices; ``"worst"``
             replaces them by the worst finite loss of their group.
         maximize: ``tell`` receives rewards to maximize instead of losses.
     """
 
+    natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
+    step_credit = True  # whether weights() makes sense per ask call (tell(step_losses=...))
+
     def __init__(
         self,
         policy: nn.Module,
         optimizer: torch.optim.Optimizer,
         *,
-        sigma: SigmaValue | SigmaRule = 0.1,
+        sigma: SigmaValue | SigmaRule | None = None,
+        noise: str | Noise | NoiseModel = "gaussian",
+        df: float = 5.0,
         samples: int | None = None,
         episodes: int | None = None,
-        noise: str | Noise = "gaussian",
-        df: float = 5.0,
         antithetic: bool = False,
+        normalize: bool = False,
+        natural: bool | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         nan_policy: str = "raise",
@@ -110,10 +134,14 @@ class Solver:
                 "Invalid samples: episode mode (episodes=N) takes one sample per episode; leave samples unset"
             )
         if episodes is not None:
-            _check_count(episodes, "episodes", minimum=2)
+            check_int(episodes, "episodes", minimum=2)
         samples = 16 if samples is None and episodes is None else samples
         if samples is not None:
-            _check_count(samples, "samples", minimum=1)
+            check_int(samples, "samples", minimum=1)
+        antithetic = check_bool(antithetic, "antithetic")
+        normalize = check_bool(normalize, "normalize")
+        maximize = check_bool(maximize, "maximize")
+        natural = type(self).natural if natural is None else check_bool(natural, "natural")
         group_size = episodes if episodes is not None else samples
         if antithetic and group_size % 2:
             name = "episodes" if episodes is not None else "samples"
@@ -121,22 +149,26 @@ class Solver:
                 f"Invalid {name}: {group_size} with antithetic=True (pairs (eps, -eps) need an even "
                 f"number; use {group_size + 1} or antithetic=False)"
             )
-        if nan_policy not in _NAN_POLICIES:
-            raise ValueError(f"Invalid nan_policy: {nan_policy!r} (expected one of {_NAN_POLICIES})")
+        check_choice(nan_policy, "nan_policy", _NAN_POLICIES)
         if seed is not None and generator is not None:
             raise ValueError("Invalid seed/generator: give at most one of them")
+        if seed is not None:
+            check_int(seed, "seed")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"Invalid generator: {type(generator).__name__} (expected a torch.Generator)")
+        check_float(df, "df", above=2.0)
 
         self.policy = policy
         self.optimizer = optimizer
-        self.sigma = as_sigma_rule(sigma)
+        self.noise = make_noise_model(noise, sigma, df)
         self.samples = samples
         self.episodes = episodes
-        self.noise = make_noise(noise, df=df)
-        self.antithetic = bool(antithetic)
+        self.group_size = int(group_size)
+        self.antithetic = antithetic
+        self.normalize = normalize
+        self.natural = natural
         self.nan_policy = nan_policy
-        self.maximize = bool(maximize)
+        self.maximize = maximize
         self.device = parameters[0].device
         self.dtype = parameters[0].dtype
         if generator is None:
@@ -149,36 +181,25 @@ class Solver:
         self.steps = 0  # completed tells
         self.evaluations = 0  # candidates told
         self._asked: _Asked | None = None
-        self._episode_steps: list[_Step] = []
-        self._sigma_cache: tuple[torch.Tensor | None, torch.Tensor] = (None, torch.empty(0))
+        self._record = EpisodeRecord(episodes) if episodes is not None else None
+
+    @property
+    def sigma(self) -> SigmaRule:
+        """The noise model's step-size rule."""
+        return self.noise.sigma
+
+    def setup(self, dimension: int) -> None:
+        """Called at the first ``ask`` with the policy's output dimension d (and on
+        ``load_state_dict``); sets the noise model up for d and the group size. A subclass
+        that needs d (e.g. for learning rates) extends it."""
+        self.noise.setup(dimension, self.group_size)
 
     # ------------------------------------------------------------------ the subclass's maths
     def weights(self, losses: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """One weight per sample, ``[G, n]``, from losses ``[G, n]`` (float64).
-
-        ``counts[G, n]`` is the number of recorded steps of each sample (1 outside episode
-        mode). The default signal is ``v = sum_i w_i * score(eps_i) / sigma`` per group.
-        """
+        """One weight per sample, ``[G, n]``, from losses ``[G, n]`` (float64); positive for
+        bad samples. ``counts[G, n]`` is the number of recorded steps of each sample (1 outside
+        episode mode)."""
         raise NotImplementedError
-
-    def output_signal(self, weights: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The signal ``v[rows, d]`` for each row of ``mu`` from the k samples drawn around it.
-
-        ``weights[rows, k]`` (already divided by the number of groups), ``noise[rows, k, d]``.
-        Default: the likelihood-ratio form ``v = sum_k w_k * score(eps_k) / sigma``.
-        """
-        return torch.bmm(weights[:, None, :], self.noise.score(noise))[:, 0] / sigma
-
-    def log_sigma_gradient(self, weights: torch.Tensor, noise: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """The signal for a learning sigma rule, of the rule's ``shape`` (``[]`` or ``[d]``).
-
-        ``weights[groups, k]`` and ``noise[groups, k, d]`` per group (in episode mode the whole
-        population is one group of all recorded steps). Default: the likelihood-ratio estimate
-        of ``d E[loss] / d log sigma``, ``sum w * (eps * score(eps) - 1)`` (Gaussian:
-        ``eps**2 - 1``), summed over dimensions for a scalar sigma.
-        """
-        gradient = torch.einsum("gk,gkd->d", weights, self.noise.log_scale_score(noise))
-        return gradient.sum() if len(shape) == 0 else gradient
 
     # ------------------------------------------------------------------------------ ask/tell
     def ask(self, inputs=None, *, episode_ids=None) -> torch.Tensor:
@@ -188,7 +209,7 @@ class Solver:
         actions, one per live episode (``episode_ids`` defaults to all ``N`` episodes).
         One policy forward per call.
         """
-        if self.episodes is not None:
+        if self._record is not None:
             return self._ask_episodes(inputs, episode_ids)
         if episode_ids is not None:
             raise ValueError("Invalid episode_ids: only episode mode (episodes=N) takes them")
@@ -202,14 +223,11 @@ class Solver:
                 mu = mu[None]
             else:
                 inputs = self._as_inputs(inputs)
-                mu = self.policy(inputs)
-                if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or mu.shape[0] != inputs.shape[0]:
-                    raise ValueError(
-                        f"Invalid policy output: {_shape_of(mu)} from policy(inputs[{inputs.shape[0]}, ...]) "
-                        f"(expected [{inputs.shape[0]}, d])"
-                    )
-        noise = self._sample(mu.shape[0], self.samples, mu.shape[1], mu.dtype)
-        candidates = torch.addcmul(mu.detach()[:, None, :], self._sigma_like(mu), noise)
+                mu = self._forward(inputs)
+        self._ensure_setup(mu.shape[1])
+        noise = self.noise.draw(mu.shape[0], self.samples, generator=self.generator, dtype=mu.dtype,
+                                antithetic=self.antithetic).to(mu.device)  # fmt: skip
+        candidates = self.noise.candidates(mu.detach(), noise)
         self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None)
         return candidates if inputs is not None else candidates[0]
 
@@ -228,14 +246,14 @@ class Solver:
         it, so the estimate stays unbiased and loses the variance of those past costs.
         ``losses`` still gives the stats.
         """
-        if self.episodes is not None:
+        if self._record is not None:
             return self._tell_episodes(losses, step_losses)
         if step_losses is not None:
             raise ValueError("Invalid step_losses: per-step credit is for episode mode (episodes=N)")
         if self._asked is None:
             raise RuntimeError("tell() called before ask(): ask for candidates first")
         asked = self._asked
-        groups, samples, _ = asked.noise.shape
+        groups, samples = asked.noise.shape[:2]
         expected = (groups, samples) if asked.batched else (samples,)
         losses = self._as_losses(losses, expected).reshape(groups, samples)
         self._asked = None
@@ -248,79 +266,58 @@ class Solver:
         if inputs is None:
             raise ValueError("Invalid inputs: episode mode needs the observations of the live episodes, [m, ...]")
         inputs = self._as_inputs(inputs)
-        if episode_ids is None:
-            episode_ids = torch.arange(self.episodes)
-        episode_ids = torch.as_tensor(episode_ids).to(torch.int64).reshape(-1).cpu()
-        if episode_ids.numel() != inputs.shape[0]:
-            raise ValueError(
-                f"Invalid episode_ids: {episode_ids.numel()} ids for {inputs.shape[0]} inputs (expected one per input)"
-            )
-        if episode_ids.numel() and (episode_ids.min() < 0 or episode_ids.max() >= self.episodes):
-            raise ValueError(f"Invalid episode_ids: {episode_ids.tolist()} (expected ids in [0, {self.episodes}))")
-        if episode_ids.unique().numel() != episode_ids.numel():
-            raise ValueError(f"Invalid episode_ids: {episode_ids.tolist()} (each episode at most once per step)")
+        episode_ids = self._record.episode_ids(episode_ids, inputs.shape[0])
         with torch.no_grad():
-            mu = self.policy(inputs)
-        if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or mu.shape[0] != inputs.shape[0]:
-            raise ValueError(
-                f"Invalid policy output: {_shape_of(mu)} from policy(inputs[{inputs.shape[0]}, ...]) "
-                f"(expected [{inputs.shape[0]}, d])"
-            )
+            mu = self._forward(inputs)
+        self._ensure_setup(mu.shape[1])
         # Noise for the whole population every step, so episode i's noise does not depend on
         # which other episodes are still running; pairs (i, i + N/2) are negations.
-        noise = self._sample(1, self.episodes, mu.shape[1], mu.dtype)[0][episode_ids.to(mu.device)]
-        self._episode_steps.append(_Step(inputs=inputs, noise=noise, episode_ids=episode_ids))
-        return torch.addcmul(mu, self._sigma_like(mu), noise)
-
-    step_credit = True  # whether weights() makes sense per ask call (tell(step_losses=...))
-
-    def _step_weights(self, step_losses, steps) -> torch.Tensor:
-        """Per-record weights from per-step cost-to-go: one group per ask call."""
-        if not self.step_credit:
-            raise ValueError(f"Invalid step_losses: {type(self).__name__} has no per-step credit")
-        if len(step_losses) != len(steps):
-            raise ValueError(f"Invalid step_losses: {len(step_losses)} tensors for {len(steps)} ask() calls")
-        to_go = torch.zeros(len(steps), self.episodes, dtype=torch.float64)
-        for k, (values, step) in enumerate(zip(step_losses, steps, strict=True)):
-            values = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
-            if values.numel() != step.episode_ids.numel() or not bool(torch.isfinite(values).all()):
-                raise ValueError(f"Invalid step_losses[{k}]: expected {step.episode_ids.numel()} finite values "
-                                 f"(one per episode asked in that call), got {values.numel()}")  # fmt: skip
-            to_go[k, step.episode_ids] = values
-        weights = self.weights(to_go, torch.ones_like(to_go))  # [calls, N], each call a group
-        return torch.cat([weights[k, step.episode_ids] for k, step in enumerate(steps)])
+        population = self.noise.draw(1, self.episodes, generator=self.generator, dtype=mu.dtype,
+                                     antithetic=self.antithetic)[0].to(mu.device)  # fmt: skip
+        noise = population[episode_ids.to(mu.device)]
+        self._record.add(inputs, noise, episode_ids)
+        return self.noise.candidates(mu, noise[:, None])[:, 0]
 
     def _tell_episodes(self, losses, step_losses=None) -> dict[str, float]:
-        if not self._episode_steps:
+        record = self._record
+        if not record:
             raise RuntimeError("tell() called before ask(): run the episodes through ask() first")
         losses = self._as_losses(losses, (self.episodes,)).reshape(1, self.episodes)
-        episode_of_record = torch.cat([step.episode_ids for step in self._episode_steps]).to(self.device)
-        counts = torch.bincount(episode_of_record, minlength=self.episodes).to(torch.float64)[None]
-        if bool((counts == 0).any()):
-            missing = (counts[0] == 0).nonzero().flatten().tolist()
-            raise ValueError(f"Invalid losses: episodes {missing} took no step (ask() each episode at least once)")
-        record_weights = None if step_losses is None else self._step_weights(step_losses, self._episode_steps)
-        steps, self._episode_steps = self._episode_steps, []
+        counts = record.counts()
+        record_weights = None if step_losses is None else self._step_weights(step_losses)
+        episode_of_record = record.episode_of_record().to(self.device)
+        inputs, noise = record.inputs(), record.noise()
+        record.clear()
         with torch.enable_grad():
-            mu = self.policy(torch.cat([step.inputs for step in steps]))  # one batched forward
-        noise = torch.cat([step.noise for step in steps])
+            mu = self.policy(inputs)  # one batched forward
         stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise, episode_of_record=episode_of_record,
                              record_weights=record_weights)  # fmt: skip
         self.evaluations += self.episodes
         return stats
 
-    # ----------------------------------------------------------------------- the one update
-    def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None) -> dict[str, float]:
-        """Weights -> output signal v -> one VJP -> one optimizer step -> sigma rule.
+    def _step_weights(self, step_losses) -> torch.Tensor:
+        if not self.step_credit:
+            raise ValueError(f"Invalid step_losses: {type(self).__name__} has no per-step credit")
+        return self._record.step_weights(step_losses, self._group_weights)
 
-        Group mode: ``mu[G, d]``, ``noise[G, n, d]``. Episode mode: ``mu[R, d]`` and
-        ``noise[R, d]`` for the R recorded steps, ``episode_of_record[R]``.
+    # ----------------------------------------------------------------------- the one update
+    def _group_weights(self, losses: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        weights = self.weights(losses, counts)
+        if self.normalize:
+            weights = weights / weights.abs().sum(dim=1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+        return weights
+
+    def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None) -> dict[str, float]:
+        """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update.
+
+        Group mode: ``mu[G, d]``, ``noise[G, n, width]``. Episode mode: ``mu[R, d]`` and
+        ``noise[R, width]`` for the R recorded steps, ``episode_of_record[R]``.
         """
         groups = losses.shape[0]
-        sigma = self._sigma_like(mu)
-        weights = self.weights(losses, counts).to(device=self.device, dtype=mu.dtype) / groups  # mean over groups
+        weights = self._group_weights(losses, counts).to(device=self.device, dtype=mu.dtype) / groups
         if episode_of_record is None:  # row g of mu is shared by the n samples of group g
             by_row = by_group = (weights, noise)
+            pairs = self.antithetic
         else:  # one mu row per recorded step; the population is one group
             if record_weights is None:
                 record_weights = weights[0, episode_of_record]
@@ -328,45 +325,39 @@ class Solver:
                 record_weights = record_weights.to(device=self.device, dtype=mu.dtype)
             by_row = (record_weights[:, None], noise[:, None])
             by_group = (record_weights[None], noise[None])
-        v = self.output_signal(*by_row, sigma)
+            pairs = False  # records are not index-paired; the model treats them as independent
+        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural)
         self.optimizer.zero_grad(set_to_none=True)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.policy)
         self.optimizer.step()
-        learns = self.sigma.learns
-        self.sigma.step(self.log_sigma_gradient(*by_group, self.sigma.shape) if learns else None)
+        self.noise.update(*by_group, pairs=pairs)
         self.steps += 1
         return {
             "step": float(self.steps),
             "loss_mean": float(losses.mean()),
             "loss_min": float(losses.min()),
             "grad_norm": gradient_norm,
-            "sigma": float(self.sigma.value().mean()),
+            "sigma": float(self.noise.sigma.value().mean()),
         }
 
     # ------------------------------------------------------------------------------ helpers
-    def _sample(self, groups: int, samples: int, dimension: int, dtype: torch.dtype) -> torch.Tensor:
-        """Noise ``[groups, samples, dimension]``; with antithetic pairs, rows ``i`` and
-        ``i + samples/2`` of each group are negations of each other."""
-        if len(self.sigma.shape) == 1 and self.sigma.shape[0] != dimension:
+    def _ensure_setup(self, dimension: int) -> None:
+        if self.noise.dimension is None:
+            self.setup(dimension)
+        elif self.noise.dimension != dimension:
             raise ValueError(
-                f"Invalid sigma: {self.sigma.shape[0]} entries for a policy output of dimension {dimension} "
-                f"(expected a scalar or [{dimension}])"
+                f"Invalid policy output: dimension {dimension}, but the solver was set up for {self.noise.dimension}"
             )
-        half = samples // 2 if self.antithetic else samples
-        noise = self.noise.sample((groups, half, dimension), generator=self.generator, dtype=dtype)
-        if self.antithetic:
-            noise = torch.cat([noise, -noise], dim=1)
-        return noise.to(self.device)
 
-    def _sigma_like(self, mu: torch.Tensor) -> torch.Tensor:
-        """Current sigma in mu's dtype and device, converted once per value of the rule (every
-        rule assigns a new ``log_sigma`` tensor when sigma changes)."""
-        source, cached = self._sigma_cache
-        if source is not self.sigma.log_sigma or cached.dtype != mu.dtype or cached.device != mu.device:
-            cached = self.sigma.value().to(device=mu.device, dtype=mu.dtype)
-            self._sigma_cache = (self.sigma.log_sigma, cached)
-        return cached
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        mu = self.policy(inputs)
+        if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or mu.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"Invalid policy output: {_shape_of(mu)} from policy(inputs[{inputs.shape[0]}, ...]) "
+                f"(expected [{inputs.shape[0]}, d])"
+            )
+        return mu
 
     def _as_inputs(self, inputs) -> torch.Tensor:
         if not isinstance(inputs, torch.Tensor):
@@ -406,20 +397,21 @@ class Solver:
         worst = finite.max(dim=1, keepdim=True).values
         if bool((~torch.isfinite(worst)).any()):
             raise ValueError("Invalid losses: a group has no finite loss (nan_policy='worst' needs at least one)")
-        losses = torch.where(bad.reshape(grouped.shape), worst, grouped).reshape(expected)
-        return losses
+        return torch.where(bad.reshape(grouped.shape), worst, grouped).reshape(expected)
 
     # ---------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        """Policy, optimizer, RNG, sigma rule and counters; taken between tell and ask."""
-        if self._asked is not None or self._episode_steps:
+        """Policy, optimizer, RNG, noise model (step size, shape, their optimizers) and
+        counters; taken between tell and ask."""
+        if self._asked is not None or self._record:
             raise RuntimeError("state_dict() between ask() and tell(): tell the pending losses first")
         return {
             "solver": type(self).__name__,
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "sigma": self.sigma.state_dict(),
+            "dimension": self.noise.dimension,
+            "noise": self.noise.state_dict(),
             "steps": self.steps,
             "evaluations": self.evaluations,
         }
@@ -432,22 +424,18 @@ class Solver:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.sigma.load_state_dict(state["sigma"])
+        if state["dimension"] is not None:
+            self._ensure_setup(int(state["dimension"]))
+        self.noise.load_state_dict(state["noise"])
         self.steps = int(state["steps"])
         self.evaluations = int(state["evaluations"])
         self._asked = None
-        self._episode_steps = []
+        if self._record is not None:
+            self._record.clear()
 
     def __repr__(self) -> str:
         size = f"episodes={self.episodes}" if self.episodes is not None else f"samples={self.samples}"
-        return (
-            f"{type(self).__name__}({size}, sigma={self.sigma!r}, noise={self.noise!r}, antithetic={self.antithetic})"
-        )
-
-
-def _check_count(value, argument: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"Invalid {argument}: {value!r} (expected an int >= {minimum})")
+        return f"{type(self).__name__}({size}, noise={self.noise!r}, antithetic={self.antithetic})"
 
 
 def _shape_of(value) -> str:

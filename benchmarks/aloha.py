@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bbopt
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
@@ -44,7 +45,7 @@ except ImportError:  # run as a script
     import _report
 
 TASKS = ("transfer_cube", "insertion")
-LOW_DATA_METHODS = ("ovlr", "es", "cem")
+LOW_DATA_METHODS = tuple(bbopt.presets.names("episodes", output_space=True))  # every output-space solver
 
 
 def first_episodes(demos: Demos, count: int) -> Demos:

@@ -9,8 +9,11 @@ Peers: pycma ``CMAEvolutionStrategy`` (full covariance), nevergrad ``NGOpt`` (it
 recommended default) and ``TwoPointsDE`` (ask/tell one candidate at a time; a peer that
 raises is reported with its error, not dropped), EvoTorch's functional ``cem`` and
 ``pgpe`` (with a stdev floor of 1e-6, without which their CEM's stdev turns NaN after a few
-hundred iterations on the sphere). bbopt: OVLR, ES and CEM on a `LearnedVector` policy with
-``torch.optim.Adam(fused=True)`` (CEM: SGD lr 1); torch runs on ``--threads`` (default 1).
+hundred iterations on the sphere). bbopt: every registered output-space solver on a
+`LearnedVector` policy, ``bbopt-<name>`` with the default scaled noise and
+``torch.optim.Adam(fused=True)`` (the same for every solver), and ``bbopt-<name>-full`` with its
+fixed-problem preset (`bbopt.presets`: full covariance with CSA, SGD; restarts off), which is
+what the full covariance costs; torch runs on ``--threads`` (default 1).
 
     python benchmarks/ask_tell.py
     python benchmarks/ask_tell.py --dimensions 10 --populations 16 --min-seconds 0.05   # smoke
@@ -37,12 +40,14 @@ except ImportError:  # run as a script
 
 class BboptRunner:
     def __init__(self, name: str, dimension: int, population: int):
+        name, _, variant = name.partition("-")
         policy = LearnedVector(dimension, init=torch.full((dimension,), 1.0))
-        if name == "cem":
-            optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
+        if variant == "full":
+            preset = bbopt.presets.get(name, "problem").replace(sigma=0.5, restarts=None)
+            self.solver = preset.build(name, policy, samples=population, seed=0)
         else:
             optimizer = torch.optim.Adam(policy.parameters(), lr=0.05, fused=True)  # fused: half the step cost
-        self.solver = bbopt.make_solver(name, policy, optimizer, sigma=0.5, samples=population, seed=0)
+            self.solver = bbopt.make_solver(name, policy, optimizer, sigma=0.5, samples=population, seed=0)
 
     def ask(self):
         return self.solver.ask()
@@ -171,9 +176,8 @@ def _timed_iterations(runner, min_seconds, min_iterations, max_iterations) -> li
 
 
 SOLVERS = [
-    "bbopt-ovlr",
-    "bbopt-es",
-    "bbopt-cem",
+    *(f"bbopt-{name}" for name in bbopt.presets.names("problem", output_space=True)),
+    *(f"bbopt-{name}-full" for name in bbopt.presets.names("problem", output_space=True)),
     "pycma",
     "nevergrad-ngopt",
     "nevergrad-de",

@@ -3,7 +3,7 @@ PGPE, at one env-step budget per run.
 
 HalfCheetah-v5 and Hopper-v5, seeds 0-2. bbopt methods go through `bbopt.rollout.Trainer`
 (serial pool, population 64, an MLP 64-64 policy with observation normalization, the
-defaults of `bbopt.rollout.runs.CONTROL_DEFAULTS`); the parameter-space baseline is
+"episodes" presets, `bbopt.presets`); the parameter-space baseline is
 `bbopt.baselines.ParameterES` in the same harness. EvoTorch PGPE uses its GymNE problem with
 the settings of EvoTorch's own MuJoCo examples (examples/scripts/rl_clipup.py, the Walker2d
 preset: linear policy, ClipUp, max speed 0.015, center lr 0.01125, radius 0.225, stdev lr
@@ -26,12 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bbopt
+
 try:
     from benchmarks import _report
 except ImportError:  # run as a script
     import _report
 
-METHODS = ("ovlr", "es", "cem", "pes", "pgpe", "ovlr-togo", "es-togo")  # -togo: per-step credit (credit="to_go")
+# Every registered solver with an episodes preset, EvoTorch's PGPE, and per-step credit variants (-togo).
+METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo")
 EVAL_SEED = 10**6
 
 

@@ -6,7 +6,7 @@ from bbopt.sigma import Fixed
 
 
 class RecordingSigma(Fixed):
-    """A `bbopt.sigma.Fixed` that keeps every log-sigma gradient it is handed."""
+    """A `bbopt.sigma.Fixed` that keeps every log-sigma gradient (`bbopt.sigma.Feedback`) it is handed."""
 
     learns = True  # receive the solver's estimate, but keep sigma fixed
 
@@ -14,9 +14,9 @@ class RecordingSigma(Fixed):
         super().__init__(value)
         self.gradients = []
 
-    def step(self, log_sigma_gradient):
-        super().step(log_sigma_gradient)
-        self.gradients.append(log_sigma_gradient.detach().clone())
+    def step(self, feedback):
+        super().step(feedback)
+        self.gradients.append(feedback.log_sigma_gradient.detach().clone())
 
 
 @pytest.fixture

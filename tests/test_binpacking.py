@@ -429,7 +429,7 @@ def test_ovlr_search_solves_triplet_60_where_random_priorities_do_not():
 
 def test_search_rejects_bad_arguments():
     instance = triplet(60, seed=0)
-    with pytest.raises(ValueError, match="Invalid solver: 'sgd'"):
+    with pytest.raises(ValueError, match=r"Invalid solver name: 'sgd' \(expected one of \['cem', 'es', 'ovlr'\]\)"):
         search(instance, "sgd")
     with pytest.raises(ValueError, match="Invalid budget: 0"):
         search(instance, budget=0)

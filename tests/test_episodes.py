@@ -57,7 +57,7 @@ def record_asks(solver):
     return recorded
 
 
-@pytest.mark.parametrize("name", sorted(bbopt.SOLVERS))
+@pytest.mark.parametrize("name", bbopt.presets.names(output_space=True))
 def test_episode_ask_gives_one_action_per_live_episode_and_pairs_whole_episodes(name):
     policy, solver, _ = setup(name, antithetic=True)
     observations = torch.ones(EPISODES, 2)
@@ -116,7 +116,7 @@ def test_cem_episode_mode_regresses_onto_the_elite_episodes_actions():
         torch.testing.assert_close(parameter.grad, grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(bbopt.SOLVERS))
+@pytest.mark.parametrize("name", bbopt.presets.names(output_space=True))
 def test_each_solver_learns_the_point_mass_in_episode_mode(name):
     """Fixed seed; the stated bound: mean episode loss over 3 fresh evaluation rollouts falls
     to at most 60% of the untrained policy's after 60 updates."""
@@ -173,7 +173,7 @@ def test_step_losses_weight_each_step_by_its_cost_to_go():
     episodes not asked), times eps / sigma, summed into the bias gradient."""
     policy, solver = linear_solver()
     losses, step_losses = run_toy_episodes(solver)
-    records = list(solver._episode_steps)
+    records = list(solver._record.steps)
     expected = torch.zeros(2, dtype=torch.float64)
     for step, values in zip(records, step_losses, strict=True):
         to_go = torch.zeros(8, dtype=torch.float64)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+import bbopt
 from bbopt.envs.ioh import (
-    DEFAULT_SETTINGS,
     TARGETS,
     BudgetExhausted,
     IOHAlgorithm,
@@ -22,6 +22,8 @@ from bbopt.envs.ioh import (
     ecdf,
     final_score,
     get_problem,
+    preset_for,
+    solve,
 )
 
 IOH_IDS = sorted(id for id, spec in gymnasium.registry.items() if "envs.ioh" in str(spec.entry_point))
@@ -87,23 +89,19 @@ def test_box_decoding_projects_and_penalizes_and_bits_come_from_signs():
 
 
 def test_budget_is_spent_exactly_by_a_solver():
-    from bbopt.envs.ioh import DEFAULT_SETTINGS, build, optimize
-
     objective = Objective(get_problem("bbob", 1, 1, 5), budget=123)
-    optimize(objective, build(DEFAULT_SETTINGS["ovlr"], objective, seed=0))
+    solve(objective, "ovlr", seed=0)
     assert objective.evaluations == 123 == objective.problem.state.evaluations
     with pytest.raises(BudgetExhausted, match=r"1 evaluations asked with 0 of the budget 123 left"):
         objective(torch.zeros(1, 5))
 
 
-def test_solvers_make_progress_on_the_sphere():
-    """Stated bound: every bbopt default reaches precision 1e-6 on BBOB f1, d = 5, within the
-    protocol's 1000 * d = 5,000 evaluations (seed 0)."""
-    from bbopt.envs.ioh import DEFAULT_SETTINGS, build, optimize
-
-    for name, settings in DEFAULT_SETTINGS.items():
-        objective = Objective(get_problem("bbob", 1, 1, 5), budget=5000)
-        assert optimize(objective, build(settings, objective, seed=0)) <= 1e-6, name
+@pytest.mark.parametrize("name", bbopt.presets.names("problem"))
+def test_solvers_reach_the_final_target_on_the_sphere(name):
+    """Stated bound: every solver's fixed-problem preset reaches precision 1e-8 (the ECDF's last
+    target) on BBOB f1, d = 5, within the protocol's 1000 * d = 5,000 evaluations (seed 0)."""
+    objective = Objective(get_problem("bbob", 1, 1, 5), budget=5000)
+    assert solve(objective, name, seed=0) <= 1e-8
 
 
 BAD = {
@@ -117,7 +115,8 @@ BAD = {
               r"Invalid candidates: shape \[3, 4\] \(expected \[n, 2\]\)"),
     "nan": (lambda: Objective(get_problem("bbob", 1, 1, 2))(torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])),
             r"Invalid candidates: non-finite values in rows \[1\]"),
-    "algorithm": (lambda: IOHAlgorithm("pso"), r"Invalid name: 'pso'"),
+    "algorithm": (lambda: IOHAlgorithm("pso"),
+                  r"Invalid solver name: 'pso' \(expected one of \['cem', 'es', 'ovlr'\]\)"),
     "log dir": (lambda: attach_analyzer(get_problem("bbob", 1, 1, 2), None, algorithm_name="x"), r"Invalid out"),
 }  # fmt: skip
 
@@ -130,10 +129,8 @@ def test_bad_input(case):
 
 
 def test_budget_below_one_batch_is_still_spent_exactly():
-    from bbopt.envs.ioh import DEFAULT_SETTINGS, build, optimize
-
     objective = Objective(get_problem("bbob", 3, 1, 5), budget=5)  # the solver asks 8 at a time
-    optimize(objective, build(DEFAULT_SETTINGS["es"], objective, seed=0))
+    solve(objective, "es", seed=0)
     assert objective.evaluations == 5
 
 
@@ -168,7 +165,8 @@ def test_bbopt_solver_as_ioh_experiment_algorithm(tmp_path):
     files = sorted(p.name for p in (tmp_path / "run").glob("*.json"))
     assert files == ["IOHprofiler_f1_Sphere.json", "IOHprofiler_f8_Rosenbrock.json"]
     runs = json.loads((tmp_path / "run" / files[0]).read_text())["scenarios"][0]["runs"]
-    assert [r["evals"] for r in runs] == [60, 60] and runs[0]["lr"] == DEFAULT_SETTINGS["ovlr"].lr
+    assert [r["evals"] for r in runs] == [60, 60]
+    assert runs[0]["lr"] == preset_for("ovlr", Objective(get_problem("bbob", 1, 1, 3))).lr
 
 
 def test_ecdf_counts_targets_reached_within_the_budget():
@@ -199,9 +197,7 @@ def test_ioh_command_writes_logs_summary_and_plot(tmp_path):
 
 def test_log_loss_is_only_used_where_losses_are_nonnegative():
     """LABS has no known optimum in ioh, so its loss is -f < 0: OVLR must still run on it."""
-    from bbopt.envs.ioh import solve
-
     objective = Objective(get_problem("pbo", "LABS", 1, 16), budget=200)
     assert objective.optimum is None
-    solve(objective, DEFAULT_SETTINGS["ovlr"], seed=0)
+    solve(objective, "ovlr", seed=0)
     assert objective.evaluations == 200

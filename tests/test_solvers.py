@@ -9,7 +9,7 @@ import bbopt
 from bbopt.envs import sphere
 from tests.conftest import mlp_policy, vector_policy
 
-SOLVER_NAMES = sorted(bbopt.SOLVERS)
+SOLVER_NAMES = bbopt.presets.names(output_space=True)  # the generic contract: output-space solvers
 INPUTS = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
 
 

@@ -19,11 +19,18 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from bbopt.checks import check_float, check_int
 from bbopt.es import centered_ranks
+from bbopt.presets import Preset
+from bbopt.registry import register_solver
 
-__all__ = ["ParameterES"]
+__all__ = ["PRESETS", "ParameterES"]
+
+# Per episode (parameter-space sigma); from single-seed runs on HalfCheetah-v5 (bbopt train).
+PRESETS = {"episodes": Preset(lr=0.03, sigma=0.03)}
 
 
+@register_solver("pes", presets=PRESETS)
 class ParameterES:
     """Antithetic parameter-space ES with centered ranks and any ``torch.optim`` optimizer.
 
@@ -51,14 +58,10 @@ class ParameterES:
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)")
-        if not sigma > 0:
-            raise ValueError(f"Invalid sigma: {sigma!r} (expected a float > 0)")
+        check_float(sigma, "sigma", above=0.0)
         if episodes is not None:
-            if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 2 or episodes % 2:
-                raise ValueError(f"Invalid episodes: {episodes!r} (expected an even int >= 2)")
-            samples = episodes
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2 or samples % 2:
-            raise ValueError(f"Invalid samples: {samples!r} (expected an even int >= 2)")
+            samples = check_int(episodes, "episodes", minimum=2, even=True)
+        check_int(samples, "samples", minimum=2, even=True)
         self.episodes = episodes
         self.policy, self.optimizer, self.sigma, self.samples = policy, optimizer, float(sigma), samples
         self.names = [name for name, p in policy.named_parameters() if p.requires_grad]

@@ -26,7 +26,6 @@ from bbopt.rollout.policy import control_policy
 from bbopt.rollout.video import write_video
 
 __all__ = [
-    "CONTROL_DEFAULTS",
     "RunConfig",
     "build_solver",
     "evaluate_run",
@@ -36,18 +35,13 @@ __all__ = [
     "train_run",
 ]
 
-# Per solver: action-space sigma (actions in [-1, 1]) or parameter-space sigma (pes), Adam's
-# lr (constant); population 64, MLP 64-64. Picked from single-seed runs on HalfCheetah-v5
-# (0.3M and 0.6M steps: OVLR sigma 0.1-0.5 x lr 0.005-0.03, ES lr 0.003-0.03, CEM sigma
-# 0.3-0.5 x lr 0.01-0.03, pes sigma 0.02-0.05 x lr 0.01-0.03, linear or MLP policy; at 2M
-# steps OVLR lr 0.01 rose to 2,400 by 0.6M and then collapsed, lr 0.003 reached 1,750, and
-# lr 0.01 decaying linearly to 0 reached 1,200). Hopper-v5 untuned.
-CONTROL_DEFAULTS = {
-    "ovlr": {"sigma": 0.3, "lr": 0.003, "credit": "episode"},
-    "es": {"sigma": 0.3, "lr": 0.003, "credit": "episode"},
-    "cem": {"sigma": 0.3, "lr": 0.01, "credit": "episode"},
-    "pes": {"sigma": 0.03, "lr": 0.03, "credit": "episode"},
-}
+# sigma and lr default to each solver's "episodes" preset (bbopt.presets): action-space sigma
+# (actions in [-1, 1]) or parameter-space sigma (pes), Adam's lr (constant); population 64,
+# MLP 64-64. Picked from single-seed runs on HalfCheetah-v5 (0.3M and 0.6M steps: OVLR sigma
+# 0.1-0.5 x lr 0.005-0.03, ES lr 0.003-0.03, CEM sigma 0.3-0.5 x lr 0.01-0.03, pes sigma
+# 0.02-0.05 x lr 0.01-0.03, linear or MLP policy; at 2M steps OVLR lr 0.01 rose to 2,400 by
+# 0.6M and then collapsed, lr 0.003 reached 1,750, and lr 0.01 decaying linearly to 0 reached
+# 1,200). Hopper-v5 untuned.
 
 
 @dataclass
@@ -56,28 +50,28 @@ class RunConfig:
     solver: str = "ovlr"
     population: int = 64
     env_steps: int = 2_000_000
-    sigma: float | None = None  # None: CONTROL_DEFAULTS
+    sigma: float | None = None  # None: the solver's "episodes" preset
     lr: float | None = None
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     evaluator: str = "auto"
     workers: int | None = None
     address: str | None = None
     lr_schedule: str = "constant"  # or "linear": Adam's step decays linearly to 0 at env_steps
-    credit: str | None = None  # "episode" or "to_go" (OVLR, ES: per-step cost-to-go, see Trainer); None: default
+    credit: str | None = None  # "episode" or "to_go" (OVLR, ES: per-step cost-to-go, see Trainer); None: "episode"
     eval_every: int = 10
     eval_episodes: int = 5
     checkpoint_every: int = 10
     seed: int = 0
 
     def __post_init__(self):
-        if self.solver not in CONTROL_DEFAULTS:
-            raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {sorted(CONTROL_DEFAULTS)})")
+        if self.solver not in bbopt.presets.names("episodes"):
+            raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {bbopt.presets.names('episodes')})")
         if self.population < 2 or self.population % 2:
             raise ValueError(f"Invalid population: {self.population} (expected an even int >= 2)")
-        defaults = CONTROL_DEFAULTS[self.solver]
-        self.sigma = defaults["sigma"] if self.sigma is None else float(self.sigma)
-        self.lr = defaults["lr"] if self.lr is None else float(self.lr)
-        self.credit = defaults["credit"] if self.credit is None else self.credit
+        preset = bbopt.presets.get(self.solver, "episodes")
+        self.sigma = preset.sigma if self.sigma is None else float(self.sigma)
+        self.lr = preset.lr if self.lr is None else float(self.lr)
+        self.credit = "episode" if self.credit is None else self.credit
         self.env_steps = int(self.env_steps)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -93,13 +87,8 @@ def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
 
 def build_solver(config: RunConfig, env: gym.Env):
     policy = control_policy(env.observation_space, env.action_space, hidden=config.hidden, seed=config.seed)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
-    if config.solver == "pes":
-        from bbopt.baselines import ParameterES
-
-        return ParameterES(policy, optimizer, sigma=config.sigma, episodes=config.population, seed=config.seed)
-    return bbopt.make_solver(config.solver, policy, optimizer, sigma=config.sigma, episodes=config.population,
-                             seed=config.seed)  # fmt: skip
+    preset = bbopt.presets.get(config.solver, "episodes").replace(sigma=config.sigma, lr=config.lr)
+    return preset.build(config.solver, policy, episodes=config.population, seed=config.seed)
 
 
 def make_trainer(config: RunConfig, out: Path) -> Trainer:

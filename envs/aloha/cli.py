@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from bbopt import presets
 from bbopt.cli import positive_int, step_count
 
 __all__ = ["add_parser", "run"]
@@ -59,7 +60,7 @@ def add_parser(commands) -> None:
 
     finetune = jobs.add_parser("finetune", help="fine-tune a policy through the simulator (episode mode)")
     finetune.add_argument("--policy", type=Path, required=True)
-    finetune.add_argument("--method", default="ovlr", choices=["ovlr", "es", "cem"])
+    finetune.add_argument("--method", default="ovlr", choices=presets.names("episodes", output_space=True))
     finetune.add_argument("--env-steps", type=step_count, default=300_000, help="simulator steps, e.g. 3e5")
     finetune.add_argument("--population", type=positive_int, default=32, help="episodes per update (even)")
     finetune.add_argument("--sigma", type=float, default=0.02, help="noise std, in units of each action's std")

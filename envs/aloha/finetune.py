@@ -27,7 +27,6 @@ import copy
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 import bbopt
 from bbopt.envs.aloha.env import AlohaStateEnv
@@ -38,9 +37,7 @@ from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.driver import Trainer
 from bbopt.rollout.pools import EnvFactory
 
-__all__ = ["FINETUNE_SOLVERS", "StageShaping", "finetune", "make_finetune_env"]
-
-FINETUNE_SOLVERS = ("ovlr", "es", "cem")
+__all__ = ["StageShaping", "finetune", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
 VALIDATION_SEED = 500_000  # model-selection placements: apart from demos (0, 1, ...) and evaluation (10**6, ...)
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
@@ -134,15 +131,15 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     Returns the policy, the Trainer's history (``return_mean`` is the mean shaped value) and the
     selection: ``update`` kept, its ``validation_success``, the start's, ``validation_steps``.
     """
-    if method not in FINETUNE_SOLVERS:
-        raise ValueError(f"Invalid method {method!r}: expected one of {FINETUNE_SOLVERS}")
-    if isinstance(env_steps, bool) or not isinstance(env_steps, int) or env_steps < 1:
-        raise ValueError(f"Invalid env_steps: {env_steps!r} (expected an int >= 1)")
+    methods = bbopt.presets.names("episodes", output_space=True)  # the noise is per action dimension
+    if method not in methods:
+        raise ValueError(f"Invalid method {method!r}: expected one of {methods}")
+    bbopt.checks.check_int(env_steps, "env_steps", minimum=1)
     if validate_every < 0 or (validate_every and validation_episodes < 1):
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     scale = sigma * policy.action_std.repeat(policy.chunk)
-    solver = bbopt.make_solver(method, policy, optimizer, sigma=scale, episodes=episodes, seed=seed)
+    preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
+    solver = preset.build(method, policy, episodes=episodes, seed=seed)
     factory = EnvFactory(make_finetune_env, (("task", task), ("chunk", policy.chunk), ("decay", decay)))
     selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0}
     best = {"key": None, "state": None}

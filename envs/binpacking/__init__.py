@@ -16,11 +16,10 @@ from bbopt.envs.binpacking.instance import (
     uniform,
     write_bpplib,
 )
-from bbopt.envs.binpacking.search import DEFAULT_SETTINGS, SearchResult, SearchSettings, search
+from bbopt.envs.binpacking.search import SearchResult, preset_for, search
 
 __all__ = [
     "DECODERS",
-    "DEFAULT_SETTINGS",
     "FAMILIES",
     "HEURISTICS",
     "BinPackingEnv",
@@ -28,7 +27,6 @@ __all__ = [
     "Instance",
     "Packing",
     "SearchResult",
-    "SearchSettings",
     "best_fit_decreasing",
     "decode",
     "fill_tiebreak",
@@ -38,6 +36,7 @@ __all__ = [
     "make_instance",
     "max_bins",
     "packing_loss",
+    "preset_for",
     "read_bpplib",
     "read_instances",
     "read_optima",

@@ -14,13 +14,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+import bbopt
 from bbopt.envs.binpacking.heuristics import HEURISTICS
 from bbopt.envs.binpacking.instance import Instance
-from bbopt.envs.binpacking.search import DEFAULT_SETTINGS, SearchResult, search
+from bbopt.envs.binpacking.search import SearchResult, search
 
-__all__ = ["METHODS", "plot_success", "print_table", "run_instances", "summarize", "write_results"]
+__all__ = ["known_methods", "plot_success", "print_table", "run_instances", "summarize", "write_results"]
 
-METHODS = (*DEFAULT_SETTINGS, *HEURISTICS)
+
+def known_methods() -> tuple[str, ...]:
+    """Every registered solver with a fixed-problem preset, the random control, the heuristics."""
+    return (*bbopt.presets.names("problem"), "random", *HEURISTICS)
 
 
 def _heuristic_row(instance: Instance, name: str) -> dict:
@@ -34,9 +38,10 @@ def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, s
     """Every method on every instance. A search method gets seed ``seed + k`` on instance k and
     stops at the best bound; ``inits`` maps a method label to ``{instance name: priorities}``
     for warm starts (the label is ``"<solver>"`` or ``"<solver>+<anything>"``)."""
-    unknown = [m for m in methods if m.split("+")[0] not in METHODS]
+    known = known_methods()
+    unknown = [m for m in methods if m.split("+")[0] not in known]
     if unknown:
-        raise ValueError(f"Invalid solvers: {unknown} (expected names from {list(METHODS)})")
+        raise ValueError(f"Invalid solvers: {unknown} (expected names from {list(known)})")
     rows = []
     bar = tqdm(total=len(instances) * len(methods), desc="bin packing", disable=not progress)
     for k, instance in enumerate(instances):

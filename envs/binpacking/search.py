@@ -18,32 +18,19 @@ import torch
 import bbopt
 from bbopt.envs.binpacking.decoders import decode
 from bbopt.envs.binpacking.instance import Instance
-from bbopt.policies import LearnedVector
+from bbopt.presets import Preset
 
-__all__ = ["DEFAULT_SETTINGS", "SearchResult", "SearchSettings", "search"]
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """One setting per solver, used for every instance. Tuned on ten triplet-120 instances
-    (seeds 1000-1009, which no benchmark uses): OVLR and ES over sigma x lr (sigma in 0.5-2,
-    lr in 0.03-0.3; OVLR also n in 20-100), CEM over lr x elite fraction x sigma rate. With a
-    zero start, CEM and random search are invariant to sigma (the decoders only read the
-    order of the priorities); OVLR and ES depend on lr / sigma."""
-
-    name: str
-    sigma: float = 1.0  # noise on the priorities (the start is all zeros: every order equally likely)
-    samples: int = 50
-    lr: float = 0.1  # Adam's step (SGD for CEM)
-    extra: dict = field(default_factory=dict)
+__all__ = ["SIGMA", "SearchResult", "preset_for", "search"]
 
 
-DEFAULT_SETTINGS = {
-    "ovlr": SearchSettings("ovlr", sigma=1.0, lr=0.1),
-    "es": SearchSettings("es", sigma=1.0, lr=0.1),
-    "cem": SearchSettings("cem", sigma=1.0, lr=1.0, extra={"elite_fraction": 0.5, "sigma_rate": 0.1}),
-    "random": SearchSettings("random", sigma=1.0, lr=0.0),
-}
+SIGMA = 1.0  # noise on the priorities; the start is all zeros, so every order is equally likely
+RANDOM_SAMPLES = 50  # candidates per draw of the random control
+
+
+def preset_for(solver: str) -> Preset:
+    """Solver ``solver``'s fixed-problem preset (`bbopt.presets`) on priorities: step size 1, the
+    same for every solver; no log transform (a packing's loss is the bin count, never 0)."""
+    return bbopt.presets.get(solver, "problem").replace(sigma=SIGMA, log_loss=False)
 
 
 @dataclass
@@ -73,58 +60,49 @@ class SearchResult:
         return row
 
 
-def _solver(settings: SearchSettings, start: torch.Tensor, seed: int) -> bbopt.Solver | None:
-    if settings.name == "random":
-        return None
-    policy = LearnedVector(start.numel(), init=start)
-    if settings.name == "cem":
-        optimizer = torch.optim.SGD(policy.parameters(), lr=settings.lr)
-    else:
-        optimizer = torch.optim.Adam(policy.parameters(), lr=settings.lr)
-    return bbopt.make_solver(settings.name, policy, optimizer, sigma=settings.sigma, samples=settings.samples,
-                             seed=seed, **settings.extra)  # fmt: skip
-
-
 def search(instance: Instance, solver: str = "ovlr", *, budget: int = 20_000, seed: int = 0,
-           decoder: str = "completion", init=None, settings: SearchSettings | None = None,
+           decoder: str = "completion", init=None, preset: Preset | None = None,
            stop_at_bound: bool = True) -> SearchResult:  # fmt: skip
-    """Search priorities for ``instance`` with ``solver`` ("ovlr", "es", "cem", any registered
-    solver with ``settings=``, or "random") within ``budget`` decodes.
+    """Search priorities for ``instance`` with ``solver`` (any registered solver with a
+    fixed-problem preset, or "random") within ``budget`` decodes, through `bbopt.minimize` with
+    the solver's `preset_for` (or ``preset``), its restarts included.
 
     ``init``: starting priorities ``[items]`` (default zeros), e.g. a set network's output
-    for a warm start. Returns the best packing found and when it was first reached.
+    for a warm start; every run starts there. Returns the best packing found and when it was
+    first reached; with ``stop_at_bound``, stops there (no packing can do better).
     """
-    if settings is None:
-        if solver not in DEFAULT_SETTINGS:
-            raise ValueError(f"Invalid solver: {solver!r} (expected one of {sorted(DEFAULT_SETTINGS)} or settings=)")
-        settings = DEFAULT_SETTINGS[solver]
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"Invalid budget: {budget!r} (expected an int >= 1)")
+    bbopt.checks.check_int(budget, "budget", minimum=1)
+    if solver != "random" and preset is None:
+        preset = preset_for(solver)
     start = torch.zeros(instance.items) if init is None else torch.as_tensor(init, dtype=torch.float32).flatten()
     if start.numel() != instance.items or not torch.isfinite(start).all():
         raise ValueError(f"Invalid init: expected {instance.items} finite priorities, got {list(start.shape)}")
     began = time.perf_counter()
-    optimizer_solver = _solver(settings, start, seed)
-    generator = torch.Generator().manual_seed(seed)
-    best_loss, best_bins, best_bin_of, hit, used = math.inf, None, None, None, 0
-    while used < budget:
-        if optimizer_solver is None:
-            candidates = start + settings.sigma * torch.randn(settings.samples, instance.items, generator=generator)
-        else:
-            candidates = optimizer_solver.ask()
-        take = min(candidates.shape[0], budget - used)
-        packing = decode(instance, candidates[:take], decoder)
-        losses = packing.loss
-        index = int(np.argmin(losses))
-        if losses[index] < best_loss:
-            best_loss, best_bins, best_bin_of = float(losses[index]), int(packing.bins[index]), packing.bin_of[index]
-        if hit is None and best_bins <= instance.best_bound:
-            hit = used + int(np.flatnonzero(packing.bins <= instance.best_bound)[0]) + 1
-        used += take
-        if (hit is not None and stop_at_bound) or take < candidates.shape[0]:
-            break
-        if optimizer_solver is not None:
-            optimizer_solver.tell(torch.as_tensor(losses, dtype=torch.float32))
-    success = best_bins <= instance.best_bound
-    return SearchResult(instance.name, settings.name, best_bins, instance.lower_bound, instance.optimum, success,
-                        used, hit, time.perf_counter() - began, best_bin_of)  # fmt: skip
+    found = {"loss": math.inf, "bins": None, "bin_of": None, "hit": None, "used": 0}
+
+    def objective(candidates: torch.Tensor) -> torch.Tensor:
+        packing = decode(instance, candidates, decoder)
+        index = int(np.argmin(packing.loss))
+        if packing.loss[index] < found["loss"]:
+            found.update(loss=float(packing.loss[index]), bins=int(packing.bins[index]), bin_of=packing.bin_of[index])
+        if found["hit"] is None and found["bins"] <= instance.best_bound:
+            found["hit"] = found["used"] + int(np.flatnonzero(packing.bins <= instance.best_bound)[0]) + 1
+        found["used"] += len(candidates)
+        return torch.as_tensor(packing.loss, dtype=torch.float64)
+
+    def reached(step: int, stats: dict) -> bool:
+        return stop_at_bound and found["hit"] is not None
+
+    if solver == "random":  # the control: the same noise around the start, no learning
+        generator = torch.Generator().manual_seed(seed)
+        while found["used"] < budget and not reached(0, {}):
+            take = min(RANDOM_SAMPLES, budget - found["used"])
+            objective(start + SIGMA * torch.randn(take, instance.items, generator=generator))
+        name = "random"
+    else:
+        strategy = preset.strategy(solver, lambda run_seed: start.clone(), dimension=instance.items, seed=seed)
+        bbopt.minimize(objective, strategy, budget=budget, callback=reached, progress=False)
+        name = solver
+    success = found["bins"] <= instance.best_bound
+    return SearchResult(instance.name, name, found["bins"], instance.lower_bound, instance.optimum, success,
+                        found["used"], found["hit"], time.perf_counter() - began, found["bin_of"])  # fmt: skip

@@ -4,21 +4,19 @@ IOHanalyzer logging, an ``ioh.Experiment`` adapter and ECDF scoring."""
 from bbopt.envs.ioh.ecdf import TARGETS, ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import SUITES, BudgetExhausted, Objective, get_problem
-from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, IOHAlgorithm, SolverSettings, build, optimize, solve
+from bbopt.envs.ioh.runner import BOX_SIGMA, IOHAlgorithm, preset_for, solve
 
 __all__ = [
-    "DEFAULT_SETTINGS",
+    "BOX_SIGMA",
     "SUITES",
     "TARGETS",
     "BudgetExhausted",
     "IOHAlgorithm",
     "Objective",
-    "SolverSettings",
     "attach_analyzer",
-    "build",
     "ecdf",
     "final_score",
     "get_problem",
-    "optimize",
+    "preset_for",
     "solve",
 ]

@@ -109,6 +109,25 @@ class Objective:
         return (z > 0).astype(int) if self.binary else np.clip(z, self.lower, self.upper)
 
     def __call__(self, candidates) -> torch.Tensor:
+        precision, distance = self._evaluate(candidates)
+        if self.binary:
+            return torch.from_numpy(precision)
+        return torch.from_numpy(precision + self.penalty * distance)
+
+    def log_loss(self, candidates) -> torch.Tensor:
+        """Like calling the objective (the same evaluations, counted and logged), but the loss is
+        ``log(f(x) - f_opt) + ||z - x||^2``: the log of the precision at the projection plus the
+        squared distance to the box in the same log units. The same minimizer, for solvers whose
+        weights are linear in the loss (OVLR): precisions span orders of magnitude within a run,
+        and a penalty of 1e4 per unit squared would outweigh every difference in f near the box.
+        Needs a known optimum."""
+        if self.optimum is None:
+            raise ValueError("Invalid objective: log_loss needs a known optimum (losses >= 0)")
+        precision, distance = self._evaluate(candidates)
+        return torch.from_numpy(np.log(np.maximum(precision, 1e-300)) + distance)
+
+    def _evaluate(self, candidates) -> tuple[np.ndarray, np.ndarray]:
+        """Precision at the decoded points and squared distance to the box (0 for bits)."""
         z = self._as_array(candidates)
         if self.remaining is not None and len(z) > self.remaining:
             raise BudgetExhausted(f"{len(z)} evaluations asked with {self.remaining} of the budget {self.budget} left")
@@ -117,9 +136,8 @@ class Objective:
         precision = self.precision(values)
         self.best = min(self.best, float(precision.min()))
         self.trace.append((self.evaluations, self.best))
-        if self.binary:
-            return torch.from_numpy(precision)
-        return torch.from_numpy(precision + self.penalty * ((z - points) ** 2).sum(axis=1))
+        distance = np.zeros(len(z)) if self.binary else ((z - points) ** 2).sum(axis=1)
+        return precision, distance
 
     def precision(self, values: np.ndarray) -> np.ndarray:
         """Loss >= 0 from ioh's values, 0 at the optimum (the raw value where it is unknown)."""

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+import bbopt
 from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
-from bbopt.envs.ioh.runner import DEFAULT_SETTINGS, solve
+from bbopt.envs.ioh.runner import BOX_SIGMA, solve
 
 __all__ = ["bbopt_runner", "parse_ids", "plot_ecdf", "run_suite", "summarize"]
 
@@ -39,16 +40,14 @@ def parse_ids(text: str, argument: str) -> list[int]:
     return ids
 
 
-def bbopt_runner(name: str) -> Runner:
-    """A runner for bbopt solver ``name`` with its `DEFAULT_SETTINGS`."""
-    if name not in DEFAULT_SETTINGS:
-        raise ValueError(f"Invalid solver: {name!r} (expected one of {sorted(DEFAULT_SETTINGS)})")
-    settings = DEFAULT_SETTINGS[name]
+def bbopt_runner(name: str, preset=None) -> Runner:
+    """A runner for bbopt solver ``name`` with its fixed-problem preset (or ``preset``)."""
+    shown = preset if preset is not None else bbopt.presets.get(name, "problem")  # refuses unknown names
 
     def run(objective: Objective, seed: int) -> None:
-        solve(objective, settings, seed)
+        solve(objective, name, seed, preset=preset)
 
-    run.attributes = {"lr": settings.lr, "sigma0": settings.sigma, "sigma_lr": settings.sigma_lr}
+    run.attributes = {"lr": shown.lr, "sigma0": BOX_SIGMA}  # numeric run attributes for IOHanalyzer
     return run
 
 

@@ -36,6 +36,10 @@ class Noise:
         """``d log p(mu + sigma * eps) / d log sigma`` per dimension: ``eps * score - 1``."""
         return eps * self.score(eps) - 1.0
 
+    # Fisher information of log sigma per dimension, E[(eps * score - 1)^2]: what turns the
+    # log-sigma gradient into its natural gradient.
+    log_scale_fisher: float = 2.0
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -56,6 +60,7 @@ class Laplace(Noise):
     """Laplace(0, 1/sqrt(2)) noise (unit variance); score ``sqrt(2) * sign(eps)``."""
 
     name = "laplace"
+    log_scale_fisher = 1.0  # E[(sqrt(2)|eps| - 1)^2] with E|eps| = 1/sqrt(2)
 
     def sample(self, shape, *, generator, dtype):
         device = generator.device
@@ -83,6 +88,7 @@ class StudentT(Noise):
         if not math.isfinite(df) or df <= 2.0:
             raise ValueError(f"Invalid df: {df} (Student-t noise needs a finite df > 2 for unit variance)")
         self.df = df
+        self.log_scale_fisher = 2.0 * df / (df + 3.0)  # the location-scale t's Fisher information of log scale
 
     def sample(self, shape, *, generator, dtype):
         count = math.prod(shape)

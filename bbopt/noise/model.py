@@ -1,0 +1,167 @@
+"""The noise model: the distribution of candidates around the policy's output ``mu``.
+
+A solver holds one model. The model draws standard noise ``eps`` from a family, turns it into
+candidates (``x = mu + sigma * A eps`` for the Gaussian-like models), gives the output signal
+that the one VJP sends into the policy, and updates its own parameters (step size, shape) from
+the solver's weights on the samples. The same model serves all three modes; its shape is over
+the d output dimensions and shared by every input.
+
+Weights follow one convention for every solver: ``w_i`` is the weight of sample i in the
+solver's estimate of the gradient of the expected loss, positive for bad samples (OVLR: loss
+minus baseline; ES: centered ranks; CEM: ``-1/k`` on the k elites).
+
+* ``signal(..., natural=False)``: ``sum_i w_i grad_mu log p(x_i)``, the likelihood-ratio
+  gradient of ``E[loss]`` w.r.t. ``mu`` (Gaussian, scaled: ``sum_i w_i eps_i / sigma``);
+* ``signal(..., natural=True)``: ``sum_i w_i (x_i - mu)``, the same preconditioned by the
+  covariance (the natural gradient for Gaussian noise; CEM's regression onto its elites);
+* ``update(weights, eps, pairs)``: the step-size rule gets a `bbopt.sigma.Feedback`; models
+  with a learned shape (`bbopt.noise.Diagonal`, `bbopt.noise.FullCovariance`,
+  `bbopt.noise.LowRank`) update it too.
+
+With antithetic pairs (``pairs=True``: sample ``i + n/2`` is the negation of sample ``i``),
+a pair's weights split into an odd part ``w_i - w_i'`` (what moves the mean) and an even part
+``w_i + w_i'`` (what changes the spread): the whitened step is built from the first, shape
+updates from the second.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bbopt.noise.families import Noise, make_noise
+from bbopt.sigma import Feedback, SigmaRule, SigmaValue, as_sigma_rule
+
+__all__ = ["NoiseModel", "Scaled", "split_pairs"]
+
+
+def split_pairs(weights: torch.Tensor, eps: torch.Tensor, pairs: bool):
+    """``(odd[G, h], even[G, h], independent_eps[G, h, k])``: the weights on independent draws.
+
+    With pairs, ``h = n/2``, ``odd = w_i - w_{i+h}``, ``even = w_i + w_{i+h}``; else ``h = n``
+    and both are ``w``."""
+    if not pairs:
+        return weights, weights, eps
+    half = weights.shape[1] // 2
+    first, second = weights[:, :half], weights[:, half:]
+    return first - second, first + second, eps[:, :half]
+
+
+class NoiseModel(nn.Module):
+    """Base class. Subclasses set ``width`` (noise entries per candidate) in `setup` and write
+    `perturbation`, `gradient_signal` and optionally `update_shape`.
+
+    Args:
+        sigma: the step-size rule (`bbopt.sigma`); a float or ``[d]`` sequence means `Fixed`.
+        family: ``"gaussian" | "laplace" | "student_t"`` or a `bbopt.noise.Noise`.
+        df: degrees of freedom of Student-t noise.
+    """
+
+    def __init__(self, sigma: SigmaValue | SigmaRule = 0.1, *, family: str | Noise = "gaussian", df: float = 5.0):
+        super().__init__()
+        self.sigma = as_sigma_rule(sigma)
+        self.family = make_noise(family, df=df)
+        self.dimension: int | None = None
+        self.width: int | None = None
+        self._scale_cache: tuple | None = None
+
+    # ---------------------------------------------------------------- set up once d is known
+    def setup(self, dimension: int, samples: int) -> None:
+        """Called by the solver at its first ``ask`` (or ``load_state_dict``) with the output
+        dimension d and the group size n; creates the parameters that depend on them."""
+        if self.dimension is not None and self.dimension != dimension:
+            raise ValueError(
+                f"Invalid policy output: dimension {dimension}, but the noise model was set up for {self.dimension}"
+            )
+        self.sigma.setup(dimension, samples)
+        self.dimension, self.width, self.samples = dimension, dimension, samples
+
+    # --------------------------------------------------------------------------- sampling
+    def draw(self, groups: int, samples: int, *, generator: torch.Generator, dtype: torch.dtype,
+             antithetic: bool) -> torch.Tensor:  # fmt: skip
+        """Standard noise ``[groups, samples, width]``; with ``antithetic``, row ``i + n/2`` of
+        each group is the negation of row ``i``."""
+        half = samples // 2 if antithetic else samples
+        eps = self.family.sample((groups, half, self.width), generator=generator, dtype=dtype)
+        return torch.cat([eps, -eps], dim=1) if antithetic else eps
+
+    def candidates(self, mu: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``[G, k, d]`` candidates around ``mu[G, d]`` (detached) from ``eps[G, k, width]``."""
+        return mu[:, None, :] + self.perturbation(eps)
+
+    def perturbation(self, eps: torch.Tensor) -> torch.Tensor:
+        """``x - mu`` for noise ``eps[..., width]``: ``[..., d]``."""
+        raise NotImplementedError
+
+    def scale(self, like: torch.Tensor) -> torch.Tensor:
+        """The step-size rule's sigma in ``like``'s dtype and device (converted once per change)."""
+        key = (self.sigma.version, like.dtype, like.device)
+        if self._scale_cache is None or self._scale_cache[0] != key:
+            self._scale_cache = (key, self.sigma.value().to(device=like.device, dtype=like.dtype))
+        return self._scale_cache[1]
+
+    # ----------------------------------------------------------------------------- signals
+    def signal(self, mu: torch.Tensor, weights: torch.Tensor, eps: torch.Tensor, *, natural: bool) -> torch.Tensor:
+        """``v[rows, d]`` for ``mu[rows, d]`` from ``weights[rows, k]`` on ``eps[rows, k, width]``."""
+        if natural:
+            return torch.bmm(weights[:, None, :], self.perturbation(eps))[:, 0]
+        return self.gradient_signal(mu, weights, eps)
+
+    def gradient_signal(self, mu: torch.Tensor, weights: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``sum_k w_k grad_mu log p(x_k)``, ``[rows, d]``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- updates
+    def feedback(self, weights: torch.Tensor, eps: torch.Tensor, pairs: bool) -> Feedback:
+        """The step-size rule's `Feedback` from ``weights[G, n]`` and whitened ``eps[G, n, d]``."""
+        per_dimension = torch.einsum("gk,gkd->d", weights, self.family.log_scale_score(eps)).to(torch.float64)
+        fisher = self.family.log_scale_fisher
+        if len(self.sigma.shape) == 0:
+            gradient, natural = per_dimension.sum(), per_dimension.mean() / fisher
+        else:
+            gradient, natural = per_dimension, per_dimension / fisher
+        odd, _, independent = split_pairs(weights, eps, pairs)
+        norm = odd.square().sum().sqrt()
+        step = -torch.einsum("gh,ghd->d", odd, independent).to(torch.float64)
+        step = step / norm if float(norm) > 0 else torch.zeros_like(step)
+        return Feedback(gradient, natural, step)
+
+    def update(self, weights: torch.Tensor, eps: torch.Tensor, *, pairs: bool) -> None:
+        """One update from ``weights[G, n]`` on ``eps[G, n, width]`` (the step-size rule, then
+        the shape)."""
+        feedback = self.feedback(weights, eps, pairs) if self.sigma.learns or self.learns_shape else None
+        self.sigma.step(feedback)
+        if self.learns_shape:
+            self.update_shape(weights, eps, pairs, feedback)
+
+    learns_shape = False
+
+    def update_shape(self, weights, eps, pairs, feedback) -> None:
+        """Models with a learned shape update it here."""
+
+    # ------------------------------------------------------------------------- diagnostics
+    def spread(self) -> float:
+        """The largest standard deviation of a candidate coordinate (restarts' ``tol_x``)."""
+        return float(self.sigma.value().max())
+
+    def condition(self) -> float:
+        """Condition number of the covariance (1 without a learned shape)."""
+        value = self.sigma.value()
+        return float((value.max() / value.min()) ** 2)
+
+    def extra_repr(self) -> str:
+        return f"family={self.family!r}, dimension={self.dimension}"
+
+
+class Scaled(NoiseModel):
+    """``x = mu + sigma * eps``: isotropic with a scalar sigma, axis-parallel with a ``[d]``
+    sigma (each dimension its own scale, as `bbopt.sigma.Learned` per dimension learns it).
+
+    What a solver builds from its ``sigma=`` and ``noise=`` arguments when no model is given.
+    """
+
+    def perturbation(self, eps):
+        return self.scale(eps) * eps
+
+    def gradient_signal(self, mu, weights, eps):
+        return torch.bmm(weights[:, None, :], self.family.score(eps))[:, 0] / self.scale(eps)

@@ -1,0 +1,239 @@
+"""Noise models: the shape gradients against their closed forms (Monte Carlo z-scores), bits,
+step-size control, state round trips and bad input."""
+
+import io
+import math
+
+import pytest
+import torch
+
+import bbopt
+from bbopt.noise import Bernoulli, Diagonal, FullCovariance, LowRank, Scaled
+from bbopt.policies import LearnedVector
+from bbopt.sigma import CSA
+
+# A quadratic loss L(x) = 1/2 (x - c)^T Q (x - c): for x = mu + sigma A z, E[L] = L(mu) +
+# sigma^2 tr(Q A A^T) / 2, so d E[L] / d A = sigma^2 Q A and, in local coordinates
+# (A expm(M), M symmetric, at M = 0), d E[L] / d M = sigma^2 A^T Q A.
+Q = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]], dtype=torch.float64)
+CENTER = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+FACTOR = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.8, 0.0], [-0.3, 0.2, 1.2]], dtype=torch.float64)  # Cholesky
+SIGMA, MU = 0.7, torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+
+
+def quadratic(x):
+    deviation = x - CENTER
+    return 0.5 * ((deviation @ Q) * deviation).sum(-1)
+
+
+def ovlr_weights(losses):
+    """OVLR's leave-one-out weights (L_i - mean of the others) / n on [G, n] losses."""
+    n = losses.shape[1]
+    return (losses - (losses.sum(1, keepdim=True) - losses) / (n - 1)) / n
+
+
+def z_scores(draws, truth):
+    mean, error = draws.mean(0), draws.std(0) / math.sqrt(draws.shape[0])
+    return ((mean - truth) / error).abs()
+
+
+def full_model(factor=FACTOR):
+    model = FullCovariance(SIGMA, initial=factor)
+    model.setup(3, 8)
+    return model
+
+
+def shape_draws(model, count=4000, samples=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(count):
+        eps = model.draw(1, samples, generator=generator, dtype=torch.float64, antithetic=False)
+        losses = quadratic(model.candidates(MU[None], eps)[0])
+        rows.append(model.shape_gradient(ovlr_weights(losses[None]), eps))
+    return torch.stack(rows)
+
+
+def test_full_covariance_gradient_matches_its_closed_form():
+    draws = shape_draws(full_model())
+    local_truth = SIGMA**2 * FACTOR.T @ Q @ FACTOR
+    assert float(z_scores(draws.reshape(len(draws), -1), local_truth.reshape(-1)).max()) < 4.5
+    # The same estimate w.r.t. the Cholesky factor itself: d E[L] / d A = A^-T G = sigma^2 Q A.
+    factor_draws = torch.linalg.solve(FACTOR.T, draws)  # A^-T G per draw
+    factor_truth = SIGMA**2 * Q @ FACTOR
+    assert float(z_scores(factor_draws.reshape(len(draws), -1), factor_truth.reshape(-1)).max()) < 4.5
+
+
+def test_gradient_check_catches_a_wrong_moment():
+    """Planted bug: the rank-mu moment without its -I term is biased; the same check fails."""
+
+    class Biased(FullCovariance):
+        def _second_moment(self, even, independent):
+            return super()._second_moment(even, independent) + even.sum() * torch.eye(3, dtype=torch.float64)
+
+    model = Biased(SIGMA, initial=FACTOR)
+    model.setup(3, 8)
+    draws = shape_draws(model, count=2000)
+    truth = SIGMA**2 * FACTOR.T @ Q @ FACTOR
+    # with leave-one-out weights sum(w) = 0: shift the weights so that the planted term shows
+    shifted = []
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(2000):
+        eps = model.draw(1, 8, generator=generator, dtype=torch.float64, antithetic=False)
+        losses = quadratic(model.candidates(MU[None], eps)[0])
+        shifted.append(model.shape_gradient((losses / 8)[None], eps))  # no baseline: sum(w) != 0
+    assert float(z_scores(torch.stack(shifted).reshape(2000, -1), truth.reshape(-1)).max()) > 8.0
+    assert draws.shape == (2000, 3, 3)
+
+
+def test_diagonal_gradient_matches_its_closed_form():
+    scales = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    model = Diagonal(SIGMA)
+    model.setup(3, 8)
+    model.log_scale.copy_(scales.log())
+    draws = shape_draws(model)
+    truth = SIGMA**2 * scales**2 * torch.diagonal(Q)  # d E[L] / d log scale_i
+    assert float(z_scores(draws, truth).max()) < 4.5
+
+
+def test_low_rank_gradient_is_the_likelihood_ratio_gradient_of_its_parameters():
+    """LowRank's autograd LR gradient of (log scale, directions, lengths) against the exact
+    gradient of E[L] = L(mu) + sigma^2 tr(Q C) / 2 through the same parametrization."""
+    model = LowRank(SIGMA, rank=1)
+    model.setup(3, 8)
+    parameters = [model.log_scale, model.unit_directions, model.log_lengths]
+    generator = torch.Generator().manual_seed(2)
+    rows = []
+    for _ in range(4000):
+        eps = model.draw(1, 8, generator=generator, dtype=torch.float64, antithetic=False)
+        losses = quadratic(model.candidates(MU[None], eps)[0])
+        a = eps[0, :, :3] + eps[0, :, 3:] @ model.directions.T
+        log_prob = model._log_prob(a, model.log_scale, model._directions(model.unit_directions, model.log_lengths))
+        gradients = torch.autograd.grad((ovlr_weights(losses[None])[0] * log_prob).sum(), parameters)
+        rows.append(torch.cat([g.reshape(-1) for g in gradients]))
+    directions = model._directions(model.unit_directions, model.log_lengths)
+    scale = model.log_scale.exp()
+    covariance = scale[:, None] * (torch.eye(3, dtype=torch.float64) + directions @ directions.T) * scale[None]
+    truth = torch.autograd.grad(SIGMA**2 * (Q * covariance).sum() / 2, parameters)
+    assert float(z_scores(torch.stack(rows), torch.cat([g.reshape(-1) for g in truth])).max()) < 4.5
+
+
+def leave_pair_out_weights(losses):
+    """OVLR's weights with antithetic pairs (partner of i is i + n/2): the baseline excludes both."""
+    n = losses.shape[1]
+    others = losses.sum(1, keepdim=True) - losses - losses.roll(n // 2, dims=1)
+    return (losses - others / (n - 2)) / n
+
+
+@pytest.mark.parametrize("antithetic", [False, True], ids=["independent", "antithetic"])
+def test_bernoulli_signal_is_unbiased_for_a_linear_loss(antithetic):
+    """E[sum_j c_j x_j] = sum_j c_j p_j, so d E / d mu_j = c_j (1 - 2m) s_j (1 - s_j). (With
+    complementary draws the baseline must leave the partner out, as OVLR's does.)"""
+    coefficients = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    logits = torch.tensor([[0.3, -1.0, 2.0, 0.0]], dtype=torch.float64)
+    model = Bernoulli(margin=0.05)
+    model.setup(4, 10)
+    generator = torch.Generator().manual_seed(3)
+    rows = []
+    for _ in range(4000):
+        eps = model.draw(1, 10, generator=generator, dtype=torch.float64, antithetic=antithetic)
+        bits = model.candidates(logits, eps)
+        assert set(bits.unique().tolist()) <= {0.0, 1.0}
+        weights = (leave_pair_out_weights if antithetic else ovlr_weights)(bits @ coefficients)
+        rows.append(model.signal(logits, weights, eps, natural=False)[0])
+    s = torch.sigmoid(logits[0])
+    truth = coefficients * 0.9 * s * (1 - s)
+    assert float(z_scores(torch.stack(rows), truth).max()) < 4.5
+
+
+def test_bernoulli_antithetic_draws_are_complements_and_keep_the_margin():
+    model = Bernoulli()
+    model.setup(100, 4)
+    assert model.margin == pytest.approx(0.01)
+    eps = model.draw(1, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64, antithetic=True)
+    torch.testing.assert_close(eps[:, 2:], 1 - eps[:, :2])
+    p = model.probability(torch.tensor([[50.0, -50.0]], dtype=torch.float64))
+    torch.testing.assert_close(p, torch.tensor([[0.99, 0.01]], dtype=torch.float64))
+
+
+def run_csa(losses_of, steps, seed=0, dimension=10):
+    policy = LearnedVector(dimension, init=torch.zeros(dimension))
+    solver = bbopt.ES(policy, torch.optim.SGD(policy.parameters(), lr=1.0), noise=Scaled(CSA(1.0)), samples=12,
+                      natural=True, normalize=True, seed=seed)  # fmt: skip
+    for _ in range(steps):
+        candidates = solver.ask()
+        solver.tell(losses_of(candidates))
+    return float(solver.sigma.value())
+
+
+def test_csa_grows_sigma_on_a_slope_and_leaves_it_alone_on_noise():
+    assert run_csa(lambda x: x[:, 0], 40) > 20.0  # consecutive steps agree: sigma grows fast
+    generator = torch.Generator().manual_seed(5)
+    final = [run_csa(lambda x: torch.rand(len(x), generator=generator), 200, seed=s) for s in range(5)]
+    assert all(0.1 < value < 10.0 for value in final)  # no signal: a bounded random walk
+    assert run_csa(lambda x: (x * x).sum(1), 150) < 1e-3  # the sphere: sigma follows the distance down
+
+
+@pytest.mark.parametrize(
+    "model",
+    [lambda: Scaled(bbopt.sigma.Learned([0.5, 0.4, 0.3, 0.6])), lambda: Diagonal(CSA(0.5), rank_one=True),
+     lambda: FullCovariance(CSA(0.5), rank_one=True, rate=2.0), lambda: LowRank(CSA(0.5), rank=2), Bernoulli],
+    ids=["scaled", "diagonal", "full", "low_rank", "bernoulli"],
+)  # fmt: skip
+def test_model_state_round_trips_through_a_weights_only_load(model):
+    def build(seed):
+        policy = LearnedVector(4, init=torch.full((4,), 2.0))
+        return bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.5), noise=model(), samples=8,
+                          natural=True, normalize=True, seed=seed)  # fmt: skip
+
+    solver = build(0)
+    for _ in range(7):
+        solver.tell((solver.ask() ** 2).sum(1))
+    buffer = io.BytesIO()
+    torch.save(solver.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = build(1)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    for _ in range(20):
+        a, b = solver.ask(), fresh.ask()
+        assert torch.equal(a, b)
+        assert solver.tell((a**2).sum(1)) == fresh.tell((b**2).sum(1))
+    assert torch.equal(solver.noise.sigma.value(), fresh.noise.sigma.value())
+
+
+BAD = {
+    "not positive definite": (lambda: FullCovariance(1.0, initial=[[1.0, 2.0], [2.0, 1.0]], initial_is_covariance=True),
+                              r"Invalid initial: the covariance is not positive definite"),
+    "not symmetric": (lambda: FullCovariance(1.0, initial=[[1.0, 0.5], [0.0, 1.0]], initial_is_covariance=True),
+                      r"Invalid initial: the covariance is not symmetric"),
+    "singular factor": (lambda: FullCovariance(1.0, initial=[[1.0, 2.0], [2.0, 4.0]]),
+                        r"Invalid initial: the factor is singular"),
+    "not square": (lambda: FullCovariance(1.0, initial=[[1.0, 0.0, 0.0]]), r"Invalid initial: shape \[1, 3\]"),
+    "wrong size": (lambda: bbopt.OVLR(LearnedVector(3), torch.optim.SGD(LearnedVector(3).parameters(), lr=0.1),
+                                      noise=FullCovariance(1.0, initial=torch.eye(2))).ask(),
+                   r"Invalid initial: a \[2, 2\] factor for a policy output of dimension 3"),
+    "per-dimension sigma": (lambda: FullCovariance(bbopt.sigma.Fixed([1.0, 2.0])).setup(2, 4),
+                            r"Invalid sigma: shape \(2,\) \(FullCovariance takes a scalar step size"),
+    "csa vector": (lambda: CSA([1.0, 2.0]), r"Invalid sigma: shape \(2,\) \(CSA adapts a scalar sigma\)"),
+    "rank": (lambda: LowRank(1.0, rank=3).setup(3, 4), r"Invalid rank: 3 for dimension 3"),
+    "margin": (lambda: Bernoulli(margin=0.5), r"Invalid margin: 0.5 \(expected a finite float > 0.0 and < 0.5\)"),
+    "rate": (lambda: FullCovariance(1.0, rate=0.0), r"Invalid rate: 0.0"),
+    "sigma and model": (lambda: bbopt.OVLR(LearnedVector(2), torch.optim.SGD(LearnedVector(2).parameters(), lr=0.1),
+                                           sigma=0.5, noise=FullCovariance(1.0)),
+                        r"Invalid sigma: the noise model holds its own step-size rule"),
+    "learned bits": (lambda: _tell_once(Bernoulli, bbopt.sigma.Learned(1.0)), r"Invalid sigma: Bernoulli noise has no"),
+}  # fmt: skip
+
+
+def _tell_once(model, sigma):
+    noise = model()
+    noise.sigma = sigma
+    policy = LearnedVector(3)
+    solver = bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), noise=noise, samples=4)
+    solver.tell(solver.ask().sum(1))
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input(case):
+    action, pattern = BAD[case]
+    with pytest.raises(ValueError, match=pattern):
+        action()
