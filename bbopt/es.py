@@ -41,14 +41,18 @@ PRESETS = {
 def centered_ranks(losses: torch.Tensor) -> torch.Tensor:
     """Ranks of ``losses[G, n]`` within each group mapped to ``[-0.5, 0.5]`` (worst -> +0.5).
 
-    Ties are broken by position (stable sort), so the result is deterministic.
+    Tied losses share their average rank (on a plateau, equal losses carry equal weight; ranking
+    them by position would inject weights that mean nothing), so the result is deterministic.
     """
     samples = losses.shape[1]
-    order = torch.argsort(losses, dim=1, stable=True)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(samples).expand_as(order))
     if samples == 1:
         return torch.zeros_like(losses)
-    return ranks.to(losses.dtype) / (samples - 1) - 0.5
+    order = torch.argsort(losses, dim=1, stable=True)
+    ranks = torch.empty_like(losses).scatter_(1, order, torch.arange(samples, dtype=losses.dtype).expand_as(losses))
+    # average over ties: the mean rank of the samples with the same loss, per group
+    equal = losses[:, :, None] == losses[:, None, :]  # [G, n, n]
+    ranks = (equal.to(losses.dtype) @ ranks[:, :, None])[:, :, 0] / equal.sum(-1)
+    return ranks / (samples - 1) - 0.5
 
 
 @register_solver("es", presets=PRESETS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from bbopt.checks import check_float
@@ -19,7 +21,8 @@ class Bernoulli(NoiseModel):
     Draws are uniforms ``u``, ``x = [u < p]``; antithetic pairs use ``1 - u`` (negatively
     correlated bits). Signals: the likelihood-ratio gradient w.r.t. the logits,
     ``sum_i w_i (x_i - p) / (p (1 - p)) * dp/dmu``, or (``natural=True``) ``sum_i w_i (x_i - p)``,
-    the gradient in the expectation parameters (PBIL's / CEM's move toward good bits). No step
+    the gradient in the expectation parameters (PBIL's / CEM's move toward good bits), without
+    its components that push a logit further past saturation (``|mu| >= logit(1 - m)``). No step
     size: the sigma rule must be `bbopt.sigma.Fixed` (its value is ignored).
     """
 
@@ -53,7 +56,14 @@ class Bernoulli(NoiseModel):
         if not natural:
             s = torch.sigmoid(mu)[:, None, :]
             deviation = deviation * ((1 - 2 * self.margin) * s * (1 - s)) / (p * (1 - p))
-        return torch.bmm(weights[:, None, :], deviation)[:, 0]
+            return torch.bmm(weights[:, None, :], deviation)[:, 0]
+        v = torch.bmm(weights[:, None, :], deviation)[:, 0]
+        # Past saturation (|mu| >= logit(1 - m)) p no longer changes: drop the pushes further out
+        # (a projected step), else rare flips kick the logits ever further and no later flip
+        # can bring them back.
+        saturation = math.log((1 - self.margin) / self.margin)
+        outward = ((mu >= saturation) & (v < 0)) | ((mu <= -saturation) & (v > 0))
+        return torch.where(outward, torch.zeros_like(v), v)
 
     def update(self, weights, eps, *, pairs):
         if self.sigma.learns:

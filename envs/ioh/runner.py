@@ -4,7 +4,9 @@
 same way for every solver: on a real box (BBOB's [-5, 5]^d) the initial step size is 2 (a fifth
 of the width; pycma gets the same in the benchmark) and each run starts at a uniform point of
 [-4, 4]^d; on bits the noise is `bbopt.noise.Bernoulli` on logits starting at 0 (every bit a
-coin flip). `solve` spends the budget exactly with `bbopt.minimize` (and the preset's restarts).
+coin flip), stepped by SGD with lr 20 (one good sample saturates a logit; the 1/d margin then
+flips bits like the (1+1)-EA's standard mutation), 16 samples, no restarts. `solve` spends the
+budget exactly with `bbopt.minimize` (and the preset's restarts).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ def _bernoulli(sigma: float) -> Bernoulli:
 def preset_for(name: str, objective: Objective) -> Preset:
     """Solver ``name``'s ``"problem"`` preset adapted to ``objective`` (real box or bits)."""
     preset = bbopt.presets.get(name, "problem")
-    if objective.binary:
-        return preset.replace(noise=_bernoulli, sigma=1.0, restarts=None, log_loss=False, optimizer=torch.optim.Adam,
-                              lr=0.1, samples=16)  # fmt: skip
+    if objective.binary:  # large steps saturate the logits: the 1/d margin then mutates like a (1+lambda)-EA
+        return preset.replace(noise=_bernoulli, sigma=1.0, restarts=None, log_loss=False, optimizer=torch.optim.SGD,
+                              lr=20.0, samples=16)  # fmt: skip
     return preset.replace(sigma=BOX_SIGMA)
 
 
