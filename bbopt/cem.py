@@ -40,7 +40,7 @@ PRESETS = {
         optimizer=torch.optim.SGD,
         lr=1.0,
         sigma=1.0,
-        noise=full_covariance(rate=1.0),
+        noise=full_covariance(rate=3.0),
         samples=cma_population,
         restarts=BIPOP,
         options={"elite_fraction": 0.5},

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bbopt.noise import FullCovariance, NoiseModel
+from bbopt.noise import Diagonal, FullCovariance, NoiseModel
 from bbopt.registry import PRESETS, SOLVERS
 from bbopt.restarts import Restarts, Run
 from bbopt.sigma import CSA
 
-__all__ = ["USES", "Preset", "cma_population", "full_covariance", "get", "log_loss", "names"]
+__all__ = ["USES", "Preset", "cma_population", "diagonal", "full_covariance", "get", "log_loss", "names"]
 
 USES = ("problem", "batch", "episodes")
 
@@ -47,6 +47,16 @@ def _full_covariance(sigma: float, *, rate: float, rank_one: bool) -> NoiseModel
 def full_covariance(*, rate: float = 1.0, rank_one: bool = True) -> Callable[[float], NoiseModel]:
     """A noise factory: ``sigma -> FullCovariance(CSA(sigma), rate=rate, rank_one=rank_one)``."""
     return functools.partial(_full_covariance, rate=rate, rank_one=rank_one)
+
+
+def _diagonal(sigma: float, *, rate: float, rank_one: bool) -> NoiseModel:
+    return Diagonal(CSA(sigma), rate=rate, rank_one=rank_one)
+
+
+def diagonal(*, rate: float = 1.0, rank_one: bool = True) -> Callable[[float], NoiseModel]:
+    """A noise factory: ``sigma -> Diagonal(CSA(sigma), rate=rate, rank_one=rank_one)`` (sep-CMA-ES's
+    scheme: O(d) per candidate)."""
+    return functools.partial(_diagonal, rate=rate, rank_one=rank_one)
 
 
 def log_loss(losses) -> torch.Tensor:

@@ -1,15 +1,21 @@
-"""BBOB side by side: bbopt OVLR / CEM / ES vs pycma CMA-ES (plain, BIPOP), nevergrad NGOpt and
+"""BBOB side by side: bbopt's solvers (their fixed-problem presets, and variants without full
+covariance or without restarts) vs pycma CMA-ES (plain, BIPOP, sep-CMA), nevergrad NGOpt and
 uniform random search.
 
 Protocol: BBOB f1-f24, instances 1-5, dimensions 5 and 20, budget 1000 * d evaluations per
 run, one run per (function, instance); score = final ECDF value, the fraction of (function,
-instance, target) triples reached, 51 targets 10^2 .. 10^-8. Every solver evaluates through
-the same `Objective` (box projection + quadratic penalty outside [-5, 5]^d; ioh counts), starts
-from x0 uniform in [-4, 4]^d; pycma and bbopt start with sigma 2. bbopt uses one setting per
-solver for all functions (`bbopt.envs.ioh.DEFAULT_SETTINGS`, tuned on instance 1 at d = 5).
+instance, target) triples reached, 51 targets 10^2 .. 10^-8; per BBOB function group too. Every
+solver evaluates through the same `Objective` (box projection + quadratic penalty 1e4 outside
+[-5, 5]^d; ioh counts and logs every evaluation), starts from x0 uniform in [-4, 4]^d with
+sigma 2. bbopt: one setting per solver for all functions (`bbopt.presets`, "problem"; tuned on
+instances 1-5 only). Also reported: evaluations to precision 1e-8 on f1, f2 and f10 (sphere,
+separable ellipsoid, rotated ellipsoid), median over the instances that reach it.
+
+bbopt variants are named ``<solver>[+variant]``: ``+diagonal`` (`bbopt.noise.Diagonal` with CSA
+instead of the full covariance), ``+no-restarts`` (one run; the budget is spent in it).
 
     python benchmarks/ioh_bbob.py                                   # everything, one process
-    python benchmarks/ioh_bbob.py --solvers nevergrad-ngopt --out results/A.json   # a part ...
+    python benchmarks/ioh_bbob.py --solvers nevergrad-ngopt --dimensions 5 --out runs/ngopt.json  # a part
     python benchmarks/ioh_bbob.py --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.traces.json
 
 IOHanalyzer logs and per-run traces go to runs/ioh_bbob/ (large, not committed).
@@ -24,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bbopt.envs.ioh.ecdf import final_score
+import bbopt
+from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective
-from bbopt.envs.ioh.suite import bbopt_runner, plot_ecdf, run_suite, summarize
+from bbopt.envs.ioh.runner import BOX_SIGMA
+from bbopt.envs.ioh.suite import bbopt_runner, parse_ids, plot_ecdf, run_suite, summarize
 
 try:
     from benchmarks import _report
@@ -40,6 +48,7 @@ GROUPS = {  # the BBOB function groups
     "multimodal": range(15, 20),
     "weak-structure": range(20, 25),
 }
+TARGET_FUNCTIONS = (1, 2, 10)  # evaluations to 1e-8 on sphere, separable and rotated ellipsoid
 
 
 def evaluate(objective: Objective, points) -> np.ndarray:
@@ -57,22 +66,31 @@ def start(objective: Objective, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-4, 4, objective.dimension)
 
 
-def pycma(objective: Objective, seed: int) -> None:
+def _cma(objective: Objective, seed: int, extra: dict) -> None:
     import cma
 
     options = {"seed": seed + 1, "verbose": -9, "maxfevals": objective.budget, "tolfun": 0, "tolx": 0,
-               "tolfunhist": 0, "tolstagnation": int(1e9), "tolflatfitness": int(1e9)}  # fmt: skip
-    strategy = cma.CMAEvolutionStrategy(start(objective, seed), 2.0, options)
+               "tolfunhist": 0, "tolstagnation": int(1e9), "tolflatfitness": int(1e9)} | extra  # fmt: skip
+    strategy = cma.CMAEvolutionStrategy(start(objective, seed), BOX_SIGMA, options)
     while True:
         candidates = strategy.ask()
         strategy.tell(candidates, list(evaluate(objective, candidates)))
+
+
+def pycma(objective: Objective, seed: int) -> None:
+    _cma(objective, seed, {})
+
+
+def pycma_sep(objective: Objective, seed: int) -> None:
+    """sep-CMA-ES (Ros & Hansen 2008): a diagonal covariance for the whole run."""
+    _cma(objective, seed, {"CMA_diagonal": True})
 
 
 def pycma_bipop(objective: Objective, seed: int) -> None:
     import cma
 
     options = {"seed": seed + 1, "verbose": -9, "maxfevals": objective.budget}
-    cma.fmin2(None, start(objective, seed), 2.0, options, restarts=20, bipop=True,
+    cma.fmin2(None, start(objective, seed), BOX_SIGMA, options, restarts=20, bipop=True,
               parallel_objective=lambda xs: list(evaluate(objective, xs)))  # fmt: skip
     while objective.remaining > 0:  # restarts ended early (all criteria met): spend the rest at random
         evaluate(objective, np.random.default_rng(seed).uniform(-5, 5, (objective.remaining, objective.dimension)))
@@ -95,12 +113,86 @@ def random_search(objective: Objective, seed: int) -> None:
         evaluate(objective, rng.uniform(-5, 5, (min(1000, max(objective.remaining, 1)), objective.dimension)))
 
 
-PEERS = {"pycma": pycma, "pycma-bipop": pycma_bipop, "nevergrad-ngopt": nevergrad, "random": random_search}
-SOLVERS = ["ovlr", "cem", "es", *PEERS]
+PEERS = {"pycma": pycma, "pycma-bipop": pycma_bipop, "pycma-sep": pycma_sep, "nevergrad-ngopt": nevergrad,
+         "random": random_search}  # fmt: skip
+VARIANTS = ("diagonal", "no-restarts")
+
+
+def bbopt_solvers() -> list[str]:
+    names = bbopt.presets.names("problem", output_space=True)
+    return [*names, *(f"{name}+{variant}" for name in names for variant in VARIANTS)]
+
+
+def variant_preset(name: str):
+    """The preset of ``<solver>[+variant]``."""
+    solver, _, variant = name.partition("+")
+    preset = bbopt.presets.get(solver, "problem")
+    if variant == "diagonal":
+        full = preset.noise.keywords if hasattr(preset.noise, "keywords") else {}
+        preset = preset.replace(noise=bbopt.presets.diagonal(**full))
+    elif variant == "no-restarts":
+        preset = preset.replace(restarts=None)
+    elif variant:
+        raise ValueError(f"Invalid variant: {variant!r} (expected one of {VARIANTS})")
+    return solver, preset
 
 
 def runner(name: str):
-    return bbopt_runner(name) if name in ("ovlr", "cem", "es") else PEERS[name]
+    if name in PEERS:
+        return PEERS[name]
+    solver, preset = variant_preset(name)
+    return bbopt_runner(solver, preset.replace(sigma=BOX_SIGMA))
+
+
+def evaluations_to_target(rows: list[dict], target: float = 1e-8) -> list[dict]:
+    """Per (solver, dimension, function in TARGET_FUNCTIONS): median evaluations to ``target``
+    over the runs that reach it, and how many do."""
+    table = []
+    for solver in dict.fromkeys(r["solver"] for r in rows):
+        for dimension in sorted({r["dimension"] for r in rows if r["solver"] == solver}):
+            entry = {"solver": solver, "dimension": dimension}
+            for function in TARGET_FUNCTIONS:
+                hits = [next((e for e, p in r["trace"] if p <= target), None) for r in rows
+                        if (r["solver"], r["dimension"], r["function"]) == (solver, dimension, function)]  # fmt: skip
+                reached = [h for h in hits if h is not None]
+                entry[f"f{function}"] = float(np.median(reached)) if reached else None
+                entry[f"f{function}_reached"] = f"{len(reached)}/{len(hits)}"
+            table.append(entry)
+    return table
+
+
+def plot_groups(rows: list[dict], path: Path, budget_per_dimension: int) -> None:
+    """ECDF against evaluations / d per function group (columns) and dimension (rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dimensions = sorted({r["dimension"] for r in rows})
+    figure, axes = plt.subplots(len(dimensions), len(GROUPS), figsize=(3.4 * len(GROUPS), 3.0 * len(dimensions)),
+                                squeeze=False, sharey=True)  # fmt: skip
+    budgets = np.logspace(0, np.log10(budget_per_dimension), 50)
+    solvers = list(dict.fromkeys(r["solver"] for r in rows))
+    for i, dimension in enumerate(dimensions):
+        for j, (group, functions) in enumerate(GROUPS.items()):
+            axis = axes[i][j]
+            for k, solver in enumerate(solvers):
+                traces = [r["trace"] for r in rows if r["solver"] == solver and r["dimension"] == dimension
+                          and r["function"] in functions and r["trace"]]  # fmt: skip
+                if traces:
+                    axis.plot(budgets, ecdf(traces, budgets * dimension), label=solver, color=f"C{k % 10}",
+                              linestyle="-" if "+" not in solver and solver in bbopt.SOLVERS else "--")  # fmt: skip
+            axis.set_xscale("log")
+            axis.set_ylim(0, 1)
+            axis.set_title(f"{group}, d = {dimension}", fontsize=9)
+            axis.grid(alpha=0.3)
+            if i == len(dimensions) - 1:
+                axis.set_xlabel("evaluations / d")
+    axes[0][0].set_ylabel("fraction of (run, target) pairs")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def report(rows: list[dict], out: Path, config: dict, budget_per_dimension: int) -> list[dict]:
@@ -114,15 +206,23 @@ def report(rows: list[dict], out: Path, config: dict, budget_per_dimension: int)
     columns = [("solver", "solver", "s"), ("dimension", "d", "d"), ("runs", "runs", "d"), ("score", "ECDF", ".3f")]
     columns += [(group, group, ".3f") for group in GROUPS]
     _report.table(summary, columns)
+    targets = evaluations_to_target(rows)
+    print("\nEvaluations to precision 1e-8: median over the instances that reach it (reached / runs)\n")
+    target_columns = [("solver", "solver", "s"), ("dimension", "d", "d")]
+    for function in TARGET_FUNCTIONS:
+        target_columns += [(f"f{function}", f"f{function}", ".0f"), (f"f{function}_reached", "", "s")]
+    _report.table(targets, target_columns)
     plot_ecdf(rows, out.with_suffix(".png"), budget_per_dimension)
+    plot_groups(rows, out.with_name(out.stem + "_groups.png"), budget_per_dimension)
     light = [{k: v for k, v in r.items() if k != "trace"} for r in rows]
-    _report.write(out, config, light, {"by_solver_and_dimension": summary})
+    _report.write(out, config, light, {"by_solver_and_dimension": summary, "evaluations_to_1e-8": targets})
     return summary
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--solvers", default=",".join(SOLVERS))
+    parser.add_argument("--solvers", default=",".join([*bbopt_solvers(), *PEERS]),
+                        help=f"comma-separated, from {','.join([*bbopt_solvers(), *PEERS])}")  # fmt: skip
     parser.add_argument("--functions", default="1-24")
     parser.add_argument("--instances", default="1-5")
     parser.add_argument("--dimensions", default="5,20")
@@ -136,8 +236,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--merge", nargs="+", type=Path, help="merge the traces files of earlier partial runs")
     args = parser.parse_args(argv)
-    from bbopt.envs.ioh.suite import parse_ids
-
     config = {k: str(v) for k, v in vars(args).items()}
     if args.merge:
         rows = [row for path in args.merge for row in json.loads(path.read_text())]

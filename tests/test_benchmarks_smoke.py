@@ -60,14 +60,21 @@ def test_ioh_bbob_benchmark_smoke_and_merge(tmp_path):
 
     common = ["--functions", "1,3", "--instances", "1", "--dimensions", "2", "--budget-per-dim", "20",
               "--logs", str(tmp_path / "logs")]  # fmt: skip
-    ioh_bbob.main(["--solvers", "ovlr,pycma,pycma-bipop,random", "--out", str(tmp_path / "a.json"), *common])
+    solvers = "ovlr,ovlr+diagonal,ovlr+no-restarts,pycma,pycma-bipop,pycma-sep,random"
+    ioh_bbob.main(["--solvers", solvers, "--out", str(tmp_path / "a.json"), *common])
     ioh_bbob.main(["--solvers", "cem", "--out", str(tmp_path / "b.json"), *common])
     traces = [str(tmp_path / "logs" / f"{part}.traces.json") for part in ("a", "b")]
     summary = ioh_bbob.main(["--merge", *traces, "--out", str(tmp_path / "merged.json"), *common])
-    assert {r["solver"] for r in summary} == {"ovlr", "pycma", "pycma-bipop", "random", "cem"}
-    runs = json.loads((tmp_path / "merged.json").read_text())["rows"]
-    assert all(r["evaluations"] == 40 for r in runs)  # every solver spends exactly 20 * d
-    assert (tmp_path / "merged.png").exists() and (tmp_path / "logs" / "a" / "ioh" / "pycma").is_dir()
+    assert {r["solver"] for r in summary} == {*solvers.split(","), "cem"}
+    result = json.loads((tmp_path / "merged.json").read_text())
+    assert all(r["evaluations"] == 40 for r in result["rows"])  # every solver spends exactly 20 * d
+    assert {(r["solver"], r["dimension"]) for r in result["summary"]["evaluations_to_1e-8"]} == {
+        (name, 2) for name in [*solvers.split(","), "cem"]
+    }
+    assert (tmp_path / "merged.png").exists() and (tmp_path / "merged_groups.png").exists()
+    assert (tmp_path / "logs" / "a" / "ioh" / "pycma").is_dir()
+    with pytest.raises(ValueError, match=r"Invalid variant: 'sparse'"):
+        ioh_bbob.runner("ovlr+sparse")
 
 
 def test_ioh_pbo_benchmark_smoke(tmp_path):
