@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bbopt.checks import check_int
+
 __all__ = ["accuracy", "evaluate", "squared_error", "train"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -78,8 +80,7 @@ def train(
         raise ValueError("Invalid solver/optimizer: give exactly one (a bbopt solver, or an optimizer for backprop)")
     if solver is not None and solver.policy is not model:
         raise ValueError("Invalid solver: it must be built on the model being trained")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 1)")
+    check_int(epochs, "epochs", minimum=1)
     if metrics and eval_data is None:
         raise ValueError("Invalid metrics: they need eval_data to be evaluated on")
     history: list[dict[str, float]] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bbopt.checks import check_int
 from bbopt.policies.mlp import MLP
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.normalization import ObservationNormalizer
@@ -34,8 +35,7 @@ class ChunkMLP(nn.Module):
                  features: Sequence[int] | None = None, seed: int = 0):  # fmt: skip
         super().__init__()
         for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("chunk", chunk)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
+            check_int(value, name, minimum=1)
         features = list(range(obs_dim)) if features is None else [int(f) for f in features]
         if not features or min(features) < 0 or max(features) >= obs_dim or len(set(features)) != len(features):
             raise ValueError(f"Invalid features: expected distinct indices in [0, {obs_dim}), got {features}")

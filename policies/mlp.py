@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from bbopt.checks import check_int
+
 __all__ = ["MLP"]
 
 
@@ -40,8 +42,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [in_features, *hidden, out_features]
         for name, width in zip(["in_features", *["hidden"] * len(hidden), "out_features"], widths, strict=True):
-            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-                raise ValueError(f"Invalid {name}: {width!r} (expected an int >= 1)")
+            check_int(width, name, minimum=1)
         generator = torch.Generator().manual_seed(int(seed))
         layers: list[nn.Module] = []
         for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):

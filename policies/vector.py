@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bbopt.checks import check_int
+
 __all__ = ["FixedInput", "LearnedVector"]
 
 
@@ -18,8 +20,7 @@ class LearnedVector(nn.Module):
 
     def __init__(self, dimension: int, *, init=None):
         super().__init__()
-        if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
-            raise ValueError(f"Invalid dimension: {dimension!r} (expected an int >= 1)")
+        check_int(dimension, "dimension", minimum=1)
         if init is None:
             value = torch.zeros(dimension)
         else:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from bbopt.checks import check_int
+
 __all__ = ["ChunkedActions", "TemporalEnsemble"]
 
 
@@ -20,8 +22,7 @@ class TemporalEnsemble:
     """``add(chunk[k, a]) -> action[a]`` for the current step; ``reset()`` between episodes."""
 
     def __init__(self, chunk: int, *, decay: float = 0.1):
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"Invalid chunk: {chunk!r} (expected an int >= 1)")
+        check_int(chunk, "chunk", minimum=1)
         if not decay >= 0:
             raise ValueError(f"Invalid decay: {decay!r} (expected >= 0)")
         self.chunk, self.decay = chunk, float(decay)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bbopt.checks import check_int
+
 __all__ = ["ObservationNormalizer"]
 
 
@@ -25,8 +27,7 @@ class ObservationNormalizer(nn.Module):
 
     def __init__(self, size: int, *, clip: float = 10.0, epsilon: float = 1e-8):
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"Invalid size: {size!r} (expected an int >= 1)")
+        check_int(size, "size", minimum=1)
         self.clip, self.epsilon = float(clip), float(epsilon)
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from bbopt.checks import check_int
+
 __all__ = ["POOLS", "EnvFactory", "ProcessPool", "RayPool", "SerialPool", "StepResult", "make_pool"]
 
 
@@ -103,10 +105,8 @@ class _Pool:
     """Bookkeeping shared by every pool: seeds, action histories, ordering, replays."""
 
     def __init__(self, factory: EnvFactory, num_envs: int, workers: int):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"Invalid num_envs: {num_envs!r} (expected an int >= 1)")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"Invalid workers: {workers!r} (expected an int >= 1)")
+        check_int(num_envs, "num_envs", minimum=1)
+        check_int(workers, "workers", minimum=1)
         self.factory, self.num_envs, self.workers = factory, num_envs, min(workers, num_envs)
         # contiguous blocks of episodes per worker
         self.worker_of = np.repeat(np.arange(self.workers), -(-num_envs // self.workers))[:num_envs]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bbopt.checks import check_int
 from bbopt.envs.aloha.env import TASKS, AlohaStateEnv, observation_size
 from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.rollout.checkpoint import atomic_write
@@ -98,8 +99,7 @@ def generate_demos(task: str, episodes: int, *, seed: int = 0, noise: float = 0.
     targets while the scripted (clean) action is recorded (DART, Laskey et al. 2017): the demos
     then show how to return to the plan from nearby states, which imitation needs.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"Invalid episodes: {episodes!r} (expected an int >= 1)")
+    check_int(episodes, "episodes", minimum=1)
     if not noise >= 0:
         raise ValueError(f"Invalid noise: {noise!r} (expected >= 0)")
     arms = np.r_[0:6, 7:13]
@@ -177,8 +177,7 @@ def load_demos(path) -> Demos:
 def action_chunks(demos: Demos, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Training pairs: each step's observation ``[N, obs_dim]`` and the next ``chunk`` actions
     ``[N, chunk * 14]`` from that step (past the episode's end, its last action repeats)."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"Invalid chunk: {chunk!r} (expected an int >= 1)")
+    check_int(chunk, "chunk", minimum=1)
     targets = []
     for _, actions in demos.split():
         index = np.minimum(np.arange(len(actions))[:, None] + np.arange(chunk)[None], len(actions) - 1)

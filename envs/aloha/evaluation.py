@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bbopt.checks import check_int
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import TemporalEnsemble
@@ -50,8 +51,7 @@ def evaluate_success(task: str, agent, episodes: int = 50, *, seed: int = EVAL_S
     ``mean_stage`` (the highest stage each episode reached, averaged), per-episode records and
     ``seconds``. ``video`` records the first ``video_episodes`` episodes from the top camera at
     ``video_size`` (width, height)."""
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"Invalid episodes: {episodes!r} (expected an int >= 1)")
+    check_int(episodes, "episodes", minimum=1)
     width, height = video_size
     env = AlohaStateEnv(task, render_mode="rgb_array" if video else None, width=width, height=height)
     records, frames = [], []

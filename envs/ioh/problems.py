@@ -23,6 +23,8 @@ import ioh
 import numpy as np
 import torch
 
+from bbopt.checks import check_int
+
 __all__ = ["SUITES", "BudgetExhausted", "Objective", "get_problem", "is_binary"]
 
 SUITES = {"bbob": ioh.ProblemClass.BBOB, "pbo": ioh.ProblemClass.PBO, "graph": ioh.ProblemClass.GRAPH}
@@ -51,10 +53,8 @@ def get_problem(suite: str, function: int | str, instance: int, dimension: int):
         function = by_name[function.lower()]
     if function not in known:
         raise ValueError(f"Invalid function: {function!r} (expected a {suite} id in {sorted(known)})")
-    if isinstance(instance, bool) or not isinstance(instance, int) or instance < 1:
-        raise ValueError(f"Invalid instance: {instance!r} (expected an int >= 1)")
-    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
-        raise ValueError(f"Invalid dimension: {dimension!r} (expected an int >= 1)")
+    check_int(instance, "instance", minimum=1)
+    check_int(dimension, "dimension", minimum=1)
     try:
         return ioh.get_problem(function, instance, dimension, problem_class)
     except Exception as error:  # ioh refuses e.g. a BBOB dimension of 1 or a non-square Ising
@@ -74,8 +74,8 @@ class Objective:
     """
 
     def __init__(self, problem, *, budget: int | None = None, penalty: float = 1e4):
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise ValueError(f"Invalid budget: {budget!r} (expected an int >= 1 or None)")
+        if budget is not None:
+            check_int(budget, "budget", minimum=1)
         self.problem, self.budget, self.penalty = problem, budget, float(penalty)
         self.dimension = problem.meta_data.n_variables
         self.binary = is_binary(problem)

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import bbopt
+from bbopt.checks import check_int
 from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
@@ -70,8 +71,7 @@ def run_suite(
     precision, final ECDF score, seconds and the trace.
     """
     for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
+        check_int(value, name, minimum=1)
     out = Path(out)
     jobs = [
         (s, d, f, i, r) for s in runners for d in dimensions for f in functions for i in instances for r in range(runs)
