@@ -5,7 +5,8 @@ set network trained across instances (zero-shot and as a warm start).
 budget of decodes per instance and method; success = bins == the optimum (triplets) or ==
 the L2 lower bound (uniform: the optimum is unknown, so "success" can be out of reach).
 Methods, all with the completion decoder unless named:
-  ovlr / es / cem   per-instance search on a learned priority vector (`search` defaults)
+  ovlr / es / cem   per-instance search on a learned priority vector (each registered solver's
+                    fixed-problem preset with sigma 1, `bbopt.envs.binpacking.preset_for`)
   random            the same Gaussian priorities, no learning (what the decoder alone gives)
   ovlr/best_fit     OVLR with the best-fit decoder (what the decoder contributes)
   ffd / bfd         first / best fit decreasing
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bbopt
 from bbopt.envs.binpacking import DECODERS, SearchResult, decode, make_instance
 from bbopt.envs.binpacking.learned import priorities, train_set_network, zero_shot
 from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize
@@ -37,7 +39,7 @@ except ImportError:  # run as a script
     import _report
 
 FAMILIES = (("triplet", 60), ("triplet", 120), ("uniform", 120))
-SEARCH_METHODS = ("ovlr", "cem", "es", "random", "ffd", "bfd")
+SEARCH_METHODS = (*bbopt.presets.names("problem", output_space=True), "random", "ffd", "bfd")
 TRAIN_SEED = 1_000_003  # the training stream: a generator seeded apart from the evaluation seeds 0..29
 
 
