@@ -237,3 +237,33 @@ def test_bad_input(case):
     action, pattern = BAD[case]
     with pytest.raises(ValueError, match=pattern):
         action()
+
+
+SHAPES = [lambda: Diagonal(CSA(0.3)), lambda: FullCovariance(CSA(0.3), rate=2.0), lambda: LowRank(CSA(0.3), rank=1)]
+
+
+@pytest.mark.parametrize("model", SHAPES, ids=["diagonal", "full", "low_rank"])
+def test_shape_models_work_in_batch_and_episode_modes(model):
+    """One shape over the output dimensions, shared by every input: a batch of inputs (each a
+    group) and episodes (the population one group of its recorded steps) both learn it."""
+    from bbopt.policies import MLP
+
+    network = MLP(3, 4, hidden=(8,), seed=0)
+    batch = bbopt.OVLR(network, torch.optim.SGD(network.parameters(), lr=0.01), noise=model(), samples=6, seed=0)
+    inputs = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        candidates = batch.ask(inputs)
+        assert candidates.shape == (5, 6, 4)
+        batch.tell((candidates**2).sum(-1))
+    network = MLP(3, 4, hidden=(8,), seed=0)
+    episodes = bbopt.ES(network, torch.optim.SGD(network.parameters(), lr=0.01), noise=model(), episodes=6, seed=0)
+    for _ in range(5):
+        for step in range(3):
+            live = torch.tensor([0, 1, 2, 3, 4, 5]) if step < 2 else torch.tensor([1, 4])
+            actions = episodes.ask(torch.randn(len(live), 3), episode_ids=live)
+            assert actions.shape == (len(live), 4)
+        episodes.tell(torch.arange(6.0))
+    for solver in (batch, episodes):
+        learned = solver.noise
+        assert learned.dimension == 4 and math.isfinite(learned.spread()) and math.isfinite(learned.condition())
+        assert learned.condition() > 1.0  # the shape has moved off the identity
