@@ -261,27 +261,25 @@ class FullCovariance(_LearnedShape):
         self._refresh()
 
     def _refresh(self):
-        self._inverse = None  # computed when the gradient form of the signal first needs it
-        self._casts = {}
+        self._casts: dict = {}  # the factor and its inverse in the dtypes and devices asked for
 
-    def _cast(self, name, like):
+    def _matrix(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """``factor`` or ``inverse`` (computed when the gradient form first needs it) in ``like``'s
+        dtype and device, cached until the next fold."""
         key = (name, like.dtype, like.device)
         if key not in self._casts:
-            self._casts[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+            if name == "inverse" and ("inverse", torch.float64, self.factor.device) not in self._casts:
+                self._casts[("inverse", torch.float64, self.factor.device)] = torch.linalg.inv(self.factor)
+            source = self.factor if name == "factor" else self._casts[("inverse", torch.float64, self.factor.device)]
+            self._casts[key] = source.to(device=like.device, dtype=like.dtype)
         return self._casts[key]
 
-    @property
-    def _inverse_matrix(self):
-        if self._inverse is None:
-            self._inverse = torch.linalg.inv(self.factor)
-        return self._inverse
-
     def perturbation(self, eps):
-        return self.scale(eps) * (eps @ self._cast("factor", eps).T)
+        return self.scale(eps) * (eps @ self._matrix("factor", eps).T)
 
     def gradient_signal(self, mu, weights, eps):
         score = torch.bmm(weights[:, None, :], self.family.score(eps))[:, 0]  # [rows, d]
-        return (score @ self._cast("_inverse_matrix", eps)) / self.scale(eps)  # (sigma A)^-T score, row-wise
+        return (score @ self._matrix("inverse", eps)) / self.scale(eps)  # (sigma A)^-T score, row-wise
 
     def covariance(self) -> torch.Tensor:
         """``sigma^2 A A^T`` (float64), the covariance of the candidates around mu."""
