@@ -16,7 +16,10 @@ instead of the full covariance), ``+no-restarts`` (one run; the budget is spent 
 
     python benchmarks/ioh_bbob.py                                   # everything, one process
     python benchmarks/ioh_bbob.py --solvers nevergrad-ngopt --dimensions 5 --out runs/ngopt.json  # a part
-    python benchmarks/ioh_bbob.py --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.traces.json
+    python benchmarks/ioh_bbob.py --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.rows.jsonl
+
+Every finished run is appended to runs/ioh_bbob/<out>.rows.jsonl at once, so a failure part-way
+keeps what was done (merge it).
 
 IOHanalyzer logs and per-run traces go to runs/ioh_bbob/ (large, not committed).
 """
@@ -34,7 +37,7 @@ import bbopt
 from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective
 from bbopt.envs.ioh.runner import BOX_SIGMA
-from bbopt.envs.ioh.suite import bbopt_runner, parse_ids, plot_ecdf, run_suite, summarize
+from bbopt.envs.ioh.suite import bbopt_runner, parse_ids, plot_ecdf, read_rows, run_suite, summarize
 
 try:
     from benchmarks import _report
@@ -238,13 +241,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     config = {k: str(v) for k, v in vars(args).items()}
     if args.merge:
-        rows = [row for path in args.merge for row in json.loads(path.read_text())]
+        rows = [row for path in args.merge for row in read_rows(path)]
         return report(rows, args.out, config, args.budget_per_dim)
     runners = {name: runner(name) for name in args.solvers.split(",")}
     began = time.perf_counter()
     ids = {key: parse_ids(getattr(args, key), key) for key in ("functions", "instances", "dimensions")}
     rows = run_suite(runners, suite="bbob", budget_per_dimension=args.budget_per_dim, runs=1,
-                     out=args.logs / args.out.stem, progress=True, **ids)  # fmt: skip
+                     out=args.logs / args.out.stem, progress=True,
+                     rows_file=args.logs / f"{args.out.stem}.rows.jsonl", **ids)  # fmt: skip
     print(f"{len(rows)} runs in {time.perf_counter() - began:.0f} s")
     args.logs.mkdir(parents=True, exist_ok=True)
     (args.logs / f"{args.out.stem}.traces.json").write_text(json.dumps(rows))

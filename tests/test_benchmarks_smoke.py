@@ -63,7 +63,7 @@ def test_ioh_bbob_benchmark_smoke_and_merge(tmp_path):
     solvers = "ovlr,ovlr+diagonal,ovlr+no-restarts,pycma,pycma-bipop,pycma-sep,random"
     ioh_bbob.main(["--solvers", solvers, "--out", str(tmp_path / "a.json"), *common])
     ioh_bbob.main(["--solvers", "cem", "--out", str(tmp_path / "b.json"), *common])
-    traces = [str(tmp_path / "logs" / f"{part}.traces.json") for part in ("a", "b")]
+    traces = [str(tmp_path / "logs" / "a.traces.json"), str(tmp_path / "logs" / "b.rows.jsonl")]  # both formats
     summary = ioh_bbob.main(["--merge", *traces, "--out", str(tmp_path / "merged.json"), *common])
     assert {r["solver"] for r in summary} == {*solvers.split(","), "cem"}
     result = json.loads((tmp_path / "merged.json").read_text())

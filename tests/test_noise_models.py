@@ -267,3 +267,23 @@ def test_shape_models_work_in_batch_and_episode_modes(model):
         learned = solver.noise
         assert learned.dimension == 4 and math.isfinite(learned.spread()) and math.isfinite(learned.condition())
         assert learned.condition() > 1.0  # the shape has moved off the identity
+
+
+PLATEAU_MODELS = [
+    lambda: Diagonal(CSA(1.0), rate=3.0, rank_one=True),
+    lambda: FullCovariance(CSA(1.0), rate=3.0, rank_one=True),
+]
+
+
+@pytest.mark.parametrize("model", PLATEAU_MODELS, ids=["diagonal", "full"])
+def test_shapes_stay_finite_with_a_large_population_on_a_plateau(model):
+    """Regression (BBOB f7 in a BIPOP large run): rate * c_mu above 1 and weights concentrated
+    on one pair drove a log-scale to 172 in five updates and the candidates to inf."""
+    policy = LearnedVector(5, init=torch.full((5,), 2.0))
+    solver = bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=1.5), noise=model(), samples=128,
+                        natural=True, normalize=True, seed=0)  # fmt: skip
+    for _ in range(60):
+        candidates = solver.ask()
+        assert bool(torch.isfinite(candidates).all())
+        solver.tell(torch.floor((candidates**2).sum(1) / 4))  # a staircase: plateaus and ties
+    assert solver.noise.condition() < 1e8

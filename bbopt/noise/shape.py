@@ -19,7 +19,8 @@ The two are parameters of a ``torch.optim.SGD`` with the rates of CMA-ES as its 
 (Hansen 2016, Table 1; the diagonal ones scaled by ``(d + 2) / 3`` as in sep-CMA-ES, Ros &
 Hansen 2008): ``M <- M - rate * c_mu * G + c_1 * (q q^T - I)``. ``rate`` multiplies the rank-mu
 rate: the even part of likelihood-ratio weights carries less of the selection than CMA-ES's
-positive weights, and the fixed-problem presets use 2-3.
+positive weights, and the fixed-problem presets use 2-3; ``rate * c_mu`` is kept at most
+``1 - c_1``, as in CMA-ES, and each folded step within `MAX_STEP`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from bbopt.checks import check_bool, check_float
 from bbopt.noise.model import NoiseModel, split_pairs
 from bbopt.sigma import cma_mu_eff
 
-__all__ = ["Diagonal", "FullCovariance", "cma_rates"]
+__all__ = ["MAX_STEP", "Diagonal", "FullCovariance", "cma_rates"]
+
+# A trust region for one folded step: the eigenvalues of M (of expm(M / 2)) are clipped to
+# [-2, 2], so a standard deviation changes by at most a factor e per fold. CMA-ES's additive
+# update grows the covariance at most linearly in a sample's squared length; in the
+# exponential form a large rate times an outlying sample (a large population on a plateau, where
+# the weights concentrate on one pair) would grow it exponentially.
+MAX_STEP = 2.0
 
 
 def cma_rates(dimension: int, samples: int) -> tuple[float, float, float]:
@@ -72,10 +80,11 @@ class _LearnedShape(NoiseModel):
         c_1, c_mu, self.c_c = self._rates(dimension, samples)
         self.path = torch.zeros(dimension, dtype=torch.float64)
         self._create(dimension)
-        groups = [{"params": [self.rank_mu], "lr": c_mu * self.rate}]
+        rank_mu_rate = min(c_mu * self.rate, 1 - c_1)  # CMA-ES's bound c_1 + c_mu <= 1
+        groups = [{"params": [self.rank_mu], "lr": rank_mu_rate}]
         if self.rank_one:
             groups.append({"params": [self.rank_one_term], "lr": c_1})
-        self.optimizer = torch.optim.SGD(groups, lr=c_mu * self.rate)
+        self.optimizer = torch.optim.SGD(groups, lr=rank_mu_rate)
         self.fold_every = self._fold_every(c_1 + c_mu)
 
     def _fold_every(self, total_rate: float) -> int:
@@ -159,6 +168,7 @@ class Diagonal(_LearnedShape):
         return path.square() - 1.0
 
     def _fold(self, step):
+        step = step.clamp(-MAX_STEP, MAX_STEP)
         self.log_scale.add_(step / 2)
         self.path.mul_(torch.exp(-step / 2))  # the path lives in the frame of the scales
         self._diagonal_cache = None
@@ -253,6 +263,7 @@ class FullCovariance(_LearnedShape):
 
     def _fold(self, step):
         values, vectors = torch.linalg.eigh((step + step.T) / 2)
+        values = values.clamp(-MAX_STEP, MAX_STEP)
         half = (vectors * torch.exp(values / 2)) @ vectors.T
         self.factor.copy_(self.factor @ half)
         # the rank-one path lives in the frame of A: y = A q = A' q' with A' = A expm(M / 2)

@@ -22,7 +22,7 @@ from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
 
-__all__ = ["bbopt_runner", "parse_ids", "plot_ecdf", "run_suite", "summarize"]
+__all__ = ["bbopt_runner", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
 
 Runner = Callable[[Objective, int], None]
 
@@ -64,11 +64,14 @@ def run_suite(
     out: Path,
     seed: int = 0,
     progress: bool = True,
+    rows_file: Path | None = None,
 ) -> list[dict]:
     """Every runner on every (dimension, function, instance, run); logs to ``out/ioh/<runner>``.
 
     Returns one row per run: solver, dimension, function, instance, run, evaluations, best
-    precision, final ECDF score, seconds and the trace.
+    precision, final ECDF score, seconds and the trace. With ``rows_file``, each row is also
+    appended to it as one JSON line as soon as its run ends (the file is started afresh), so a
+    failure part-way loses none of the finished runs (`read_rows` reads it back).
     """
     for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
         check_int(value, name, minimum=1)
@@ -78,6 +81,9 @@ def run_suite(
     ]
     rows: list[dict] = []
     loggers = {}
+    if rows_file is not None:
+        Path(rows_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(rows_file).write_text("")
     bar = tqdm(jobs, disable=not progress, desc=f"{suite} runs")
     for solver, dimension, function, instance, run in bar:
         runner = runners[solver]
@@ -99,10 +105,21 @@ def run_suite(
             "score": final_score([objective.trace]) if objective.trace else 0.0,
             "seconds": time.perf_counter() - began, "trace": objective.trace,
         })  # fmt: skip
+        if rows_file is not None:
+            with Path(rows_file).open("a") as handle:
+                handle.write(json.dumps(rows[-1]) + "\n")
         bar.set_postfix(solver=solver, d=dimension, f=function)
     for logger in loggers.values():
         logger.close()
     return rows
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows saved by `run_suite`: a JSON list (``*.traces.json``) or JSON lines (``rows_file``)."""
+    text = Path(path).read_text()
+    if Path(path).suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return json.loads(text)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
