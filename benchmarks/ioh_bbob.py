@@ -37,7 +37,7 @@ import bbopt
 from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective
 from bbopt.envs.ioh.runner import BOX_SIGMA
-from bbopt.envs.ioh.suite import bbopt_runner, parse_ids, plot_ecdf, read_rows, run_suite, summarize
+from bbopt.envs.ioh.suite import bbopt_runner, merge_rows, parse_ids, plot_ecdf, run_suite, summarize
 
 try:
     from benchmarks import _report
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     config = {k: str(v) for k, v in vars(args).items()}
     if args.merge:
-        rows = [row for path in args.merge for row in read_rows(path)]
+        rows = merge_rows(args.merge)
         return report(rows, args.out, config, args.budget_per_dim)
     runners = {name: runner(name) for name in args.solvers.split(",")}
     began = time.perf_counter()

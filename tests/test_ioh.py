@@ -201,3 +201,22 @@ def test_log_loss_is_only_used_where_losses_are_nonnegative():
     assert objective.optimum is None
     solve(objective, "ovlr", seed=0)
     assert objective.evaluations == 200
+
+
+def test_suite_rows_file_keeps_every_run_and_merging_refuses_twins(tmp_path):
+    from bbopt.envs.ioh.suite import bbopt_runner, merge_rows, read_rows, run_suite
+
+    rows_file = tmp_path / "a.rows.jsonl"
+    grid = {"functions": [1, 2], "instances": [1], "dimensions": [2], "budget_per_dimension": 20, "runs": 1}
+    rows = run_suite({"es": bbopt_runner("es")}, suite="bbob", out=tmp_path / "logs", progress=False,
+                     rows_file=rows_file, **grid)  # fmt: skip
+    assert read_rows(rows_file) == json.loads(json.dumps(rows))
+    copy = tmp_path / "b.rows.jsonl"
+    copy.write_text(rows_file.read_text().splitlines()[1] + "\n")
+    with pytest.raises(ValueError, match=r"in both .*a\.rows\.jsonl and .*b\.rows\.jsonl"):
+        merge_rows([rows_file, copy])
+    assert len(merge_rows([rows_file])) == 2
+    cut = tmp_path / "cut.rows.jsonl"
+    cut.write_text(rows_file.read_text()[:-20])  # killed while writing the last row
+    with pytest.raises(ValueError, match=r"cut.rows.jsonl:2: not a JSON row"):
+        read_rows(cut)

@@ -22,7 +22,7 @@ from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
 
-__all__ = ["bbopt_runner", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
+__all__ = ["bbopt_runner", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
 
 Runner = Callable[[Objective, int], None]
 
@@ -117,9 +117,30 @@ def run_suite(
 def read_rows(path: Path) -> list[dict]:
     """Rows saved by `run_suite`: a JSON list (``*.traces.json``) or JSON lines (``rows_file``)."""
     text = Path(path).read_text()
-    if Path(path).suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return json.loads(text)
+    if Path(path).suffix != ".jsonl":
+        return json.loads(text)
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                message = f"{path}:{number}: not a JSON row ({error.msg}); a run killed while writing?"
+                raise ValueError(message) from None
+    return rows
+
+
+def merge_rows(paths: list[Path]) -> list[dict]:
+    """The rows of several `read_rows` files; refuses a run that two files both hold."""
+    rows, origin = [], {}
+    for path in paths:
+        for row in read_rows(path):
+            key = tuple(row[k] for k in ("solver", "dimension", "function", "instance", "run"))
+            if key in origin:
+                raise ValueError(f"run {key} is in both {origin[key]} and {path}; drop it from one of them")
+            origin[key] = path
+            rows.append(row)
+    return rows
 
 
 def summarize(rows: list[dict]) -> list[dict]:
