@@ -37,7 +37,7 @@ import bbopt
 from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective
 from bbopt.envs.ioh.runner import BOX_SIGMA
-from bbopt.envs.ioh.suite import bbopt_runner, merge_rows, parse_ids, plot_ecdf, run_suite, summarize
+from bbopt.envs.ioh.suite import bbopt_runner, line_style, merge_rows, parse_ids, plot_ecdf, run_suite, summarize
 
 try:
     from benchmarks import _report
@@ -179,12 +179,11 @@ def plot_groups(rows: list[dict], path: Path, budget_per_dimension: int) -> None
     for i, dimension in enumerate(dimensions):
         for j, (group, functions) in enumerate(GROUPS.items()):
             axis = axes[i][j]
-            for k, solver in enumerate(solvers):
+            for solver in solvers:
                 traces = [r["trace"] for r in rows if r["solver"] == solver and r["dimension"] == dimension
                           and r["function"] in functions and r["trace"]]  # fmt: skip
                 if traces:
-                    axis.plot(budgets, ecdf(traces, budgets * dimension), label=solver, color=f"C{k % 10}",
-                              linestyle="-" if "+" not in solver and solver in bbopt.SOLVERS else "--")  # fmt: skip
+                    axis.plot(budgets, ecdf(traces, budgets * dimension), label=solver, **line_style(solver, solvers))
             axis.set_xscale("log")
             axis.set_ylim(0, 1)
             axis.set_title(f"{group}, d = {dimension}", fontsize=9)
@@ -192,9 +191,10 @@ def plot_groups(rows: list[dict], path: Path, budget_per_dimension: int) -> None
             if i == len(dimensions) - 1:
                 axis.set_xlabel("evaluations / d")
     axes[0][0].set_ylabel("fraction of (run, target) pairs")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -22,7 +22,7 @@ from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
 
-__all__ = ["bbopt_runner", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
+__all__ = ["bbopt_runner", "line_style", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
 
 Runner = Callable[[Objective, int], None]
 
@@ -157,6 +157,19 @@ def summarize(rows: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
+VARIANT_LINES = {"": "-", "diagonal": "--", "no-restarts": ":"}
+
+
+def line_style(solver: str, solvers: list[str]) -> dict:
+    """One colour per base solver (``ovlr`` for ``ovlr+diagonal``), one line style per variant
+    (solid, dashed for ``+diagonal``, dotted for ``+no-restarts``); peers dash-dotted."""
+    base, _, variant = solver.partition("+")
+    bases = list(dict.fromkeys(name.partition("+")[0] for name in solvers))
+    peer = base not in bbopt.SOLVERS
+    return {"color": f"C{bases.index(base) % 10}", "linestyle": "-." if peer else VARIANT_LINES.get(variant, "-."),
+            "linewidth": 1.0 if peer or variant else 1.6}  # fmt: skip
+
+
 def plot_ecdf(rows: list[dict], path: Path, budget_per_dimension: int) -> None:
     import matplotlib
 
@@ -166,11 +179,12 @@ def plot_ecdf(rows: list[dict], path: Path, budget_per_dimension: int) -> None:
     dimensions = sorted({r["dimension"] for r in rows})
     figure, axes = plt.subplots(1, len(dimensions), figsize=(5 * len(dimensions), 3.8), squeeze=False)
     budgets = np.logspace(0, np.log10(budget_per_dimension), 60)  # evaluations / d
+    solvers = list(dict.fromkeys(r["solver"] for r in rows))
     for axis, dimension in zip(axes[0], dimensions, strict=True):
-        for solver in dict.fromkeys(r["solver"] for r in rows):
+        for solver in solvers:
             traces = [r["trace"] for r in rows if r["solver"] == solver and r["dimension"] == dimension and r["trace"]]
             if traces:
-                axis.plot(budgets, ecdf(traces, budgets * dimension), label=solver)
+                axis.plot(budgets, ecdf(traces, budgets * dimension), label=solver, **line_style(solver, solvers))
         axis.set_xscale("log")
         axis.set_ylim(0, 1)
         axis.set_xlabel("evaluations / dimension")
