@@ -36,7 +36,7 @@ PRESETS = {
         optimizer=torch.optim.SGD,
         lr=1.5,
         sigma=1.0,
-        noise=full_covariance(rate=3.0),
+        noise=full_covariance(rate=2.0),
         samples=cma_population,
         restarts=BIPOP,
         log_loss=True,

@@ -47,7 +47,9 @@ class Stagnation:
     * ``tol_fun``: over the last k updates, the best losses per update, and the losses of the
       last update, all lie within ``tol_fun`` of each other (no measurable change);
     * ``tol_x``: the noise's largest standard deviation fell below ``tol_x`` times its
-      initial value (the search has collapsed);
+      initial value (the search has collapsed); ``tol_x_up``: it grew above ``tol_x_up`` times
+      its initial value (the run diverges: the initial step size was far too small, or the
+      step-size rule ran away);
     * ``stagnation``: over the last ``120 + ceil(30 d / n)`` updates (at least that many), the
       median of the best losses in the latest 20% is not below the median in the first 20%;
     * ``condition``: the noise covariance's condition number exceeds ``max_condition``.
@@ -57,12 +59,14 @@ class Stagnation:
 
     tol_fun: float = 1e-12
     tol_x: float = 1e-12
+    tol_x_up: float = 1e4
     max_condition: float = 1e14
     use_stagnation: bool = True
 
     def __post_init__(self):
         check_float(self.tol_fun, "tol_fun", at_least=0.0)
         check_float(self.tol_x, "tol_x", at_least=0.0)
+        check_float(self.tol_x_up, "tol_x_up", above=1.0, finite=False)
         check_float(self.max_condition, "max_condition", above=1.0, finite=False)
 
     def reason(self, best_per_update: list[float], last_losses: np.ndarray, noise, initial_spread: float,
@@ -76,8 +80,11 @@ class Stagnation:
             recent = [*best_per_update[-k:], *np.asarray(last_losses).tolist()]
             if max(recent) - min(recent) <= self.tol_fun:
                 return "tol_fun"
-        if noise.spread() <= self.tol_x * initial_spread:
+        spread = noise.spread()
+        if spread <= self.tol_x * initial_spread:
             return "tol_x"
+        if spread > self.tol_x_up * initial_spread:
+            return "tol_x_up"
         if len(best_per_update) % 10 == 0 and noise.condition() > self.max_condition:
             return "condition"
         window = 120 + history

@@ -9,7 +9,9 @@ built from the solver's weights on the samples:
   Fisher information (per dimension 2 for Gaussian noise; averaged over the dimensions for a
   scalar sigma);
 * ``step``: the selected step in whitened coordinates, normalized so that it is ``N(0, I)``
-  when the losses carry no information (`bbopt.noise.NoiseModel.feedback`).
+  when the losses carry no information, and shorter when the mean moved less than it would
+  under random selection; ``direction``: the same direction at the length of a random step
+  (`bbopt.noise.model.selected_steps`).
 
 The rules:
 
@@ -46,6 +48,7 @@ class Feedback:
     log_sigma_gradient: torch.Tensor  # [] or [d], float64
     log_sigma_natural_gradient: torch.Tensor  # [] or [d], float64
     step: torch.Tensor | None  # [d], float64; None where the model has no whitened step (bits)
+    direction: torch.Tensor | None = None  # [d], float64: the step's direction at random-walk length
 
 
 def _positive_tensor(value: SigmaValue, argument: str) -> torch.Tensor:

@@ -37,7 +37,7 @@ def test_ipop_spends_the_budget_exactly_doubles_the_population_and_keeps_the_bes
         calls.append(len(x))
         return rastrigin(x)
 
-    result = bbopt.minimize(counted, IPOP(factory(made, 2), samples=8, seed=3), budget=8001, progress=False)
+    result = bbopt.minimize(counted, IPOP(factory(made, 4), samples=8, seed=3), budget=8001, progress=False)
     assert sum(calls) == result.evaluations == 8001
     assert [run.samples for run in made] == [8 * 2**k for k in range(len(made))]
     assert len(made) >= 3 and [run.index for run in made] == list(range(len(made)))
@@ -49,7 +49,7 @@ def test_ipop_spends_the_budget_exactly_doubles_the_population_and_keeps_the_bes
 
 def test_bipop_alternates_regimes_by_the_evaluations_each_used():
     made = []
-    result = bbopt.minimize(rastrigin, BIPOP(factory(made, 2), samples=8, seed=1), budget=8000, progress=False)
+    result = bbopt.minimize(rastrigin, BIPOP(factory(made, 4), samples=8, seed=1), budget=8000, progress=False)
     regimes = [run.regime for run in made]
     assert regimes[:2] == ["first", "large"] and "small" in regimes
     strategy_used = {"large": 0, "small": 0}
@@ -89,6 +89,9 @@ def test_stagnation_reasons():
     assert rule.reason(improving, np.ones(8), model, 1.0, 8) is None
     model.spread_value = 1e-13
     assert rule.reason(improving, np.ones(8), model, 1.0, 8) == "tol_x"
+    model.spread_value = 2e4
+    assert rule.reason(improving, np.ones(8), model, 1.0, 8) == "tol_x_up"  # diverging
+    assert rule.reason(improving, np.ones(8), model, 10.0, 8) is None  # relative to the initial spread
     model.spread_value, model.condition_value = 1.0, 1e15
     assert rule.reason(improving, np.ones(8), model, 1.0, 8) == "condition"
     model.condition_value = 1.0

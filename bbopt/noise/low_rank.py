@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from bbopt.checks import check_float, check_int
-from bbopt.noise.model import NoiseModel, split_pairs
+from bbopt.noise.model import NoiseModel, selected_steps, split_pairs
 from bbopt.sigma import Feedback
 
 __all__ = ["LowRank"]
@@ -99,11 +99,7 @@ class LowRank(NoiseModel):
         a = eps64[..., : self.dimension] + eps64[..., self.dimension :] @ directions.T
         radius = (a * self._whiten(a, directions)).sum(-1)  # (x - mu)^T C^-1 (x - mu) at unit sigma
         gradient = (weights64 * (radius - self.dimension)).sum()
-        odd, _, independent = split_pairs(weights64, eps64, pairs)
-        norm = odd.square().sum().sqrt()
-        step = -torch.einsum("gh,ghd->d", odd, independent)
-        step = step / norm if float(norm) > 0 else torch.zeros_like(step)
-        return Feedback(gradient, gradient / (2 * self.dimension), step)
+        return Feedback(gradient, gradient / (2 * self.dimension), *selected_steps(weights64, eps64, pairs))
 
     def update_shape(self, weights, eps, pairs, feedback):
         _, even, independent = split_pairs(weights.to(torch.float64), eps.to(torch.float64), pairs)

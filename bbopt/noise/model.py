@@ -26,6 +26,8 @@ updates from the second.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -45,6 +47,38 @@ def split_pairs(weights: torch.Tensor, eps: torch.Tensor, pairs: bool):
     half = weights.shape[1] // 2
     first, second = weights[:, :half], weights[:, half:]
     return first - second, first + second, eps[:, :half]
+
+
+def selected_steps(weights: torch.Tensor, eps: torch.Tensor, pairs: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(step, direction)``, each ``[k]``: the move of the natural signal, ``-sum_j odd_j eps_j``
+    over the independent draws, in two scalings that are ``N(0, I)`` under random selection
+    (weights that ignore the draws).
+
+    * ``step`` (`bbopt.sigma.CSA` follows it) is divided by its *expected* length under random
+      selection (the same weights randomly permuted within each group), so it keeps the mean
+      move's size. That matters: with antithetic pairs the odd parts ``w_j - w_{j+h}`` shrink
+      when the two members of each pair score alike (a step size far beyond the distance to the
+      optimum, where the loss is all in the even part); divided by their own norm, the step would
+      hide that and CSA would grow sigma without end (it did, at 32 or more samples).
+    * ``direction`` (the rank-one paths of `bbopt.noise.Diagonal` and `FullCovariance` follow it)
+      is divided by the odd parts' own norm: only where the mean went, exactly Gaussian under
+      random selection.
+
+    With no spread in the weights (ties everywhere) both are the step of random selection.
+    """
+    weights, eps = weights.to(torch.float64), eps.to(torch.float64)
+    odd, _, independent = split_pairs(weights, eps, pairs)
+    move = -torch.einsum("gh,ghd->d", odd, independent)
+    if pairs:  # E (w_a - w_b)^2 over a random pair a != b: 2 n Var(w) / (n - 1), per group
+        samples = weights.shape[1]
+        expected = odd.shape[1] * 2 * samples / (samples - 1) * weights.var(dim=1, unbiased=False).sum()
+    else:
+        expected = weights.square().sum()
+    realized = odd.square().sum()
+    if float(expected) <= 0 or float(realized) <= 0:  # no information: random selection of equal weights
+        random = independent.sum(dim=(0, 1)) / math.sqrt(independent.shape[0] * independent.shape[1])
+        return random, random
+    return move / expected.sqrt(), move / realized.sqrt()
 
 
 class NoiseModel(nn.Module):
@@ -120,11 +154,7 @@ class NoiseModel(nn.Module):
             gradient, natural = per_dimension.sum(), per_dimension.mean() / fisher
         else:
             gradient, natural = per_dimension, per_dimension / fisher
-        odd, _, independent = split_pairs(weights, eps, pairs)
-        norm = odd.square().sum().sqrt()
-        step = -torch.einsum("gh,ghd->d", odd, independent).to(torch.float64)
-        step = step / norm if float(norm) > 0 else torch.zeros_like(step)
-        return Feedback(gradient, natural, step)
+        return Feedback(gradient, natural, *selected_steps(weights, eps, pairs))
 
     def update(self, weights: torch.Tensor, eps: torch.Tensor, *, pairs: bool) -> None:
         """One update from ``weights[G, n]`` on ``eps[G, n, width]`` (the step-size rule, then

@@ -6,11 +6,14 @@ definite whatever the weights' signs):
 
 * **rank-mu**: the natural gradient of ``E[loss]`` w.r.t. the shape, the likelihood-ratio
   estimate ``G = sum_j e_j (sym(score(eps_j) eps_j^T) - I)`` with the even part ``e`` of the
-  weights scaled to ``sum |e_j| = 1`` (scale-free: ranks, elites and raw losses alike). For
-  ES's rank utilities this is xNES (Glasmachers et al., 2010) in output space; for CEM's elite
-  weights it is the elites' second moment around the mean they were drawn from (CMA-ES's
-  rank-mu update); for OVLR it is the likelihood-ratio gradient.
-* **rank-one**: the evolution path ``q`` of the whitened selected steps (`bbopt.sigma.Feedback`),
+  weights scaled to ``sum |e_j| = 1`` (scale-free: ranks, elites and raw losses alike), less its
+  trace (xNES's split: the step-size rule owns the overall scale, the shape keeps ``det A``).
+  For ES's rank utilities this is xNES (Glasmachers et al., 2010) in output space; for CEM's
+  elite weights it is the elites' second moment around the mean they were drawn from (CMA-ES's
+  rank-mu update); for OVLR it is the likelihood-ratio gradient. (The trace says "shrink" on
+  every convex bowl whatever the distance to the optimum; left in, it fought CSA.)
+* **rank-one**: the evolution path ``q`` of the whitened directions of the mean's moves
+  (`bbopt.sigma.Feedback.direction`),
   ``q <- (1 - c_c) q + sqrt(c_c (2 - c_c)) s``, pulls the shape toward ``q q^T`` (CMA-ES's
   rank-one update with cumulation; the step is left out while `bbopt.sigma.CSA` says sigma is
   growing fast, CMA-ES's ``h_sigma``).
@@ -36,12 +39,19 @@ from bbopt.sigma import cma_mu_eff
 
 __all__ = ["MAX_STEP", "Diagonal", "FullCovariance", "cma_rates"]
 
-# A trust region for one folded step: the eigenvalues of M (of expm(M / 2)) are clipped to
-# [-2, 2], so a standard deviation changes by at most a factor e per fold. CMA-ES's additive
+# A trust region for one folded step: M (of expm(M / 2)) is scaled down until its eigenvalues lie
+# in [-2, 2], so a standard deviation changes by at most a factor e per fold. CMA-ES's additive
 # update grows the covariance at most linearly in a sample's squared length; in the
 # exponential form a large rate times an outlying sample (a large population on a plateau, where
 # the weights concentrate on one pair) would grow it exponentially.
 MAX_STEP = 2.0
+
+
+def within_trust_region(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (a diagonal step or a step's eigenvalues) scaled down, not clipped, so that none
+    exceeds `MAX_STEP` in size: the step keeps its direction, and a trace-free step stays so."""
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    return values * (MAX_STEP / largest) if largest > MAX_STEP else values
 
 
 def cma_rates(dimension: int, samples: int) -> tuple[float, float, float]:
@@ -94,19 +104,20 @@ class _LearnedShape(NoiseModel):
         """The likelihood-ratio estimate ``sum_i w_i (sym(score(eps_i) eps_i^T) - I)`` of the
         gradient of ``E[loss]`` w.r.t. the local shape step ``M`` (``A expm(M)``, at ``M = 0``),
         from ``weights[G, n]`` on ``eps[G, n, d]`` (``[d, d]``; `Diagonal`: its diagonal ``[d]``).
-        The rank-mu step is this, from the even part of the weights scaled to ``sum |e| = 1``."""
+        The rank-mu step is this, from the even part of the weights scaled to ``sum |e| = 1``,
+        less its trace."""
         return self._second_moment(weights.to(torch.float64), eps.to(torch.float64))
 
     def update_shape(self, weights, eps, pairs, feedback):
         _, even, independent = split_pairs(weights.to(torch.float64), eps.to(torch.float64), pairs)
         total = even.abs().sum()
         even = even / total if float(total) > 0 else torch.zeros_like(even)
-        self.rank_mu.grad = self._second_moment(even, independent)
+        self.rank_mu.grad = self._without_scale(self._second_moment(even, independent))
         if self.rank_one:
             grows = not getattr(self.sigma, "path_is_short", True)  # CMA-ES's h_sigma = 0: sigma is growing fast
             self.path.mul_(1 - self.c_c)
             if not grows:
-                self.path.add_(feedback.step, alpha=math.sqrt(self.c_c * (2 - self.c_c)))
+                self.path.add_(feedback.direction, alpha=math.sqrt(self.c_c * (2 - self.c_c)))
             self.rank_one_term.grad = -self._path_moment(self.path)
         self.optimizer.step()
         self.updates += 1
@@ -167,8 +178,11 @@ class Diagonal(_LearnedShape):
     def _path_moment(self, path):
         return path.square() - 1.0
 
+    def _without_scale(self, gradient):
+        return gradient - gradient.mean()
+
     def _fold(self, step):
-        step = step.clamp(-MAX_STEP, MAX_STEP)
+        step = within_trust_region(step)
         self.log_scale.add_(step / 2)
         self.path.mul_(torch.exp(-step / 2))  # the path lives in the frame of the scales
         self._diagonal_cache = None
@@ -261,9 +275,13 @@ class FullCovariance(_LearnedShape):
     def _path_moment(self, path):
         return torch.outer(path, path) - torch.eye(path.numel(), dtype=path.dtype)
 
+    def _without_scale(self, gradient):
+        size = gradient.shape[0]
+        return gradient - (torch.trace(gradient) / size) * torch.eye(size, dtype=gradient.dtype)
+
     def _fold(self, step):
         values, vectors = torch.linalg.eigh((step + step.T) / 2)
-        values = values.clamp(-MAX_STEP, MAX_STEP)
+        values = within_trust_region(values)
         half = (vectors * torch.exp(values / 2)) @ vectors.T
         self.factor.copy_(self.factor @ half)
         # the rank-one path lives in the frame of A: y = A q = A' q' with A' = A expm(M / 2)
