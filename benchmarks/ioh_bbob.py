@@ -19,7 +19,7 @@ instead of the full covariance), ``+no-restarts`` (one run; the budget is spent 
     python benchmarks/ioh_bbob.py --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.rows.jsonl
 
 Every finished run is appended to runs/ioh_bbob/<out>.rows.jsonl at once, so a failure part-way
-keeps what was done (merge it).
+keeps what was done (merge it); a rows file that already holds runs is refused, not overwritten.
 
 IOHanalyzer logs and per-run traces go to runs/ioh_bbob/ (large, not committed).
 """

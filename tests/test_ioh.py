@@ -216,6 +216,15 @@ def test_suite_rows_file_keeps_every_run_and_merging_refuses_twins(tmp_path):
     with pytest.raises(ValueError, match=r"in both .*a\.rows\.jsonl and .*b\.rows\.jsonl"):
         merge_rows([rows_file, copy])
     assert len(merge_rows([rows_file])) == 2
+    with pytest.raises(ValueError, match=r"already holds finished runs"):  # a second process, or a rerun
+        run_suite({"es": bbopt_runner("es")}, suite="bbob", out=tmp_path / "logs", progress=False,
+                  rows_file=rows_file, **grid)  # fmt: skip
+    assert read_rows(rows_file) == json.loads(json.dumps(rows))  # nothing lost
+    hostile = tmp_path / "hostile.traces.json"
+    for text, pattern in (("{", r"not JSON"), ('{"a": 1}', r"expected a JSON list"), ("[1]", r"row 1: not a run row")):
+        hostile.write_text(text)
+        with pytest.raises(ValueError, match=pattern):
+            read_rows(hostile)
     cut = tmp_path / "cut.rows.jsonl"
     cut.write_text(rows_file.read_text()[:-20])  # killed while writing the last row
     with pytest.raises(ValueError, match=r"cut.rows.jsonl:2: not a JSON row"):

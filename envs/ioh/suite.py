@@ -70,8 +70,9 @@ def run_suite(
 
     Returns one row per run: solver, dimension, function, instance, run, evaluations, best
     precision, final ECDF score, seconds and the trace. With ``rows_file``, each row is also
-    appended to it as one JSON line as soon as its run ends (the file is started afresh), so a
-    failure part-way loses none of the finished runs (`read_rows` reads it back).
+    appended to it as one JSON line as soon as its run ends, so a failure part-way loses none of
+    the finished runs (`read_rows` reads it back); a non-empty ``rows_file`` is refused, not
+    overwritten.
     """
     for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
         check_int(value, name, minimum=1)
@@ -81,9 +82,18 @@ def run_suite(
     ]
     rows: list[dict] = []
     loggers = {}
-    if rows_file is not None:
-        Path(rows_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(rows_file).write_text("")
+    if rows_file is not None:  # refused before any run: another process's or an earlier run's rows are kept
+        rows_file = Path(rows_file)
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
+        if rows_file.exists() and rows_file.stat().st_size == 0:
+            rows_file.unlink()  # an empty leftover holds nothing
+        try:
+            rows_file.open("x").close()  # exclusive create: of two processes on one file, one is refused
+        except FileExistsError:
+            raise ValueError(
+                f"Invalid rows_file: {rows_file} already holds finished runs (another process, or "
+                "an earlier run); merge it or move it away first"
+            ) from None
     bar = tqdm(jobs, disable=not progress, desc=f"{suite} runs")
     for solver, dimension, function, instance, run in bar:
         runner = runners[solver]
@@ -106,7 +116,7 @@ def run_suite(
             "seconds": time.perf_counter() - began, "trace": objective.trace,
         })  # fmt: skip
         if rows_file is not None:
-            with Path(rows_file).open("a") as handle:
+            with rows_file.open("a") as handle:
                 handle.write(json.dumps(rows[-1]) + "\n")
         bar.set_postfix(solver=solver, d=dimension, f=function)
     for logger in loggers.values():
@@ -118,16 +128,32 @@ def read_rows(path: Path) -> list[dict]:
     """Rows saved by `run_suite`: a JSON list (``*.traces.json``) or JSON lines (``rows_file``)."""
     text = Path(path).read_text()
     if Path(path).suffix != ".jsonl":
-        return json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list of run rows, got {type(rows).__name__}")
+        return [_checked_row(row, f"{path}: row {number}") for number, row in enumerate(rows, 1)]
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as error:
                 message = f"{path}:{number}: not a JSON row ({error.msg}); a run killed while writing?"
                 raise ValueError(message) from None
+            rows.append(_checked_row(row, f"{path}:{number}"))
     return rows
+
+
+ROW_KEYS = ("solver", "dimension", "function", "instance", "run")
+
+
+def _checked_row(row, where: str) -> dict:
+    if not isinstance(row, dict) or not all(key in row for key in (*ROW_KEYS, "trace", "best_precision")):
+        raise ValueError(f"{where}: not a run row (expected an object with {', '.join(ROW_KEYS)}, trace, ...)")
+    return row
 
 
 def merge_rows(paths: list[Path]) -> list[dict]:
@@ -135,7 +161,7 @@ def merge_rows(paths: list[Path]) -> list[dict]:
     rows, origin = [], {}
     for path in paths:
         for row in read_rows(path):
-            key = tuple(row[k] for k in ("solver", "dimension", "function", "instance", "run"))
+            key = tuple(row[k] for k in ROW_KEYS)
             if key in origin:
                 raise ValueError(f"run {key} is in both {origin[key]} and {path}; drop it from one of them")
             origin[key] = path
