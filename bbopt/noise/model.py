@@ -64,7 +64,9 @@ def selected_steps(weights: torch.Tensor, eps: torch.Tensor, pairs: bool) -> tup
       is divided by the odd parts' own norm: only where the mean went, exactly Gaussian under
       random selection.
 
-    With no spread in the weights (ties everywhere) both are the step of random selection.
+    With no spread in the weights (ties everywhere) both are the step of random selection; so
+    are they when only the odd parts vanish (every pair ties, the pairs differ: a loss symmetric
+    about mu), where the mean did not move at all.
     """
     weights, eps = weights.to(torch.float64), eps.to(torch.float64)
     odd, _, independent = split_pairs(weights, eps, pairs)
