@@ -62,13 +62,14 @@ class OVLR(Solver):
 
     def weights(self, losses, counts):
         samples = losses.shape[1]
+        losses = losses / samples  # first: sums of n finite float64 losses then stay finite
         if not self.baseline:
-            return losses / samples
+            return losses
         total = losses.sum(dim=1, keepdim=True)
         if self.antithetic:  # leave-pair-out: the partner of i is (i + n/2) mod n
             others, excluded = total - losses - losses.roll(samples // 2, dims=1), 2
         else:  # leave-one-out
             others, excluded = total - losses, 1
         if samples <= excluded:  # no other sample to form a baseline from
-            return losses / samples
-        return (losses - others / (samples - excluded)) / samples
+            return losses
+        return losses - others / (samples - excluded)

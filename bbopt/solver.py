@@ -40,6 +40,7 @@ from bbopt.checks import check_bool, check_choice, check_float, check_int
 from bbopt.episodes import EpisodeRecord
 from bbopt.noise import Noise, NoiseModel, Scaled
 from bbopt.sigma import SigmaRule, SigmaValue
+from bbopt.validation import as_losses, check_state, indices
 
 __all__ = ["Solver", "make_noise_model"]
 
@@ -63,6 +64,8 @@ class _Asked:
     mu: torch.Tensor  # [G, d], attached to the policy's graph
     noise: torch.Tensor  # [G, n, width]
     batched: bool  # ask(inputs) rather than ask()
+    refused: bool = False  # a tell of these candidates was refused: ask() may replace them
+    spent: bool = False  # ... after the VJP had run: only ask() can follow
 
 
 class Solver:
@@ -182,6 +185,7 @@ class Solver:
         self.evaluations = 0  # candidates told
         self._asked: _Asked | None = None
         self._record = EpisodeRecord(episodes) if episodes is not None else None
+        self._refused = False  # episode mode: the last tell was refused (the next ask starts over)
 
     @property
     def sigma(self) -> SigmaRule:
@@ -213,7 +217,7 @@ class Solver:
             return self._ask_episodes(inputs, episode_ids)
         if episode_ids is not None:
             raise ValueError("Invalid episode_ids: only episode mode (episodes=N) takes them")
-        if self._asked is not None:
+        if self._asked is not None and not self._asked.refused:
             raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
         with torch.enable_grad():
             if inputs is None:
@@ -253,11 +257,17 @@ class Solver:
         if self._asked is None:
             raise RuntimeError("tell() called before ask(): ask for candidates first")
         asked = self._asked
+        if asked.spent:
+            raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
         groups, samples = asked.noise.shape[:2]
         expected = (groups, samples) if asked.batched else (samples,)
-        losses = self._as_losses(losses, expected).reshape(groups, samples)
+        try:
+            losses = self._as_losses(losses, expected).reshape(groups, samples)
+            stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise)
+        except ValueError:
+            asked.refused = True  # nothing changed: tell corrected losses, or ask again
+            raise
         self._asked = None
-        stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise)
         self.evaluations += groups * samples
         return stats
 
@@ -266,6 +276,9 @@ class Solver:
         if inputs is None:
             raise ValueError("Invalid inputs: episode mode needs the observations of the live episodes, [m, ...]")
         inputs = self._as_inputs(inputs)
+        if self._refused:  # the episodes of a refused tell are dropped; these start anew
+            self._record.clear()
+            self._refused = False
         episode_ids = self._record.episode_ids(episode_ids, inputs.shape[0])
         with torch.no_grad():
             mu = self._forward(inputs)
@@ -282,16 +295,20 @@ class Solver:
         record = self._record
         if not record:
             raise RuntimeError("tell() called before ask(): run the episodes through ask() first")
-        losses = self._as_losses(losses, (self.episodes,)).reshape(1, self.episodes)
-        counts = record.counts()
-        record_weights = None if step_losses is None else self._step_weights(step_losses)
-        episode_of_record = record.episode_of_record().to(self.device)
-        inputs, noise = record.inputs(), record.noise()
+        try:
+            losses = self._as_losses(losses, (self.episodes,)).reshape(1, self.episodes)
+            counts = record.counts()
+            record_weights = None if step_losses is None else self._step_weights(step_losses)
+            episode_of_record = record.episode_of_record().to(self.device)
+            inputs, noise = record.inputs(), record.noise()
+            with torch.enable_grad():
+                mu = self.policy(inputs)  # one batched forward
+            stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise,
+                                 episode_of_record=episode_of_record, record_weights=record_weights)  # fmt: skip
+        except ValueError:
+            self._refused = True  # the record is kept: tell corrected losses, or ask to start over
+            raise
         record.clear()
-        with torch.enable_grad():
-            mu = self.policy(inputs)  # one batched forward
-        stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise, episode_of_record=episode_of_record,
-                             record_weights=record_weights)  # fmt: skip
         self.evaluations += self.episodes
         return stats
 
@@ -312,9 +329,18 @@ class Solver:
 
         Group mode: ``mu[G, d]``, ``noise[G, n, width]``. Episode mode: ``mu[R, d]`` and
         ``noise[R, width]`` for the R recorded steps, ``episode_of_record[R]``.
+
+        Guarded: weights, or a gradient, that the policy's float type cannot carry through the
+        optimizer refuse the update (`_refuse_overflow`) before the optimizer or the noise model
+        changes.
         """
         groups = losses.shape[0]
-        weights = self._group_weights(losses, counts).to(device=self.device, dtype=mu.dtype) / groups
+        raw_weights = self._group_weights(losses, counts) / groups
+        limit = math.sqrt(torch.finfo(mu.dtype).max)  # the square of a larger value overflows
+        too_large = ~(raw_weights.abs() <= limit)
+        if bool(too_large.any()):
+            self._refuse_overflow(losses, mu.dtype, "their weights")
+        weights = raw_weights.to(device=self.device, dtype=mu.dtype)
         if episode_of_record is None:  # row g of mu is shared by the n samples of group g
             by_row = by_group = (weights, noise)
             pairs = self.antithetic
@@ -330,6 +356,11 @@ class Solver:
         self.optimizer.zero_grad(set_to_none=True)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.policy)
+        if not math.isfinite(gradient_norm):  # its square overflows: Adam's state would become inf
+            self.optimizer.zero_grad(set_to_none=True)
+            if self._asked is not None:
+                self._asked.spent = True  # mu's graph is used up: only a new ask can follow
+            self._refuse_overflow(losses, mu.dtype, "the gradient")
         self.optimizer.step()
         self.noise.update(*by_group, pairs=pairs)
         self.steps += 1
@@ -368,28 +399,35 @@ class Solver:
             inputs = inputs.to(self.dtype)
         return inputs.to(self.device)
 
+    def _refuse_overflow(self, losses: torch.Tensor, dtype: torch.dtype, what: str):
+        """Refuse an update whose weights or gradient overflow ``dtype`` (nothing has changed yet),
+        naming the outliers: the losses farthest from their group's median (those beyond the
+        limit, at least the farthest)."""
+        distance = (losses - losses.median(dim=1, keepdim=True).values).abs()
+        culprits = (distance > math.sqrt(torch.finfo(dtype).max)) | (distance == distance.max())
+        batched = self._record is None and self._asked.batched
+        shape = losses.shape if batched else losses.shape[1:]
+        count, where = indices(culprits.reshape(shape))
+        largest = float(losses.abs().max())
+        raise ValueError(
+            f"Invalid losses: {what} overflow {str(dtype).removeprefix('torch.')} (the square of a gradient "
+            f"entry must fit for Adam-like optimizers); largest |loss| {largest:.3g}, {count} sample(s) at "
+            f"index {where}. Scale the losses down, pass normalize=True (scale-free weights), or use a "
+            "rank-based solver (ES, CEM). Nothing was updated: "
+            + ("ask again." if self._asked is not None and self._asked.spent else "tell corrected losses or ask again.")
+        )
+
     def _as_losses(self, losses, expected: tuple[int, ...]) -> torch.Tensor:
-        try:
-            if isinstance(losses, torch.Tensor):
-                losses = losses.detach().to(device="cpu", dtype=torch.float64)
-            else:
-                losses = torch.as_tensor(np.asarray(losses), dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(
-                f"Invalid losses: {type(losses).__name__} (expected numbers of shape {list(expected)})"
-            ) from error
-        if tuple(losses.shape) != expected:
-            raise ValueError(f"Invalid losses: shape {list(losses.shape)} (expected {list(expected)})")
+        losses = as_losses(losses, expected)
         if self.maximize:
             losses = -losses
         if bool(torch.isfinite(losses).all()):
             return losses
         bad = ~torch.isfinite(losses)
-        where = [tuple(i) if len(i) > 1 else i[0] for i in bad.nonzero().tolist()]
         if self.nan_policy == "raise":
-            shown = ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
+            count, shown = indices(bad)
             raise ValueError(
-                f"Invalid losses: {len(where)} non-finite value(s) at indices {shown} "
+                f"Invalid losses: {count} non-finite value(s) at indices {shown} "
                 "(nan_policy='raise'; nan_policy='worst' replaces them by the worst finite loss of their group)"
             )
         grouped = losses.reshape(-1, expected[-1])
@@ -418,8 +456,7 @@ class Solver:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict`; the run then continues exactly as the saved one would."""
-        if state.get("solver") != type(self).__name__:
-            raise ValueError(f"Invalid state: saved from {state.get('solver')!r} (expected {type(self).__name__!r})")
+        check_state(self, state)  # everything, before anything changes
         state = copy.deepcopy(state)  # torch.optim keeps the given tensors; share nothing with the source
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -162,7 +162,11 @@ CASES = {
         ValueError,
         r"Invalid losses: shape \[1, 4\] \(expected \[4\]\)",
     ),
-    "losses not numbers": (after_ask(lambda s, c: s.tell(["a", "b", "c", "d"])), ValueError, r"Invalid losses: list"),
+    "losses not numbers": (
+        after_ask(lambda s, c: s.tell(["a", "b", "c", "d"])),
+        ValueError,
+        r"Invalid losses: str values",
+    ),
     "losses non-finite": (
         after_ask(nan_losses),
         ValueError,
