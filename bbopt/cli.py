@@ -1,11 +1,22 @@
-"""The ``bbopt`` command line: ``bbopt demo``, ``ioh``, ``binpacking``, ``train``, ``evaluate``, ``aloha``."""
+"""The ``bbopt`` command line: ``bbopt demo``, ``ioh``, ``binpacking``, ``train``, ``evaluate``, ``aloha``.
+
+Every command reports bad input, an unusable path or a corrupt file as one line on stderr with
+exit code 2 (argparse's convention), stops on Ctrl-C with one line saying what was kept (exit
+code 130), and holds its output directory's lock (`bbopt.rollout.lock.RunLock`) while it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 from bbopt import presets
+
+# `bbopt train` options that define a run; a resumed run keeps its own (--env-steps may change).
+RUN_OPTIONS = ("env", "solver", "population", "sigma", "lr", "credit", "lr_schedule", "hidden", "evaluator",
+               "workers", "address", "eval_every", "eval_episodes", "checkpoint_every", "seed", "threads")  # fmt: skip
 
 
 def positive_int(text: str) -> int:
@@ -14,6 +25,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
     return value
+
+
+def count(text: str) -> int:
+    """argparse type: an int >= 0 (0 switches the thing off)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text}")
+    return value
+
+
+def names(text: str) -> list[str]:
+    """argparse type: a comma-separated, non-empty list of names."""
+    listed = [name.strip() for name in text.split(",") if name.strip()]
+    if not listed:
+        raise argparse.ArgumentTypeError(f"expected at least one name, got {text!r}")
+    return listed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ioh.add_argument("--instances", default="1-5")
     ioh.add_argument("--dimensions", default="5,20")
     ioh.add_argument("--budget-per-dim", type=positive_int, default=1000)
-    ioh.add_argument("--solvers", default=",".join(presets.names("problem")),
+    ioh.add_argument("--solvers", type=names, default=",".join(presets.names("problem")),
                      help=f"comma-separated, from {','.join(presets.names('problem'))}")  # fmt: skip
     ioh.add_argument("--runs", type=positive_int, default=1)
     ioh.add_argument("--seed", type=int, default=0)
@@ -49,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     packing.add_argument("--items", type=positive_int, default=60)
     packing.add_argument("--count", type=positive_int, default=30, help="generated instances (seeds from --seed on)")
     packing.add_argument("--budget", type=positive_int, default=20_000, help="decodes per instance and solver")
-    packing.add_argument("--solvers", default=",".join([*presets.names("problem"), "ffd", "bfd"]),
+    packing.add_argument("--solvers", type=names, default=",".join([*presets.names("problem"), "ffd", "bfd"]),
                          help=f"comma-separated: {', '.join(presets.names('problem'))}, random (search); "
                               "ffd, bfd (heuristics)")  # fmt: skip
     packing.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
@@ -57,27 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     packing.add_argument("--out", type=Path, required=True, help="directory for results.json and success.png")
     packing.add_argument("--no-progress", action="store_true")
     train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
-    train.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium id")
-    train.add_argument("--solver", default="ovlr", choices=presets.names("episodes"),
-                       help="pes: parameter-space ES (the baseline)")  # fmt: skip
-    train.add_argument("--population", type=positive_int, default=64, help="episodes per update (even)")
+    # Run options default to None here and to RunConfig's defaults there, so that a resume can
+    # tell an option given from one left out.
+    train.add_argument("--env", help="a Gymnasium id (default HalfCheetah-v5)")
+    train.add_argument("--solver", choices=presets.names("episodes"),
+                       help="default ovlr; pes: parameter-space ES (the baseline)")  # fmt: skip
+    train.add_argument("--population", type=positive_int, help="episodes per update (even; default 64)")
     train.add_argument("--env-steps", type=step_count, help="total env steps, e.g. 2e6 (default 2e6; with --resume: "
                        "a new total, else the run's own)")  # fmt: skip
     train.add_argument("--sigma", type=float, help="noise scale (default per solver)")
     train.add_argument("--lr", type=float, help="Adam's step (default per solver)")
     train.add_argument("--credit", choices=["episode", "to_go"],
                        help="to_go: each step credited with the cost still to come (OVLR, ES)")  # fmt: skip
-    train.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"],
-                       help="linear: Adam's step decays to 0 at --env-steps")  # fmt: skip
-    train.add_argument("--hidden", default="64,64", help="hidden widths ('' for a linear policy)")
-    train.add_argument("--evaluator", default="auto", choices=["auto", "serial", "process", "ray"],
-                       help="auto: worker processes on 2+ CPUs, else serial")  # fmt: skip
+    train.add_argument("--lr-schedule", choices=["constant", "linear"],
+                       help="default constant; linear: Adam's step decays to 0 at --env-steps")  # fmt: skip
+    train.add_argument("--hidden", help="hidden widths (default 64,64; '' for a linear policy)")
+    train.add_argument("--evaluator", choices=["auto", "serial", "process", "ray"],
+                       help="default auto: worker processes on 2+ CPUs, else serial")  # fmt: skip
     train.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: CPU count)")
     train.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    train.add_argument("--eval-every", type=int, default=10, help="updates between noiseless evaluations")
-    train.add_argument("--eval-episodes", type=int, default=5)
-    train.add_argument("--checkpoint-every", type=int, default=10, help="updates between checkpoints")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-every", type=count, help="updates between noiseless evaluations (default 10; 0: none)")
+    train.add_argument("--eval-episodes", type=count, help="episodes per evaluation (default 5; 0: none)")
+    train.add_argument("--checkpoint-every", type=count,
+                       help="updates between checkpoints (default 10; 0: only at the end)")  # fmt: skip
+    train.add_argument("--seed", type=count, help="default 0")
+    train.add_argument("--threads", type=positive_int,
+                       help="torch threads for every session of the run (default: the current count; a resume "
+                            "uses the run's own, so that it continues bit for bit)")  # fmt: skip
     run_dir = train.add_mutually_exclusive_group(required=True)
     run_dir.add_argument("--out", type=Path, help="a new run directory")
     run_dir.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
@@ -105,19 +138,23 @@ def step_count(text: str) -> int:
 def run_train(args: argparse.Namespace) -> dict:
     from bbopt.rollout.runs import RunConfig, train_run
 
+    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None}
     if args.resume:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--resume continues the run as it was configured; {flags} cannot change "
+                             f"(see {args.resume / 'config.json'}; only --env-steps can)")  # fmt: skip
         summary = train_run(None, args.resume, resume=True, env_steps=args.env_steps, progress=not args.no_progress)
         out = args.resume
     else:
-        hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
-        config = RunConfig(env=args.env, solver=args.solver, population=args.population,
-                           env_steps=args.env_steps or 2_000_000,
-                           sigma=args.sigma, lr=args.lr, lr_schedule=args.lr_schedule, credit=args.credit,
-                           hidden=hidden, evaluator=args.evaluator,
-                           workers=args.workers, address=args.address, eval_every=args.eval_every,
-                           eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-                           seed=args.seed)  # fmt: skip
-        summary = train_run(config, args.out, progress=not args.no_progress)
+        if "hidden" in given:
+            try:
+                given["hidden"] = [int(w) for w in given["hidden"].split(",") if w.strip()]
+            except ValueError:
+                raise ValueError(f"Invalid hidden: {args.hidden!r} (expected widths like 64,64)") from None
+        if args.env_steps is not None:
+            given["env_steps"] = args.env_steps
+        summary = train_run(RunConfig(**given), args.out, progress=not args.no_progress)
         out = args.out
     rate, final = summary["env_steps_per_second"], summary["final_eval_return"]
     print(f"\n{summary['env']} {summary['solver']}: {summary['env_steps']:,} env steps, {summary['updates']} updates, "
@@ -148,7 +185,7 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
     else:
         instances = [make_instance(args.family, args.items, args.seed + k) for k in range(args.count)]
         label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
-    methods = [m for m in args.solvers.split(",") if m]
+    methods = args.solvers
     rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
                          progress=not args.no_progress)  # fmt: skip
     summary = summarize(rows)
@@ -164,10 +201,11 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
 def run_ioh(args: argparse.Namespace) -> list[dict]:
     from bbopt.envs.ioh.suite import bbopt_runner, parse_ids, plot_ecdf, run_suite, summarize, write_summary
 
-    runners = {name: bbopt_runner(name) for name in args.solvers.split(",")}
+    runners = {name: bbopt_runner(name) for name in args.solvers}
     ids = {key: parse_ids(getattr(args, key), key) for key in ("functions", "instances", "dimensions")}
     rows = run_suite(runners, suite=args.suite, budget_per_dimension=args.budget_per_dim, runs=args.runs,
-                     out=args.out, seed=args.seed, progress=not args.no_progress, **ids)  # fmt: skip
+                     out=args.out, seed=args.seed, progress=not args.no_progress,
+                     rows_file=args.out / "rows.jsonl", **ids)  # fmt: skip
     summary = summarize(rows)
     print(f"\n{args.suite}: final ECDF value (fraction of (run, target) pairs, 51 targets 1e2..1e-8)\n")
     print(f"{'solver':<10}{'d':>4}{'runs':>6}{'ECDF':>8}{'solved 1e-8':>13}{'seconds':>9}")
@@ -188,23 +226,56 @@ def run_aloha(args: argparse.Namespace) -> dict:
     return run(args)
 
 
+def run_demo(args: argparse.Namespace) -> None:
+    from bbopt.demo import run_demo
+
+    if args.dimension < 2:
+        raise ValueError("--dimension must be >= 2 (Rosenbrock couples neighbours)")
+    run_demo(args.out, dimension=args.dimension, budget=args.budget, seed=args.seed, progress=not args.no_progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from bbopt.demo import run_demo
-
-        if args.dimension < 2:
-            raise SystemExit("bbopt demo: --dimension must be >= 2 (Rosenbrock couples neighbours)")
-        run_demo(args.out, dimension=args.dimension, budget=args.budget, seed=args.seed, progress=not args.no_progress)
-        return 0
-    runners = {"ioh": run_ioh, "binpacking": run_binpacking, "train": run_train, "evaluate": run_evaluate,
-               "aloha": run_aloha}  # fmt: skip
+    runners = {"demo": run_demo, "ioh": run_ioh, "binpacking": run_binpacking, "train": run_train,
+               "evaluate": run_evaluate, "aloha": run_aloha}  # fmt: skip
     command = f"aloha {args.aloha_command}" if args.command == "aloha" else args.command
     try:
-        runners[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad input: a message, not a traceback
-        raise SystemExit(f"bbopt {command}: {error}") from error
+        with _directory_lock(args):
+            runners[args.command](args)
+    except KeyboardInterrupt:
+        print(f"\nbbopt {command}: interrupted (Ctrl-C); {_kept(args)}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:  # bad input, an unusable path, a corrupt file: one line
+        message = " ".join(str(error).split())
+        print(f"bbopt {command}: {message}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _directory_lock(args: argparse.Namespace):
+    """The lock of the directory the command writes (none for commands that write a file)."""
+    from bbopt.rollout.lock import RunLock
+
+    if args.command == "train":
+        directory = args.resume or args.out
+        if args.resume and not directory.is_dir():
+            return contextlib.nullcontext()  # nothing to resume: train_run says so
+        return RunLock(directory)
+    if args.command in ("demo", "ioh", "binpacking"):
+        return RunLock(args.out)
+    return contextlib.nullcontext()
+
+
+def _kept(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind, for its one-line message."""
+    if args.command == "train":
+        run = args.resume or args.out
+        return f"the run keeps its last checkpoint: continue with `bbopt train --resume {run}`"
+    if args.command == "ioh":
+        return f"every finished run is kept in {args.out / 'rows.jsonl'}"
+    if args.command == "binpacking":
+        return f"finished results are kept in {args.out}"
+    return "stopped; nothing partial was written"
 
 
 if __name__ == "__main__":

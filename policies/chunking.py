@@ -78,7 +78,9 @@ class ChunkMLP(nn.Module):
 def save_chunk_policy(policy: ChunkMLP, path, **meta) -> Path:
     """Write the policy's constructor arguments, weights and statistics, and ``meta`` (JSON-able
     values, e.g. the task and how it was trained) to ``path``, atomically."""
-    return save_checkpoint({"config": policy.config(), "state_dict": policy.state_dict(), "meta": meta}, path)
+    return save_checkpoint(
+        {"config": policy.config(), "state_dict": policy.state_dict(), "meta": meta}, path, keep_previous=False
+    )
 
 
 def load_chunk_policy(path) -> tuple[ChunkMLP, dict]:

@@ -406,16 +406,19 @@ def test_cli_pipeline(tmp_path, capsys):
     assert "scripted insertion: success 100.0%" in capsys.readouterr().out
 
 
-def test_cli_errors_are_messages(tmp_path):
-    with pytest.raises(SystemExit, match="bbopt aloha train: No demonstrations file"):
-        main(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.pt")])
-    with pytest.raises(SystemExit):
+def test_cli_errors_are_messages(tmp_path, capsys):
+    def refused(arguments, message):
+        assert main(arguments) == 2
+        assert message in capsys.readouterr().err
+
+    refused(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.pt")],
+            "bbopt aloha train: No demonstrations file")  # fmt: skip
+    with pytest.raises(SystemExit):  # argparse
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
     (tmp_path / "junk.pt").write_text("not a policy")
-    with pytest.raises(SystemExit, match="bbopt aloha evaluate: Invalid policy file"):
-        main(["aloha", "evaluate", "--policy", str(tmp_path / "junk.pt")])
-    with pytest.raises(SystemExit, match="bbopt aloha finetune: No policy file"):
-        main(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--out", str(tmp_path / "f.pt")])
+    refused(["aloha", "evaluate", "--policy", str(tmp_path / "junk.pt")], "junk.pt: not a checkpoint")
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--out", str(tmp_path / "f.pt")],
+            "bbopt aloha finetune: No policy file")  # fmt: skip
 
 
 def test_video_of_an_evaluation(tmp_path):

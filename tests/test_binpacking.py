@@ -523,7 +523,7 @@ def test_cli_on_bpplib_files(tmp_path):
     assert [r["instance"] for r in runs] == ["a", "b"] and all(r["optimum"] is None for r in runs)
     (folder / "c.txt").write_text("2\n10\n4\nx\n")
     done = run_cli("--instances", folder, "--out", tmp_path / "out", cwd=tmp_path)
-    assert done.returncode == 1 and "c.txt:4: expected integers" in done.stderr
+    assert done.returncode == 2 and "c.txt:4: expected integers" in done.stderr
     (folder / "c.txt").unlink()
     optima = tmp_path / "optima.txt"
     optima.write_text("# name optimum (both lower bounds are 16)\na 17\nb, 16\n")
@@ -534,6 +534,6 @@ def test_cli_on_bpplib_files(tmp_path):
     assert [r["optimum"] for r in runs] == [17, 16] and [r["lower_bound"] for r in runs] == [16, 16]
     optima.write_text("a 17\nzzz 3\n")
     done = run_cli("--instances", folder, "--optima", optima, "--out", tmp_path / "out", cwd=tmp_path)
-    assert done.returncode == 1 and "no instance file named ['zzz']" in done.stderr
+    assert done.returncode == 2 and "no instance file named ['zzz']" in done.stderr
     done = run_cli("--solvers", "ovlr,sa", "--out", tmp_path / "out", cwd=tmp_path)
-    assert done.returncode == 1 and "Invalid solvers: ['sa']" in done.stderr
+    assert done.returncode == 2 and "Invalid solvers: ['sa']" in done.stderr

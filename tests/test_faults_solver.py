@@ -240,7 +240,7 @@ def test_a_gradient_that_overflows_is_refused_after_the_vjp_and_only_a_new_ask_c
     solver.tell((solver.ask() ** 2).sum(-1))
     before = copy.deepcopy(solver.optimizer.state_dict()), solver.policy().detach().clone()
     candidates = solver.ask()
-    with pytest.raises(ValueError, match="the gradient overflow float32.*index 3.*ask again"):
+    with pytest.raises(ValueError, match=r"the gradient overflow float32.*index 3.*ask again"):
         solver.tell(huge(candidates, 1e18, where=3))
     assert torch.equal(solver.policy().detach(), before[1])
     assert torch.equal(solver.optimizer.state_dict()["state"][0]["exp_avg_sq"], before[0]["state"][0]["exp_avg_sq"])

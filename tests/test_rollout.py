@@ -400,20 +400,20 @@ def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
     assert rows[: len(first)] == first and len(rows) > len(first)  # continued, nothing repeated
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, len(rows)))
     done = bbopt_cli("train", "--env", "Hopper-v5", "--env-steps", 300, "--out", out, *common, cwd=tmp_path)
-    assert done.returncode == 1 and "already holds a run" in done.stderr
+    assert done.returncode == 2 and "already holds a run" in done.stderr
     done = bbopt_cli("evaluate", out, "--episodes", 2, cwd=tmp_path)
     assert done.returncode == 0 and "over 2 episodes" in done.stdout, done.stderr
     done = bbopt_cli("evaluate", tmp_path / "nothing", cwd=tmp_path)
-    assert done.returncode == 1 and "config.json missing" in done.stderr
+    assert done.returncode == 2 and "config.json missing" in done.stderr
 
 
 def test_cli_train_refuses_bad_arguments(tmp_path):
     done = bbopt_cli("train", "--env-steps", "abc", "--out", tmp_path / "x", cwd=tmp_path)
     assert done.returncode == 2 and "--env-steps" in done.stderr
     done = bbopt_cli("train", "--population", 3, "--out", tmp_path / "x", "--no-progress", cwd=tmp_path)
-    assert done.returncode == 1 and "Invalid population: 3" in done.stderr
+    assert done.returncode == 2 and "Invalid population: 3" in done.stderr
     done = bbopt_cli("train", "--resume", tmp_path / "none", "--no-progress", cwd=tmp_path)
-    assert done.returncode == 1 and "No run to resume" in done.stderr
+    assert done.returncode == 2 and "No run to resume" in done.stderr
 
 
 def test_linear_lr_schedule_decays_with_env_steps():

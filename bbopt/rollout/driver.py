@@ -199,6 +199,9 @@ class Trainer:
                 "seconds": self.seconds, "seed": self.seed, "history": [dict(r) for r in self.history]}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
+        missing = [k for k in ("solver", "updates", "env_steps", "seconds", "seed", "history") if k not in state]
+        if missing:
+            raise ValueError(f"Invalid checkpoint: missing {missing} (not a Trainer checkpoint)")
         if state["seed"] != self.seed:
             raise ValueError(f"Invalid checkpoint: seed {state['seed']} (this trainer has seed {self.seed})")
         self.solver.load_state_dict(state["solver"])
@@ -206,7 +209,9 @@ class Trainer:
         self.history = [dict(r) for r in state["history"]]
 
     def resume(self, path) -> None:
-        self.load_state_dict(load_checkpoint(path))
+        """Continue from the checkpoint at ``path`` (verified; the previous one beside it if
+        the latest is missing or corrupt, with a warning)."""
+        self.load_state_dict(load_checkpoint(path, fallback=True))
 
     def close(self) -> None:
         self.pool.close()

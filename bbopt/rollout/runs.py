@@ -2,16 +2,25 @@
 checkpoints, a learning-curve CSV and plot; replay a saved policy (optionally to a video).
 
 A run directory holds ``config.json`` (the settings), ``checkpoint.pt`` (solver state,
-observation statistics, counters, history; atomic), ``curve.csv``, ``curve.png``,
-``policy.pt`` (the final policy's state_dict) and ``summary.json``.
+observation statistics, counters, history) and ``checkpoint.prev.pt`` (the one before),
+``curve.csv``, ``curve.png``, ``policy.pt`` (the final policy's state_dict) and
+``summary.json``. Checkpoints and the policy file are written atomically with a SHA-256 that is
+checked on load (`bbopt.rollout.checkpoint`); a resume falls back to the previous checkpoint
+when the latest is corrupt. One process at a time writes a run directory (`RunLock`).
+
+Bitwise-identical resumes: PyTorch's CPU kernels may sum in a different order with another
+number of threads, so a run records its thread count (``threads``, by default the process's at
+the run's start) and every session of it, resumed or not, computes with that many.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,8 +29,16 @@ import numpy as np
 import torch
 
 import bbopt
-from bbopt.rollout.checkpoint import load_checkpoint
+from bbopt.checks import check_float, check_int
+from bbopt.rollout.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
+from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
 from bbopt.rollout.video import write_video
 
@@ -60,21 +77,32 @@ class RunConfig:
     credit: str | None = None  # "episode" or "to_go" (OVLR, ES: per-step cost-to-go, see Trainer); None: "episode"
     eval_every: int = 10
     eval_episodes: int = 5
-    checkpoint_every: int = 10
+    checkpoint_every: int = 10  # 0: only at the end
     seed: int = 0
+    threads: int | None = None  # torch's intra-op threads for every session of the run (None: the current)
 
     def __post_init__(self):
         if self.solver not in bbopt.presets.names("episodes"):
             raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {bbopt.presets.names('episodes')})")
-        if self.population < 2 or self.population % 2:
-            raise ValueError(f"Invalid population: {self.population} (expected an even int >= 2)")
+        if not isinstance(self.env, str) or self.env not in gym.registry:
+            raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
+        check_int(self.population, "population", minimum=2, even=True)
         preset = bbopt.presets.get(self.solver, "episodes")
-        self.sigma = preset.sigma if self.sigma is None else float(self.sigma)
-        self.lr = preset.lr if self.lr is None else float(self.lr)
+        self.sigma = check_float(preset.sigma if self.sigma is None else self.sigma, "sigma", above=0)
+        self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
         self.credit = "episode" if self.credit is None else self.credit
-        self.env_steps = int(self.env_steps)
+        if self.credit not in ("episode", "to_go"):
+            raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
+        self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
+        self.hidden = [check_int(width, "hidden width", minimum=1) for width in self.hidden]
+        for name in ("eval_every", "eval_episodes", "checkpoint_every", "seed"):
+            check_int(getattr(self, name), name, minimum=0)
+        if self.workers is not None:
+            check_int(self.workers, "workers", minimum=1)
+        threads = torch.get_num_threads() if self.threads is None else self.threads
+        self.threads = check_int(threads, "threads", minimum=1)
 
 
 def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
@@ -82,7 +110,10 @@ def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
     path = Path(out) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{doing} in {out} (config.json missing)")
-    return RunConfig(**json.loads(path.read_text()))
+    try:
+        return RunConfig(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a run's config ({error})") from None
 
 
 def build_solver(config: RunConfig, env: gym.Env):
@@ -106,16 +137,23 @@ def make_trainer(config: RunConfig, out: Path) -> Trainer:
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
               progress: bool = True) -> dict:  # fmt: skip
     """Train (or, with ``resume``, continue the run in ``out`` from its checkpoint, optionally
-    to a new ``env_steps`` total) and write the run directory."""
+    to a new ``env_steps`` total) and write the run directory, holding its lock throughout."""
     out = Path(out)
+    if resume and not (out / "config.json").is_file():
+        load_config(out, doing="No run to resume")  # raises, before the directory is created
+    with RunLock(out), _threads(config.threads if config is not None else load_config(out).threads):
+        return _train_locked(config, out, resume=resume, env_steps=env_steps, progress=progress)
+
+
+def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_steps: int | None, progress: bool):
     if resume:
         config = load_config(out, doing="No run to resume")
-    elif (out / "checkpoint.pt").exists():
+    elif (out / "checkpoint.pt").exists() or (out / "checkpoint.prev.pt").exists():
         raise FileExistsError(f"{out} already holds a run: resume it with --resume, or choose another --out")
     if env_steps is not None:
-        config.env_steps = int(env_steps)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+        config.env_steps = check_int(env_steps, "env_steps", minimum=1)
+    remove_stale_temporaries(out)  # left by a process killed mid-write (we hold the lock: none is live)
+    _write_json(out / "config.json", asdict(config))
     began = time.perf_counter()
     with make_trainer(config, out) as trainer:
         if resume:
@@ -123,15 +161,31 @@ def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_
         _rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone
         trainer.train(config.env_steps, progress=progress, curve=out / "curve.csv")
         final = trainer.evaluate(max(config.eval_episodes, 1))
-        torch.save(trainer.solver.policy.state_dict(), out / "policy.pt")
+        save_checkpoint(trainer.solver.policy.state_dict(), out / "policy.pt", keep_previous=False)
         summary = {"env": config.env, "solver": config.solver, "env_steps": trainer.env_steps,
                    "updates": trainer.updates, "final_eval_return": final, "train_seconds": trainer.seconds,
                    "wall_seconds_this_session": time.perf_counter() - began,
-                   "env_steps_per_second": trainer.env_steps / max(trainer.seconds, 1e-9)}  # fmt: skip
+                   "env_steps_per_second": trainer.env_steps / max(trainer.seconds, 1e-9),
+                   "threads": torch.get_num_threads()}  # fmt: skip
         history = trainer.history
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _write_json(out / "summary.json", summary)
     plot_curve({config.solver: history}, out / "curve.png", title=f"{config.env}")
     return summary
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    """Compute with ``count`` intra-op threads inside; the process's setting is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _write_json(path: Path, value) -> None:
+    atomic_write(path, lambda handle: handle.write(json.dumps(value, indent=1).encode()))
 
 
 def _rewrite_curve(path: Path, history: list[dict]) -> None:
@@ -150,10 +204,7 @@ def evaluate_run(out: Path, *, episodes: int = 10, seed: int = 2 * 10**6, video:
     config = load_config(out)
     env = gym.make(config.env)
     solver = build_solver(config, env)
-    if (out / "policy.pt").is_file():
-        solver.policy.load_state_dict(torch.load(out / "policy.pt", weights_only=True))
-    else:
-        solver.load_state_dict(load_checkpoint(out / "checkpoint.pt")["solver"])
+    solver.policy.load_state_dict(_saved_policy(out, solver))
     policy = solver.policy.eval()
     low, high = env.action_space.low, env.action_space.high
     with torch.no_grad():
@@ -164,6 +215,34 @@ def evaluate_run(out: Path, *, episodes: int = 10, seed: int = 2 * 10**6, video:
     if video is not None:
         result["video"] = _record(config, policy, seed, Path(video))
     return result
+
+
+def _saved_policy(out: Path, solver) -> dict:
+    """The run's final ``policy.pt`` (verified), else the policy of its latest good checkpoint
+    (a warning says why)."""
+    try:
+        state = load_checkpoint(out / "policy.pt")
+        _check_policy_state(state, solver, out / "policy.pt")
+        return state
+    except (CheckpointError, FileNotFoundError) as error:
+        if not (out / "checkpoint.pt").is_file() and not (out / "checkpoint.prev.pt").is_file():
+            raise
+        reason = error if (out / "policy.pt").exists() else f"no {out / 'policy.pt'} (the run has not finished)"
+        warnings.warn(f"{reason}; using the policy of the run's checkpoint", stacklevel=3)
+    checkpoint = load_checkpoint(out / "checkpoint.pt", fallback=True)
+    try:
+        return checkpoint["solver"]["policy"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{out / 'checkpoint.pt'}: not a bbopt train checkpoint") from None
+
+
+def _check_policy_state(state, solver, path: Path) -> None:
+    expected = solver.policy.state_dict()
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise CheckpointError(f"{path}: not this run's policy (its entries differ from the policy's)")
+    for key, value in expected.items():
+        if not isinstance(state[key], torch.Tensor) or state[key].shape != value.shape:
+            raise CheckpointError(f"{path}: {key} does not match the policy (shape or type)")
 
 
 def _record(config: RunConfig, policy, seed: int, path: Path) -> str:
