@@ -210,7 +210,7 @@ def test_bpplib_size_count_pairs_and_blank_lines(tmp_path):
     [
         ("3\n10\n4\nfour\n5\n", r"bad.txt:4: expected integers, got 'four'"),
         ("3\n10\n4\n5\n", r"bad.txt: the header says 3 items, the file lists 2"),
-        ("2\n10\n4\n5\n6\n", r"header says 2 items, the file lists 3"),
+        ("2\n10\n4\n5\n6\n", r"bad.txt:5: the header says 2 items, the file lists more"),
         ("2\n10\n4\n11\n", r"bad.txt:4: size 11 \(expected 1..capacity 10\)"),
         ("2\n10\n4\n0\n", r"bad.txt:4: size 0"),
         ("2 3\n10\n4\n5\n", r"bad.txt:1: expected one integer"),
