@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from bbopt import presets
@@ -14,6 +15,24 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
     return value
+
+
+def input_error(command: str, message) -> SystemExit:
+    """Report bad input as one line on stderr, ``bbopt <command>: <message>``, and the SystemExit
+    (status 2, argparse's status for a usage error) to raise."""
+    print(f"bbopt {command}: " + " ".join(str(message).splitlines()), file=sys.stderr)
+    return SystemExit(2)
+
+
+def one_line_errors(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """``parser``, its argument errors reported by `input_error` (one line, status 2) instead of
+    argparse's usage block."""
+
+    def error(message: str):
+        raise input_error(command, f"{message} (see bbopt {command} --help)")
+
+    parser.error = error
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     packing = commands.add_parser(
         "binpacking", help="per-instance priority search (OVLR, CEM, ES) and FFD/BFD on generated or BPPLIB instances"
     )
+    one_line_errors(packing, "binpacking")
     source = packing.add_mutually_exclusive_group()
     source.add_argument("--family", default="triplet", choices=["triplet", "uniform"], help="generator family")
     source.add_argument("--instances", nargs="+", type=Path, metavar="PATH",
@@ -54,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "ffd, bfd (heuristics)")  # fmt: skip
     packing.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
     packing.add_argument("--seed", type=int, default=0)
-    packing.add_argument("--out", type=Path, required=True, help="directory for results.json and success.png")
+    packing.add_argument("--out", type=Path, required=True,
+                         help="directory for runs.jsonl (runs as they end), results.json, success.png")  # fmt: skip
     packing.add_argument("--no-progress", action="store_true")
     train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
     train.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium id")
@@ -137,11 +158,28 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
 
 def run_binpacking(args: argparse.Namespace) -> list[dict]:
+    """Bad input (a malformed instance file, an unknown solver, an --out that holds runs) ends
+    with one line and status 2; Ctrl-C with one line and status 130, every finished run kept
+    in ``--out/runs.jsonl``."""
+    from bbopt.envs.binpacking.runs import Interrupted
+
+    try:
+        return _run_binpacking(args)
+    except Interrupted as stop:
+        print(f"bbopt binpacking: interrupted: {stop}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (ValueError, OSError) as error:
+        raise input_error("binpacking", error) from None
+
+
+def _run_binpacking(args: argparse.Namespace) -> list[dict]:
     from bbopt.envs.binpacking import make_instance, read_instances, read_optima
     from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
 
     if args.optima and not args.instances:
         raise ValueError("--optima goes with --instances")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"Invalid --out: {args.out} is not a directory")
     if args.instances:
         instances = read_instances(args.instances, optima=read_optima(args.optima) if args.optima else None)
         label = f"{len(instances)} instance files"
@@ -150,14 +188,14 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
         label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
     methods = [m for m in args.solvers.split(",") if m]
     rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
-                         progress=not args.no_progress)  # fmt: skip
+                         progress=not args.no_progress, rows_file=args.out / "runs.jsonl")  # fmt: skip
     summary = summarize(rows)
     print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
     config = {k: (list(map(str, v)) if isinstance(v, list) else str(v) if isinstance(v, Path) else v)
               for k, v in vars(args).items()}  # fmt: skip
     write_results(args.out / "results.json", config, summary, rows)
     plot_success({label: summary}, args.out / "success.png")
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'success.png'}")
+    print(f"\nwrote {args.out / 'runs.jsonl'}, {args.out / 'results.json'} and {args.out / 'success.png'}")
     return rows
 
 
