@@ -43,6 +43,24 @@ def names(text: str) -> list[str]:
     return listed
 
 
+def input_error(command: str, message) -> SystemExit:
+    """Report bad input as one line on stderr, ``bbopt <command>: <message>``, and the SystemExit
+    (status 2, argparse's status for a usage error) to raise."""
+    print(f"bbopt {command}: " + " ".join(str(message).splitlines()), file=sys.stderr)
+    return SystemExit(2)
+
+
+def one_line_errors(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """``parser``, its argument errors reported by `input_error` (one line, status 2) instead of
+    argparse's usage block."""
+
+    def error(message: str):
+        raise input_error(command, f"{message} (see bbopt {command} --help)")
+
+    parser.error = error
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bbopt", description="Black-box optimization on a neural policy's output.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "ffd, bfd (heuristics)")  # fmt: skip
     packing.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
     packing.add_argument("--seed", type=int, default=0)
-    packing.add_argument("--out", type=Path, required=True, help="directory for results.json and success.png")
+    packing.add_argument("--out", type=Path, required=True,
+                         help="directory for runs.jsonl (runs as they end), results.json, success.png")  # fmt: skip
     packing.add_argument("--no-progress", action="store_true")
     train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
     # Run options default to None here and to RunConfig's defaults there, so that a resume can
@@ -122,7 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="the run directory")
     evaluate.add_argument("--episodes", type=positive_int, default=10)
     evaluate.add_argument("--video", type=Path, help="record the first episode (needs GL: MUJOCO_GL=egl)")
+    _one_line_errors_everywhere(parser)
     return parser
+
+
+def _one_line_errors_everywhere(parser: argparse.ArgumentParser, command: str = "") -> None:
+    """`one_line_errors` on every (sub)command's parser."""
+    if command:
+        one_line_errors(parser, command)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                _one_line_errors_everywhere(sub, f"{command} {name}".strip())
 
 
 def step_count(text: str) -> int:
@@ -179,6 +209,8 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
 
     if args.optima and not args.instances:
         raise ValueError("--optima goes with --instances")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"Invalid --out: {args.out} is not a directory")
     if args.instances:
         instances = read_instances(args.instances, optima=read_optima(args.optima) if args.optima else None)
         label = f"{len(instances)} instance files"
@@ -187,14 +219,14 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
         label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
     methods = args.solvers
     rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
-                         progress=not args.no_progress)  # fmt: skip
+                         progress=not args.no_progress, rows_file=args.out / "runs.jsonl")  # fmt: skip
     summary = summarize(rows)
     print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
     config = {k: (list(map(str, v)) if isinstance(v, list) else str(v) if isinstance(v, Path) else v)
               for k, v in vars(args).items()}  # fmt: skip
     write_results(args.out / "results.json", config, summary, rows)
     plot_success({label: summary}, args.out / "success.png")
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'success.png'}")
+    print(f"\nwrote {args.out / 'runs.jsonl'}, {args.out / 'results.json'} and {args.out / 'success.png'}")
     return rows
 
 
@@ -242,12 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _directory_lock(args):
             runners[args.command](args)
-    except KeyboardInterrupt:
-        print(f"\nbbopt {command}: interrupted (Ctrl-C); {_kept(args)}", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # what was kept: the command's own word (bin packing), else ours
+        print(f"bbopt {command}: interrupted: {str(stop) or _kept(args)}", file=sys.stderr)
         return 130
     except (ValueError, OSError) as error:  # bad input, an unusable path, a corrupt file: one line
-        message = " ".join(str(error).split())
-        print(f"bbopt {command}: {message}", file=sys.stderr)
+        input_error(command, " ".join(str(error).split()))
         return 2
     return 0
 
@@ -270,11 +301,11 @@ def _kept(args: argparse.Namespace) -> str:
     """What an interrupted command leaves behind, for its one-line message."""
     if args.command == "train":
         run = args.resume or args.out
-        return f"the run keeps its last checkpoint: continue with `bbopt train --resume {run}`"
+        return f"the run keeps its last checkpoint; continue with `bbopt train --resume {run}`"
     if args.command == "ioh":
         return f"every finished run is kept in {args.out / 'rows.jsonl'}"
     if args.command == "binpacking":
-        return f"finished results are kept in {args.out}"
+        return f"finished runs are kept in {args.out / 'runs.jsonl'}"
     return "stopped; nothing partial was written"
 
 

@@ -36,6 +36,7 @@ from bbopt.envs.binpacking import (
 )
 from bbopt.envs.binpacking.learned import item_features, train_set_network, zero_shot
 from bbopt.envs.binpacking.online import SlotScorer, evaluate_online, rollout
+from bbopt.envs.binpacking.runs import read_rows
 from bbopt.policies.set_network import SetNetwork
 
 # ------------------------------------------------------------------ plain-Python references
@@ -210,7 +211,7 @@ def test_bpplib_size_count_pairs_and_blank_lines(tmp_path):
     [
         ("3\n10\n4\nfour\n5\n", r"bad.txt:4: expected integers, got 'four'"),
         ("3\n10\n4\n5\n", r"bad.txt: the header says 3 items, the file lists 2"),
-        ("2\n10\n4\n5\n6\n", r"header says 2 items, the file lists 3"),
+        ("2\n10\n4\n5\n6\n", r"bad.txt:5: the header says 2 items, the file lists more"),
         ("2\n10\n4\n11\n", r"bad.txt:4: size 11 \(expected 1..capacity 10\)"),
         ("2\n10\n4\n0\n", r"bad.txt:4: size 0"),
         ("2 3\n10\n4\n5\n", r"bad.txt:1: expected one integer"),
@@ -506,6 +507,7 @@ def test_cli_on_generated_instances_writes_table_json_and_plot(tmp_path):
     assert "2 triplet-60 instances" in done.stdout and "ffd" in done.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["solver"] for r in results["summary"]] == ["ovlr", "ffd"]
+    assert read_rows(tmp_path / "runs.jsonl") == results["runs"]  # each run as it ended
     for row in results["runs"]:
         assert row["optimum"] == 20 and row["lower_bound"] == 20 and len(row["bin_of"]) == 60
     assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
@@ -522,18 +524,18 @@ def test_cli_on_bpplib_files(tmp_path):
     runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
     assert [r["instance"] for r in runs] == ["a", "b"] and all(r["optimum"] is None for r in runs)
     (folder / "c.txt").write_text("2\n10\n4\nx\n")
-    done = run_cli("--instances", folder, "--out", tmp_path / "out", cwd=tmp_path)
+    done = run_cli("--instances", folder, "--out", tmp_path / "out2", cwd=tmp_path)
     assert done.returncode == 2 and "c.txt:4: expected integers" in done.stderr
     (folder / "c.txt").unlink()
     optima = tmp_path / "optima.txt"
     optima.write_text("# name optimum (both lower bounds are 16)\na 17\nb, 16\n")
     done = run_cli("--instances", folder, tmp_path / "b.txt", "--optima", optima, "--budget", 200, "--solvers", "ffd",
-                   "--out", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+                   "--out", tmp_path / "out3", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    runs = json.loads((tmp_path / "out3" / "results.json").read_text())["runs"]
     assert [r["optimum"] for r in runs] == [17, 16] and [r["lower_bound"] for r in runs] == [16, 16]
     optima.write_text("a 17\nzzz 3\n")
-    done = run_cli("--instances", folder, "--optima", optima, "--out", tmp_path / "out", cwd=tmp_path)
+    done = run_cli("--instances", folder, "--optima", optima, "--out", tmp_path / "out4", cwd=tmp_path)
     assert done.returncode == 2 and "no instance file named ['zzz']" in done.stderr
-    done = run_cli("--solvers", "ovlr,sa", "--out", tmp_path / "out", cwd=tmp_path)
+    done = run_cli("--solvers", "ovlr,sa", "--out", tmp_path / "out4", cwd=tmp_path)
     assert done.returncode == 2 and "Invalid solvers: ['sa']" in done.stderr

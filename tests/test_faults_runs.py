@@ -200,7 +200,7 @@ def test_ctrl_c_in_train_stops_in_one_line_and_leaves_a_resumable_run(tmp_path):
     code, err = interrupt_after(["train", *SMALL, "--env-steps", 10**6, "--out", run],
                                 lambda: (run / "checkpoint.prev.pt").exists(), tmp_path)  # fmt: skip
     assert code == 130
-    assert f"interrupted (Ctrl-C); the run keeps its last checkpoint: continue with `bbopt train --resume {run}`" in (
+    assert f"interrupted: the run keeps its last checkpoint; continue with `bbopt train --resume {run}`" in (
         one_line(err)
     )
     done = bbopt("train", "--resume", run, "--env-steps", 4000, "--no-progress", cwd=tmp_path)

@@ -34,6 +34,8 @@ class RunLock:
         self.directory = Path(directory)
 
     def __enter__(self) -> RunLock:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(f"{self.directory} is not a directory")
         self.directory.mkdir(parents=True, exist_ok=True)
         key = self.directory.resolve()
         if key in _HELD:

@@ -4,17 +4,31 @@ An `Instance` holds a capacity and integer item sizes. ``optimum`` is set only w
 known: the triplet generator guarantees it (every bin of its planted packing is exactly full,
 so no packing can use fewer bins). ``best_bound`` is the optimum when known, else the larger
 of the lower bounds L1 and Martello-Toth L2.
+
+Value range: a capacity in ``1..MAX_CAPACITY`` (2**53: every size and load is exact as a float64,
+which the decoders' loss and the set network's features use) and ``items * capacity <= MAX_TOTAL``
+(2**63 - 1: every sum of sizes that the bounds and decoders compute is a sum of at most ``items``
+sizes, each at most ``capacity``, so it fits int64). `read_bpplib` also caps the item count at
+``MAX_ITEMS`` (10**7: an 80 MB array) and reads one bounded line at a time, so no file, however
+crafted, costs more than that.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
+    "MAX_CAPACITY",
+    "MAX_ITEMS",
+    "MAX_LINE",
+    "MAX_TOTAL",
     "Instance",
     "lower_bound_l1",
     "lower_bound_l2",
@@ -27,8 +41,29 @@ __all__ = [
 ]
 
 
+MAX_CAPACITY = 2**53  # capacities and sizes: exact in float64
+MAX_TOTAL = 2**63 - 1  # items * capacity: every sum of sizes fits int64
+MAX_ITEMS = 10**7  # items in a BPPLIB file (an 80 MB int64 array)
+MAX_LINE = 1024  # bytes in one line of a BPPLIB or optima file (two numbers need 40)
+SHOWN = 40  # characters of an offending token or value echoed in an error
+
+
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _shown(value) -> str:
+    """``value`` for an error message, at most SHOWN characters then "...": text (str, or a
+    file's bytes) quoted, anything else as its repr (a file's token or a caller's int may be
+    megabytes long; an int of more than 4300 digits has no repr at all)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return repr(value[:SHOWN]) + "..." * (len(value) > SHOWN)
+    if isinstance(value, int) and value.bit_length() > 4 * SHOWN:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return text[:SHOWN] + "..." * (len(text) > SHOWN)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,34 +89,24 @@ class Instance:
     _bounds: tuple[int, int] = field(init=False, repr=False)
 
     def __post_init__(self):
-        if not _is_int(self.capacity) or self.capacity < 1:
-            raise ValueError(f"Invalid capacity: {self.capacity!r} (expected a positive int)")
-        raw = np.asarray(self.sizes)
-        if raw.ndim != 1 or raw.size == 0:
-            raise ValueError(f"Invalid sizes: shape {list(raw.shape)} (expected a non-empty 1-D sequence of ints)")
-        integral = raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))
-        if raw.dtype.kind not in "iu" and not integral:
-            raise ValueError(f"Invalid sizes: dtype {raw.dtype} with non-integer values (expected ints)")
-        sizes = raw.astype(np.int64)
-        bad = np.flatnonzero(sizes < 1)
-        if bad.size:
-            shown = bad[:5]
-            raise ValueError(f"Invalid sizes: items {shown.tolist()} are not positive (sizes {sizes[shown].tolist()})")
-        big = np.flatnonzero(sizes > self.capacity)
-        if big.size:
+        if not _is_int(self.capacity) or not 1 <= self.capacity <= MAX_CAPACITY:
+            raise ValueError(f"Invalid capacity: {_shown(self.capacity)} (expected an int in 1..2**53)")
+        capacity = int(self.capacity)
+        sizes = _checked_sizes(self.sizes, capacity)
+        if sizes.size * capacity > MAX_TOTAL:
             raise ValueError(
-                f"Invalid sizes: items {big[:5].tolist()} (sizes {sizes[big[:5]].tolist()}) exceed the capacity "
-                f"{self.capacity}"
+                f"Invalid capacity: {capacity} for {sizes.size} items (expected items * capacity < 2**63, "
+                "so that every sum of sizes fits int64)"
             )
         sizes.setflags(write=False)
         object.__setattr__(self, "sizes", sizes)
-        object.__setattr__(self, "capacity", int(self.capacity))
+        object.__setattr__(self, "capacity", capacity)
         bounds = (lower_bound_l1(sizes, self.capacity), lower_bound_l2(sizes, self.capacity))
         object.__setattr__(self, "_bounds", bounds)
         if self.optimum is not None:
             if not _is_int(self.optimum) or self.optimum < max(bounds) or self.optimum > sizes.size:
                 raise ValueError(
-                    f"Invalid optimum: {self.optimum!r} (expected an int between the lower bound {max(bounds)} "
+                    f"Invalid optimum: {_shown(self.optimum)} (expected an int between the lower bound {max(bounds)} "
                     f"and the item count {sizes.size})"
                 )
             object.__setattr__(self, "optimum", int(self.optimum))
@@ -124,27 +149,72 @@ class Instance:
         return f"Instance({self.name!r}, items={self.items}, capacity={self.capacity}, optimum={self.optimum})"
 
 
+def _checked_sizes(sizes, capacity: int) -> np.ndarray:
+    """``sizes`` as a new int64 array, each checked to lie in ``1..capacity`` before the cast (a
+    float or uint64 beyond int64 would wrap)."""
+    raw = np.asarray(sizes)
+    if raw.ndim != 1 or raw.size == 0:
+        raise ValueError(f"Invalid sizes: shape {list(raw.shape)} (expected a non-empty 1-D sequence of ints)")
+    if raw.dtype.kind == "O" and all(map(_is_int, raw)):  # Python ints beyond int64 and uint64
+        outside = [i for i, value in enumerate(raw) if not 1 <= value <= capacity]
+        if outside:
+            raise ValueError(f"Invalid sizes: items {outside[:5]} lie outside 1..capacity {capacity}")
+        raw = raw.astype(np.int64)
+    integral = raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))
+    if raw.dtype.kind not in "iu" and not integral:
+        raise ValueError(f"Invalid sizes: dtype {raw.dtype} with non-integer values (expected ints)")
+    bad = np.flatnonzero(raw < 1)
+    if bad.size:
+        shown = bad[:5]
+        raise ValueError(f"Invalid sizes: items {shown.tolist()} are not positive (sizes {raw[shown].tolist()})")
+    big = np.flatnonzero(raw > capacity)
+    if big.size:
+        raise ValueError(
+            f"Invalid sizes: items {big[:5].tolist()} (sizes {raw[big[:5]].tolist()}) exceed the capacity {capacity}"
+        )
+    return raw.astype(np.int64)
+
+
+def _bound_sizes(sizes, capacity: int) -> np.ndarray:
+    """``sizes`` as int64 for the bounds, refused where a sum of them might not fit int64."""
+    try:
+        sizes = np.asarray(sizes, dtype=np.int64)
+    except OverflowError:
+        raise ValueError("Invalid sizes: beyond int64 (expected 1..capacity)") from None
+    if not 1 <= capacity <= MAX_CAPACITY or sizes.size * capacity > MAX_TOTAL:
+        raise ValueError(f"Invalid capacity: {_shown(capacity)} for {sizes.size} items (expected 1..2**53 "
+                         "and items * capacity < 2**63)")  # fmt: skip
+    if sizes.size and (sizes.min() < 1 or sizes.max() > capacity):
+        raise ValueError(f"Invalid sizes: outside 1..capacity {capacity}")
+    return sizes
+
+
 def lower_bound_l1(sizes, capacity: int) -> int:
-    """L1 = ceil(sum of sizes / capacity)."""
-    return int(-(-int(np.sum(sizes)) // capacity))
+    """L1 = ceil(sum of sizes / capacity). The sum is at most items * capacity < 2**63."""
+    return int(-(-int(np.sum(_bound_sizes(sizes, capacity))) // capacity))
 
 
 def lower_bound_l2(sizes, capacity: int) -> int:
     """Martello and Toth's L2 (1990): max over K in [0, C/2] of
     |J1| + |J2| + max(0, ceil((sum J3 - (|J2| C - sum J2)) / C)), where J1 holds items > C - K,
-    J2 items in (C/2, C - K], J3 items in [K, C/2]. L2 >= L1."""
-    sizes = np.sort(np.asarray(sizes, dtype=np.int64))
-    best = lower_bound_l1(sizes, capacity)
-    candidates = np.unique(np.concatenate([[0], sizes[sizes <= capacity // 2]]))
-    for k in candidates:
-        j1 = sizes > capacity - k
-        j2 = (sizes > capacity / 2) & ~j1
-        j3 = (sizes >= k) & (sizes <= capacity / 2)
-        n2, s2, s3 = int(j2.sum()), int(sizes[j2].sum()), int(sizes[j3].sum())
-        spill = s3 - (n2 * capacity - s2)
-        bound = int(j1.sum()) + n2 + (max(0, -(-spill // capacity)))
-        best = max(best, bound)
-    return best
+    J2 items in (C/2, C - K], J3 items in [K, C/2]. L2 >= L1.
+
+    Every K at once, from prefix sums of the sorted sizes (O(n log n), not O(n) per K); integers
+    only (an item is > C/2 iff it is > C // 2), and every sum is at most items * capacity < 2**63.
+    """
+    sizes = np.sort(_bound_sizes(sizes, capacity))
+    prefix = np.concatenate([[0], np.cumsum(sizes)])  # prefix[i]: the sum of the i smallest items
+    half = capacity // 2
+    ks = np.unique(np.concatenate([[0], sizes[sizes <= half]]))
+    j1_from = np.searchsorted(sizes, capacity - ks, side="right")  # J1 = sizes[j1_from:]
+    j2_from = np.searchsorted(sizes, half, side="right")  # J2 = sizes[j2_from:j1_from] (K <= C/2 <= C - K)
+    j3_from = np.searchsorted(sizes, ks, side="left")  # J3 = sizes[j3_from:j2_from]
+    n2 = j1_from - j2_from
+    s2 = prefix[j1_from] - prefix[j2_from]
+    s3 = prefix[j2_from] - prefix[j3_from]
+    spill = s3 - (n2 * capacity - s2)
+    bounds = (sizes.size - j1_from) + n2 + np.maximum(0, -(-spill // capacity))
+    return max(lower_bound_l1(sizes, capacity), int(bounds.max()))
 
 
 def _generator(seed) -> np.random.Generator:
@@ -195,66 +265,123 @@ def write_bpplib(instance: Instance, path) -> Path:
     return path
 
 
+_DIGITS = re.compile(rb"[0-9]+")  # ASCII digits only: no sign, no "_", no other script's digits
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for each line of ``path``, read one at a time and at most MAX_LINE
+    bytes at a time: a longer line is refused before it is read whole."""
+    with path.open("rb") as handle:
+        for lineno in itertools.count(1):
+            line = handle.readline(MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                raise ValueError(f"{path}:{lineno}: line longer than {MAX_LINE} bytes (starts {_shown(line)})")
+            yield lineno, line
+
+
+def _number(token: bytes) -> str:
+    """A token of ASCII digits for an error message, cut to SHOWN digits then "..."."""
+    return token[:SHOWN].decode("ascii") + "..." * (len(token) > SHOWN)
+
+
+def _ints(where: str, tokens: list[bytes]) -> list[int]:
+    """The tokens of one line as ints; each must be ASCII digits (at most MAX_LINE of them)."""
+    if not all(_DIGITS.fullmatch(token) for token in tokens):
+        raise ValueError(f"{where}: expected integers, got {_shown(b' '.join(tokens))} (ASCII digits 0-9 only)")
+    return [int(token) for token in tokens]
+
+
+def _header(path: Path, line: tuple[int, list[bytes]], what: str, maximum: int) -> int:
+    """The item count or the capacity: one integer in ``1..maximum`` on its own line."""
+    lineno, tokens = line
+    if len(tokens) != 1:
+        raise ValueError(f"{path}:{lineno}: expected one integer (item count, then capacity)")
+    (value,) = _ints(f"{path}:{lineno}", tokens)
+    if not 1 <= value <= maximum:
+        raise ValueError(f"{path}:{lineno}: {what} {_number(tokens[0])} (expected 1..{maximum})")
+    return value
+
+
+def _size_line(where: str, tokens: list[bytes], capacity: int, count: int, listed: int) -> tuple[int, int]:
+    """(size, multiplicity) of a "size" or "size count" line, the multiplicity checked against the
+    items the header has left (``count - listed``) before anything is expanded."""
+    values = _ints(where, tokens)
+    if len(values) > 2:
+        raise ValueError(f"{where}: expected a size (or 'size count'), got {len(values)} numbers")
+    if not 1 <= values[0] <= capacity:
+        raise ValueError(f"{where}: size {_number(tokens[0])} (expected 1..capacity {capacity})")
+    left = count - listed
+    if left == 0:
+        raise ValueError(f"{where}: the header says {count} items, the file lists more")
+    repeat = values[1] if len(values) == 2 else 1
+    if not 1 <= repeat <= left:
+        raise ValueError(
+            f"{where}: multiplicity {_number(tokens[1])} (expected 1..{left}: the header says {count} items, "
+            f"{listed} listed before this line)"
+        )
+    return values[0], repeat
+
+
 def read_bpplib(path, *, optimum: int | None = None) -> Instance:
     """Read an instance in the BPPLIB text format (item count, capacity, one size per line;
     blank lines ignored; a line may also hold "size count" pairs, as some BPPLIB sets do).
 
-    Raises ``ValueError`` naming the file and line for anything malformed: a non-integer
-    token, a count that disagrees with the sizes listed, a size out of range.
+    Streams the file one bounded line at a time into an array of the header's item count, so
+    memory stays within MAX_ITEMS int64s and MAX_LINE bytes whatever the file holds. Raises
+    ``ValueError`` naming the file and line (a token echoed to at most SHOWN characters) for
+    anything malformed: a token that is not ASCII digits (a sign, "_", other scripts' digits),
+    an item count outside ``1..MAX_ITEMS``, a capacity outside ``1..MAX_CAPACITY`` or with
+    items * capacity > MAX_TOTAL, a size outside ``1..capacity``, more items than the header's
+    count (a multiplicity is checked before it is expanded), fewer items, a line longer than
+    MAX_LINE bytes.
     """
     path = Path(path)
-    numbered = [(i + 1, line.split()) for i, line in enumerate(path.read_text().splitlines())]
-    numbered = [(i, tokens) for i, tokens in numbered if tokens]
-
-    def ints(lineno, tokens):
-        try:
-            return [int(t) for t in tokens]
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: expected integers, got {' '.join(tokens)!r}") from None
-
-    if len(numbered) < 2:
-        raise ValueError(f"{path}: expected the item count, the capacity and the sizes (found {len(numbered)} lines)")
-    (count_line, count_tokens), (cap_line, cap_tokens) = numbered[:2]
-    if len(count_tokens) != 1 or len(cap_tokens) != 1:
-        bad_line = count_line if len(count_tokens) != 1 else cap_line
-        raise ValueError(f"{path}:{bad_line}: expected one integer (item count, then capacity)")
-    (count,), (capacity,) = ints(count_line, count_tokens), ints(cap_line, cap_tokens)
-    if count < 1:
-        raise ValueError(f"{path}:{count_line}: item count {count} (expected >= 1)")
-    if capacity < 1:
-        raise ValueError(f"{path}:{cap_line}: capacity {capacity} (expected >= 1)")
-    sizes = []
-    for lineno, tokens in numbered[2:]:
-        values = ints(lineno, tokens)
-        if len(values) == 1:
-            size, repeat = values[0], 1
-        elif len(values) == 2:
-            size, repeat = values
-            if repeat < 1:
-                raise ValueError(f"{path}:{lineno}: multiplicity {repeat} (expected >= 1)")
-        else:
-            raise ValueError(f"{path}:{lineno}: expected a size (or 'size count'), got {len(values)} numbers")
-        if not 1 <= size <= capacity:
-            raise ValueError(f"{path}:{lineno}: size {size} (expected 1..capacity {capacity})")
-        sizes.extend([size] * repeat)
-    if len(sizes) != count:
-        raise ValueError(f"{path}: the header says {count} items, the file lists {len(sizes)}")
-    return Instance(capacity, np.array(sizes), name=path.stem, optimum=optimum)
+    lines = ((lineno, line.split()) for lineno, line in _lines(path))
+    lines = ((lineno, tokens) for lineno, tokens in lines if tokens)
+    header = list(itertools.islice(lines, 2))
+    if len(header) < 2:
+        raise ValueError(f"{path}: expected the item count, the capacity and the sizes (found {len(header)} lines)")
+    count = _header(path, header[0], "item count", MAX_ITEMS)
+    capacity = _header(path, header[1], "capacity", MAX_CAPACITY)
+    if count * capacity > MAX_TOTAL:
+        raise ValueError(
+            f"{path}:{header[1][0]}: capacity {capacity} for {count} items (expected items * capacity < 2**63, "
+            "so that every sum of sizes fits int64)"
+        )
+    sizes = np.empty(count, dtype=np.int64)
+    listed = 0
+    for lineno, tokens in lines:
+        size, repeat = _size_line(f"{path}:{lineno}", tokens, capacity, count, listed)
+        sizes[listed : listed + repeat] = size
+        listed += repeat
+    if listed != count:
+        raise ValueError(f"{path}: the header says {count} items, the file lists {listed}")
+    return Instance(capacity, sizes, name=path.stem, optimum=optimum)
 
 
 def read_optima(path) -> dict[str, int]:
     """Known optima from a text file: one ``name optimum`` pair per line (whitespace or a comma
-    between; ``#`` starts a comment), where name is the instance file's stem."""
+    between; ``#`` starts a comment), where name is the instance file's stem and optimum ASCII
+    digits (at most MAX_ITEMS). Read one bounded line at a time, like `read_bpplib`."""
     path = Path(path)
     optima = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in _lines(path):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}:{lineno}: not UTF-8 text: {_shown(raw)}") from None
         tokens = line.split("#")[0].replace(",", " ").split()
         if not tokens:
             continue
-        if len(tokens) != 2 or not tokens[1].lstrip("-").isdigit():
-            raise ValueError(f"{path}:{lineno}: expected 'name optimum', got {line.strip()!r}")
+        if len(tokens) != 2 or not _DIGITS.fullmatch(tokens[1].encode()):
+            raise ValueError(f"{path}:{lineno}: expected 'name optimum', got {_shown(line.strip())}")
+        digits = tokens[1].encode()
+        if int(digits) > MAX_ITEMS:
+            raise ValueError(f"{path}:{lineno}: optimum {_number(digits)} (expected at most {MAX_ITEMS} bins)")
         if tokens[0] in optima:
-            raise ValueError(f"{path}:{lineno}: {tokens[0]!r} twice")
+            raise ValueError(f"{path}:{lineno}: {_shown(tokens[0])} twice")
         optima[tokens[0]] = int(tokens[1])
     return optima
 

@@ -2,12 +2,17 @@
 
 Shared by ``bbopt binpacking``, ``bbopt demo`` and ``benchmarks/binpacking.py``: one row per
 (instance, method) with bins, lower bound, known optimum, success, decodes to success and
-seconds; one summary row per method.
+seconds; one summary row per method. With a rows file, `run_instances` appends each row as one
+JSON line as soon as its run ends (flushed and fsynced), so Ctrl-C or a crash loses only the
+runs in progress; `read_rows` reads them back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,7 +24,26 @@ from bbopt.envs.binpacking.heuristics import HEURISTICS
 from bbopt.envs.binpacking.instance import Instance
 from bbopt.envs.binpacking.search import SearchResult, search
 
-__all__ = ["known_methods", "plot_success", "print_table", "run_instances", "summarize", "write_results"]
+__all__ = [
+    "Interrupted",
+    "known_methods",
+    "plot_success",
+    "print_table",
+    "read_rows",
+    "run_instances",
+    "summarize",
+    "write_results",
+]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_instances`: ``finished`` of ``total`` runs ended, their rows kept in
+    ``path`` (None without a rows file)."""
+
+    def __init__(self, finished: int, total: int, path: Path | None):
+        kept = f", kept in {path}" if path is not None else ", not kept (no rows file)"
+        super().__init__(f"{finished} of {total} runs finished{kept}")
+        self.finished, self.total, self.path = finished, total, path
 
 
 def known_methods() -> tuple[str, ...]:
@@ -34,29 +58,113 @@ def _heuristic_row(instance: Instance, name: str) -> dict:
 
 
 def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, seed: int = 0,
-                  decoder: str = "completion", progress: bool = True, inits: dict | None = None) -> list:  # fmt: skip
+                  decoder: str = "completion", progress: bool = True, inits: dict | None = None,
+                  rows_file: Path | None = None) -> list:  # fmt: skip
     """Every method on every instance. A search method gets seed ``seed + k`` on instance k and
     stops at the best bound; ``inits`` maps a method label to ``{instance name: priorities}``
-    for warm starts (the label is ``"<solver>"`` or ``"<solver>+<anything>"``)."""
+    for warm starts (the label is ``"<solver>"`` or ``"<solver>+<anything>"``).
+
+    With ``rows_file``, each row is appended to it as one JSON line as soon as its run ends; an
+    existing non-empty ``rows_file`` is refused before any run (exclusive create: an earlier
+    run's or another process's rows are never overwritten). Ctrl-C raises `Interrupted`, which
+    says how many runs finished (every one of them is in ``rows_file``)."""
     known = known_methods()
     unknown = [m for m in methods if m.split("+")[0] not in known]
     if unknown:
         raise ValueError(f"Invalid solvers: {unknown} (expected names from {list(known)})")
+    rows: list[dict] = []
+    total = len(instances) * len(methods)
+    with _rows_writer(rows_file) as append:
+        bar = tqdm(total=total, desc="bin packing", disable=not progress)
+        try:
+            for k, instance in enumerate(instances):
+                for method in methods:
+                    row = _run(instance, method, budget=budget, seed=seed + k, decoder=decoder, inits=inits)
+                    with _signals_deferred():  # the file and the count agree whenever Ctrl-C lands
+                        append(row)
+                        rows.append(row)
+                    bar.set_postfix_str(f"{instance.name} {method}: {row['bins']} bins (bound {instance.best_bound})")
+                    bar.update()
+        except KeyboardInterrupt:
+            raise Interrupted(len(rows), total, rows_file) from None
+        finally:
+            bar.close()
+    return rows
+
+
+def _run(instance: Instance, method: str, *, budget: int, seed: int, decoder: str, inits: dict | None) -> dict:
+    """One row: ``method`` (a heuristic, or a search labelled ``"<solver>[+<anything>]"``) on ``instance``."""
+    base = method.split("+")[0]
+    if base in HEURISTICS:
+        row = _heuristic_row(instance, base)
+    else:
+        init = (inits or {}).get(method, {}).get(instance.name)
+        row = search(instance, base, budget=budget, seed=seed, decoder=decoder, init=init).to_dict()
+    row["solver"] = method
+    return row
+
+
+@contextlib.contextmanager
+def _rows_writer(path: Path | None):
+    """``append(row)``: one JSON line written to ``path`` in one call, then fsynced (a no-op
+    without a path). The file is created exclusively; an empty leftover holds nothing and is
+    replaced, a non-empty one is refused."""
+    if path is None:
+        yield lambda row: None
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size == 0:
+        path.unlink()
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+    except FileExistsError:
+        raise ValueError(
+            f"Invalid rows file: {path} already holds finished runs (an earlier run, or another process); "
+            "move it away or choose another output directory"
+        ) from None
+
+    def append(row: dict) -> None:
+        line = (json.dumps(row) + "\n").encode()
+        while line:
+            line = line[os.write(descriptor, line) :]
+        os.fsync(descriptor)
+
+    try:
+        yield append
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT (and SIGTERM) back for the block, so Ctrl-C lands before or after it, never
+    inside; a no-op where signals cannot be masked (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows `run_instances` appended to a rows file, one JSON object per line."""
     rows = []
-    bar = tqdm(total=len(instances) * len(methods), desc="bin packing", disable=not progress)
-    for k, instance in enumerate(instances):
-        for method in methods:
-            base = method.split("+")[0]
-            if base in HEURISTICS:
-                row = _heuristic_row(instance, base)
-            else:
-                init = (inits or {}).get(method, {}).get(instance.name)
-                row = search(instance, base, budget=budget, seed=seed + k, decoder=decoder, init=init).to_dict()
-            row["solver"] = method
+    with Path(path).open() as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON row ({error.msg})") from None
+            if not isinstance(row, dict) or not {"instance", "solver", "bins"} <= row.keys():
+                raise ValueError(f"{path}:{number}: not a run row (expected an object with instance, solver, bins)")
             rows.append(row)
-            bar.set_postfix_str(f"{instance.name} {method}: {row['bins']} bins (bound {instance.best_bound})")
-            bar.update()
-    bar.close()
     return rows
 
 
