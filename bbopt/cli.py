@@ -35,6 +35,23 @@ def count(text: str) -> int:
     return value
 
 
+def seconds_or_none(text: str) -> float | None:
+    """argparse type: a number of seconds > 0 (at most 1e6), or "none" (no limit)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1e6:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 1e6] or 'none', got {text!r}")
+    return value
+
+
+STEP_TIMEOUT_HELP = ("seconds a pool worker may take to answer one step before it is killed, replaced and its "
+                     "episodes replayed (default 60; 'none': wait forever)")  # fmt: skip
+
+
 def names(text: str) -> list[str]:
     """argparse type: a comma-separated, non-empty list of names."""
     listed = [name.strip() for name in text.split(",") if name.strip()]
@@ -130,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=positive_int,
                        help="torch threads for every session of the run (default: the current count; a resume "
                             "uses the run's own, so that it continues bit for bit)")  # fmt: skip
+    train.add_argument("--step-timeout", type=seconds_or_none, default=60.0, metavar="SECONDS",
+                       help=STEP_TIMEOUT_HELP + "; a session setting, a resume may change it")  # fmt: skip
     run_dir = train.add_mutually_exclusive_group(required=True)
     run_dir.add_argument("--out", type=Path, help="a new run directory")
     run_dir.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
@@ -174,7 +193,8 @@ def run_train(args: argparse.Namespace) -> dict:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise ValueError(f"--resume continues the run as it was configured; {flags} cannot change "
                              f"(see {args.resume / 'config.json'}; only --env-steps can)")  # fmt: skip
-        summary = train_run(None, args.resume, resume=True, env_steps=args.env_steps, progress=not args.no_progress)
+        summary = train_run(None, args.resume, resume=True, env_steps=args.env_steps, progress=not args.no_progress,
+                            step_timeout=args.step_timeout)  # fmt: skip
         out = args.resume
     else:
         if "hidden" in given:
@@ -184,7 +204,8 @@ def run_train(args: argparse.Namespace) -> dict:
                 raise ValueError(f"Invalid hidden: {args.hidden!r} (expected widths like 64,64)") from None
         if args.env_steps is not None:
             given["env_steps"] = args.env_steps
-        summary = train_run(RunConfig(**given), args.out, progress=not args.no_progress)
+        summary = train_run(RunConfig(**given), args.out, progress=not args.no_progress,
+                            step_timeout=args.step_timeout)  # fmt: skip
         out = args.out
     rate, final = summary["env_steps_per_second"], summary["final_eval_return"]
     print(f"\n{summary['env']} {summary['solver']}: {summary['env_steps']:,} env steps, {summary['updates']} updates, "

@@ -1,6 +1,7 @@
 """Training through simulators: env pools (serial, processes, Ray) with fault tolerance, the
 rollout driver's bookkeeping, observation normalization, checkpoints, parameter-space ES."""
 
+import contextlib
 import itertools
 import os
 import signal
@@ -93,7 +94,8 @@ def test_a_killed_worker_is_replaced_and_its_episodes_replayed():
             if t == 4:
                 os.kill(pool.pid(1), signal.SIGKILL)
 
-        rewards, observations = scripted_rollout(pool, seeds, before_step=kill_at_four)
+        with pytest.warns(RuntimeWarning, match=r"worker 1 \(pid \d+\) died; replaced, its 3 live episodes replayed"):
+            rewards, observations = scripted_rollout(pool, seeds, before_step=kill_at_four)
         assert pool.restarts == 1
     assert rewards == expected[0] and np.array_equal(observations, expected[1])
 
@@ -202,7 +204,8 @@ def test_update_with_a_killed_process_worker_equals_the_update_without():
     for kill in (False, True):
         solver = make_solver("ovlr")
         with Trainer(FACTORY, solver, pool="process", workers=2, eval_every=0) as trainer:
-            record = trainer.update(on_step=kill_worker_at(trainer, 3) if kill else None)
+            with pytest.warns(RuntimeWarning, match="died; replaced") if kill else contextlib.nullcontext():
+                record = trainer.update(on_step=kill_worker_at(trainer, 3) if kill else None)
             results.append((flat(solver.policy), record, trainer.pool.restarts))
     (clean, clean_record, _), (faulted, faulted_record, restarts) = results
     assert restarts == 1 and torch.equal(clean, faulted)
@@ -224,7 +227,9 @@ def test_ray_pool_on_a_local_two_cpu_cluster_survives_a_killed_actor(ray_cluster
         solver = make_solver("ovlr")
         kind = "serial" if pool == "serial" else "ray"
         with Trainer(FACTORY, solver, pool=kind, workers=2, eval_every=0) as trainer:
-            record = trainer.update(on_step=kill_worker_at(trainer, 3) if pool == "ray-kill" else None)
+            killing = pool == "ray-kill"
+            with pytest.warns(RuntimeWarning, match="died; replaced") if killing else contextlib.nullcontext():
+                record = trainer.update(on_step=kill_worker_at(trainer, 3) if killing else None)
             results.append((flat(solver.policy), record, trainer.pool.restarts))
     assert results[2][2] == 1
     for params, record, _ in results[1:]:

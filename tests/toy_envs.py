@@ -40,3 +40,28 @@ class PointMass(gym.Env):
 
 def point_mass(**kwargs) -> PointMass:
     return PointMass(**kwargs)
+
+
+class HangingPointMass(PointMass):
+    """A PointMass whose step ``hang_step`` of the episode with seed ``hang_seed`` sleeps for an
+    hour: once if ``marker`` names a file (created when it hangs; a replay then passes), at
+    every replay too if ``marker`` is None."""
+
+    def __init__(self, hang_seed: int = 0, hang_step: int = 3, marker: str | None = None):
+        super().__init__()
+        self.hang_seed, self.hang_step, self.marker = hang_seed, hang_step, marker
+
+    def step(self, action):
+        if self.seed_used == self.hang_seed and self.t == self.hang_step:
+            import os
+            import time
+
+            if self.marker is None or not os.path.exists(self.marker):
+                if self.marker is not None:
+                    open(self.marker, "w").close()
+                time.sleep(3600)
+        return super().step(action)
+
+
+def hanging_point_mass(**kwargs) -> HangingPointMass:
+    return HangingPointMass(**kwargs)

@@ -6,8 +6,10 @@ asked. Every pool keeps each episode's seed and the actions it has taken, so whe
 dies mid-update its live episodes are replayed on a fresh worker (reset with the same seed,
 the same actions again: simulators such as MuJoCo are deterministic given both) and the
 pending step is re-sent: nothing is lost, nothing is duplicated, and the driver and solver
-never notice. An env that raises inside ``step`` fails that episode only: the result carries
-the traceback and the episode is over.
+never notice beyond one ``RuntimeWarning``. A worker that does not answer within
+``step_timeout`` seconds (stopped, deadlocked, stuck in C code) is killed and replaced the
+same way. An env that raises inside ``step`` fails that episode only: the result carries the
+traceback and the episode is over.
 
 Why not ``gymnasium.vector``: its vector envs step every sub-env each call and reset them
 automatically; here episodes end at different times, each has its own seed, and one
@@ -21,13 +23,14 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
-from bbopt.checks import check_int
+from bbopt.checks import check_float, check_int
 
 __all__ = ["POOLS", "EnvFactory", "ProcessPool", "RayPool", "SerialPool", "StepResult", "make_pool"]
 
@@ -101,12 +104,30 @@ class _Episodes:
         self.envs.clear()
 
 
-class _Pool:
-    """Bookkeeping shared by every pool: seeds, action histories, ordering, replays."""
+STEP_TIMEOUT = 60.0  # seconds a worker may take to answer one step call (the default)
+START_SECONDS = 60.0  # added for calls that build envs (reset, replay): imports, model compilation
+REPLAYED_STEPS_PER_TIMEOUT = 1000  # a replay also gets step_timeout per this many replayed actions
+MAX_STEP_TIMEOUT = 1e6  # seconds (11 days): beyond, use None (no deadline)
 
-    def __init__(self, factory: EnvFactory, num_envs: int, workers: int):
+
+class _Hung(BaseException):  # not Exception: an env's own `except Exception` must not swallow it
+    """A serial pool's call ran past its deadline (raised by the alarm handler)."""
+
+
+class _Pool:
+    """Bookkeeping shared by every pool: seeds, action histories, ordering, replays, deadlines.
+
+    ``step_timeout``: seconds a worker may take to answer one call of a step (its share of
+    the episodes stepped); a reset or a replay, which build envs, gets ``START_SECONDS`` more,
+    and a replay ``step_timeout`` more per ``REPLAYED_STEPS_PER_TIMEOUT`` actions it replays.
+    A worker past its deadline is treated as dead. ``None``: wait forever."""
+
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int, step_timeout: float | None = STEP_TIMEOUT):
         check_int(num_envs, "num_envs", minimum=1)
         check_int(workers, "workers", minimum=1)
+        if step_timeout is not None:
+            step_timeout = check_float(step_timeout, "step_timeout", above=0, at_most=MAX_STEP_TIMEOUT)
+        self.step_timeout = step_timeout
         self.factory, self.num_envs, self.workers = factory, num_envs, min(workers, num_envs)
         # contiguous blocks of episodes per worker
         self.worker_of = np.repeat(np.arange(self.workers), -(-num_envs // self.workers))[:num_envs]
@@ -115,9 +136,19 @@ class _Pool:
         self.live = np.zeros(num_envs, dtype=bool)
         self.restarts = 0
 
-    # subclasses: run {worker: (method, args)} and return {worker: result}; raise _WorkerDied
-    def _run(self, calls: dict[int, tuple[str, tuple]]) -> dict[int, object]:
+    # subclasses: run {worker: (method, args)} and return ({worker: result}, {worker: why it
+    # failed}) for the workers that died or missed their deadline (a hung one already killed)
+    def _run(self, calls: dict[int, tuple[str, tuple]]) -> tuple[dict[int, object], dict[int, str]]:
         raise NotImplementedError
+
+    def _deadline(self, method: str, args: tuple) -> float | None:
+        """Seconds one worker may take to answer ``method(*args)``."""
+        if self.step_timeout is None:
+            return None
+        if method == "step":
+            return self.step_timeout
+        replayed = sum(len(actions) for _, _, actions in args[0]) if method == "replay" else 0
+        return START_SECONDS + self.step_timeout * (1 + replayed // REPLAYED_STEPS_PER_TIMEOUT)
 
     def _restart(self, worker: int) -> None:
         raise NotImplementedError
@@ -127,22 +158,29 @@ class _Pool:
         call sent again (at most 3 restarts per worker and call)."""
         results, pending, attempts = {}, dict(calls), dict.fromkeys(calls, 0)
         while pending:
-            done, died = self._run(pending)
+            done, failed = self._run(pending)
             results.update(done)
-            pending = {worker: pending[worker] for worker in died}
+            pending = {worker: pending[worker] for worker in failed}
             for worker, (method, args) in pending.items():
                 asked = {episode for episode, _ in args[0]} if method == "step" else set()
+                why = failed[worker]
                 while True:
                     attempts[worker] += 1
                     if attempts[worker] > 3:
-                        raise RuntimeError(f"worker {worker} died {attempts[worker]} times on one call; giving up")
+                        raise RuntimeError(f"Pool worker {worker} failed {attempts[worker]} times on one {method} call "
+                                           f"(last: {why}); giving up")  # fmt: skip
                     self._restart(worker)
                     self.restarts += 1
                     if method == "reset":
+                        warnings.warn(f"Pool worker {worker} {why}; replaced, its reset sent again",
+                                      RuntimeWarning, stacklevel=4)  # fmt: skip
                         break
                     replays = [(int(e), int(self.seeds[e]), self.actions[e][:-1] if e in asked else self.actions[e])
                                for e in np.flatnonzero((self.worker_of == worker) & self.live)]  # fmt: skip
-                    if not self._run({worker: ("replay", (replays,))})[1]:
+                    warnings.warn(f"Pool worker {worker} {why}; replaced, its {len(replays)} live episodes replayed "
+                                  f"and its {method} sent again", RuntimeWarning, stacklevel=4)  # fmt: skip
+                    why = self._run({worker: ("replay", (replays,))})[1].get(worker)
+                    if why is None:
                         break
         return results
 
@@ -197,17 +235,59 @@ class _Pool:
 
 
 class SerialPool(_Pool):
-    """Every env in this process (the default: no inter-process cost)."""
+    """Every env in this process (the default: no inter-process cost). The deadline is kept
+    with a ``SIGALRM`` timer where one can be set (POSIX, main thread, no timer of the
+    caller's running): it interrupts Python code, not a call stuck inside C, and the envs it
+    interrupts are discarded, rebuilt and replayed."""
 
-    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 1):
-        super().__init__(factory, num_envs, 1)
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 1, step_timeout: float | None = STEP_TIMEOUT):
+        super().__init__(factory, num_envs, 1, step_timeout)
         self.episodes = _Episodes(factory)
 
+    def _restart(self, worker: int) -> None:
+        with contextlib.suppress(Exception):  # envs interrupted mid-call may not close cleanly
+            self.episodes.close()
+        self.episodes = _Episodes(self.factory)
+
     def _run(self, calls):
-        return {w: getattr(self.episodes, method)(*args) for w, (method, args) in calls.items()}, set()
+        results, failed = {}, {}
+        for worker, (method, args) in calls.items():
+            seconds = self._deadline(method, args)
+            try:
+                with _alarm(seconds):
+                    results[worker] = getattr(self.episodes, method)(*args)
+            except _Hung:
+                failed[worker] = f"did not answer a {method} call within {seconds:g} s"
+        return results, failed
 
     def close(self) -> None:
         self.episodes.close()
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float | None):
+    """Raise ``_Hung`` in this thread after ``seconds``, where a SIGALRM timer is free to use."""
+    import signal
+    import threading
+
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None))  # fmt: skip
+    if not usable:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise _Hung
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _process_worker(connection, factory: EnvFactory) -> None:
@@ -228,8 +308,8 @@ class ProcessPool(_Pool):
     """Envs in ``workers`` worker processes (``multiprocessing``, forkserver start), one pipe
     each; a worker that dies is replaced and its live episodes replayed."""
 
-    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 2):
-        super().__init__(factory, num_envs, workers)
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 2, step_timeout: float | None = STEP_TIMEOUT):
+        super().__init__(factory, num_envs, workers, step_timeout)
         self.context = mp.get_context("forkserver")
         self.processes: list = [None] * self.workers
         self.connections: list = [None] * self.workers
@@ -250,21 +330,28 @@ class ProcessPool(_Pool):
         return self.processes[worker].pid
 
     def _run(self, calls):
-        died = set()
+        failed, deadlines, began = {}, {}, time.monotonic()
         for worker, call in calls.items():
+            seconds = self._deadline(*call)
+            deadlines[worker] = None if seconds is None else (began + seconds, seconds)
             try:
                 self.connections[worker].send(call)
             except (BrokenPipeError, OSError):
-                died.add(worker)
+                failed[worker] = f"(pid {self.pid(worker)}) died"
         results = {}
-        for worker in calls:
-            if worker in died:
+        for worker, (method, _) in calls.items():
+            if worker in failed:
                 continue
+            connection, deadline = self.connections[worker], deadlines[worker]
             try:
-                results[worker] = self.connections[worker].recv()
+                if deadline is not None and not connection.poll(max(0.0, deadline[0] - time.monotonic())):
+                    self.processes[worker].kill()  # stopped or stuck: it will not answer
+                    failed[worker] = f"(pid {self.pid(worker)}) did not answer a {method} call within {deadline[1]:g} s"
+                    continue
+                results[worker] = connection.recv()
             except (EOFError, ConnectionResetError, OSError):
-                died.add(worker)
-        return results, died
+                failed[worker] = f"(pid {self.pid(worker)}) died"
+        return results, failed
 
     def close(self) -> None:
         for worker, connection in enumerate(self.connections):
@@ -280,24 +367,30 @@ class ProcessPool(_Pool):
 
 class RayPool(_Pool):
     """Envs on ``workers`` Ray actors. ``ray.init`` is called when Ray is not initialized yet:
-    a local cluster by default, an existing one with ``address=`` ("auto" or "ray://...");
-    the dashboard is off unless ``include_dashboard=True``. Ray's own security defaults are
-    left as they are. An actor that dies is replaced by a new one (Ray places it on any live
-    node) and its live episodes are replayed there."""
+    a local cluster by default, started bound to the loopback (127.0.0.1: its GCS, raylet,
+    object store and workers are not reachable from other machines), or an existing one with
+    ``address=`` ("auto" or "ray://...", whose own network settings then apply). The dashboard
+    is off unless ``include_dashboard=True``; Ray's token authentication is left on. An actor
+    that dies or misses its deadline is killed and replaced by a new one (Ray places it on any
+    live node) and its live episodes are replayed there."""
 
-    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 2, *, address: str | None = None,
-                 include_dashboard: bool = False, num_cpus_per_worker: float = 1.0):  # fmt: skip
+    def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 2, step_timeout: float | None = STEP_TIMEOUT,
+                 *, address: str | None = None, include_dashboard: bool = False,
+                 num_cpus_per_worker: float = 1.0):  # fmt: skip
         try:
             import ray
         except ImportError as error:
             raise ImportError("RayPool needs Ray: pip install 'bbopt[ray]'") from error
-        super().__init__(factory, num_envs, workers)
+        super().__init__(factory, num_envs, workers, step_timeout)
         self.ray = ray
         if not ray.is_initialized():
             options = {"address": address, "include_dashboard": include_dashboard, "log_to_driver": False}
             if address is None:
                 options["num_cpus"] = max(os.cpu_count() or 1, int(self.workers * num_cpus_per_worker))
-            ray.init(**options)
+                with _loopback_only(ray):
+                    ray.init(**options)
+            else:
+                ray.init(**options)
         self.actor_class = ray.remote(num_cpus=num_cpus_per_worker, max_restarts=0)(_Episodes)
         self.actors: list = [None] * self.workers
         for worker in range(self.workers):
@@ -309,22 +402,44 @@ class RayPool(_Pool):
         self.actors[worker] = self.actor_class.remote(self.factory)
 
     def _run(self, calls):
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
+        began = time.monotonic()
         futures = {w: getattr(self.actors[w], method).remote(*args) for w, (method, args) in calls.items()}
-        results, died = {}, set()
+        results, failed = {}, {}
         for worker, future in futures.items():
+            method, args = calls[worker]
+            seconds = self._deadline(method, args)
             try:
-                results[worker] = self.ray.get(future)
+                timeout = None if seconds is None else max(0.0, began + seconds - time.monotonic())
+                results[worker] = self.ray.get(future, timeout=timeout)
+            except GetTimeoutError:
+                self.ray.kill(self.actors[worker], no_restart=True)
+                failed[worker] = f"(Ray actor) did not answer a {method} call within {seconds:g} s"
             except (RayActorError, ActorDiedError, ActorUnavailableError):
-                died.add(worker)
-        return results, died
+                failed[worker] = "(Ray actor) died"
+        return results, failed
 
     def close(self) -> None:
         for actor in self.actors:
             if actor is not None:
                 self.ray.kill(actor, no_restart=True)
         self.actors = [None] * self.workers
+
+
+@contextlib.contextmanager
+def _loopback_only(ray):
+    """Have ``ray.init`` start its local cluster on 127.0.0.1. Ray takes the node's address
+    from the default route unless clusters are disabled (its Windows/macOS mode), in which
+    case it uses the loopback; that switch is read from ``ray_constants`` at start-up."""
+    from ray._private import ray_constants
+
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 POOLS = {"serial": SerialPool, "process": ProcessPool, "ray": RayPool}

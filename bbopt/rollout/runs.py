@@ -40,6 +40,7 @@ from bbopt.rollout.checkpoint import (
 from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
+from bbopt.rollout.pools import STEP_TIMEOUT
 from bbopt.rollout.video import write_video
 
 __all__ = [
@@ -122,12 +123,15 @@ def build_solver(config: RunConfig, env: gym.Env):
     return preset.build(config.solver, policy, episodes=config.population, seed=config.seed)
 
 
-def make_trainer(config: RunConfig, out: Path) -> Trainer:
-    """The Trainer of a run: env, policy, solver and pool from ``config``; checkpoints in ``out``."""
+def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = STEP_TIMEOUT) -> Trainer:
+    """The Trainer of a run: env, policy, solver and pool from ``config``; checkpoints in ``out``;
+    ``step_timeout``: the pool's deadline per step call (not part of the run: any session may
+    choose its own)."""
     env = gym.make(config.env)
     solver = build_solver(config, env)
     env.close()
     options = {"address": config.address} if config.evaluator == "ray" and config.address else {}
+    options["step_timeout"] = step_timeout
     return Trainer(config.env, solver, pool=config.evaluator, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
@@ -135,17 +139,20 @@ def make_trainer(config: RunConfig, out: Path) -> Trainer:
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
-              progress: bool = True) -> dict:  # fmt: skip
+              progress: bool = True, step_timeout: float | None = STEP_TIMEOUT) -> dict:  # fmt: skip
     """Train (or, with ``resume``, continue the run in ``out`` from its checkpoint, optionally
-    to a new ``env_steps`` total) and write the run directory, holding its lock throughout."""
+    to a new ``env_steps`` total) and write the run directory, holding its lock throughout.
+    ``step_timeout``: seconds a pool worker may take to answer (see ``bbopt.rollout.pools``)."""
     out = Path(out)
     if resume and not (out / "config.json").is_file():
         load_config(out, doing="No run to resume")  # raises, before the directory is created
     with RunLock(out), _threads(config.threads if config is not None else load_config(out).threads):
-        return _train_locked(config, out, resume=resume, env_steps=env_steps, progress=progress)
+        return _train_locked(config, out, resume=resume, env_steps=env_steps, progress=progress,
+                             step_timeout=step_timeout)  # fmt: skip
 
 
-def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_steps: int | None, progress: bool):
+def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_steps: int | None, progress: bool,
+                  step_timeout: float | None):  # fmt: skip
     if resume:
         config = load_config(out, doing="No run to resume")
     elif (out / "checkpoint.pt").exists() or (out / "checkpoint.prev.pt").exists():
@@ -155,7 +162,7 @@ def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_step
     remove_stale_temporaries(out)  # left by a process killed mid-write (we hold the lock: none is live)
     _write_json(out / "config.json", asdict(config))
     began = time.perf_counter()
-    with make_trainer(config, out) as trainer:
+    with make_trainer(config, out, step_timeout=step_timeout) as trainer:
         if resume:
             trainer.resume(out / "checkpoint.pt")
         _rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bbopt import presets
-from bbopt.cli import positive_int, step_count
+from bbopt.cli import STEP_TIMEOUT_HELP, positive_int, seconds_or_none, step_count
 
 __all__ = ["add_parser", "run"]
 
@@ -68,6 +68,8 @@ def add_parser(commands) -> None:
     finetune.add_argument("--credit", default="episode", choices=["episode", "to_go"])
     finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
     finetune.add_argument("--workers", type=positive_int)
+    finetune.add_argument("--step-timeout", type=seconds_or_none, default=60.0, metavar="SECONDS",
+                          help=STEP_TIMEOUT_HELP)  # fmt: skip
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument(
         "--validate-every",
@@ -154,7 +156,8 @@ def _finetune(args) -> dict:
                                           episodes=args.population, sigma=args.sigma, lr=args.lr, credit=args.credit,
                                           seed=args.seed, validate_every=args.validate_every,
                                           validation_episodes=args.validation_episodes, pool=args.pool,
-                                          workers=args.workers, curve=curve, progress=not args.no_progress)  # fmt: skip
+                                          workers=args.workers, step_timeout=args.step_timeout, curve=curve,
+                                          progress=not args.no_progress)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"fine-tuned by {args.method.upper()}: {history[-1]['env_steps']:,} env steps, {len(history)} updates, "
           f"{seconds:.0f} s")  # fmt: skip

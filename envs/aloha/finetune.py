@@ -35,7 +35,7 @@ from bbopt.envs.aloha.ik import pinch_point
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.driver import Trainer
-from bbopt.rollout.pools import EnvFactory
+from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 
 __all__ = ["StageShaping", "finetune", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
@@ -114,7 +114,7 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000, episodes: int = 32,
              sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1, credit: str = "episode", seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
-             workers: int | None = None, curve=None, checkpoint=None,
+             workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
              progress: bool = True) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
     """Fine-tune ``policy`` in place through the simulator with ``method`` (OVLR, ES or CEM in
     episode mode, ``episodes`` per update, Adam at ``lr``) for ``env_steps`` steps.
@@ -163,7 +163,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         validate(0)
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=seed + 7919, credit=credit,
-                 checkpoint=checkpoint) as trainer:  # fmt: skip
+                 checkpoint=checkpoint, pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
         history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update)
     policy.eval()
     if validate_every:
