@@ -11,7 +11,32 @@ import math
 
 import torch
 
-__all__ = ["TruncatedLoss", "ZeroOneLoss", "zero_one_loss"]
+__all__ = ["CrossEntropyLoss", "TruncatedLoss", "ZeroOneLoss", "cross_entropy", "zero_one_loss"]
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(outputs, -1) - outputs[..., target]`` per example: ``F.cross_entropy(...,
+    reduction="none")`` on class logits in the last dimension, with targets (class indices)
+    broadcast against ``outputs[..., 0]`` (``targets[:, None]`` for ``[B, n, C]`` candidates).
+
+    Written as a log-sum-exp and a gather rather than a log-softmax: on CPU this is 5x faster
+    for the many short rows of a solver's candidates (0.74 vs 3.9 ms for 51,200 rows of 10
+    classes, 2 threads; see benchmarks/profile_update.py), and differentiable for backprop.
+    """
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise ValueError(f"Invalid targets: {targets.dtype} (expected class indices, an integer tensor)")
+    index = targets.broadcast_to(outputs.shape[:-1])[..., None]
+    return torch.logsumexp(outputs, dim=-1) - outputs.gather(-1, index)[..., 0]
+
+
+class CrossEntropyLoss:
+    """Callable form of `cross_entropy` (class logits, integer targets)."""
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(outputs, targets)
+
+    def __repr__(self) -> str:
+        return "CrossEntropyLoss()"
 
 
 def zero_one_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -337,8 +337,7 @@ class Solver:
         groups = losses.shape[0]
         raw_weights = self._group_weights(losses, counts) / groups
         limit = math.sqrt(torch.finfo(mu.dtype).max)  # the square of a larger value overflows
-        too_large = ~(raw_weights.abs() <= limit)
-        if bool(too_large.any()):
+        if not float(raw_weights.abs().max()) <= limit:  # NaN fails too
             self._refuse_overflow(losses, mu.dtype, "their weights")
         weights = raw_weights.to(device=self.device, dtype=mu.dtype)
         if episode_of_record is None:  # row g of mu is shared by the n samples of group g
@@ -352,7 +351,7 @@ class Solver:
             by_row = (record_weights[:, None], noise[:, None])
             by_group = (record_weights[None], noise[None])
             pairs = False  # records are not index-paired; the model treats them as independent
-        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural)
+        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural, pairs=pairs)
         self.optimizer.zero_grad(set_to_none=True)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.policy)
@@ -480,5 +479,8 @@ def _shape_of(value) -> str:
 
 
 def _total_norm(module: nn.Module) -> float:
+    """The 2-norm of all the gradients (inf or nan when a square overflows)."""
     gradients = [p.grad for p in module.parameters() if p.grad is not None]
+    if len(gradients) == 1:  # a learned vector: one op instead of the grouping of get_total_norm
+        return float(torch.linalg.vector_norm(gradients[0]))
     return float(nn.utils.get_total_norm(gradients)) if gradients else 0.0

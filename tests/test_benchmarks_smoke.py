@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import ask_tell, overhead
+from benchmarks import ask_tell, overhead, profile_update
 
 
 def test_overhead_benchmark_smoke(tmp_path):
@@ -15,6 +15,18 @@ def test_overhead_benchmark_smoke(tmp_path):
     row = rows[0]
     assert row["ovlr_bp_time_ratio"] == pytest.approx(row["ovlr_seconds"] / row["bp_seconds"])
     assert row["param_es_memory_mib"] > 0 and row["ovlr_memory_mib"] > 0
+
+
+def test_profile_update_benchmark_smoke(tmp_path):
+    out = tmp_path / "profile.json"
+    rows = profile_update.main(["--models", "mlp", "--samples", "4", "--ask-tell", "10x4", "--rounds", "2",
+                                "--trace", str(tmp_path / "trace"), "--out", str(out)])  # fmt: skip
+    assert json.loads(out.read_text())["rows"] == rows
+    ovlr = next(r for r in rows if r["setting"] == "mlp n=4" and r["method"] == "ovlr")
+    parts = [ovlr[name] for name in profile_update.PARTS]
+    assert ovlr["forward"] > 0 and ovlr["vjp"] > 0 and ovlr["noise"] > 0 and ovlr["optimizer"] > 0
+    assert sum(parts) == pytest.approx(ovlr["total"], rel=1e-6)  # parts add up (2 rounds: medians are means)
+    assert (tmp_path / "trace" / "mlp.json").stat().st_size > 0
 
 
 def test_ask_tell_benchmark_smoke(tmp_path):

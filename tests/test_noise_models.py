@@ -155,8 +155,8 @@ def test_bernoulli_antithetic_draws_are_complements_and_keep_the_margin():
     torch.testing.assert_close(p, torch.tensor([[0.99, 0.01]], dtype=torch.float64))
 
 
-def run_csa(losses_of, steps, seed=0, dimension=10):
-    policy = LearnedVector(dimension, init=torch.zeros(dimension))
+def run_csa(losses_of, steps, seed=0, dimension=10, start=0.0):
+    policy = LearnedVector(dimension, init=torch.full((dimension,), start))
     solver = bbopt.ES(policy, torch.optim.SGD(policy.parameters(), lr=1.0), noise=Scaled(CSA(1.0)), samples=12,
                       natural=True, normalize=True, seed=seed)  # fmt: skip
     for _ in range(steps):
@@ -173,7 +173,9 @@ def test_csa_grows_sigma_on_a_slope_and_leaves_it_alone_on_noise():
     final = torch.tensor([math.log(run_csa(lambda x: torch.rand(len(x), generator=generator), 200, seed=s))
                           for s in range(20)])  # fmt: skip
     assert abs(float(final.mean())) < 0.75 and float(final.abs().max()) < 4.0
-    assert run_csa(lambda x: (x * x).sum(1), 150) < 1e-3  # the sphere: sigma follows the distance down
+    # the sphere, from a distance of sqrt(10) (at its center, the exact optimum, the mean has nowhere to go and
+    # sigma walks at random: every antithetic pair ties)
+    assert run_csa(lambda x: (x * x).sum(1), 150, start=1.0) < 1e-3  # sigma follows the distance down
 
 
 @pytest.mark.parametrize(

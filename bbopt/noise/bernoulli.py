@@ -50,7 +50,7 @@ class Bernoulli(NoiseModel):
     def perturbation(self, eps):
         raise NotImplementedError("Bernoulli candidates are not mu plus a perturbation; see candidates()")
 
-    def signal(self, mu, weights, eps, *, natural):
+    def signal(self, mu, weights, eps, *, natural, pairs=False):  # pairs (u, 1 - u) are no negations: unused
         p = self.probability(mu)[:, None, :]
         deviation = (eps < p).to(eps.dtype) - p  # x - p, [rows, k, d]
         if not natural:

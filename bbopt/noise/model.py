@@ -137,8 +137,16 @@ class NoiseModel(nn.Module):
         return self._scale_cache[1]
 
     # ----------------------------------------------------------------------------- signals
-    def signal(self, mu: torch.Tensor, weights: torch.Tensor, eps: torch.Tensor, *, natural: bool) -> torch.Tensor:
-        """``v[rows, d]`` for ``mu[rows, d]`` from ``weights[rows, k]`` on ``eps[rows, k, width]``."""
+    def signal(self, mu: torch.Tensor, weights: torch.Tensor, eps: torch.Tensor, *, natural: bool,
+               pairs: bool = False) -> torch.Tensor:  # fmt: skip
+        """``v[rows, d]`` for ``mu[rows, d]`` from ``weights[rows, k]`` on ``eps[rows, k, width]``.
+
+        With ``pairs`` (row ``i + k/2`` of ``eps`` is the negation of row ``i``) the signal is
+        formed from the first half and the odd weights ``w_i - w_{i+k/2}``: the same sum,
+        since the perturbation is linear in ``eps`` and every family's score is odd (its
+        density is symmetric), at half the cost."""
+        if pairs:
+            weights, _, eps = split_pairs(weights, eps, True)
         if natural:
             return torch.bmm(weights[:, None, :], self.perturbation(eps))[:, 0]
         return self.gradient_signal(mu, weights, eps)
@@ -194,6 +202,9 @@ class Scaled(NoiseModel):
 
     def perturbation(self, eps):
         return self.scale(eps) * eps
+
+    def candidates(self, mu, eps):
+        return torch.addcmul(mu[:, None, :], self.scale(eps), eps)  # one pass, no [G, k, d] temporary
 
     def gradient_signal(self, mu, weights, eps):
         return torch.bmm(weights[:, None, :], self.family.score(eps))[:, 0] / self.scale(eps)

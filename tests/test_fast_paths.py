@@ -1,0 +1,116 @@
+"""The cost work of issue 18 changes how things are computed, not what: each fast path gives
+what the plain computation gives, under a seed (no test here times anything; the figures are
+in benchmarks/profile_update.py and benchmarks/overhead.py)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bbopt
+from bbopt.losses import CrossEntropyLoss, cross_entropy
+from bbopt.noise import Diagonal, FullCovariance, LowRank, Scaled
+from bbopt.noise.model import NoiseModel
+
+MODELS = {
+    "scaled": lambda: Scaled(0.7),
+    "scaled-per-dimension": lambda: Scaled([0.3, 0.5, 0.7, 0.9, 1.1]),
+    "laplace": lambda: Scaled(0.7, family="laplace"),
+    "student_t": lambda: Scaled(0.7, family="student_t"),
+    "diagonal": lambda: Diagonal(0.7),
+    "full": lambda: FullCovariance(0.7),
+    "low_rank": lambda: LowRank(0.7, rank=2),
+}
+
+
+def set_up(name, samples=8):
+    model = MODELS[name]()
+    model.setup(5, samples)
+    with torch.no_grad():  # a shape that is not the identity, so that the test sees it
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(3),
+                                             dtype=parameter.dtype))  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("natural", [False, True])
+def test_the_paired_signal_equals_the_signal_of_all_samples(name, natural):
+    model = set_up(name)
+    generator = torch.Generator().manual_seed(0)
+    eps = model.draw(3, 8, generator=generator, dtype=torch.float64, antithetic=True)
+    mu = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    weights = torch.randn(3, 8, generator=generator, dtype=torch.float64)
+    plain = model.signal(mu, weights, eps, natural=natural)
+    paired = model.signal(mu, weights, eps, natural=natural, pairs=True)
+    torch.testing.assert_close(paired, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_candidates_are_mu_plus_the_perturbation(name):
+    model = set_up(name)
+    generator = torch.Generator().manual_seed(1)
+    eps = model.draw(4, 6, generator=generator, dtype=torch.float32, antithetic=False)
+    mu = torch.randn(4, 5, generator=generator)
+    expected = NoiseModel.candidates(model, mu, eps)  # the generic mu[:, None] + perturbation(eps)
+    torch.testing.assert_close(model.candidates(mu, eps), expected)
+
+
+def test_a_planted_sign_error_in_the_paired_signal_is_caught():
+    model = set_up("scaled")
+    generator = torch.Generator().manual_seed(0)
+    eps = model.draw(2, 8, generator=generator, dtype=torch.float64, antithetic=True)
+    mu, weights = torch.zeros(2, 5, dtype=torch.float64), torch.randn(2, 8, generator=generator, dtype=torch.float64)
+    wrong = model.gradient_signal(mu, weights[:, :4] + weights[:, 4:], eps[:, :4])  # even parts instead of odd
+    assert not torch.allclose(wrong, model.signal(mu, weights, eps, natural=False))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_entropy_equals_torch_on_candidates_and_on_a_batch(dtype):
+    generator = torch.Generator().manual_seed(0)
+    candidates = 30 * torch.randn(16, 12, 10, generator=generator, dtype=dtype)  # large logits too
+    targets = torch.randint(0, 10, (16,), generator=generator)
+    expected = F.cross_entropy(candidates.reshape(-1, 10), targets.repeat_interleave(12), reduction="none")
+    torch.testing.assert_close(cross_entropy(candidates, targets[:, None]), expected.reshape(16, 12))
+    torch.testing.assert_close(CrossEntropyLoss()(candidates[:, 0], targets), expected.reshape(16, 12)[:, 0])
+
+
+def test_cross_entropy_gradient_equals_torch():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(8, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 5, (8,), generator=generator)
+    ours = torch.autograd.grad(cross_entropy(logits, targets).mean(), logits)[0]
+    theirs = torch.autograd.grad(F.cross_entropy(logits, targets), logits)[0]
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("targets", [torch.zeros(4), torch.zeros(4, dtype=torch.bool)])
+def test_cross_entropy_refuses_targets_that_are_not_class_indices(targets):
+    with pytest.raises(ValueError, match="Invalid targets"):
+        cross_entropy(torch.zeros(4, 3), targets)
+
+
+def test_a_seeded_batch_update_is_what_the_plain_computation_gives():
+    """One OVLR batch update (antithetic pairs, the paired signal) against the same update
+    written out from its definition: v = sum_i w_i eps_i / sigma, then mu.backward(v), SGD."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).double()
+    reference = [p.detach().clone() for p in model.parameters()]
+    inputs = torch.randn(5, 6, dtype=torch.float64)
+    targets = torch.randint(0, 4, (5,))
+    solver = bbopt.OVLR(model, torch.optim.SGD(model.parameters(), lr=0.1), sigma=0.5, samples=6, seed=7)
+    candidates = solver.ask(inputs)
+    losses = cross_entropy(candidates, targets[:, None])
+    eps = (candidates - model(inputs).detach()[:, None]) / 0.5
+    solver.tell(losses)
+
+    n = 6
+    total, partner = losses.sum(1, keepdim=True), losses.roll(n // 2, dims=1)
+    weights = (losses - (total - losses - partner) / (n - 2)) / n / losses.shape[0]
+    v = torch.einsum("gn,gnd->gd", weights, eps) / 0.5
+    fresh = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).double()
+    with torch.no_grad():
+        for parameter, value in zip(fresh.parameters(), reference, strict=True):
+            parameter.copy_(value)
+    fresh(inputs).backward(v)
+    for parameter, updated in zip(fresh.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(updated.detach(), parameter.detach() - 0.1 * parameter.grad)
