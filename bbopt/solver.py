@@ -62,8 +62,9 @@ class _Asked:
     """What one group-mode ``ask`` left for ``tell``: mu with its graph, and the noise."""
 
     mu: torch.Tensor  # [G, d], attached to the policy's graph
-    noise: torch.Tensor  # [G, n, width]
+    noise: torch.Tensor  # [G, n, width]; with paired, [G, n/2, width]: the first of each pair (eps, -eps)
     batched: bool  # ask(inputs) rather than ask()
+    paired: bool = False
     refused: bool = False  # a tell of these candidates was refused: ask() may replace them
     spent: bool = False  # ... after the VJP had run: only ask() can follow
 
@@ -229,10 +230,14 @@ class Solver:
                 inputs = self._as_inputs(inputs)
                 mu = self._forward(inputs)
         self._ensure_setup(mu.shape[1])
-        noise = self.noise.draw(mu.shape[0], self.samples, generator=self.generator, dtype=mu.dtype,
-                                antithetic=self.antithetic).to(mu.device)  # fmt: skip
-        candidates = self.noise.candidates(mu.detach(), noise)
-        self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None)
+        # Antithetic pairs of a Gaussian-like model: only their first halves are drawn and kept
+        # (the same draws as cat([eps, -eps]), half the memory); candidates mu +- p.
+        paired = self.antithetic and self.noise.paired
+        noise = self.noise.draw(mu.shape[0], self.samples // 2 if paired else self.samples, generator=self.generator,
+                                dtype=mu.dtype, antithetic=self.antithetic and not paired).to(mu.device)  # fmt: skip
+        make = self.noise.paired_candidates if paired else self.noise.candidates
+        candidates = make(mu.detach(), noise)
+        self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None, paired=paired)
         return candidates if inputs is not None else candidates[0]
 
     def tell(self, losses, *, step_losses=None) -> dict[str, float]:
@@ -259,11 +264,12 @@ class Solver:
         asked = self._asked
         if asked.spent:
             raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
-        groups, samples = asked.noise.shape[:2]
+        groups, samples = asked.mu.shape[0], self.samples
         expected = (groups, samples) if asked.batched else (samples,)
         try:
             losses = self._as_losses(losses, expected).reshape(groups, samples)
-            stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise)
+            stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise,
+                                 paired=asked.paired)  # fmt: skip
         except ValueError:
             asked.refused = True  # nothing changed: tell corrected losses, or ask again
             raise
@@ -324,11 +330,13 @@ class Solver:
             weights = weights / weights.abs().sum(dim=1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
         return weights
 
-    def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None) -> dict[str, float]:
+    def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None,
+                paired=False) -> dict[str, float]:  # fmt: skip
         """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update.
 
-        Group mode: ``mu[G, d]``, ``noise[G, n, width]``. Episode mode: ``mu[R, d]`` and
-        ``noise[R, width]`` for the R recorded steps, ``episode_of_record[R]``.
+        Group mode: ``mu[G, d]``, ``noise[G, n, width]`` (``paired``: ``[G, n/2, width]``, the
+        first of each antithetic pair). Episode mode: ``mu[R, d]`` and ``noise[R, width]`` for
+        the R recorded steps, ``episode_of_record[R]``.
 
         Guarded: weights, or a gradient, that the policy's float type cannot carry through the
         optimizer refuse the update (`_refuse_overflow`) before the optimizer or the noise model
@@ -340,9 +348,14 @@ class Solver:
         if not float(raw_weights.abs().max()) <= limit:  # NaN fails too
             self._refuse_overflow(losses, mu.dtype, "their weights")
         weights = raw_weights.to(device=self.device, dtype=mu.dtype)
-        if episode_of_record is None:  # row g of mu is shared by the n samples of group g
+        if episode_of_record is None and paired:  # sum_i w_i s(eps_i) = sum_{i<h} (w_i - w_{i+h}) s(eps_i)
+            half = weights.shape[1] // 2
+            by_row, signal_pairs = (weights[:, :half] - weights[:, half:], noise), False
+            by_group = (weights, torch.cat([noise, -noise], dim=1) if self.noise.learns else noise)
+            pairs = True
+        elif episode_of_record is None:  # row g of mu is shared by the n samples of group g
             by_row = by_group = (weights, noise)
-            pairs = self.antithetic
+            pairs = signal_pairs = self.antithetic
         else:  # one mu row per recorded step; the population is one group
             if record_weights is None:
                 record_weights = weights[0, episode_of_record]
@@ -350,25 +363,26 @@ class Solver:
                 record_weights = record_weights.to(device=self.device, dtype=mu.dtype)
             by_row = (record_weights[:, None], noise[:, None])
             by_group = (record_weights[None], noise[None])
-            pairs = False  # records are not index-paired; the model treats them as independent
-        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural, pairs=pairs)
-        self.optimizer.zero_grad(set_to_none=True)
+            pairs = signal_pairs = False  # records are not index-paired; the model treats them as independent
+        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural, pairs=signal_pairs)
+        _clear_gradients(self.optimizer)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.policy)
         if not math.isfinite(gradient_norm):  # its square overflows: Adam's state would become inf
-            self.optimizer.zero_grad(set_to_none=True)
+            _clear_gradients(self.optimizer)
             if self._asked is not None:
                 self._asked.spent = True  # mu's graph is used up: only a new ask can follow
             self._refuse_overflow(losses, mu.dtype, "the gradient")
         self.optimizer.step()
         self.noise.update(*by_group, pairs=pairs)
         self.steps += 1
+        values = losses.numpy()  # float64 on the CPU (as_losses): numpy's reductions cost a tenth of torch's here
         return {
             "step": float(self.steps),
-            "loss_mean": float(losses.mean()),
-            "loss_min": float(losses.min()),
+            "loss_mean": float(values.mean()),
+            "loss_min": float(values.min()),
             "grad_norm": gradient_norm,
-            "sigma": float(self.noise.sigma.value().mean()),
+            "sigma": self.noise.mean_sigma(),
         }
 
     # ------------------------------------------------------------------------------ helpers
@@ -476,6 +490,17 @@ class Solver:
 
 def _shape_of(value) -> str:
     return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _clear_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``: the same loop without torch.optim's profiler
+    label and grouping (a fifth of a small ask/tell pair), unless the class has its own."""
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            parameter.grad = None
 
 
 def _total_norm(module: nn.Module) -> float:

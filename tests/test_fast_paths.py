@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import bbopt
+import bbopt.policies
 from bbopt.losses import CrossEntropyLoss, cross_entropy
 from bbopt.noise import Diagonal, FullCovariance, LowRank, Scaled
 from bbopt.noise.model import NoiseModel
@@ -114,3 +115,35 @@ def test_a_seeded_batch_update_is_what_the_plain_computation_gives():
     fresh(inputs).backward(v)
     for parameter, updated in zip(fresh.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(updated.detach(), parameter.detach() - 0.1 * parameter.grad)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_paired_candidates_are_the_candidates_of_the_negated_pairs(name):
+    model = set_up(name)
+    generator = torch.Generator().manual_seed(2)
+    half = model.draw(3, 4, generator=generator, dtype=torch.float32, antithetic=False)
+    mu = torch.randn(3, 5, generator=generator)
+    expected = model.candidates(mu, torch.cat([half, -half], dim=1))
+    if name.startswith("scaled") or name in ("laplace", "student_t"):
+        assert torch.equal(model.paired_candidates(mu, half), expected)  # bit for bit: the same operations
+    else:
+        torch.testing.assert_close(model.paired_candidates(mu, half), expected)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_seeded_solver_asks_the_candidates_of_the_plain_antithetic_draw(batched):
+    """The solver keeps only the first half of each pair; its candidates are those of the full
+    draw cat([eps, -eps]) from the same generator state, and the noise it keeps is half."""
+    policy = torch.nn.Linear(3, 5) if batched else bbopt.policies.LearnedVector(5)
+    solver = bbopt.OVLR(policy, torch.optim.Adam(policy.parameters()), sigma=0.3, samples=8, seed=11)
+    inputs = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)) if batched else None
+    generator = torch.Generator().manual_seed(11)
+    candidates = solver.ask(inputs)
+    with torch.no_grad():
+        mu = policy(inputs) if batched else policy()[None]
+    model = Scaled(0.3)
+    model.setup(5, 8)
+    eps = model.draw(mu.shape[0], 8, generator=generator, dtype=torch.float32, antithetic=True)
+    expected = model.candidates(mu, eps)
+    assert torch.equal(candidates, expected if batched else expected[0])
+    assert solver._asked.noise.shape == (mu.shape[0], 4, 5)

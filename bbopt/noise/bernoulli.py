@@ -44,6 +44,8 @@ class Bernoulli(NoiseModel):
         u = torch.rand((groups, half, self.width), generator=generator, dtype=dtype, device=generator.device)
         return torch.cat([u, 1 - u], dim=1) if antithetic else u
 
+    paired = False  # pairs are (u, 1 - u), not negations
+
     def candidates(self, mu, eps):
         return (eps < self.probability(mu)[:, None, :]).to(eps.dtype)
 

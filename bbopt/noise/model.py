@@ -100,6 +100,7 @@ class NoiseModel(nn.Module):
         self.dimension: int | None = None
         self.width: int | None = None
         self._scale_cache: tuple | None = None
+        self._mean_sigma_cache: tuple | None = None
 
     # ---------------------------------------------------------------- set up once d is known
     def setup(self, dimension: int, samples: int) -> None:
@@ -125,6 +126,18 @@ class NoiseModel(nn.Module):
         """``[G, k, d]`` candidates around ``mu[G, d]`` (detached) from ``eps[G, k, width]``."""
         return mu[:, None, :] + self.perturbation(eps)
 
+    paired = True  # the perturbation is linear in eps and the family symmetric: pairs are mu +- p
+
+    def paired_candidates(self, mu: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``[G, 2h, d]``: the candidates of antithetic pairs from their first halves
+        ``eps[G, h, width]``, ``mu + p`` then ``mu - p`` (what `candidates` gives on
+        ``cat([eps, -eps])``, without forming the negated noise)."""
+        perturbation = self.perturbation(eps)
+        out = _pairs_out(mu, eps.shape[1])
+        torch.add(mu[:, None, :], perturbation, out=out[:, 0])
+        torch.sub(mu[:, None, :], perturbation, out=out[:, 1])
+        return out.view(mu.shape[0], -1, mu.shape[1])
+
     def perturbation(self, eps: torch.Tensor) -> torch.Tensor:
         """``x - mu`` for noise ``eps[..., width]``: ``[..., d]``."""
         raise NotImplementedError
@@ -136,6 +149,12 @@ class NoiseModel(nn.Module):
             self._scale_cache = (key, self.sigma.value().to(device=like.device, dtype=like.dtype))
         return self._scale_cache[1]
 
+    def mean_sigma(self) -> float:
+        """The mean of the step-size rule's sigma, as a float (cached until sigma changes)."""
+        if self._mean_sigma_cache is None or self._mean_sigma_cache[0] != self.sigma.version:
+            self._mean_sigma_cache = (self.sigma.version, float(self.sigma.value().mean()))
+        return self._mean_sigma_cache[1]
+
     # ----------------------------------------------------------------------------- signals
     def signal(self, mu: torch.Tensor, weights: torch.Tensor, eps: torch.Tensor, *, natural: bool,
                pairs: bool = False) -> torch.Tensor:  # fmt: skip
@@ -145,8 +164,9 @@ class NoiseModel(nn.Module):
         formed from the first half and the odd weights ``w_i - w_{i+k/2}``: the same sum,
         since the perturbation is linear in ``eps`` and every family's score is odd (its
         density is symmetric), at half the cost."""
-        if pairs:
-            weights, _, eps = split_pairs(weights, eps, True)
+        if pairs:  # the odd weights on the first half (split_pairs, without the even part)
+            half = weights.shape[1] // 2
+            weights, eps = weights[:, :half] - weights[:, half:], eps[:, :half]
         if natural:
             return torch.bmm(weights[:, None, :], self.perturbation(eps))[:, 0]
         return self.gradient_signal(mu, weights, eps)
@@ -166,10 +186,16 @@ class NoiseModel(nn.Module):
             gradient, natural = per_dimension, per_dimension / fisher
         return Feedback(gradient, natural, *selected_steps(weights, eps, pairs))
 
+    @property
+    def learns(self) -> bool:
+        """Whether `update` learns from the noise (a learned step size or shape); if not, it
+        does not read ``eps``."""
+        return self.sigma.learns or self.learns_shape
+
     def update(self, weights: torch.Tensor, eps: torch.Tensor, *, pairs: bool) -> None:
         """One update from ``weights[G, n]`` on ``eps[G, n, width]`` (the step-size rule, then
         the shape)."""
-        feedback = self.feedback(weights, eps, pairs) if self.sigma.learns or self.learns_shape else None
+        feedback = self.feedback(weights, eps, pairs) if self.learns else None
         self.sigma.step(feedback)
         if self.learns_shape:
             self.update_shape(weights, eps, pairs, feedback)
@@ -206,5 +232,16 @@ class Scaled(NoiseModel):
     def candidates(self, mu, eps):
         return torch.addcmul(mu[:, None, :], self.scale(eps), eps)  # one pass, no [G, k, d] temporary
 
+    def paired_candidates(self, mu, eps):
+        out, scale = _pairs_out(mu, eps.shape[1]), self.scale(eps)
+        torch.addcmul(mu[:, None, :], scale, eps, out=out[:, 0])
+        torch.addcmul(mu[:, None, :], scale, eps, value=-1, out=out[:, 1])
+        return out.view(mu.shape[0], -1, mu.shape[1])
+
     def gradient_signal(self, mu, weights, eps):
         return torch.bmm(weights[:, None, :], self.family.score(eps))[:, 0] / self.scale(eps)
+
+
+def _pairs_out(mu: torch.Tensor, half: int) -> torch.Tensor:
+    """``[G, 2, h, d]``, laid out so that its view ``[G, 2h, d]`` has the pairs ``i, i + h``."""
+    return torch.empty((mu.shape[0], 2, half, mu.shape[1]), dtype=mu.dtype, device=mu.device)
