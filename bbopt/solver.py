@@ -367,7 +367,7 @@ class Solver:
         v = self.noise.signal(mu.detach(), *by_row, natural=self.natural, pairs=signal_pairs)
         _clear_gradients(self.optimizer)
         mu.backward(v)  # the one VJP
-        gradient_norm = _total_norm(self.policy)
+        gradient_norm = _total_norm(self.optimizer)
         if not math.isfinite(gradient_norm):  # its square overflows: Adam's state would become inf
             _clear_gradients(self.optimizer)
             if self._asked is not None:
@@ -434,7 +434,7 @@ class Solver:
         losses = as_losses(losses, expected)
         if self.maximize:
             losses = -losses
-        if bool(torch.isfinite(losses).all()):
+        if np.isfinite(losses.numpy()).all():  # float64 on the CPU (as_losses): numpy's check is the cheaper
             return losses
         bad = ~torch.isfinite(losses)
         if self.nan_policy == "raise":
@@ -503,9 +503,10 @@ def _clear_gradients(optimizer: torch.optim.Optimizer) -> None:
             parameter.grad = None
 
 
-def _total_norm(module: nn.Module) -> float:
-    """The 2-norm of all the gradients (inf or nan when a square overflows)."""
-    gradients = [p.grad for p in module.parameters() if p.grad is not None]
+def _total_norm(optimizer: torch.optim.Optimizer) -> float:
+    """The 2-norm of the gradients of the optimizer's parameters, the ones it steps (inf or nan
+    when a square overflows)."""
+    gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if len(gradients) == 1:  # a learned vector: one op instead of the grouping of get_total_norm
         return float(torch.linalg.vector_norm(gradients[0]))
     return float(nn.utils.get_total_norm(gradients)) if gradients else 0.0

@@ -83,6 +83,7 @@ def instrumented(solver: bbopt.Solver, timers: Timers):
     timers.wrap(solver.policy, "forward", "forward")
     timers.wrap(solver.noise, "draw", "noise")
     timers.wrap(solver.noise, "candidates", "candidates")
+    timers.wrap(solver.noise, "paired_candidates", "candidates")
     timers.wrap(solver, "_as_losses", "validation")
     timers.wrap(solver, "_group_weights", "weights")
     timers.wrap(solver.noise, "signal", "signal")
@@ -94,9 +95,9 @@ def instrumented(solver: bbopt.Solver, timers: Timers):
         with timers.part("vjp"):
             return backward(tensor, *args, **kwargs)
 
-    def timed_norm(module):
+    def timed_norm(optimizer):
         with timers.part("grad_norm"):
-            return total_norm(module)
+            return total_norm(optimizer)
 
     torch.Tensor.backward, bbopt.solver._total_norm = timed_backward, timed_norm
     try:
