@@ -52,6 +52,53 @@ STEP_TIMEOUT_HELP = ("seconds a pool worker may take to answer one step before i
                      "episodes replayed (default 60; 'none': wait forever)")  # fmt: skip
 
 
+RESUME_HELP = ("continue an interrupted run in --out: its finished runs ({rows}) are kept and only the rest run; "
+               "give the first run's options again")  # fmt: skip
+
+# The options that define the runs of `bbopt ioh` / `bbopt binpacking` (a resume must repeat them).
+SUITE_OPTIONS = {
+    "ioh": ("suite", "functions", "instances", "dimensions", "budget_per_dim", "solvers", "runs", "seed"),
+    "binpacking": ("family", "instances", "optima", "items", "count", "budget", "solvers", "decoder", "seed"),
+}
+
+
+def suite_config(args: argparse.Namespace) -> None:
+    """``--out/config.json``: the options that define the runs. A new run writes it; ``--resume``
+    compares it with the options given and refuses a difference (the finished rows would not
+    belong to the runs asked for)."""
+    import json
+
+    from bbopt.rollout.checkpoint import atomic_write
+
+    config = {name: _plain(getattr(args, name)) for name in SUITE_OPTIONS[args.command]}
+    path, rows = args.out / "config.json", args.out / ("rows.jsonl" if args.command == "ioh" else "runs.jsonl")
+    holds_rows = rows.is_file() and rows.stat().st_size > 0
+    if not args.resume and holds_rows:  # refused before the first run's config is replaced
+        raise ValueError(f"Invalid --out: {rows} already holds finished runs; continue them with --resume (and the "
+                         "first run's options), or choose another --out")  # fmt: skip
+    if args.resume and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a run's config ({error})") from None
+        changed = [name for name in config if saved.get(name) != config[name]]
+        if changed:
+            flags = ", ".join(f"--{name.replace('_', '-')} (was {saved.get(name)!r})" for name in changed)
+            raise ValueError(f"--resume continues the runs in {args.out} as they were defined; these differ: {flags}")
+        return
+    if args.resume and holds_rows:
+        raise ValueError(f"--resume: {path} is missing, so the finished runs cannot be matched to these options")
+    atomic_write(path, lambda handle: handle.write(json.dumps(config, indent=2).encode()))
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def names(text: str) -> list[str]:
     """argparse type: a comma-separated, non-empty list of names."""
     listed = [name.strip() for name in text.split(",") if name.strip()]
@@ -98,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     ioh.add_argument("--runs", type=positive_int, default=1)
     ioh.add_argument("--seed", type=int, default=0)
     ioh.add_argument("--out", type=Path, required=True, help="directory for ioh/ (IOHanalyzer), summary.json, ecdf.png")
+    ioh.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows="rows.jsonl"))
     ioh.add_argument("--no-progress", action="store_true")
     packing = commands.add_parser(
         "binpacking", help="per-instance priority search (OVLR, CEM, ES) and FFD/BFD on generated or BPPLIB instances"
@@ -118,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     packing.add_argument("--seed", type=int, default=0)
     packing.add_argument("--out", type=Path, required=True,
                          help="directory for runs.jsonl (runs as they end), results.json, success.png")  # fmt: skip
+    packing.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows="runs.jsonl"))
     packing.add_argument("--no-progress", action="store_true")
     train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
     # Run options default to None here and to RunConfig's defaults there, so that a resume can
@@ -239,8 +288,10 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
         instances = [make_instance(args.family, args.items, args.seed + k) for k in range(args.count)]
         label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
     methods = args.solvers
+    suite_config(args)
     rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
-                         progress=not args.no_progress, rows_file=args.out / "runs.jsonl")  # fmt: skip
+                         progress=not args.no_progress, rows_file=args.out / "runs.jsonl",
+                         resume=args.resume)  # fmt: skip
     summary = summarize(rows)
     print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
     config = {k: (list(map(str, v)) if isinstance(v, list) else str(v) if isinstance(v, Path) else v)
@@ -256,9 +307,10 @@ def run_ioh(args: argparse.Namespace) -> list[dict]:
 
     runners = {name: bbopt_runner(name) for name in args.solvers}
     ids = {key: parse_ids(getattr(args, key), key) for key in ("functions", "instances", "dimensions")}
+    suite_config(args)
     rows = run_suite(runners, suite=args.suite, budget_per_dimension=args.budget_per_dim, runs=args.runs,
                      out=args.out, seed=args.seed, progress=not args.no_progress,
-                     rows_file=args.out / "rows.jsonl", **ids)  # fmt: skip
+                     rows_file=args.out / "rows.jsonl", resume=args.resume, **ids)  # fmt: skip
     summary = summarize(rows)
     print(f"\n{args.suite}: final ECDF value (fraction of (run, target) pairs, 51 targets 1e2..1e-8)\n")
     print(f"{'solver':<10}{'d':>4}{'runs':>6}{'ECDF':>8}{'solved 1e-8':>13}{'seconds':>9}")
@@ -296,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         with _directory_lock(args):
             runners[args.command](args)
     except KeyboardInterrupt as stop:  # what was kept: the command's own word (bin packing), else ours
-        print(f"bbopt {command}: interrupted: {str(stop) or _kept(args)}", file=sys.stderr)
+        print(f"bbopt {command}: interrupted: {_kept(args, str(stop))}", file=sys.stderr)
         return 130
     except (ValueError, OSError) as error:  # bad input, an unusable path, a corrupt file: one line
         input_error(command, " ".join(str(error).split()))
@@ -318,15 +370,19 @@ def _directory_lock(args: argparse.Namespace):
     return contextlib.nullcontext()
 
 
-def _kept(args: argparse.Namespace) -> str:
-    """What an interrupted command leaves behind, for its one-line message."""
+def _kept(args: argparse.Namespace, said: str = "") -> str:
+    """What an interrupted command leaves behind, for its one-line message (``said``: the
+    command's own word on it, as bin packing's `Interrupted` gives)."""
+    if args.command == "binpacking":
+        kept = said or f"finished runs are kept in {args.out / 'runs.jsonl'}"
+        return kept + "; continue with the same command and --resume"
+    if said:
+        return said
     if args.command == "train":
         run = args.resume or args.out
         return f"the run keeps its last checkpoint; continue with `bbopt train --resume {run}`"
     if args.command == "ioh":
-        return f"every finished run is kept in {args.out / 'rows.jsonl'}"
-    if args.command == "binpacking":
-        return f"finished runs are kept in {args.out / 'runs.jsonl'}"
+        return f"every finished run is kept in {args.out / 'rows.jsonl'}; continue with the same command and --resume"
     return "stopped; nothing partial was written"
 
 

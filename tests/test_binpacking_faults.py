@@ -273,7 +273,8 @@ def test_ctrl_c_stops_with_status_130_and_keeps_every_finished_run(tmp_path):
     assert process.returncode == 130, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    stop = re.fullmatch(r"bbopt binpacking: interrupted: (\d+) of 80 runs finished, kept in (\S+)", lines[0])
+    stop = re.fullmatch(r"bbopt binpacking: interrupted: (\d+) of 80 runs finished, kept in (\S+); continue with the "
+                        r"same command and --resume", lines[0])  # fmt: skip
     assert stop and stop.group(2) == str(rows_file), lines[0]
     rows = read_rows(rows_file)
     assert len(rows) == int(stop.group(1)) and seen <= len(rows) < 80

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -23,6 +22,8 @@ import bbopt
 from bbopt.envs.binpacking.heuristics import HEURISTICS
 from bbopt.envs.binpacking.instance import Instance
 from bbopt.envs.binpacking.search import SearchResult, search
+from bbopt.rows_file import RowsFile
+from bbopt.rows_file import read_rows as read_row_lines
 
 __all__ = [
     "Interrupted",
@@ -59,37 +60,59 @@ def _heuristic_row(instance: Instance, name: str) -> dict:
 
 def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, seed: int = 0,
                   decoder: str = "completion", progress: bool = True, inits: dict | None = None,
-                  rows_file: Path | None = None) -> list:  # fmt: skip
+                  rows_file: Path | None = None, resume: bool = False) -> list:  # fmt: skip
     """Every method on every instance. A search method gets seed ``seed + k`` on instance k and
     stops at the best bound; ``inits`` maps a method label to ``{instance name: priorities}``
     for warm starts (the label is ``"<solver>"`` or ``"<solver>+<anything>"``).
 
-    With ``rows_file``, each row is appended to it as one JSON line as soon as its run ends; an
-    existing non-empty ``rows_file`` is refused before any run (exclusive create: an earlier
-    run's or another process's rows are never overwritten). Ctrl-C raises `Interrupted`, which
-    says how many runs finished (every one of them is in ``rows_file``)."""
+    With ``rows_file`` (`bbopt.rows_file.RowsFile`), each row is appended to it as one JSON
+    line as soon as its run ends; an existing non-empty ``rows_file`` is refused before any run
+    unless ``resume``, which keeps its rows and runs only the (instance, method) pairs it lacks
+    (rows carry ``index``, the instance's place in ``instances``)
+    (the seeds are per instance, so the rows are those of an uninterrupted run). Ctrl-C raises
+    `Interrupted`, which says how many runs finished (every one of them is in ``rows_file``)."""
     known = known_methods()
     unknown = [m for m in methods if m.split("+")[0] not in known]
     if unknown:
         raise ValueError(f"Invalid solvers: {unknown} (expected names from {list(known)})")
-    rows: list[dict] = []
-    total = len(instances) * len(methods)
-    with _rows_writer(rows_file) as append:
-        bar = tqdm(total=total, desc="bin packing", disable=not progress)
+    jobs = [(k, instance, method) for k, instance in enumerate(instances) for method in methods]
+    keys = [(k, instance.name, method) for k, instance, method in jobs]
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if rows_file is not None:
+            writer = stack.enter_context(RowsFile(rows_file, key=_row_key, resume=resume, check=_is_row))
+            foreign = set(writer.finished) - set(keys)
+            if foreign:
+                raise ValueError(f"Invalid resume: {rows_file} holds runs of other instances or solvers, e.g. "
+                                 f"{sorted(foreign)[0]}; resume with the options of the first run")  # fmt: skip
+        finished = writer.finished if writer is not None else {}
+        rows: list[dict] = []
+        bar = stack.enter_context(tqdm(total=len(jobs), desc="bin packing", disable=not progress))
         try:
-            for k, instance in enumerate(instances):
-                for method in methods:
-                    row = _run(instance, method, budget=budget, seed=seed + k, decoder=decoder, inits=inits)
-                    with _signals_deferred():  # the file and the count agree whenever Ctrl-C lands
-                        append(row)
-                        rows.append(row)
-                    bar.set_postfix_str(f"{instance.name} {method}: {row['bins']} bins (bound {instance.best_bound})")
+            for (k, instance, method), key in zip(jobs, keys, strict=True):
+                if key in finished:
+                    rows.append(finished[key])
                     bar.update()
+                    continue
+                row = _run(instance, method, budget=budget, seed=seed + k, decoder=decoder, inits=inits)
+                row["index"] = k  # the instance's place in the list (generated instances may share a name)
+                with _signals_deferred():  # the file and the count agree whenever Ctrl-C lands
+                    if writer is not None:
+                        writer.append(row)
+                    rows.append(row)
+                bar.set_postfix_str(f"{instance.name} {method}: {row['bins']} bins (bound {instance.best_bound})")
+                bar.update()
         except KeyboardInterrupt:
-            raise Interrupted(len(rows), total, rows_file) from None
-        finally:
-            bar.close()
+            raise Interrupted(len(rows), len(jobs), rows_file) from None
     return rows
+
+
+def _row_key(row: dict) -> tuple:
+    return (row.get("index"), row["instance"], row["solver"])
+
+
+def _is_row(row: dict) -> bool:
+    return {"instance", "solver", "bins"} <= row.keys()
 
 
 def _run(instance: Instance, method: str, *, budget: int, seed: int, decoder: str, inits: dict | None) -> dict:
@@ -102,38 +125,6 @@ def _run(instance: Instance, method: str, *, budget: int, seed: int, decoder: st
         row = search(instance, base, budget=budget, seed=seed, decoder=decoder, init=init).to_dict()
     row["solver"] = method
     return row
-
-
-@contextlib.contextmanager
-def _rows_writer(path: Path | None):
-    """``append(row)``: one JSON line written to ``path`` in one call, then fsynced (a no-op
-    without a path). The file is created exclusively; an empty leftover holds nothing and is
-    replaced, a non-empty one is refused."""
-    if path is None:
-        yield lambda row: None
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size == 0:
-        path.unlink()
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-    except FileExistsError:
-        raise ValueError(
-            f"Invalid rows file: {path} already holds finished runs (an earlier run, or another process); "
-            "move it away or choose another output directory"
-        ) from None
-
-    def append(row: dict) -> None:
-        line = (json.dumps(row) + "\n").encode()
-        while line:
-            line = line[os.write(descriptor, line) :]
-        os.fsync(descriptor)
-
-    try:
-        yield append
-    finally:
-        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -153,19 +144,7 @@ def _signals_deferred():
 
 def read_rows(path: Path) -> list[dict]:
     """The rows `run_instances` appended to a rows file, one JSON object per line."""
-    rows = []
-    with Path(path).open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not a JSON row ({error.msg})") from None
-            if not isinstance(row, dict) or not {"instance", "solver", "bins"} <= row.keys():
-                raise ValueError(f"{path}:{number}: not a run row (expected an object with instance, solver, bins)")
-            rows.append(row)
-    return rows
+    return read_row_lines(path, check=_is_row)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

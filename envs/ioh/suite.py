@@ -21,6 +21,8 @@ from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
+from bbopt.rows_file import RowsFile
+from bbopt.rows_file import read_rows as read_row_lines
 
 __all__ = ["bbopt_runner", "line_style", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
 
@@ -65,14 +67,18 @@ def run_suite(
     seed: int = 0,
     progress: bool = True,
     rows_file: Path | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Every runner on every (dimension, function, instance, run); logs to ``out/ioh/<runner>``.
 
     Returns one row per run: solver, dimension, function, instance, run, evaluations, best
-    precision, final ECDF score, seconds and the trace. With ``rows_file``, each row is also
-    appended to it as one JSON line as soon as its run ends, so a failure part-way loses none of
-    the finished runs (`read_rows` reads it back); a non-empty ``rows_file`` is refused, not
-    overwritten.
+    precision, final ECDF score, seconds and the trace. With ``rows_file``
+    (`bbopt.rows_file.RowsFile`), each row is also appended to it as one JSON line as soon as
+    its run ends, so a failure part-way loses none of the finished runs (`read_rows` reads it
+    back); a non-empty ``rows_file`` is refused, not overwritten, unless ``resume``: then its
+    rows are kept and only the runs it lacks are run (each run's seed depends on the run alone,
+    so the rows are those of an uninterrupted suite; ioh writes the resumed runs' logs to a new
+    folder ``<runner>-1`` beside the first).
     """
     for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
         check_int(value, name, minimum=1)
@@ -82,46 +88,54 @@ def run_suite(
     ]
     rows: list[dict] = []
     loggers = {}
-    if rows_file is not None:  # refused before any run: another process's or an earlier run's rows are kept
-        rows_file = Path(rows_file)
-        rows_file.parent.mkdir(parents=True, exist_ok=True)
-        if rows_file.exists() and rows_file.stat().st_size == 0:
-            rows_file.unlink()  # an empty leftover holds nothing
-        try:
-            rows_file.open("x").close()  # exclusive create: of two processes on one file, one is refused
-        except FileExistsError:
-            raise ValueError(
-                f"Invalid rows_file: {rows_file} already holds finished runs (another process, or "
-                "an earlier run); merge it or move it away first"
-            ) from None
-    bar = tqdm(jobs, disable=not progress, desc=f"{suite} runs")
-    for solver, dimension, function, instance, run in bar:
-        runner = runners[solver]
-        problem = get_problem(suite, function, instance, dimension)
-        if solver not in loggers:
-            loggers[solver] = attach_analyzer(problem, out / "ioh", algorithm_name=solver,
-                                              attributes=getattr(runner, "attributes", None))  # fmt: skip
-        else:
-            problem.attach_logger(loggers[solver])
-        objective = Objective(problem, budget=budget_per_dimension * problem.meta_data.n_variables)
-        began = time.perf_counter()
-        # A peer that asks past the budget stops there; nothing beyond it was evaluated.
-        with contextlib.suppress(BudgetExhausted):
-            runner(objective, seed + 1000 * run + instance)
-        problem.detach_logger()
-        rows.append({
-            "solver": solver, "dimension": dimension, "function": function, "instance": instance, "run": run,
-            "evaluations": objective.evaluations, "best_precision": objective.best,
-            "score": final_score([objective.trace]) if objective.trace else 0.0,
-            "seconds": time.perf_counter() - began, "trace": objective.trace,
-        })  # fmt: skip
-        if rows_file is not None:
-            with rows_file.open("a") as handle:
-                handle.write(json.dumps(rows[-1]) + "\n")
-        bar.set_postfix(solver=solver, d=dimension, f=function)
-    for logger in loggers.values():
-        logger.close()
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if rows_file is not None:  # refused before any run: another process's or an earlier run's rows are kept
+            writer = stack.enter_context(RowsFile(rows_file, key=_row_key, resume=resume, check=_is_row))
+            foreign = set(writer.finished) - set(jobs)
+            if foreign:
+                raise ValueError(f"Invalid resume: {rows_file} holds runs of other solvers, functions, instances, "
+                                 f"dimensions or run counts, e.g. {sorted(foreign)[0]}; resume with the first "
+                                 "run's options")  # fmt: skip
+        finished = writer.finished if writer is not None else {}
+        bar = tqdm(jobs, disable=not progress, desc=f"{suite} runs")
+        for job in bar:
+            if job in finished:
+                rows.append(finished[job])
+                continue
+            solver, dimension, function, instance, run = job
+            runner = runners[solver]
+            problem = get_problem(suite, function, instance, dimension)
+            if solver not in loggers:
+                loggers[solver] = attach_analyzer(problem, out / "ioh", algorithm_name=solver,
+                                                  attributes=getattr(runner, "attributes", None))  # fmt: skip
+                stack.callback(loggers[solver].close)
+            else:
+                problem.attach_logger(loggers[solver])
+            objective = Objective(problem, budget=budget_per_dimension * problem.meta_data.n_variables)
+            began = time.perf_counter()
+            # A peer that asks past the budget stops there; nothing beyond it was evaluated.
+            with contextlib.suppress(BudgetExhausted):
+                runner(objective, seed + 1000 * run + instance)
+            problem.detach_logger()
+            rows.append({
+                "solver": solver, "dimension": dimension, "function": function, "instance": instance, "run": run,
+                "evaluations": objective.evaluations, "best_precision": objective.best,
+                "score": final_score([objective.trace]) if objective.trace else 0.0,
+                "seconds": time.perf_counter() - began, "trace": objective.trace,
+            })  # fmt: skip
+            if writer is not None:
+                writer.append(rows[-1])
+            bar.set_postfix(solver=solver, d=dimension, f=function)
     return rows
+
+
+def _row_key(row: dict) -> tuple:
+    return tuple(row[key] for key in ROW_KEYS)
+
+
+def _is_row(row: dict) -> bool:
+    return all(key in row for key in (*ROW_KEYS, "trace", "best_precision"))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -135,16 +149,7 @@ def read_rows(path: Path) -> list[dict]:
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of run rows, got {type(rows).__name__}")
         return [_checked_row(row, f"{path}: row {number}") for number, row in enumerate(rows, 1)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                message = f"{path}:{number}: not a JSON row ({error.msg}); a run killed while writing?"
-                raise ValueError(message) from None
-            rows.append(_checked_row(row, f"{path}:{number}"))
-    return rows
+    return read_row_lines(path, check=_is_row)
 
 
 ROW_KEYS = ("solver", "dimension", "function", "instance", "run")
