@@ -74,8 +74,14 @@ class TruncatedLoss:
         self.cap, self.power = float(cap), float(power)
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        residual = (outputs - targets).abs().pow(self.power).sum(dim=-1)
-        return residual.clamp(max=self.cap)
+        residual = outputs - targets  # the one [..., d] temporary: without a graph, the rest is in place
+        if residual.requires_grad:
+            residual = residual.abs().pow(self.power)
+        elif self.power == 2.0:
+            residual.square_()
+        else:
+            residual.abs_().pow_(self.power)
+        return residual.sum(dim=-1).clamp(max=self.cap)
 
     def __repr__(self) -> str:
         return f"TruncatedLoss(cap={self.cap}, power={self.power})"

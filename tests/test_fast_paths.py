@@ -147,3 +147,22 @@ def test_a_seeded_solver_asks_the_candidates_of_the_plain_antithetic_draw(batche
     expected = model.candidates(mu, eps)
     assert torch.equal(candidates, expected if batched else expected[0])
     assert solver._asked.noise.shape == (mu.shape[0], 4, 5)
+
+
+@pytest.mark.parametrize("power", [2.0, 1.0, 1.5])
+def test_the_truncated_loss_in_place_equals_its_definition_and_keeps_its_gradient(power):
+    from bbopt.losses import TruncatedLoss
+
+    generator = torch.Generator().manual_seed(4)
+    outputs = torch.randn(6, 5, 3, generator=generator, dtype=torch.float64)
+    targets = torch.randn(6, 1, 3, generator=generator, dtype=torch.float64)
+    loss = TruncatedLoss(2.0, power=power)
+    expected = (outputs - targets).abs().pow(power).sum(-1).clamp(max=2.0)
+    torch.testing.assert_close(loss(outputs, targets), expected)
+    leaf = outputs.clone().requires_grad_()
+    ours = torch.autograd.grad(loss(leaf, targets).sum(), leaf)[0]
+    plain = torch.autograd.grad((leaf - targets).abs().pow(power).sum(-1).clamp(max=2.0).sum(), leaf)[0]
+    torch.testing.assert_close(ours, plain)
+    before = outputs.clone()
+    loss(outputs, targets)
+    assert torch.equal(outputs, before)  # the candidates are not touched
