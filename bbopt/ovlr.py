@@ -59,6 +59,13 @@ class OVLR(Solver):
     def __init__(self, policy, optimizer, *, antithetic: bool = True, baseline: bool = True, **options):
         super().__init__(policy, optimizer, antithetic=antithetic, **options)
         self.baseline = bool(baseline)
+        if self.baseline and not self.antithetic and self.noise.sampler is not None:
+            # QMC points of a group depend on each other, so a baseline from the other samples is
+            # correlated with this sample's noise: biased. With pairs it cancels in the signal.
+            raise ValueError(
+                "Invalid qmc: with baseline=True, QMC noise needs antithetic=True (the baseline then "
+                "cancels in each pair; without pairs it would bias the gradient), or baseline=False"
+            )
 
     def weights(self, losses, counts):
         samples = losses.shape[1]

@@ -13,7 +13,12 @@ no baseline: the paper's "vanilla"), with antithetic pairs, and with our leave-o
 baseline (no pairs), n = 100; (b) n in {1, 20, 50, 100, 200, 500} at sigma = 1 (antithetic
 for even n); (c) noise families Gaussian / Laplace / Student-t (df 5) at sigma = 1, n = 100.
 
+(d) quasi-Monte Carlo: OVLR's default estimator (antithetic pairs, leave-pair-out baseline)
+with independent noise (MC) and with scrambled Sobol noise (``qmc=True``) at n in {8, 32, 128},
+sigma = 1, the same draws count.
+
     python benchmarks/variance.py          # ~1 minute; writes variance.json and variance.png
+    python benchmarks/variance.py --sweeps qmc --draws 200 --out benchmarks/results/variance_qmc.json
 """
 
 from __future__ import annotations
@@ -81,7 +86,20 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    figure, axes = plt.subplots(2, 4, figsize=(17, 6.5))
+    for mode in ("mc", "qmc"):
+        mine = [r for r in rows if r["sweep"] == "qmc" and r["mode"] == mode]
+        axes[0][3].plot([r["samples"] for r in mine], [r["variance"] for r in mine], marker="o", label=mode)
+        axes[1][3].plot([r["samples"] for r in mine], [r["cosine"] for r in mine], marker="o", label=mode)
+    axes[0][3].set_title("(d) MC vs QMC noise (sigma = 1)")
+    axes[0][3].legend()
+    for axis in (axes[0][3], axes[1][3]):
+        axis.grid(alpha=0.3)
+        if any(r["sweep"] == "qmc" for r in rows):
+            axis.set_xscale("log", base=2)
+    if any(r["sweep"] == "qmc" for r in rows):
+        axes[0][3].set_yscale("log")
+    axes[1][3].set_xlabel("n")
     for mode in MODES:
         mine = [r for r in rows if r["sweep"] == "sigma" and r["mode"] == mode]
         axes[0][0].plot([r["sigma"] for r in mine], [r["variance"] for r in mine], marker="o", label=mode)
@@ -92,11 +110,14 @@ def plot(rows: list[dict], path: Path) -> None:
     mine = [r for r in rows if r["sweep"] == "noise"]
     axes[0][2].bar([r["noise"] for r in mine], [r["variance"] for r in mine])
     axes[1][2].bar([r["noise"] for r in mine], [r["cosine"] for r in mine])
-    for axis in (axes[0][0], axes[1][0], axes[0][1], axes[1][1]):
-        axis.set_xscale("log")
-        axis.grid(alpha=0.3)
-    for axis in axes[0][:2]:
-        axis.set_yscale("log")
+    present = {r["sweep"] for r in rows}  # a sweep left out (--sweeps) leaves its panels empty: no log scale
+    for column, sweep in ((0, "sigma"), (1, "samples")):
+        axes[0][column].grid(alpha=0.3)
+        axes[1][column].grid(alpha=0.3)
+        if sweep in present:
+            axes[0][column].set_xscale("log")
+            axes[1][column].set_xscale("log")
+            axes[0][column].set_yscale("log")
     axes[0][0].set_title("(a) vs sigma (n = 100)")
     axes[0][1].set_title("(b) vs samples n (sigma = 1)")
     axes[0][2].set_title("(c) noise family (sigma = 1, n = 100)")
@@ -115,26 +136,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--draws", type=int, default=100, help="estimator draws per setting")
     parser.add_argument("--sigmas", default=",".join(map(str, SIGMAS)))
     parser.add_argument("--repetitions", default=",".join(map(str, REPETITIONS)))
+    parser.add_argument("--qmc-samples", default="8,32,128", help="n of the QMC vs MC sweep")
+    parser.add_argument("--sweeps", default="sigma,samples,noise,qmc", help="which of sigma, samples, noise, qmc")
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "variance.json")
     args = parser.parse_args(argv)
+    sweeps = set(args.sweeps.split(","))
     torch.set_num_threads(1)
     inputs, labels = fixed_batch()
     model = MLP(64, 10, hidden=(64,), activation=nn.ReLU, seed=0)
     truth = true_gradient(model, inputs, labels)
     common = {"draws_count": args.draws, "seed": 0}
     rows = []
-    for sigma in map(float, args.sigmas.split(",")):
+    for sigma in map(float, args.sigmas.split(",")) if "sigma" in sweeps else ():
         for mode, options in MODES.items():
             estimates = draws(model, inputs, labels, sigma=sigma, samples=100, **options, **common)
             rows.append({"sweep": "sigma", "mode": mode, "sigma": sigma, "samples": 100} | summarize(estimates, truth))
-    for samples in map(int, args.repetitions.split(",")):
+    for samples in map(int, args.repetitions.split(",")) if "samples" in sweeps else ():
         mode = "antithetic" if samples % 2 == 0 else "plain"
         estimates = draws(model, inputs, labels, sigma=1.0, samples=samples, **MODES[mode], **common)
         rows.append({"sweep": "samples", "mode": mode, "sigma": 1.0, "samples": samples} | summarize(estimates, truth))
-    for noise in ("gaussian", "laplace", "student_t"):
+    for noise in ("gaussian", "laplace", "student_t") if "noise" in sweeps else ():
         estimates = draws(model, inputs, labels, sigma=1.0, samples=100, noise=noise, antithetic=True, **common)
         rows.append({"sweep": "noise", "mode": "antithetic", "noise": noise, "sigma": 1.0, "samples": 100}
                     | summarize(estimates, truth))  # fmt: skip
+    for samples in map(int, args.qmc_samples.split(",")) if "qmc" in sweeps else ():
+        for qmc in (False, True):
+            estimates = draws(model, inputs, labels, sigma=1.0, samples=samples, qmc=qmc, **common)
+            rows.append({"sweep": "qmc", "mode": "qmc" if qmc else "mc", "sigma": 1.0, "samples": samples}
+                        | summarize(estimates, truth))  # fmt: skip
+    qmc_rows = {(r["samples"], r["mode"]): r["variance"] for r in rows if r["sweep"] == "qmc"}
+    qmc_factor = {str(n): qmc_rows[(n, "mc")] / qmc_rows[(n, "qmc")] for n, mode in qmc_rows if mode == "qmc"}
     print(f"\nOVLR estimator variance and cosine to the autograd gradient, {args.draws} draws per setting\n")
     columns = [("sweep", "sweep", "s"), ("mode", "mode", "s"), ("noise", "noise", "s"), ("sigma", "sigma", "g"),
                ("samples", "n", "d"), ("variance", "variance", ".3e"), ("cosine", "cosine", ".3f")]  # fmt: skip
@@ -144,7 +175,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         values = [r["variance"] for r in rows if r["sweep"] == "sigma" and r["mode"] == mode]
         spread[mode] = max(values) / min(values) if values and min(values) > 0 else math.nan
     plot(rows, args.out.with_suffix(".png"))
-    _report.write(args.out, vars(args) | {"out": str(args.out)}, rows, {"variance_max_over_min_across_sigma": spread})
+    summary = {"variance_max_over_min_across_sigma": spread, "mc_over_qmc_variance_by_n": qmc_factor}
+    _report.write(args.out, vars(args) | {"out": str(args.out)}, rows, summary)
     return rows
 
 

@@ -61,8 +61,10 @@ def test_variance_benchmark_smoke(tmp_path):
     from benchmarks import variance
 
     out = tmp_path / "variance.json"
-    rows = variance.main(["--draws", "3", "--sigmas", "1", "--repetitions", "2", "--out", str(out)])
-    assert {r["sweep"] for r in rows} == {"sigma", "samples", "noise"}
+    arguments = ["--draws", "3", "--sigmas", "1", "--repetitions", "2", "--qmc-samples", "8", "--out", str(out)]
+    rows = variance.main(arguments)
+    assert {r["sweep"] for r in rows} == {"sigma", "samples", "noise", "qmc"}
+    assert {r["mode"] for r in rows if r["sweep"] == "qmc"} == {"mc", "qmc"}
     assert all(-1.0 <= r["cosine"] <= 1.0 and r["variance"] >= 0 for r in rows)
     assert out.with_suffix(".png").exists()
 

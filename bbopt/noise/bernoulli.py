@@ -41,7 +41,7 @@ class Bernoulli(NoiseModel):
 
     def draw(self, groups, samples, *, generator, dtype, antithetic):
         half = samples // 2 if antithetic else samples
-        u = torch.rand((groups, half, self.width), generator=generator, dtype=dtype, device=generator.device)
+        u = self.uniforms(groups, half, generator=generator, dtype=dtype)
         return torch.cat([u, 1 - u], dim=1) if antithetic else u
 
     paired = False  # pairs are (u, 1 - u), not negations

@@ -32,6 +32,11 @@ class Noise:
         """``-d log p / d eps``, elementwise."""
         raise NotImplementedError
 
+    def quantile(self, u: torch.Tensor) -> torch.Tensor:
+        """The inverse CDF at uniforms ``u`` in (0, 1) (float64): how quasi-Monte Carlo points
+        become noise of this family (`bbopt.noise.qmc`)."""
+        raise NotImplementedError
+
     def log_scale_score(self, eps: torch.Tensor) -> torch.Tensor:
         """``d log p(mu + sigma * eps) / d log sigma`` per dimension: ``eps * score - 1``."""
         return eps * self.score(eps) - 1.0
@@ -55,6 +60,9 @@ class Gaussian(Noise):
     def score(self, eps):
         return eps
 
+    def quantile(self, u):
+        return torch.special.ndtri(u)
+
 
 class Laplace(Noise):
     """Laplace(0, 1/sqrt(2)) noise (unit variance); score ``sqrt(2) * sign(eps)``."""
@@ -70,6 +78,10 @@ class Laplace(Noise):
 
     def score(self, eps):
         return math.sqrt(2.0) * torch.sign(eps)
+
+    def quantile(self, u):
+        centered = u - 0.5
+        return -torch.sign(centered) * torch.log1p(-2.0 * centered.abs()) / math.sqrt(2.0)
 
 
 class StudentT(Noise):
@@ -110,6 +122,12 @@ class StudentT(Noise):
 
     def score(self, eps):
         return (self.df + 1.0) * eps / (self.df - 2.0 + eps * eps)
+
+    def quantile(self, u):
+        from scipy.stats import t as student_t  # scipy: the t quantile has no torch kernel
+
+        values = student_t.ppf(u.detach().cpu().numpy(), self.df) * math.sqrt((self.df - 2.0) / self.df)
+        return torch.from_numpy(values).to(u.device)
 
     def __repr__(self) -> str:
         return f"StudentT(df={self.df})"

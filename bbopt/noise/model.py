@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from bbopt.noise.families import Noise, make_noise
+from bbopt.noise.qmc import Sobol
 from bbopt.sigma import Feedback, SigmaRule, SigmaValue, as_sigma_rule
 
 __all__ = ["NoiseModel", "Scaled", "split_pairs"]
@@ -101,6 +102,22 @@ class NoiseModel(nn.Module):
         self.width: int | None = None
         self._scale_cache: tuple | None = None
         self._mean_sigma_cache: tuple | None = None
+        self.sampler: Sobol | None = None  # quasi-Monte Carlo points instead of the family's draws
+
+    def use_qmc(self, on: bool = True) -> NoiseModel:
+        """Draw the noise from scrambled Sobol points (`bbopt.noise.qmc`) instead of
+        independently; before the first draw. Returns the model."""
+        if self.dimension is not None and (self.sampler is not None) != on:
+            raise ValueError("Invalid qmc: switch it before the first ask (the model is already in use)")
+        self.sampler = Sobol() if on else None
+        return self
+
+    def uniforms(self, groups: int, samples: int, *, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        """``[groups, samples, width]`` uniforms in (0, 1): Sobol points with QMC, else
+        independent draws."""
+        if self.sampler is None:
+            return torch.rand((groups, samples, self.width), generator=generator, dtype=dtype, device=generator.device)
+        return self.sampler.uniforms(groups, samples, self.width, generator=generator).to(dtype)
 
     # ---------------------------------------------------------------- set up once d is known
     def setup(self, dimension: int, samples: int) -> None:
@@ -119,7 +136,10 @@ class NoiseModel(nn.Module):
         """Standard noise ``[groups, samples, width]``; with ``antithetic``, row ``i + n/2`` of
         each group is the negation of row ``i``."""
         half = samples // 2 if antithetic else samples
-        eps = self.family.sample((groups, half, self.width), generator=generator, dtype=dtype)
+        if self.sampler is None:
+            eps = self.family.sample((groups, half, self.width), generator=generator, dtype=dtype)
+        else:
+            eps = self.family.quantile(self.uniforms(groups, half, generator=generator, dtype=torch.float64)).to(dtype)
         return torch.cat([eps, -eps], dim=1) if antithetic else eps
 
     def candidates(self, mu: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
