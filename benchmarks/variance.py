@@ -13,9 +13,9 @@ no baseline: the paper's "vanilla"), with antithetic pairs, and with our leave-o
 baseline (no pairs), n = 100; (b) n in {1, 20, 50, 100, 200, 500} at sigma = 1 (antithetic
 for even n); (c) noise families Gaussian / Laplace / Student-t (df 5) at sigma = 1, n = 100.
 
-(d) quasi-Monte Carlo: OVLR's default estimator (antithetic pairs, leave-pair-out baseline)
-with independent noise (MC) and with scrambled Sobol noise (``qmc=True``) at n in {8, 32, 128},
-sigma = 1, the same draws count.
+(d) quasi-Monte Carlo: OVLR's default estimator (antithetic pairs, leave-pair-out baseline) and
+the plain one, each with independent noise (MC) and with scrambled Sobol noise (``qmc=True``)
+at n in {8, 32, 128}, sigma = 1, the same draws count.
 
     python benchmarks/variance.py          # ~1 minute; writes variance.json and variance.png
     python benchmarks/variance.py --sweeps qmc --draws 200 --out benchmarks/results/variance_qmc.json
@@ -87,10 +87,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(2, 4, figsize=(17, 6.5))
-    for mode in ("mc", "qmc"):
-        mine = [r for r in rows if r["sweep"] == "qmc" and r["mode"] == mode]
-        axes[0][3].plot([r["samples"] for r in mine], [r["variance"] for r in mine], marker="o", label=mode)
-        axes[1][3].plot([r["samples"] for r in mine], [r["cosine"] for r in mine], marker="o", label=mode)
+    for estimator in ("default", "plain"):
+        for mode in ("mc", "qmc"):
+            mine = [r for r in rows if r["sweep"] == "qmc" and r["mode"] == mode and r["estimator"] == estimator]
+            label = f"{estimator}, {mode}"
+            axes[0][3].plot([r["samples"] for r in mine], [r["variance"] for r in mine], marker="o", label=label)
+            axes[1][3].plot([r["samples"] for r in mine], [r["cosine"] for r in mine], marker="o", label=label)
     axes[0][3].set_title("(d) MC vs QMC noise (sigma = 1)")
     axes[0][3].legend()
     for axis in (axes[0][3], axes[1][3]):
@@ -159,16 +161,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         estimates = draws(model, inputs, labels, sigma=1.0, samples=100, noise=noise, antithetic=True, **common)
         rows.append({"sweep": "noise", "mode": "antithetic", "noise": noise, "sigma": 1.0, "samples": 100}
                     | summarize(estimates, truth))  # fmt: skip
+    estimators = {"default": {}, "plain": MODES["plain"]}  # OVLR's defaults; the paper's vanilla estimator
     for samples in map(int, args.qmc_samples.split(",")) if "qmc" in sweeps else ():
-        for qmc in (False, True):
-            estimates = draws(model, inputs, labels, sigma=1.0, samples=samples, qmc=qmc, **common)
-            rows.append({"sweep": "qmc", "mode": "qmc" if qmc else "mc", "sigma": 1.0, "samples": samples}
-                        | summarize(estimates, truth))  # fmt: skip
-    qmc_rows = {(r["samples"], r["mode"]): r["variance"] for r in rows if r["sweep"] == "qmc"}
-    qmc_factor = {str(n): qmc_rows[(n, "mc")] / qmc_rows[(n, "qmc")] for n, mode in qmc_rows if mode == "qmc"}
+        for estimator, options in estimators.items():
+            for qmc in (False, True):
+                estimates = draws(model, inputs, labels, sigma=1.0, samples=samples, qmc=qmc, **options, **common)
+                rows.append({"sweep": "qmc", "mode": "qmc" if qmc else "mc", "estimator": estimator, "sigma": 1.0,
+                             "samples": samples} | summarize(estimates, truth))  # fmt: skip
+    qmc_rows = {(r["estimator"], r["samples"], r["mode"]): r["variance"] for r in rows if r["sweep"] == "qmc"}
+    qmc_factor = {f"{e} n={n}": qmc_rows[(e, n, "mc")] / qmc_rows[(e, n, "qmc")] for e, n, m in qmc_rows if m == "qmc"}
     print(f"\nOVLR estimator variance and cosine to the autograd gradient, {args.draws} draws per setting\n")
-    columns = [("sweep", "sweep", "s"), ("mode", "mode", "s"), ("noise", "noise", "s"), ("sigma", "sigma", "g"),
-               ("samples", "n", "d"), ("variance", "variance", ".3e"), ("cosine", "cosine", ".3f")]  # fmt: skip
+    columns = [("sweep", "sweep", "s"), ("mode", "mode", "s"), ("estimator", "estimator", "s"), ("noise", "noise", "s"),
+               ("sigma", "sigma", "g"), ("samples", "n", "d"), ("variance", "variance", ".3e"),
+               ("cosine", "cosine", ".3f")]  # fmt: skip
     _report.table(rows, columns)
     spread = {}
     for mode in MODES:
