@@ -12,7 +12,8 @@ instances 1-5 only). Also reported: evaluations to precision 1e-8 on f1, f2 and 
 separable ellipsoid, rotated ellipsoid), median over the instances that reach it.
 
 bbopt variants are named ``<solver>[+variant]``: ``+diagonal`` (`bbopt.noise.Diagonal` with CSA
-instead of the full covariance), ``+no-restarts`` (one run; the budget is spent in it).
+instead of the full covariance), ``+no-restarts`` (one run; the budget is spent in it), ``+qmc``
+(quasi-Monte Carlo noise, `bbopt.noise.qmc`; not in the default list).
 
     python benchmarks/ioh_bbob.py                                   # everything, one process
     python benchmarks/ioh_bbob.py --solvers nevergrad-ngopt --dimensions 5 --out runs/ngopt.json  # a part
@@ -118,12 +119,13 @@ def random_search(objective: Objective, seed: int) -> None:
 
 PEERS = {"pycma": pycma, "pycma-bipop": pycma_bipop, "pycma-sep": pycma_sep, "nevergrad-ngopt": nevergrad,
          "random": random_search}  # fmt: skip
-VARIANTS = ("diagonal", "no-restarts")
+VARIANTS = ("diagonal", "no-restarts", "qmc")
+DEFAULT_VARIANTS = ("diagonal", "no-restarts")  # the ones run by default (+qmc on request)
 
 
 def bbopt_solvers() -> list[str]:
     names = bbopt.presets.names("problem", output_space=True)
-    return [*names, *(f"{name}+{variant}" for name in names for variant in VARIANTS)]
+    return [*names, *(f"{name}+{variant}" for name in names for variant in DEFAULT_VARIANTS)]
 
 
 def variant_preset(name: str):
@@ -135,6 +137,8 @@ def variant_preset(name: str):
         preset = preset.replace(noise=bbopt.presets.diagonal(**full))
     elif variant == "no-restarts":
         preset = preset.replace(restarts=None)
+    elif variant == "qmc":
+        preset = preset.replace(options={"qmc": True})
     elif variant:
         raise ValueError(f"Invalid variant: {variant!r} (expected one of {VARIANTS})")
     return solver, preset
