@@ -158,3 +158,13 @@ def test_aloha_benchmark_smoke(tmp_path):
     payload = json.loads(out.read_text())
     assert payload["rows"] == rows and out.with_suffix(".png").exists()
     assert payload["summary"]["transfer_cube/bc-bp"]["success"] == [r["success_rate"] for r in rows[2:4]]
+
+
+def test_randomized_vjp_benchmark_smoke(tmp_path):
+    from benchmarks import randomized_vjp
+
+    out = tmp_path / "randomized_vjp.json"
+    rows = randomized_vjp.main(["--rounds", "1", "--draws", "1", "--seeds", "1", "--epochs", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == rows and len(rows) == 5
+    assert rows[0]["setting"] == "exact" and rows[0]["backward_vs_exact"] == 1.0
+    assert all(0 <= r["bp_digits_accuracy"] <= 1 for r in rows) and "ovlr_digits_accuracy" in rows[1]
