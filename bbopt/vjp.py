@@ -113,6 +113,17 @@ def _kept_units(grad: torch.Tensor, unit_dim: int, keep: float, rule: str, gener
     return indices.to(grad.device), (1.0 / p[indices]).to(device=grad.device, dtype=grad.dtype)
 
 
+def _rows(like: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A gradient shaped like ``like`` holding ``rows`` at ``indices`` and zeros elsewhere,
+    each entry written once (no zero-fill of the whole tensor first)."""
+    out = torch.empty(like.shape, dtype=rows.dtype, device=rows.device)
+    out.index_copy_(0, indices, rows)
+    dropped = torch.ones(like.shape[0], dtype=torch.bool, device=rows.device)
+    dropped[indices] = False
+    out[dropped] = 0
+    return out
+
+
 class _RandomizedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, keep, rule, generator):
@@ -131,11 +142,9 @@ class _RandomizedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = (kept @ weight.index_select(0, indices)).reshape(*grad_output.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(weight)
-            grad_weight.index_copy_(0, indices, kept.t() @ x.reshape(-1, x.shape[-1]))
+            grad_weight = _rows(weight, indices, kept.t() @ x.reshape(-1, x.shape[-1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = torch.zeros(weight.shape[0], dtype=grad_output.dtype, device=grad_output.device)
-            grad_bias.index_copy_(0, indices, kept.sum(0))
+            grad_bias = _rows(weight[:, 0], indices, kept.sum(0))
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
@@ -163,10 +172,8 @@ class _RandomizedConv2d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = nn.grad.conv2d_input(x.shape, kept_weight, kept, stride, padding, dilation)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(weight)
-            grad_weight.index_copy_(0, indices, nn.grad.conv2d_weight(x, kept_weight.shape, kept, stride, padding,
-                                                                      dilation))  # fmt: skip
+            grad_weight = _rows(weight, indices, nn.grad.conv2d_weight(x, kept_weight.shape, kept, stride, padding,
+                                                                       dilation))  # fmt: skip
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = torch.zeros(weight.shape[0], dtype=grad_output.dtype, device=grad_output.device)
-            grad_bias.index_copy_(0, indices, kept.sum(dim=(0, 2, 3)))
+            grad_bias = _rows(weight[:, 0, 0, 0], indices, kept.sum(dim=(0, 2, 3)))
         return grad_x, grad_weight, grad_bias, None, None, None, None

@@ -165,6 +165,6 @@ def test_randomized_vjp_benchmark_smoke(tmp_path):
 
     out = tmp_path / "randomized_vjp.json"
     rows = randomized_vjp.main(["--rounds", "1", "--draws", "1", "--seeds", "1", "--epochs", "1", "--out", str(out)])
-    assert json.loads(out.read_text())["rows"] == rows and len(rows) == 5
+    assert json.loads(out.read_text())["rows"] == rows and len(rows) == 7
     assert rows[0]["setting"] == "exact" and rows[0]["backward_vs_exact"] == 1.0
     assert all(0 <= r["bp_digits_accuracy"] <= 1 for r in rows) and "ovlr_digits_accuracy" in rows[1]
