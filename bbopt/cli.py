@@ -92,6 +92,7 @@ def suite_config(args: argparse.Namespace) -> None:
 
 
 def _plain(value):
+    """An argument value as JSON takes it (paths as strings)."""
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, list):
@@ -294,8 +295,7 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
                          resume=args.resume)  # fmt: skip
     summary = summarize(rows)
     print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
-    config = {k: (list(map(str, v)) if isinstance(v, list) else str(v) if isinstance(v, Path) else v)
-              for k, v in vars(args).items()}  # fmt: skip
+    config = {name: _plain(value) for name, value in vars(args).items()}
     write_results(args.out / "results.json", config, summary, rows)
     plot_success({label: summary}, args.out / "success.png")
     print(f"\nwrote {args.out / 'runs.jsonl'}, {args.out / 'results.json'} and {args.out / 'success.png'}")

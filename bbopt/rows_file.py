@@ -8,6 +8,10 @@ keyed by the caller's ``key``) and the suite runs only the rest; a last line cut
 killed writer (no newline at its end) is dropped, a damaged line anywhere else is refused
 with its ``file:line``.
 
+One writer per file: the commands hold their output directory's lock (`bbopt.rollout.lock`)
+for the whole suite; a second process appending to the same file through the Python API is not
+detected.
+
 Why not a database: the rows are few (one per run), append-only and must be readable by a
 person and by ``json``; one line per row is the whole format.
 """
@@ -94,11 +98,13 @@ def _parse(path: Path, check: Callable[[dict], bool], *, torn: str) -> tuple[lis
     data = path.read_bytes()
     complete = data.rfind(b"\n") + 1 if torn == "drop" else len(data)
     rows = []
-    for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(data[:complete].split(b"\n"), 1):  # the file's own lines, bytes
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}:{number}: not UTF-8 text (bytes no writer of rows produces)") from None
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{number}: not a JSON row ({error.msg}); a run killed while writing?") from None
         if not isinstance(row, dict) or not check(row):

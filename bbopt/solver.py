@@ -39,6 +39,7 @@ from torch import nn
 from bbopt.checks import check_bool, check_choice, check_float, check_int
 from bbopt.episodes import EpisodeRecord
 from bbopt.noise import Noise, NoiseModel, Scaled
+from bbopt.noise.model import odd_weights
 from bbopt.sigma import SigmaRule, SigmaValue
 from bbopt.validation import as_losses, check_state, indices
 
@@ -356,13 +357,13 @@ class Solver:
             self._refuse_overflow(losses, mu.dtype, "their weights")
         weights = raw_weights.to(device=self.device, dtype=mu.dtype)
         if episode_of_record is None and paired:  # sum_i w_i s(eps_i) = sum_{i<h} (w_i - w_{i+h}) s(eps_i)
-            half = weights.shape[1] // 2
-            by_row, signal_pairs = (weights[:, :half] - weights[:, half:], noise), False
+            by_row = (odd_weights(weights), noise)
             by_group = (weights, torch.cat([noise, -noise], dim=1) if self.noise.learns else noise)
             pairs = True
-        elif episode_of_record is None:  # row g of mu is shared by the n samples of group g
+        elif episode_of_record is None:  # row g of mu is shared by the n samples of group g; the
+            # signal sums over all n (the half-noise form is only for models that declare `paired`)
             by_row = by_group = (weights, noise)
-            pairs = signal_pairs = self.antithetic
+            pairs = self.antithetic
         else:  # one mu row per recorded step; the population is one group
             if record_weights is None:
                 record_weights = weights[0, episode_of_record]
@@ -370,13 +371,13 @@ class Solver:
                 record_weights = record_weights.to(device=self.device, dtype=mu.dtype)
             by_row = (record_weights[:, None], noise[:, None])
             by_group = (record_weights[None], noise[None])
-            pairs = signal_pairs = False  # records are not index-paired; the model treats them as independent
-        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural, pairs=signal_pairs)
-        _clear_gradients(self.optimizer)
+            pairs = False  # records are not index-paired; the model treats them as independent
+        v = self.noise.signal(mu.detach(), *by_row, natural=self.natural)
+        self.optimizer.zero_grad(set_to_none=True)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.optimizer)
         if not math.isfinite(gradient_norm):  # its square overflows: Adam's state would become inf
-            _clear_gradients(self.optimizer)
+            self.optimizer.zero_grad(set_to_none=True)
             if self._asked is not None:
                 self._asked.spent = True  # mu's graph is used up: only a new ask can follow
             self._refuse_overflow(losses, mu.dtype, "the gradient")
@@ -497,17 +498,6 @@ class Solver:
 
 def _shape_of(value) -> str:
     return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def _clear_gradients(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.zero_grad(set_to_none=True)``: the same loop without torch.optim's profiler
-    label and grouping (a fifth of a small ask/tell pair), unless the class has its own."""
-    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
-        optimizer.zero_grad(set_to_none=True)
-        return
-    for group in optimizer.param_groups:
-        for parameter in group["params"]:
-            parameter.grad = None
 
 
 def _total_norm(optimizer: torch.optim.Optimizer) -> float:

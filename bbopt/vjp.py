@@ -105,8 +105,12 @@ def _kept_units(grad: torch.Tensor, unit_dim: int, keep: float, rule: str, gener
     if rule == "magnitude":
         other = [d for d in range(grad.dim()) if d != unit_dim]
         scores = torch.linalg.vector_norm(grad.detach(), dim=other).double().cpu()  # one pass, no copy
+        finite = bool(torch.isfinite(scores).all())  # a NaN or inf entry makes its column's norm so
     else:
         scores = torch.ones(grad.shape[unit_dim], dtype=torch.float64)
+        finite = bool(torch.isfinite(grad).all())
+    if not finite:  # keep every unit: a NaN/inf gradient then shows downstream instead of vanishing
+        return torch.arange(grad.shape[unit_dim], device=grad.device), grad.new_ones(grad.shape[unit_dim])
     p = keep_probabilities(scores, keep, rule)
     kept = torch.rand(p.shape, generator=generator) < p
     indices = torch.nonzero(kept).flatten()

@@ -46,12 +46,17 @@ def test_the_paired_signal_equals_the_signal_of_all_samples(name, natural):
     torch.testing.assert_close(paired, plain, rtol=1e-12, atol=1e-12)
 
 
+def noise_and_mu(model, groups, samples, seed):
+    """Independent noise ``[groups, samples, width]`` and ``mu[groups, 5]``, float32, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    eps = model.draw(groups, samples, generator=generator, dtype=torch.float32, antithetic=False)
+    return eps, torch.randn(groups, 5, generator=generator)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_candidates_are_mu_plus_the_perturbation(name):
     model = set_up(name)
-    generator = torch.Generator().manual_seed(1)
-    eps = model.draw(4, 6, generator=generator, dtype=torch.float32, antithetic=False)
-    mu = torch.randn(4, 5, generator=generator)
+    eps, mu = noise_and_mu(model, 4, 6, seed=1)
     expected = NoiseModel.candidates(model, mu, eps)  # the generic mu[:, None] + perturbation(eps)
     torch.testing.assert_close(model.candidates(mu, eps), expected)
 
@@ -120,9 +125,7 @@ def test_a_seeded_batch_update_is_what_the_plain_computation_gives():
 @pytest.mark.parametrize("name", MODELS)
 def test_paired_candidates_are_the_candidates_of_the_negated_pairs(name):
     model = set_up(name)
-    generator = torch.Generator().manual_seed(2)
-    half = model.draw(3, 4, generator=generator, dtype=torch.float32, antithetic=False)
-    mu = torch.randn(3, 5, generator=generator)
+    half, mu = noise_and_mu(model, 3, 4, seed=2)
     expected = model.candidates(mu, torch.cat([half, -half], dim=1))
     if name.startswith("scaled") or name in ("laplace", "student_t"):
         assert torch.equal(model.paired_candidates(mu, half), expected)  # bit for bit: the same operations
@@ -166,3 +169,24 @@ def test_the_truncated_loss_in_place_equals_its_definition_and_keeps_its_gradien
     before = outputs.clone()
     loss(outputs, targets)
     assert torch.equal(outputs, before)  # the candidates are not touched
+
+
+def test_a_model_not_declared_paired_gets_the_signal_of_all_its_samples():
+    """The half-noise form of the signal holds only for negated pairs of an odd family; a model
+    with ``paired = False`` gets the plain sum over its n samples (here its "pairs" are not
+    negations, so the half form would be wrong)."""
+
+    class Unpaired(Scaled):
+        paired = False
+
+        def draw(self, groups, samples, *, generator, dtype, antithetic):
+            return super().draw(groups, samples, generator=generator, dtype=dtype, antithetic=False)
+
+    policy = bbopt.policies.LearnedVector(3, init=torch.tensor([1.0, -2.0, 0.5]))
+    solver = bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.0), noise=Unpaired(0.5), samples=6,
+                        baseline=False, seed=0)  # fmt: skip
+    candidates = solver.ask()
+    losses = (candidates**2).sum(1)
+    eps = (candidates - policy().detach()) / 0.5
+    solver.tell(losses)
+    torch.testing.assert_close(policy.value.grad, (losses / 6) @ eps / 0.5)

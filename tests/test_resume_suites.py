@@ -52,13 +52,16 @@ def test_a_line_cut_short_by_a_killed_writer_is_dropped(tmp_path):
     ('{"name": "a"}\n[1, 2]\n', r"rows.jsonl:2: not a run row of this command"),
     ('{"name": "a"}\n{"other": 1}\n', r"rows.jsonl:2: not a run row of this command"),
     ('{"name": "a"}\n{"name": "a"}\n', r"rows.jsonl:2: run \('a',\) is there twice"),
+    ('{"name": "a"}\n{"name": "\xff\xfe"}\n', r"rows.jsonl:2: not UTF-8 text"),
+    ('{"name": "a"}\r{"name": "b"}\n', r"rows.jsonl:1: not a JSON row"),
 ])  # fmt: skip
 def test_a_damaged_rows_file_is_refused_with_its_line(tmp_path, text, message):
     path = tmp_path / "rows.jsonl"
-    path.write_text(text)
+    data = text.encode("latin-1")  # \xff\xfe stay raw bytes: not UTF-8
+    path.write_bytes(data)
     with pytest.raises(ValueError, match=message):
         RowsFile(path, key=key, resume=True, check=lambda row: "name" in row)
-    assert path.read_text() == text  # nothing changed
+    assert path.read_bytes() == data  # nothing changed
 
 
 # ------------------------------------------------------------------------ bin packing

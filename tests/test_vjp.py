@@ -96,3 +96,12 @@ def test_bad_layers():
         randomize(mlp(), layers=["1"])
     with pytest.raises(ValueError, match="groups=1"):
         randomize(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), keep=0.5)
+
+
+@pytest.mark.parametrize("rule", ["magnitude", "uniform"])
+def test_a_nan_gradient_is_not_dropped(rule):
+    model = randomize(mlp(), keep=0.25, rule=rule, seed=0)
+    model.zero_grad(set_to_none=True)
+    outputs = model(INPUTS["mlp"])
+    (outputs * torch.tensor([float("nan"), 1, 1, 1, 1], dtype=torch.float64)).sum().backward()
+    assert all(bool(torch.isnan(p.grad).any()) for p in model.parameters())  # as the exact backward has it

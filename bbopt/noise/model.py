@@ -35,7 +35,13 @@ from bbopt.noise.families import Noise, make_noise
 from bbopt.noise.qmc import Sobol
 from bbopt.sigma import Feedback, SigmaRule, SigmaValue, as_sigma_rule
 
-__all__ = ["NoiseModel", "Scaled", "split_pairs"]
+__all__ = ["NoiseModel", "Scaled", "odd_weights", "split_pairs"]
+
+
+def odd_weights(weights: torch.Tensor) -> torch.Tensor:
+    """``w_i - w_{i+h}`` for the antithetic pairs ``(i, i + h)`` of ``weights[G, 2h]``."""
+    half = weights.shape[1] // 2
+    return weights[:, :half] - weights[:, half:]
 
 
 def split_pairs(weights: torch.Tensor, eps: torch.Tensor, pairs: bool):
@@ -46,8 +52,7 @@ def split_pairs(weights: torch.Tensor, eps: torch.Tensor, pairs: bool):
     if not pairs:
         return weights, weights, eps
     half = weights.shape[1] // 2
-    first, second = weights[:, :half], weights[:, half:]
-    return first - second, first + second, eps[:, :half]
+    return odd_weights(weights), weights[:, :half] + weights[:, half:], eps[:, :half]
 
 
 def selected_steps(weights: torch.Tensor, eps: torch.Tensor, pairs: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,9 +189,8 @@ class NoiseModel(nn.Module):
         formed from the first half and the odd weights ``w_i - w_{i+k/2}``: the same sum,
         since the perturbation is linear in ``eps`` and every family's score is odd (its
         density is symmetric), at half the cost."""
-        if pairs:  # the odd weights on the first half (split_pairs, without the even part)
-            half = weights.shape[1] // 2
-            weights, eps = weights[:, :half] - weights[:, half:], eps[:, :half]
+        if pairs:
+            weights, eps = odd_weights(weights), eps[:, : weights.shape[1] // 2]
         if natural:
             return torch.bmm(weights[:, None, :], self.perturbation(eps))[:, 0]
         return self.gradient_signal(mu, weights, eps)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -266,10 +268,9 @@ class SerialPool(_Pool):
 
 @contextlib.contextmanager
 def _alarm(seconds: float | None):
-    """Raise ``_Hung`` in this thread after ``seconds``, where a SIGALRM timer is free to use."""
-    import signal
-    import threading
-
+    """Raise ``_Hung`` in this thread after ``seconds``, where a SIGALRM timer is free to use.
+    The caller's handler is restored however the block ends, a late alarm included (else ours
+    would stay installed and every later deadline would find the timer taken)."""
     usable = (seconds is not None and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread()
               and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -282,11 +283,13 @@ def _alarm(seconds: float | None):
         raise _Hung
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
