@@ -373,11 +373,11 @@ class Solver:
             by_group = (record_weights[None], noise[None])
             pairs = False  # records are not index-paired; the model treats them as independent
         v = self.noise.signal(mu.detach(), *by_row, natural=self.natural)
-        self.optimizer.zero_grad(set_to_none=True)
+        _clear_gradients(self.optimizer)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.optimizer)
         if not math.isfinite(gradient_norm):  # its square overflows: Adam's state would become inf
-            self.optimizer.zero_grad(set_to_none=True)
+            _clear_gradients(self.optimizer)
             if self._asked is not None:
                 self._asked.spent = True  # mu's graph is used up: only a new ask can follow
             self._refuse_overflow(losses, mu.dtype, "the gradient")
@@ -498,6 +498,19 @@ class Solver:
 
 def _shape_of(value) -> str:
     return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _clear_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``, the same loop without torch.optim's profiler
+    context and grouping, unless the optimizer's class has its own ``zero_grad``. Measured side
+    by side (benchmarks/ask_tell.py's setting, one thread): 17.6 -> 16.0 us per candidate at
+    d 100, n 16, 3.7 -> 3.6 at d 1000, n 256."""
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            parameter.grad = None
 
 
 def _total_norm(optimizer: torch.optim.Optimizer) -> float:
