@@ -98,7 +98,8 @@ class CEM(Solver):
 
     def weights(self, losses, counts):
         elite = torch.zeros_like(losses)
-        best = torch.argsort(losses, dim=1, stable=True)[:, : self.elites]
+        elites = math.ceil(self.elite_fraction * losses.shape[1])  # allocated groups vary in size
+        best = torch.argsort(losses, dim=1, stable=True)[:, :elites]
         elite.scatter_(1, best, 1.0)
         # Mean over the elites' records: -1/k per elite outside episode mode.
         return -elite / (elite * counts).sum(dim=1, keepdim=True)

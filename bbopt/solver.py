@@ -18,6 +18,11 @@ Three modes, chosen by how the solver is used:
 * no input: ``ask() -> [n, d]``, ``tell(losses[n])`` (one group);
 * a batch of inputs: ``ask(inputs[B, ...]) -> [B, n, d]``, ``tell(losses[B, n])``; the n
   samples of one input form a group (ranking, baselines and antithetic pairs stay inside it);
+* a batch with ``allocation=`` (`bbopt.allocation`): the per-step budget ``B * n`` goes
+  unevenly across the inputs; ``ask(inputs) -> [N, d]`` flat, input after input, with
+  ``solver.groups[N]`` the input of each row, ``tell(losses[N])``. An allocator that needs a
+  pilot makes a step two rounds (``solver.pending`` between them): ask and tell the pilot, then
+  ask (same inputs) and tell the rest;
 * episodes (``episodes=N``): ``ask(observations[m, ...], episode_ids=[m])`` once per time
   step for the m live episodes, one sample each; ``tell(losses[N])`` attributes each episode's
   loss to all its steps (`bbopt.episodes`): one batched forward and one VJP.
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bbopt.allocation import Allocation, Pilot
 from bbopt.checks import check_bool, check_choice, check_float, check_int
 from bbopt.episodes import EpisodeRecord
 from bbopt.noise import Noise, NoiseModel, Scaled
@@ -68,6 +74,24 @@ class _Asked:
     paired: bool = False
     refused: bool = False  # a tell of these candidates was refused: ask() may replace them
     spent: bool = False  # ... after the VJP had run: only ask() can follow
+
+
+@dataclass
+class _Allocated:
+    """One allocated batch step (`bbopt.allocation`): mu with its graph, the inputs, and per
+    round the rows asked: their input (``groups``), noise and, once told, losses."""
+
+    mu: torch.Tensor  # [B, d], attached to the policy's graph
+    inputs: torch.Tensor
+    groups: torch.Tensor  # [R] input of each asked row of the current round
+    noise: torch.Tensor  # [R, width]
+    sizes: torch.Tensor  # [B] rows per input in the current round
+    pilot: tuple | None = None  # (groups, noise, losses[B, k]) of a told pilot
+    piloting: bool = False  # the current round is the pilot
+    pending: bool = False  # the pilot was told; the rest of the budget is to be asked
+    batched = False  # refusals name indices of the flat losses
+    refused: bool = False
+    spent: bool = False
 
 
 class Solver:
@@ -104,6 +128,10 @@ class Solver:
         nan_policy: ``"raise"`` refuses non-finite losses, naming their indices; ``"worst"``
             replaces them by the worst finite loss of their group.
         maximize: ``tell`` receives rewards to maximize instead of losses.
+        allocation: batch mode only: a `bbopt.allocation` allocator (``Equal()``,
+            ``Optimal()``, ``Gaussian()``, ``Bernoulli(p=...)``) that spreads the step's ``B *
+            samples`` candidates unevenly across the inputs (flat ``[N, d]`` candidates and
+            ``solver.groups``; see the module). None (default): ``samples`` per input, ``[B, n, d]``.
         qmc: draw the noise from scrambled Sobol points mapped through the family's inverse
             CDF (`bbopt.noise.qmc`: quasi-Monte Carlo, lower variance at small n, still
             unbiased) instead of independently; sets the noise model's sampler (None: leave
@@ -131,6 +159,7 @@ class Solver:
         nan_policy: str = "raise",
         maximize: bool = False,
         qmc: bool | None = None,
+        allocation: Allocation | None = None,
     ):
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
@@ -167,6 +196,8 @@ class Solver:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"Invalid generator: {type(generator).__name__} (expected a torch.Generator)")
         check_float(df, "df", above=2.0)
+        if allocation is not None:
+            _check_allocation(allocation, episodes, samples, antithetic)
 
         self.policy = policy
         self.optimizer = optimizer
@@ -181,6 +212,8 @@ class Solver:
         self.natural = natural
         self.nan_policy = nan_policy
         self.maximize = maximize
+        self.allocation = allocation
+        self.groups: torch.Tensor | None = None  # allocated asks: the input of each candidate row
         self.device = parameters[0].device
         self.dtype = parameters[0].dtype
         if generator is None:
@@ -195,6 +228,11 @@ class Solver:
         self._asked: _Asked | None = None
         self._record = EpisodeRecord(episodes) if episodes is not None else None
         self._refused = False  # episode mode: the last tell was refused (the next ask starts over)
+
+    @property
+    def pending(self) -> bool:
+        """An allocated step's pilot was told: ``ask`` the same inputs for the rest of the budget."""
+        return isinstance(self._asked, _Allocated) and self._asked.pending
 
     @property
     def sigma(self) -> SigmaRule:
@@ -226,6 +264,8 @@ class Solver:
             return self._ask_episodes(inputs, episode_ids)
         if episode_ids is not None:
             raise ValueError("Invalid episode_ids: only episode mode (episodes=N) takes them")
+        if self.allocation is not None:
+            return self._ask_allocated(inputs)
         if self._asked is not None and not self._asked.refused:
             raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
         with torch.enable_grad():
@@ -267,8 +307,10 @@ class Solver:
             return self._tell_episodes(losses, step_losses)
         if step_losses is not None:
             raise ValueError("Invalid step_losses: per-step credit is for episode mode (episodes=N)")
-        if self._asked is None:
+        if self._asked is None or self.pending:
             raise RuntimeError("tell() called before ask(): ask for candidates first")
+        if isinstance(self._asked, _Allocated):
+            return self._tell_allocated(losses)
         asked = self._asked
         if asked.spent:
             raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
@@ -284,6 +326,143 @@ class Solver:
         self._asked = None
         self.evaluations += groups * samples
         return stats
+
+    # ------------------------------------------------------------------- allocated batches
+    def _ask_allocated(self, inputs) -> torch.Tensor:
+        if inputs is None:
+            raise ValueError("Invalid inputs: allocation= is for batch mode: ask(inputs[B, ...])")
+        inputs = self._as_inputs(inputs)
+        asked = self._asked
+        if asked is not None and asked.pending:
+            if inputs.shape != asked.inputs.shape or not torch.equal(inputs, asked.inputs):
+                raise ValueError(
+                    "Invalid inputs: the pilot of another batch was told; ask(inputs) with the same batch to finish "
+                    "its step"
+                )
+            return self._ask_rest(asked)
+        if asked is not None and not asked.refused:
+            raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
+        with torch.enable_grad():
+            mu = self._forward(inputs)
+        self._ensure_setup(mu.shape[1])
+        count, pilot = mu.shape[0], self.allocation.pilot
+        piloting = bool(pilot) and count > 1  # one input: nothing to allocate, no pilot
+        self._asked = _Allocated(mu=mu, inputs=inputs, groups=torch.empty(0), noise=torch.empty(0),
+                                 sizes=torch.empty(0), piloting=piloting)  # fmt: skip
+        if piloting:
+            return self._ask_rows(self._asked, torch.full((count,), pilot))
+        return self._ask_rest(self._asked)
+
+    def _ask_rest(self, asked: _Allocated) -> torch.Tensor:
+        """The allocated rest of the budget after a told pilot."""
+        count, unit = asked.mu.shape[0], 2 if self.antithetic else 1
+        pilot = None if asked.pilot is None else self._pilot_summary(asked)
+        spent = 0 if asked.pilot is None else self.allocation.pilot
+        total = count * (self.samples - spent) // unit
+        if pilot is None and self.allocation.pilot:  # one input: it gets the whole budget
+            sizes = torch.full((count,), total)
+        else:
+            sizes = self.allocation.sizes(count, total, 2 // unit, pilot, self.generator)
+        sizes = _checked_sizes(sizes, count, total, 2 // unit, self.allocation) * unit
+        asked.pending = False
+        return self._ask_rows(asked, sizes)
+
+    def _ask_rows(self, asked: _Allocated, sizes: torch.Tensor) -> torch.Tensor:
+        """Draw ``sizes[j]`` samples for each input j (one draw per distinct size, so that equal
+        sizes draw exactly what the unallocated path draws); rows input after input."""
+        mu = asked.mu.detach()
+        starts = torch.cumsum(sizes, 0) - sizes
+        total = int(sizes.sum())
+        rows = torch.empty(total, dtype=torch.long)
+        noise = candidates = None
+        for size in sorted(set(sizes.tolist())):
+            members = torch.nonzero(sizes == size)[:, 0]
+            eps = self.noise.draw(len(members), size, generator=self.generator, dtype=mu.dtype,
+                                  antithetic=self.antithetic).to(mu.device)  # fmt: skip
+            block = self.noise.candidates(mu[members.to(mu.device)], eps)
+            where = (starts[members, None] + torch.arange(size)).reshape(-1)
+            if noise is None:
+                noise = eps.new_empty((total, eps.shape[2]))
+                candidates = block.new_empty((total, block.shape[2]))
+            where_device = where.to(mu.device)
+            noise[where_device] = eps.reshape(-1, eps.shape[2])
+            candidates[where_device] = block.reshape(-1, block.shape[2])
+            rows[where] = members.repeat_interleave(size)
+        asked.groups, asked.noise, asked.sizes = rows.to(mu.device), noise, sizes
+        asked.refused = False
+        self.groups = asked.groups
+        return candidates
+
+    def _grouped(self, asked: _Allocated, losses: torch.Tensor):
+        """``[(members, losses[G, s], noise[G, s, width])]`` per distinct size of the round."""
+        starts = torch.cumsum(asked.sizes, 0) - asked.sizes
+        blocks = []
+        for size in sorted(set(asked.sizes.tolist())):
+            members = torch.nonzero(asked.sizes == size)[:, 0]
+            where = starts[members, None] + torch.arange(size)
+            blocks.append((members, losses[where], asked.noise[where.to(asked.noise.device)]))
+        return blocks
+
+    def _pilot_summary(self, asked: _Allocated) -> Pilot:
+        """Per input: the mean squared norm of the per-sample output signal, the mean loss, mu."""
+        groups, noise, losses = asked.pilot
+        samples = losses.shape[1]
+        weights = self._group_weights(losses, torch.ones_like(losses)) * samples  # one sample's estimate
+        mu = asked.mu.detach()
+        rows = noise.reshape(-1, 1, noise.shape[-1])
+        per_sample = self.noise.signal(mu[groups], weights.reshape(-1, 1).to(mu.device, mu.dtype), rows,
+                                       natural=self.natural)  # fmt: skip
+        traces = per_sample.to(torch.float64).square().sum(dim=1).reshape(-1, samples).mean(dim=1).cpu()
+        return Pilot(traces=traces, losses=losses.mean(dim=1), outputs=mu.to(torch.float64).cpu())
+
+    def _tell_allocated(self, losses) -> dict[str, float]:
+        asked = self._asked
+        if asked.spent:
+            raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
+        try:
+            losses = self._as_losses(losses, (int(asked.groups.shape[0]),))
+            if asked.piloting:
+                asked.piloting = False
+                asked.pilot = (asked.groups, asked.noise, losses.reshape(asked.mu.shape[0], -1))
+                asked.pending = True
+                self.evaluations += losses.numel()
+                values = losses.numpy()
+                return {"step": float(self.steps), "loss_mean": float(values.mean()),
+                        "loss_min": float(values.min()), "pilot": 1.0}  # fmt: skip
+            stats = self._update_allocated(asked, losses)
+        except ValueError:
+            asked.refused = True  # nothing changed: tell corrected losses, or ask again
+            raise
+        self._asked = None
+        self.evaluations += losses.numel()
+        return stats
+
+    def _update_allocated(self, asked: _Allocated, losses: torch.Tensor) -> dict[str, float]:
+        """Row weights: each size block weighted by the solver on its own (the pilot's, when
+        reused, with the fixed share ``pilot / samples``); then the one update over all rows
+        (main rows first, so refusals name the indices of the told losses)."""
+        count = asked.mu.shape[0]
+        reuse = asked.pilot is not None and self.allocation.reuse
+        share = self.allocation.pilot / self.samples if reuse else 0.0
+        row_weights = torch.empty_like(losses)
+        starts = torch.cumsum(asked.sizes, 0) - asked.sizes
+        for members, block, _ in self._grouped(asked, losses):
+            where = starts[members, None] + torch.arange(block.shape[1])
+            row_weights[where] = self._group_weights(block, torch.ones_like(block)) * (1.0 - share)
+        groups, noise, told = [asked.groups], [asked.noise], [losses]
+        if reuse:
+            pilot_groups, pilot_noise, pilot_losses = asked.pilot
+            pilot_weights = self._group_weights(pilot_losses, torch.ones_like(pilot_losses)) * share
+            groups.append(pilot_groups)
+            noise.append(pilot_noise)
+            told.append(pilot_losses.reshape(-1))
+            row_weights = torch.cat([row_weights, pilot_weights.reshape(-1)])
+        groups, noise, told = torch.cat(groups), torch.cat(noise), torch.cat(told)
+        with torch.enable_grad():
+            mu_rows = asked.mu[groups]  # the backward of the gather sums the rows of each input
+        return self._update(mu=mu_rows, losses=told[None], counts=None, noise=noise,
+                            episode_of_record=torch.arange(len(told), device=self.device),
+                            raw_weights=row_weights[None] / count)  # fmt: skip
 
     # ----------------------------------------------------------------------- episode mode
     def _ask_episodes(self, inputs, episode_ids) -> torch.Tensor:
@@ -339,19 +518,20 @@ class Solver:
         return weights
 
     def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None,
-                paired=False) -> dict[str, float]:  # fmt: skip
+                paired=False, raw_weights=None) -> dict[str, float]:  # fmt: skip
         """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update.
 
         Group mode: ``mu[G, d]``, ``noise[G, n, width]`` (``paired``: ``[G, n/2, width]``, the
         first of each antithetic pair). Episode mode: ``mu[R, d]`` and ``noise[R, width]`` for
-        the R recorded steps, ``episode_of_record[R]``.
+        the R recorded steps, ``episode_of_record[R]``. Allocated batches: the same with one row
+        per candidate and their ``raw_weights[1, R]`` given.
 
         Guarded: weights, or a gradient, that the policy's float type cannot carry through the
         optimizer refuse the update (`_refuse_overflow`) before the optimizer or the noise model
         changes.
         """
-        groups = losses.shape[0]
-        raw_weights = self._group_weights(losses, counts) / groups
+        if raw_weights is None:
+            raw_weights = self._group_weights(losses, counts) / losses.shape[0]
         limit = math.sqrt(torch.finfo(mu.dtype).max)  # the square of a larger value overflows
         if not float(raw_weights.abs().max()) <= limit:  # NaN fails too
             self._refuse_overflow(losses, mu.dtype, "their weights")
@@ -473,12 +653,18 @@ class Solver:
             "noise": self.noise.state_dict(),
             "steps": self.steps,
             "evaluations": self.evaluations,
-        }
+        } | ({} if self.allocation is None else {"allocation": self.allocation.state_dict()})
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict`; the run then continues exactly as the saved one would."""
         check_state(self, state)  # everything, before anything changes
+        if self.allocation is None and "allocation" in state:
+            raise ValueError("Invalid state: it holds an allocator's state, this solver has none")
+        if self.allocation is not None and "allocation" not in state:
+            raise ValueError("Invalid state: it holds no allocator state, this solver has allocation=")
         state = copy.deepcopy(state)  # torch.optim keeps the given tensors; share nothing with the source
+        if self.allocation is not None:  # the rest is checked: the allocator validates its part before it loads
+            self.allocation.load_state_dict(state["allocation"])
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -494,6 +680,31 @@ class Solver:
     def __repr__(self) -> str:
         size = f"episodes={self.episodes}" if self.episodes is not None else f"samples={self.samples}"
         return f"{type(self).__name__}({size}, noise={self.noise!r}, antithetic={self.antithetic})"
+
+
+def _check_allocation(allocation, episodes, samples, antithetic) -> None:
+    if not isinstance(allocation, Allocation):
+        raise ValueError(f"Invalid allocation: {type(allocation).__name__} (expected a bbopt.allocation allocator)")
+    if episodes is not None:
+        raise ValueError("Invalid allocation: it spreads a batch's budget across inputs; episode mode has none")
+    pilot = allocation.pilot
+    if antithetic and pilot % 2:
+        raise ValueError(f"Invalid allocation: pilot {pilot} with antithetic=True (expected whole pairs: even)")
+    if samples - pilot < 2:
+        raise ValueError(
+            f"Invalid samples: {samples} per input leaves {samples - pilot} after {allocation!r}'s pilot "
+            "(expected a budget of at least 2 per input beyond it)"
+        )
+
+
+def _checked_sizes(sizes, count: int, total: int, minimum: int, allocation) -> torch.Tensor:
+    """An allocator's sizes, refused unless ``[count]`` integers >= minimum summing to total."""
+    if (not isinstance(sizes, torch.Tensor) or sizes.shape != (count,) or sizes.is_floating_point()
+            or int(sizes.sum()) != total or int(sizes.min()) < minimum):  # fmt: skip
+        raise RuntimeError(
+            f"{allocation!r} gave sizes {sizes!r} (expected {count} integers >= {minimum} summing to {total})"
+        )
+    return sizes.cpu().long()
 
 
 def _shape_of(value) -> str:

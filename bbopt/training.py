@@ -6,7 +6,9 @@
 
 With ``solver=`` each batch is one ask/tell: the n candidates of each example are scored by
 ``loss(candidates[B, n, d], targets[:, None])`` (no gradient needed) and the solver makes one
-VJP. With ``optimizer=`` the same loop runs plain backprop on ``loss(model(x), y).mean()`` (the
+VJP. With an allocating solver (``allocation=``) the candidates are flat, scored by
+``loss(candidates[N, d], targets[solver.groups])``, and a pilot round comes first where the
+allocator asks for one. With ``optimizer=`` the same loop runs plain backprop on ``loss(model(x), y).mean()`` (the
 loss must then be differentiable): the baseline shares data order, evaluation and history.
 Either way: one backbone forward and one backward per step.
 """
@@ -35,6 +37,20 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-example squared error, summed over output dimensions."""
     return ((outputs - targets.reshape(outputs.shape)) ** 2).sum(dim=-1)
+
+
+def _solver_step(solver, loss, inputs, targets) -> torch.Tensor:
+    """One solver step on a batch: one ask/tell, or a pilot's and the rest's; the losses told."""
+    told = []
+    while True:
+        candidates = solver.ask(inputs)  # [B, n, d] (flat [N, d] when allocated), one forward
+        groups = getattr(solver, "groups", None) if getattr(solver, "allocation", None) is not None else None
+        with torch.no_grad():
+            losses = loss(candidates, targets.unsqueeze(1) if groups is None else targets[groups.to(targets.device)])
+        solver.tell(losses)  # the pilot's: no update; else one VJP, one optimizer step
+        told.append(losses.reshape(-1))
+        if not getattr(solver, "pending", False):
+            return torch.cat(told)
 
 
 @torch.no_grad()
@@ -91,10 +107,7 @@ def train(
         total, count = 0.0, 0
         for inputs, targets in train_data:
             if solver is not None:
-                candidates = solver.ask(inputs)  # [B, n, d], one forward
-                with torch.no_grad():
-                    losses = loss(candidates, targets.unsqueeze(1))  # [B, n]
-                solver.tell(losses)  # one VJP, one optimizer step
+                losses = _solver_step(solver, loss, inputs, targets)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 losses = loss(model(inputs), targets)

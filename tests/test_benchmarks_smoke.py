@@ -69,6 +69,17 @@ def test_variance_benchmark_smoke(tmp_path):
     assert out.with_suffix(".png").exists()
 
 
+def test_allocation_benchmark_smoke(tmp_path):
+    from benchmarks import allocation
+
+    out = tmp_path / "allocation.json"
+    arguments = ["--draws", "3", "--trace-draws", "2", "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    summary = allocation.main(arguments)
+    assert out.exists() and out.with_suffix(".png").exists()
+    assert [row["allocator"] for row in summary["training"]] == list(allocation.ALLOCATORS)
+    assert 0 < summary["variance"]["predicted_saving"]["parameter"] < 1
+
+
 def test_ioh_bbob_benchmark_smoke_and_merge(tmp_path):
     from benchmarks import ioh_bbob
 

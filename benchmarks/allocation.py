@@ -1,0 +1,245 @@
+"""Query allocation across a batch (FLOPS): equal vs optimal vs Gaussian vs Bernoulli, same budget.
+
+(a) Variance. A fixed batch of 128 digits, MLP 64-64-10 (ReLU) first trained by backprop for
+``--pretrain`` full-batch Adam steps (so that examples differ: some confidently right, some
+not), differentiable loss (cross-entropy on the logits) so the true gradient is known. OVLR
+(antithetic pairs, leave-pair-out baseline), sigma 1, 16 samples per example on average, one
+step = ``B * 16`` candidates for every method, pilots included. For each allocator, ``--draws``
+estimates (SGD lr 0, read ``p.grad``) give the variance ``E ||g - mean g||^2`` and the cosine to
+the true gradient. The theorem's prediction: per-example traces ``t_j`` of the single-sample
+estimator measured separately (each example alone, ``--trace-draws`` draws of 16 samples:
+``t_j = 16 * Var``), in parameter space and in output space (the last layer's bias gradient is
+the output signal); predicted saving ``1 - (sum sqrt t)^2 / (B sum t)`` (oracle traces, no pilot).
+
+(b) Training. The 0-1 loss on digits (1,200 train / 597 test per seed), MLP 64-128-10, Adam
+1e-3, batch 64, OVLR sigma 1, ``--samples`` candidates per example on average, ``--epochs``
+epochs, 5 seeds; clean test accuracy after the last epoch. Equal total candidates per method.
+
+    python benchmarks/allocation.py        # ~10 minutes on 2 cores; writes allocation.json and .png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import bbopt
+from bbopt.allocation import Bernoulli, Gaussian, Optimal, predicted_reduction
+from bbopt.losses import ZeroOneLoss
+from bbopt.policies import MLP
+from bbopt.training import accuracy
+
+try:
+    from benchmarks import _report
+    from benchmarks.variance import fixed_batch, true_gradient
+    from benchmarks.zero_one_noise import load_digits
+except ImportError:  # run as a script
+    import _report
+    from variance import fixed_batch, true_gradient
+    from zero_one_noise import load_digits
+
+ALLOCATORS = {  # name -> a fresh allocator (None: the plain equal split)
+    "equal": lambda: None,
+    "optimal": Optimal,  # shrink 0.5
+    "optimal_shrink0": lambda: Optimal(shrink=0.0),  # the pilot's traces as they are
+    "gaussian": Gaussian,
+    "bernoulli": lambda: Bernoulli(p=0.5),
+    "optimal_reuse": lambda: Optimal(reuse=True),
+}
+
+
+@dataclass
+class Config:
+    batch_size: int = 128
+    pretrain: int = 60
+    samples: int = 16
+    draws: int = 300
+    trace_draws: int = 100
+    seeds: int = 5
+    epochs: int = 40
+    train_samples: int = 32
+    methods: tuple[str, ...] = tuple(ALLOCATORS)
+
+
+def flat_gradient(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def solver_for(model, samples, allocation, seed, lr=0.0):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr) if lr == 0 else torch.optim.Adam(model.parameters(), lr=lr)
+    return bbopt.OVLR(model, optimizer, sigma=1.0, samples=samples, seed=seed, allocation=allocation)
+
+
+def one_step(solver, inputs, labels, loss) -> None:
+    """One estimator step (through the pilot, if any) with per-row losses ``loss(logits, labels)``."""
+    while True:
+        candidates = solver.ask(inputs)
+        with torch.no_grad():
+            if solver.allocation is None:
+                told = loss(candidates.reshape(-1, 10), labels.repeat_interleave(solver.samples)).reshape(
+                    len(inputs), -1
+                )
+            else:
+                told = loss(candidates, labels[solver.groups])
+        solver.tell(told)
+        if not solver.pending:
+            return
+
+
+def cross_entropy(logits, labels):
+    return nn.functional.cross_entropy(logits, labels, reduction="none")
+
+
+def pretrained(config: Config, inputs, labels) -> nn.Module:
+    model = MLP(64, 10, hidden=(64, 64), activation=nn.ReLU, seed=0)
+    images, targets = load_digits()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(config.pretrain):  # on the whole data set: the batch becomes mixed in difficulty
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(images), targets).backward()
+        optimizer.step()
+    return model
+
+
+def per_example_traces(model, inputs, labels, config: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(parameter-space t_j, output-space t_j)``: the trace of the single-sample estimator's
+    covariance for each example alone."""
+    parameter, output = [], []
+    for j in range(len(inputs)):
+        solver = solver_for(model, config.samples, None, seed=1000 + j)
+        rows, biases = [], []
+        for _ in range(config.trace_draws):
+            one_step(solver, inputs[j : j + 1], labels[j : j + 1], cross_entropy)
+            rows.append(flat_gradient(model))
+            biases.append(_last_bias(model))
+        for store, values in ((parameter, torch.stack(rows)), (output, torch.stack(biases))):
+            store.append(float(values.double().var(dim=0).sum()) * config.samples)
+    return torch.tensor(parameter, dtype=torch.float64), torch.tensor(output, dtype=torch.float64)
+
+
+def _last_bias(model: nn.Module) -> torch.Tensor:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.bias.grad.clone()
+
+
+def variance_part(config: Config) -> dict:
+    inputs, labels = fixed_batch(config.batch_size)
+    model = pretrained(config, inputs, labels)
+    truth = true_gradient(model, inputs, labels)
+    with torch.no_grad():
+        batch_accuracy = float((model(inputs).argmax(1) == labels).double().mean())
+    began = time.perf_counter()
+    parameter_traces, output_traces = per_example_traces(model, inputs, labels, config)
+    predicted = {"parameter": predicted_reduction(parameter_traces), "output": predicted_reduction(output_traces)}
+    seconds = time.perf_counter() - began
+    print(f"(a) batch accuracy {batch_accuracy:.3f}; predicted saving {predicted['parameter']:.3f} (parameter "
+          f"traces), {predicted['output']:.3f} (output traces); traces in {seconds:.0f} s")  # fmt: skip
+    rows = []
+    for name in config.methods:
+        solver = solver_for(model, config.samples, ALLOCATORS[name](), seed=7)
+        estimates = []
+        began = time.perf_counter()
+        for _ in range(config.draws):
+            one_step(solver, inputs, labels, cross_entropy)
+            estimates.append(flat_gradient(model))
+        seconds = (time.perf_counter() - began) / config.draws
+        estimates = torch.stack(estimates).double()
+        variance = float(((estimates - estimates.mean(0)) ** 2).sum(1).mean())
+        cosine = float(nn.functional.cosine_similarity(estimates, truth[None].double(), dim=1).mean())
+        rows.append({"allocator": name, "variance": variance, "cosine": cosine, "seconds_per_step": seconds,
+                     "candidates_per_step": solver.evaluations / config.draws})  # fmt: skip
+    equal = rows[0]["variance"]
+    for row in rows:
+        row["saving"] = 1.0 - row["variance"] / equal
+        row["share_of_predicted"] = row["saving"] / predicted["parameter"] if predicted["parameter"] > 0 else math.nan
+        print(f"  {row['allocator']:<10} variance {row['variance']:.4g}  saving {row['saving']:+.3f}  "
+              f"({row['share_of_predicted']:.2f} of predicted)  cosine {row['cosine']:.3f}", flush=True)  # fmt: skip
+    return {
+        "rows": rows,
+        "predicted_saving": predicted,
+        "batch_accuracy": batch_accuracy,
+        "traces": {"parameter": parameter_traces.tolist(), "output": output_traces.tolist()},
+    }
+
+
+def train_once(name: str, seed: int, config: Config, images, labels) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(images), generator=generator)
+    train, test = order[:1200], order[1200:]
+    loader = DataLoader(TensorDataset(images[train], labels[train]), batch_size=64, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    model = MLP(64, 10, hidden=(128,), activation=nn.ReLU, seed=seed)
+    solver = solver_for(model, config.train_samples, ALLOCATORS[name](), seed=seed, lr=1e-3)
+    began = time.perf_counter()
+    history = bbopt.train(model, ZeroOneLoss(), loader, epochs=config.epochs, solver=solver, progress=False,
+                          eval_data=[(images[test], labels[test])], metrics={"accuracy": accuracy})  # fmt: skip
+    return {"accuracy": history[-1]["accuracy"], "evaluations": solver.evaluations,
+            "seconds": time.perf_counter() - began}  # fmt: skip
+
+
+def training_part(config: Config) -> list[dict]:
+    images, labels = load_digits()
+    rows = []
+    for name in config.methods:
+        runs = [train_once(name, seed, config, images, labels) for seed in range(config.seeds)]
+        rows.append({"allocator": name, **_report.spread("accuracy", [r["accuracy"] for r in runs]),
+                     "accuracies": [r["accuracy"] for r in runs], "evaluations": runs[0]["evaluations"],
+                     "seconds": sum(r["seconds"] for r in runs) / len(runs)})  # fmt: skip
+        print(f"  {name:<10} accuracy {rows[-1]['accuracy_mean']:.4f} +- {rows[-1]['accuracy_std']:.4f}  "
+              f"({rows[-1]['evaluations']} candidates per run)", flush=True)  # fmt: skip
+    return rows
+
+
+def plot(variance: dict, training: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [row["allocator"] for row in variance["rows"]]
+    left.bar(names, [row["saving"] for row in variance["rows"]], color="tab:blue", label="measured")
+    left.axhline(variance["predicted_saving"]["parameter"], color="k", linestyle="--", label="predicted (oracle)")
+    left.set_ylabel("variance saved vs equal")
+    left.set_title("(a) batch gradient variance, same budget")
+    left.legend()
+    right.bar(names, [row["accuracy_mean"] for row in training], yerr=[row["accuracy_std"] for row in training],
+              color="tab:green")  # fmt: skip
+    low = min(row["accuracy_mean"] - row["accuracy_std"] for row in training)
+    right.set_ylim(max(0.0, low - 0.02), 1.0)
+    right.set_ylabel("test accuracy")
+    right.set_title("(b) digits, 0-1 loss, same candidates")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--draws", type=int, default=Config.draws)
+    parser.add_argument("--trace-draws", type=int, default=Config.trace_draws)
+    parser.add_argument("--seeds", type=int, default=Config.seeds)
+    parser.add_argument("--epochs", type=int, default=Config.epochs)
+    parser.add_argument("--parts", default="variance,training")
+    parser.add_argument("--out", type=Path, default=_report.RESULTS / "allocation.json")
+    args = parser.parse_args(argv)
+    config = Config(draws=args.draws, trace_draws=args.trace_draws, seeds=args.seeds, epochs=args.epochs)
+    parts = set(args.parts.split(","))
+    torch.set_num_threads(1)
+    variance = variance_part(config) if "variance" in parts else None
+    training = training_part(config) if "training" in parts else None
+    if variance is not None and training is not None:
+        plot(variance, training, args.out.with_suffix(".png"))
+    summary = {"variance": variance, "training": training}
+    _report.write(args.out, asdict(config), (variance or {}).get("rows", []) + (training or []), summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
