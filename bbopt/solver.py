@@ -87,6 +87,7 @@ class _Allocated:
     noise: torch.Tensor  # [R, width]
     sizes: torch.Tensor  # [B] rows per input in the current round
     pilot: tuple | None = None  # (groups, noise, losses[B, k]) of a told pilot
+    summary: Pilot | None = None  # what the told pilot says to the allocator
     piloting: bool = False  # the current round is the pilot
     pending: bool = False  # the pilot was told; the rest of the budget is to be asked
     batched = False  # refusals name indices of the flat losses
@@ -356,7 +357,7 @@ class Solver:
     def _ask_rest(self, asked: _Allocated) -> torch.Tensor:
         """The allocated rest of the budget after a told pilot."""
         count, unit = asked.mu.shape[0], 2 if self.antithetic else 1
-        pilot = None if asked.pilot is None else self._pilot_summary(asked)
+        pilot = asked.summary
         spent = 0 if asked.pilot is None else self.allocation.pilot
         total = count * (self.samples - spent) // unit
         if pilot is None and self.allocation.pilot:  # one input: it gets the whole budget
@@ -393,22 +394,12 @@ class Solver:
         self.groups = asked.groups
         return candidates
 
-    def _grouped(self, asked: _Allocated, losses: torch.Tensor):
-        """``[(members, losses[G, s], noise[G, s, width])]`` per distinct size of the round."""
-        starts = torch.cumsum(asked.sizes, 0) - asked.sizes
-        blocks = []
-        for size in sorted(set(asked.sizes.tolist())):
-            members = torch.nonzero(asked.sizes == size)[:, 0]
-            where = starts[members, None] + torch.arange(size)
-            blocks.append((members, losses[where], asked.noise[where.to(asked.noise.device)]))
-        return blocks
-
-    def _pilot_summary(self, asked: _Allocated) -> Pilot:
+    def _pilot_summary(self, mu: torch.Tensor, pilot: tuple) -> Pilot:
         """Per input: the mean squared norm of the per-sample output signal, the mean loss, mu."""
-        groups, noise, losses = asked.pilot
+        groups, noise, losses = pilot
         samples = losses.shape[1]
         weights = self._group_weights(losses, torch.ones_like(losses)) * samples  # one sample's estimate
-        mu = asked.mu.detach()
+        mu = mu.detach()
         rows = noise.reshape(-1, 1, noise.shape[-1])
         per_sample = self.noise.signal(mu[groups], weights.reshape(-1, 1).to(mu.device, mu.dtype), rows,
                                        natural=self.natural)  # fmt: skip
@@ -422,9 +413,11 @@ class Solver:
         try:
             losses = self._as_losses(losses, (int(asked.groups.shape[0]),))
             if asked.piloting:
-                asked.piloting = False
-                asked.pilot = (asked.groups, asked.noise, losses.reshape(asked.mu.shape[0], -1))
-                asked.pending = True
+                pilot = (asked.groups, asked.noise, losses.reshape(asked.mu.shape[0], -1))
+                summary = self._pilot_summary(asked.mu, pilot)
+                if not bool(torch.isfinite(summary.traces).all()):
+                    raise ValueError("Invalid losses: the pilot's signal overflows float64 (scale the losses down)")
+                asked.piloting, asked.pilot, asked.summary, asked.pending = False, pilot, summary, True
                 self.evaluations += losses.numel()
                 values = losses.numpy()
                 return {"step": float(self.steps), "loss_mean": float(values.mean()),
@@ -446,8 +439,9 @@ class Solver:
         share = self.allocation.pilot / self.samples if reuse else 0.0
         row_weights = torch.empty_like(losses)
         starts = torch.cumsum(asked.sizes, 0) - asked.sizes
-        for members, block, _ in self._grouped(asked, losses):
-            where = starts[members, None] + torch.arange(block.shape[1])
+        for size in sorted(set(asked.sizes.tolist())):  # one block per distinct size, as drawn
+            where = starts[torch.nonzero(asked.sizes == size)[:, 0], None] + torch.arange(size)
+            block = losses[where]
             row_weights[where] = self._group_weights(block, torch.ones_like(block)) * (1.0 - share)
         groups, noise, told = [asked.groups], [asked.noise], [losses]
         if reuse:

@@ -303,3 +303,16 @@ def test_states_with_and_without_an_allocator_do_not_mix():
     with pytest.raises(ValueError, match=r"allocation\.parameters holds non-finite"):
         allocated.load_state_dict(state)
     assert torch.equal(allocated.allocation.parameters, before)
+
+
+def test_a_pilot_whose_signal_overflows_is_refused_and_can_be_retold():
+    inputs, targets, scales = batch()
+    _, solver = make(allocation=Optimal())
+    x = solver.ask(inputs)
+    huge = torch.full((len(x),), 1e300, dtype=torch.float64)
+    huge[::2] = -1e300
+    with pytest.raises(ValueError, match="pilot's signal overflows"):
+        solver.tell(huge)
+    assert not solver.pending
+    solver.tell(quadratic(x, targets[solver.groups], scales[solver.groups]))
+    assert solver.pending
