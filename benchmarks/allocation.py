@@ -15,7 +15,16 @@ the output signal); predicted saving ``1 - (sum sqrt t)^2 / (B sum t)`` (oracle 
 1e-3, batch 64, OVLR sigma 1, ``--samples`` candidates per example on average, ``--epochs``
 epochs, 5 seeds; clean test accuracy after the last epoch. Equal total candidates per method.
 
-    python benchmarks/allocation.py        # ~10 minutes on 2 cores; writes allocation.json and .png
+(c) Inputs of unequal difficulty. The bin-packing set network (`train_set_network`, OVLR
+sigma 1, Adam 3e-3, completion decoder) trained on mixed batches, 8 triplet-60 and 8
+uniform-60 instances per step (the uniform ones differ widely in how much their packings
+vary), ``--pack-samples`` decodes per instance on average, ``--pack-steps`` steps, 5 seeds
+(training streams apart from the evaluation seeds). Held out: instances 0..49 of each family;
+the score is the trained policy's expected loss above the best bound (the mean over 32 noisy
+decodes per instance, what the solver minimizes) and the zero-shot bins above it (one decode
+of the noiseless priorities). Equal total decodes per method.
+
+    python benchmarks/allocation.py        # ~25 minutes on 2 cores; writes allocation.json and .png
 """
 
 from __future__ import annotations
@@ -26,22 +35,27 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import bbopt
 from bbopt.allocation import Bernoulli, Gaussian, Optimal, predicted_reduction
+from bbopt.envs.binpacking import decode, make_instance
+from bbopt.envs.binpacking.learned import FEATURES, priorities, train_set_network
 from bbopt.losses import ZeroOneLoss
-from bbopt.policies import MLP
+from bbopt.policies import MLP, SetNetwork
 from bbopt.training import accuracy
 
 try:
     from benchmarks import _report
+    from benchmarks.binpacking import TRAIN_SEED
     from benchmarks.variance import fixed_batch, true_gradient
     from benchmarks.zero_one_noise import load_digits
 except ImportError:  # run as a script
     import _report
+    from binpacking import TRAIN_SEED
     from variance import fixed_batch, true_gradient
     from zero_one_noise import load_digits
 
@@ -65,6 +79,9 @@ class Config:
     seeds: int = 5
     epochs: int = 40
     train_samples: int = 32
+    pack_steps: int = 300
+    pack_samples: int = 32
+    pack_held_out: int = 50
     methods: tuple[str, ...] = tuple(ALLOCATORS)
 
 
@@ -197,25 +214,87 @@ def training_part(config: Config) -> list[dict]:
     return rows
 
 
-def plot(variance: dict, training: list[dict], path: Path) -> None:
+PACK_FAMILIES = ("triplet", "uniform")
+PACK_ITEMS = 60
+
+
+def packing_scores(network, held_out) -> dict:
+    """Expected loss above the best bound (32 noisy decodes per instance, sigma 1, a fixed
+    generator) and zero-shot excess bins, per family and overall."""
+    generator = torch.Generator().manual_seed(0)
+    scores = {}
+    for family, instances in held_out.items():
+        expected, zero_shot = [], []
+        for instance in instances:
+            with torch.no_grad():
+                mu = priorities(network, instance)
+            noisy = mu + torch.randn(32, instance.items, generator=generator)
+            expected.append(float(decode(instance, noisy).loss.mean()) - instance.best_bound)
+            zero_shot.append(int(decode(instance, mu[None]).bins[0]) - instance.best_bound)
+        scores[family] = {"expected_loss": float(np.mean(expected)), "zero_shot_excess": float(np.mean(zero_shot))}
+    scores["expected_loss"] = float(np.mean([scores[f]["expected_loss"] for f in held_out]))
+    scores["zero_shot_excess"] = float(np.mean([scores[f]["zero_shot_excess"] for f in held_out]))
+    return scores
+
+
+def packing_part(config: Config) -> list[dict]:
+    held_out = {f: [make_instance(f, PACK_ITEMS, seed) for seed in range(config.pack_held_out)] for f in PACK_FAMILIES}
+    # how unequal the inputs are: the spread of 32 noisy decodes' losses per held-out instance, untrained network
+    untrained, generator = SetNetwork(FEATURES, seed=0), torch.Generator().manual_seed(1)
+    spreads = {f: [float(decode(i, priorities(untrained, i) + torch.randn(32, i.items, generator=generator)).loss.std())
+                   for i in instances] for f, instances in held_out.items()}  # fmt: skip
+    traces = torch.tensor([s**2 for values in spreads.values() for s in values], dtype=torch.float64)
+    print("(c) loss spread per instance (untrained): " + ", ".join(
+        f"{f} {np.mean(v):.2f} [{min(v):.2f}, {max(v):.2f}]" for f, v in spreads.items())
+        + f"; predicted saving from these spreads {predicted_reduction(traces):.3f}", flush=True)  # fmt: skip
+    rows = []
+    for name in config.methods:
+        runs = []
+        for seed in range(config.seeds):
+            began = time.perf_counter()
+            network, _ = train_set_network(PACK_FAMILIES, PACK_ITEMS, steps=config.pack_steps,
+                                                 samples=config.pack_samples, allocation=ALLOCATORS[name](),
+                                                 seed=TRAIN_SEED + seed)  # fmt: skip
+            runs.append(packing_scores(network, held_out) | {"seconds": time.perf_counter() - began})
+        row = {"allocator": name, "task": "binpacking-mixed",
+               **_report.spread("expected_loss", [r["expected_loss"] for r in runs]),
+               **_report.spread("zero_shot_excess", [r["zero_shot_excess"] for r in runs]),
+               "per_family": {f: {k: float(np.mean([r[f][k] for r in runs])) for k in runs[0][f]}
+                              for f in PACK_FAMILIES},
+               "expected_losses": [r["expected_loss"] for r in runs],
+               "seconds": float(np.mean([r["seconds"] for r in runs]))}  # fmt: skip
+        rows.append(row)
+        print(f"  {name:<16} expected loss {row['expected_loss_mean']:.4f} +- {row['expected_loss_std']:.4f}  "
+              f"zero-shot excess bins {row['zero_shot_excess_mean']:.3f}  ({row['seconds']:.0f} s per run)",
+              flush=True)  # fmt: skip
+    return rows
+
+
+def plot(variance: dict, training: list[dict], packing: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     names = [row["allocator"] for row in variance["rows"]]
     left.bar(names, [row["saving"] for row in variance["rows"]], color="tab:blue", label="measured")
     left.axhline(variance["predicted_saving"]["parameter"], color="k", linestyle="--", label="predicted (oracle)")
     left.set_ylabel("variance saved vs equal")
     left.set_title("(a) batch gradient variance, same budget")
     left.legend()
-    right.bar(names, [row["accuracy_mean"] for row in training], yerr=[row["accuracy_std"] for row in training],
-              color="tab:green")  # fmt: skip
+    middle.bar(names, [row["accuracy_mean"] for row in training], yerr=[row["accuracy_std"] for row in training],
+               color="tab:green")  # fmt: skip
     low = min(row["accuracy_mean"] - row["accuracy_std"] for row in training)
-    right.set_ylim(max(0.0, low - 0.02), 1.0)
-    right.set_ylabel("test accuracy")
-    right.set_title("(b) digits, 0-1 loss, same candidates")
+    middle.set_ylim(max(0.0, low - 0.02), 1.0)
+    middle.set_ylabel("test accuracy")
+    middle.set_title("(b) digits, 0-1 loss, same candidates")
+    right.bar([row["allocator"] for row in packing], [row["expected_loss_mean"] for row in packing],
+              yerr=[row["expected_loss_std"] for row in packing], color="tab:orange")  # fmt: skip
+    right.set_ylabel("held-out expected loss above the bound (lower is better)")
+    right.set_title("(c) set network, mixed triplet/uniform batches")
+    for axis in (left, middle, right):
+        axis.tick_params(axis="x", labelrotation=30)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -226,18 +305,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trace-draws", type=int, default=Config.trace_draws)
     parser.add_argument("--seeds", type=int, default=Config.seeds)
     parser.add_argument("--epochs", type=int, default=Config.epochs)
-    parser.add_argument("--parts", default="variance,training")
+    parser.add_argument("--pack-steps", type=int, default=Config.pack_steps)
+    parser.add_argument("--pack-held-out", type=int, default=Config.pack_held_out)
+    parser.add_argument("--parts", default="variance,training,packing")
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "allocation.json")
     args = parser.parse_args(argv)
-    config = Config(draws=args.draws, trace_draws=args.trace_draws, seeds=args.seeds, epochs=args.epochs)
+    config = Config(draws=args.draws, trace_draws=args.trace_draws, seeds=args.seeds, epochs=args.epochs,
+                    pack_steps=args.pack_steps, pack_held_out=args.pack_held_out)  # fmt: skip
     parts = set(args.parts.split(","))
+    if not parts <= {"variance", "training", "packing"}:
+        parser.error(f"--parts {args.parts!r}: expected a comma-separated subset of variance,training,packing")
     torch.set_num_threads(1)
     variance = variance_part(config) if "variance" in parts else None
     training = training_part(config) if "training" in parts else None
-    if variance is not None and training is not None:
-        plot(variance, training, args.out.with_suffix(".png"))
-    summary = {"variance": variance, "training": training}
-    _report.write(args.out, asdict(config), (variance or {}).get("rows", []) + (training or []), summary)
+    packing = packing_part(config) if "packing" in parts else None
+    if variance is not None and training is not None and packing is not None:
+        plot(variance, training, packing, args.out.with_suffix(".png"))
+    summary = {"variance": variance, "training": training, "packing": packing}
+    rows = (variance or {}).get("rows", []) + (training or []) + (packing or [])
+    _report.write(args.out, asdict(config), rows, summary)
     return summary
 
 

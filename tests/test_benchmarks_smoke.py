@@ -73,10 +73,13 @@ def test_allocation_benchmark_smoke(tmp_path):
     from benchmarks import allocation
 
     out = tmp_path / "allocation.json"
-    arguments = ["--draws", "3", "--trace-draws", "2", "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    arguments = ["--draws", "3", "--trace-draws", "2", "--seeds", "1", "--epochs", "1", "--pack-steps", "2",
+                 "--pack-held-out", "2", "--out", str(out)]  # fmt: skip
     summary = allocation.main(arguments)
     assert out.exists() and out.with_suffix(".png").exists()
     assert [row["allocator"] for row in summary["training"]] == list(allocation.ALLOCATORS)
+    assert [row["allocator"] for row in summary["packing"]] == list(allocation.ALLOCATORS)
+    assert all(row["expected_loss_mean"] >= 0 for row in summary["packing"])
     assert 0 < summary["variance"]["predicted_saving"]["parameter"] < 1
 
 

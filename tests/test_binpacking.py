@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import warnings
+from unittest import mock
 
 import gymnasium
 import numpy as np
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bbopt
+from bbopt.allocation import Equal, Optimal
 from bbopt.envs.binpacking import (
     DECODERS,
     Instance,
@@ -23,6 +25,7 @@ from bbopt.envs.binpacking import (
     decode,
     fill_tiebreak,
     first_fit_decreasing,
+    learned,
     lower_bound_l1,
     lower_bound_l2,
     make_instance,
@@ -464,6 +467,43 @@ def test_set_network_training_beats_its_start_on_unseen_instances():
     before = np.mean([zero_shot(untrained, instance).bins[0] for instance in unseen])
     assert after < before - 0.5, (before, after)
     assert len(history) == 60 and history[-1]["excess_bins"] < history[0]["excess_bins"]
+
+
+def test_set_network_on_mixed_batches_with_equal_allocation_matches_the_plain_split():
+    """Mixed triplet/uniform batches; allocation=Equal() (flat rows, groups, decoded per
+    instance) trains the same network as the plain [B, n] path."""
+    options = {"steps": 3, "instances_per_step": 4, "samples": 8, "seed": 3}
+    plain, plain_history = train_set_network(("triplet", "uniform"), 30, **options)
+    flat, flat_history = train_set_network(("triplet", "uniform"), 30, allocation=Equal(), **options)
+    for a, b in zip(plain.parameters(), flat.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert [h["loss"] for h in plain_history] == pytest.approx([h["loss"] for h in flat_history])
+
+
+def test_set_network_with_a_pilot_allocator_decodes_each_row_for_its_own_instance():
+    seen = []
+    real = learned.decode
+
+    def recording(instance, candidates, decoder="completion"):
+        seen.append((instance.name, candidates.shape[0]))
+        return real(instance, candidates, decoder)
+
+    with mock.patch.object(learned, "decode", recording):
+        _, history = train_set_network(("triplet", "uniform"), 30, steps=2, instances_per_step=4, samples=8,
+                                       allocation=Optimal(), seed=0)  # fmt: skip
+    assert len(history) == 2
+    per_step = [seen[:8], seen[8:16]]  # pilot round (4 decodes) + allocated round (4 decodes) per step
+    for rounds in per_step:
+        pilot, allocated = rounds[:4], rounds[4:]
+        assert [n for _, n in pilot] == [2] * 4  # one antithetic pair per instance
+        assert sum(n for _, n in allocated) == 4 * 8 - 4 * 2 and all(n >= 2 and n % 2 == 0 for _, n in allocated)
+        assert [name for name, _ in pilot] == [name for name, _ in allocated]
+        assert [name.split("-")[0] for name, _ in pilot] == ["triplet", "uniform"] * 2
+
+
+def test_set_network_refuses_an_empty_family_list():
+    with pytest.raises(ValueError, match="Invalid family"):
+        train_set_network((), 30, steps=1)
 
 
 # ------------------------------------------------------------------ online env, episode mode

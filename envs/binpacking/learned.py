@@ -8,13 +8,14 @@ gives the start of a per-instance `search` (warm start).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import bbopt
+from bbopt.allocation import Allocation
 from bbopt.envs.binpacking.decoders import decode
 from bbopt.envs.binpacking.env import make_instance
 from bbopt.envs.binpacking.instance import Instance
@@ -49,30 +50,59 @@ def zero_shot(network: SetNetwork, instance: Instance, decoder: str = "completio
     return decode(instance, priorities(network, instance), decoder)
 
 
-def train_set_network(family: str = "triplet", items: int = 60, *, steps: int = 300, instances_per_step: int = 16,
-                      samples: int = 32, solver: str = "ovlr", sigma: float = 1.0, lr: float = 3e-3,
-                      decoder: str = "completion", seed: int = 0, progress: bool = False,
+def train_set_network(family: str | Sequence[str] = "triplet", items: int = 60, *, steps: int = 300,
+                      instances_per_step: int = 16, samples: int = 32, solver: str = "ovlr", sigma: float = 1.0,
+                      lr: float = 3e-3, decoder: str = "completion", allocation: Allocation | None = None,
+                      seed: int = 0, progress: bool = False,
                       callback: Callable[[int, dict], None] | None = None) -> tuple[SetNetwork, list]:  # fmt: skip
     """Train a `SetNetwork` on fresh instances of ``family``: every step draws
     ``instances_per_step`` instances (seeds derived from ``seed``; use seeds apart from the
     evaluation instances'), asks ``samples`` priority vectors per instance, decodes them and
-    tells the losses. Returns the network and one record per step (mean bins above the best
-    bound of the candidates, mean loss, seconds)."""
+    tells the losses. ``family`` may be a sequence of families: a mixed batch, instance k of a
+    step from ``family[k % len(family)]`` (all with ``items`` items). ``allocation``: a
+    `bbopt.allocation` allocator spreading the step's ``instances_per_step * samples`` decodes
+    unevenly across the instances (its pilot round, if any, is part of the step). Returns the
+    network and one record per step (mean bins above the best bound over every decode of the
+    step, mean loss, seconds)."""
+    families = (family,) if isinstance(family, str) else tuple(family)
+    if not families:
+        raise ValueError("Invalid family: an empty sequence (expected a family name or a sequence of them)")
     network = SetNetwork(FEATURES, seed=seed)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
-    trainer = bbopt.make_solver(solver, network, optimizer, sigma=sigma, samples=samples, seed=seed)
+    trainer = bbopt.make_solver(solver, network, optimizer, sigma=sigma, samples=samples, seed=seed,
+                                allocation=allocation)  # fmt: skip
     rng = np.random.default_rng(seed)
     history, began = [], time.perf_counter()
     for step in tqdm(range(steps), desc=f"set network ({solver})", disable=not progress):
-        batch = [make_instance(family, items, rng) for _ in range(instances_per_step)]
-        candidates = trainer.ask(torch.stack([item_features(instance) for instance in batch]))
-        packings = [decode(instance, candidates[i], decoder) for i, instance in enumerate(batch)]
-        losses = np.stack([p.loss - inst.best_bound for p, inst in zip(packings, batch, strict=True)])
-        trainer.tell(torch.as_tensor(losses, dtype=torch.float32))
-        excess = np.mean([p.bins.mean() - inst.best_bound for p, inst in zip(packings, batch, strict=True)])
-        record = {"step": step, "excess_bins": float(excess), "loss": float(losses.mean()),
+        batch = [make_instance(families[k % len(families)], items, rng) for k in range(instances_per_step)]
+        features = torch.stack([item_features(instance) for instance in batch])
+        excess, losses_told = [], []
+        while True:  # one round, or a pilot round and the allocated one
+            candidates = trainer.ask(features)
+            groups = trainer.groups if allocation is not None else None
+            losses, bins = _decoded(batch, candidates, groups, decoder)
+            trainer.tell(torch.as_tensor(losses, dtype=torch.float32))
+            excess.append(bins.reshape(-1))
+            losses_told.append(losses.reshape(-1))
+            if not trainer.pending:
+                break
+        record = {"step": step, "excess_bins": float(np.concatenate(excess).mean()),
+                  "loss": float(np.concatenate(losses_told).mean()),
                   "seconds": time.perf_counter() - began}  # fmt: skip
         history.append(record)
         if callback is not None:
             callback(step, record)
     return network, history
+
+
+def _decoded(batch: list[Instance], candidates: torch.Tensor, groups: torch.Tensor | None, decoder: str):
+    """Losses above each instance's best bound and excess bins, shaped like the candidates'
+    leading dimensions: ``[B, n]`` (``groups`` None), or flat ``[N]`` rows grouped by instance."""
+    losses = np.empty(candidates.shape[:-1])
+    bins = np.empty(candidates.shape[:-1])
+    for i, instance in enumerate(batch):
+        rows = i if groups is None else (groups == i).numpy()
+        packing = decode(instance, candidates[i] if groups is None else candidates[rows], decoder)
+        losses[rows] = packing.loss - instance.best_bound
+        bins[rows] = packing.bins - instance.best_bound
+    return losses, bins
