@@ -43,6 +43,7 @@ from torch import nn
 
 from bbopt.allocation import Allocation, Pilot
 from bbopt.checks import check_bool, check_choice, check_float, check_int
+from bbopt.distributed import shard_of
 from bbopt.episodes import EpisodeRecord
 from bbopt.noise import Noise, NoiseModel, Scaled
 from bbopt.noise.model import odd_weights
@@ -74,6 +75,7 @@ class _Asked:
     paired: bool = False
     refused: bool = False  # a tell of these candidates was refused: ask() may replace them
     spent: bool = False  # ... after the VJP had run: only ask() can follow
+    total: int | None = None  # under DDP: the groups of the whole batch (else mu's)
 
 
 @dataclass
@@ -199,6 +201,12 @@ class Solver:
         check_float(df, "df", above=2.0)
         if allocation is not None:
             _check_allocation(allocation, episodes, samples, antithetic)
+        shard = shard_of(policy)  # a DDP-wrapped policy: this rank's place (bbopt.distributed)
+        if shard is not None and (episodes is not None or allocation is not None):
+            raise ValueError(
+                "Invalid policy: DistributedDataParallel is for batch mode (episode mode runs on Ray pools; "
+                "allocation= needs every input's pilot in one process)"
+            )
 
         self.policy = policy
         self.optimizer = optimizer
@@ -217,13 +225,17 @@ class Solver:
         self.groups: torch.Tensor | None = None  # allocated asks: the input of each candidate row
         self.device = parameters[0].device
         self.dtype = parameters[0].dtype
+        fresh = seed is None and generator is None
         if generator is None:
             generator = torch.Generator(device=self.device)
             if seed is None:
                 generator.seed()  # fresh entropy, without touching the global RNG
             else:
                 generator.manual_seed(int(seed))
+        if shard is not None:  # every rank draws the whole batch's noise: one generator state everywhere
+            shard.common_generator(generator, fresh=fresh)
         self.generator = generator
+        self._shard = shard
         self.steps = 0  # completed tells
         self.evaluations = 0  # candidates told
         self._asked: _Asked | None = None
@@ -269,6 +281,8 @@ class Solver:
             return self._ask_allocated(inputs)
         if self._asked is not None and not self._asked.refused:
             raise RuntimeError("ask() called twice without tell(): tell the losses of the last candidates first")
+        if inputs is None and self._shard is not None:
+            raise ValueError("Invalid inputs: under DistributedDataParallel each rank asks for its shard: ask(inputs)")
         with torch.enable_grad():
             if inputs is None:
                 mu = self.policy()
@@ -282,11 +296,14 @@ class Solver:
         # Antithetic pairs of a Gaussian-like model: only their first halves are drawn and kept
         # (the same draws as cat([eps, -eps]), half the memory); candidates mu +- p.
         paired = self.antithetic and self.noise.paired
-        noise = self.noise.draw(mu.shape[0], self.samples // 2 if paired else self.samples, generator=self.generator,
-                                dtype=mu.dtype, antithetic=self.antithetic and not paired).to(mu.device)  # fmt: skip
+        count = mu.shape[0]
+        offset, total = (0, count) if self._shard is None else self._shard.layout(count)  # the whole batch's rows
+        noise = self.noise.draw(total, self.samples // 2 if paired else self.samples, generator=self.generator,
+                                dtype=mu.dtype, antithetic=self.antithetic and not paired)  # fmt: skip
+        noise = (noise if total == count else noise[offset : offset + count]).to(mu.device)
         make = self.noise.paired_candidates if paired else self.noise.candidates
         candidates = make(mu.detach(), noise)
-        self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None, paired=paired)
+        self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None, paired=paired, total=total)
         return candidates if inputs is not None else candidates[0]
 
     def tell(self, losses, *, step_losses=None) -> dict[str, float]:
@@ -321,8 +338,10 @@ class Solver:
             losses = self._as_losses(losses, expected).reshape(groups, samples)
             stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise,
                                  paired=asked.paired)  # fmt: skip
-        except ValueError:
+        except ValueError as error:
             asked.refused = True  # nothing changed: tell corrected losses, or ask again
+            if self._shard is not None and not self._shard.agreed:
+                self._shard.agree(str(error))  # the other ranks wait for this one before their backward
             raise
         self._asked = None
         self.evaluations += groups * samples
@@ -524,8 +543,9 @@ class Solver:
         optimizer refuse the update (`_refuse_overflow`) before the optimizer or the noise model
         changes.
         """
-        if raw_weights is None:
-            raw_weights = self._group_weights(losses, counts) / losses.shape[0]
+        if raw_weights is None:  # the mean over groups (under DDP: over the whole batch; DDP divides by world)
+            scale = losses.shape[0] if self._shard is None else self._asked.total / self._shard.world
+            raw_weights = self._group_weights(losses, counts) / scale
         limit = math.sqrt(torch.finfo(mu.dtype).max)  # the square of a larger value overflows
         if not float(raw_weights.abs().max()) <= limit:  # NaN fails too
             self._refuse_overflow(losses, mu.dtype, "their weights")
@@ -547,6 +567,8 @@ class Solver:
             by_group = (record_weights[None], noise[None])
             pairs = False  # records are not index-paired; the model treats them as independent
         v = self.noise.signal(mu.detach(), *by_row, natural=self.natural)
+        if self._shard is not None:  # every rank's tell passed its checks, or all refuse (before DDP's all-reduce)
+            self._shard.agree(None)
         _clear_gradients(self.optimizer)
         mu.backward(v)  # the one VJP
         gradient_norm = _total_norm(self.optimizer)
@@ -556,6 +578,8 @@ class Solver:
                 self._asked.spent = True  # mu's graph is used up: only a new ask can follow
             self._refuse_overflow(losses, mu.dtype, "the gradient")
         self.optimizer.step()
+        if self._shard is not None and self.noise.learns:  # from the whole batch, in one process's scale
+            by_group = (self._shard.gather(by_group[0]) / self._shard.world, self._shard.gather(by_group[1]))
         self.noise.update(*by_group, pairs=pairs)
         self.steps += 1
         values = losses.numpy()  # float64 on the CPU (as_losses): numpy's reductions cost a tenth of torch's here

@@ -88,10 +88,11 @@ def train(
 
     Give exactly one of ``solver`` (a `bbopt.Solver` over ``model`` in batch mode) or
     ``optimizer`` (backprop). ``metrics`` are evaluated on ``eval_data`` after each epoch;
-    ``scheduler.step()`` runs after each epoch. Returns one record per epoch: ``epoch``,
-    ``train_loss`` (mean loss of the epoch's candidates, or of the batches under backprop),
-    ``seconds`` and the metrics.
-    """
+    ``scheduler.step()`` runs after each epoch; a loader whose sampler has ``set_epoch`` (a
+    `DistributedSampler`) gets it before each epoch. The model may be wrapped in
+    `DistributedDataParallel` (`bbopt.distributed`): each rank trains on its shard. Returns
+    one record per epoch: ``epoch``, ``train_loss`` (mean loss of the epoch's candidates, or
+    of the batches under backprop), ``seconds`` and the metrics."""
     if (solver is None) == (optimizer is None):
         raise ValueError("Invalid solver/optimizer: give exactly one (a bbopt solver, or an optimizer for backprop)")
     if solver is not None and solver.policy is not model:
@@ -105,6 +106,9 @@ def train(
         began = time.perf_counter()
         model.train()
         total, count = 0.0, 0
+        sampler = getattr(train_data, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):  # DistributedSampler: a new shuffle each epoch
+            sampler.set_epoch(epoch)
         for inputs, targets in train_data:
             if solver is not None:
                 losses = _solver_step(solver, loss, inputs, targets)

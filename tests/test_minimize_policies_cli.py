@@ -125,3 +125,13 @@ def test_examples_run(script, arguments, expected, tmp_path):
     completed = subprocess.run([sys.executable, str(path), *arguments], capture_output=True, text=True, check=True,
                                cwd=tmp_path)  # fmt: skip
     assert expected in completed.stdout
+
+
+def test_ddp_example_runs_on_two_ranks_and_refuses_a_plain_launch(tmp_path):
+    path = Path(__file__).resolve().parent.parent / "examples" / "ddp_zero_one.py"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    completed = subprocess.run([*launch, str(path), "--epochs", "1", "--samples", "8"], capture_output=True,
+                               text=True, check=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert "2 rank(s): test accuracy" in completed.stdout
+    plain = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert plain.returncode == 2 and "launch with torchrun" in plain.stderr

@@ -111,6 +111,33 @@ def test_trainer_runs_one_forward_and_one_backward_per_step():
     assert calls == {"forward": 8, "backward": 8}
 
 
+def test_trainer_sets_the_epoch_of_a_distributed_style_sampler():
+    """A loader whose sampler has set_epoch (DistributedSampler) gets each epoch's number before
+    the epoch's batches are drawn, so every epoch reshuffles."""
+    inputs, labels = blobs()
+    seen = []
+
+    class EpochSampler(torch.utils.data.Sampler):
+        def __init__(self):
+            self.epoch = None
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            seen.append(self.epoch)
+            return iter(torch.randperm(len(inputs), generator=torch.Generator().manual_seed(self.epoch)).tolist())
+
+        def __len__(self):
+            return len(inputs)
+
+    loader = DataLoader(TensorDataset(inputs, labels), batch_size=45, sampler=EpochSampler())
+    model = MLP(2, 3, hidden=(8,))
+    solver = bbopt.OVLR(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=4, seed=0)
+    bbopt.train(model, ZeroOneLoss(), loader, epochs=3, solver=solver, progress=False)
+    assert seen == [1, 2, 3]
+
+
 def test_trainer_refuses_bad_combinations():
     inputs, labels = blobs()
     loader = [(inputs, labels)]
