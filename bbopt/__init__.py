@@ -7,7 +7,7 @@ for _ in range(steps):
     solver.tell(f(x))         # one loss per candidate -> one VJP -> optimizer.step()
 """
 
-from bbopt import checks, data, losses, noise, presets, restarts, sigma
+from bbopt import checks, data, losses, noise, presets, restarts, sigma, tracking
 from bbopt.baselines import ParameterES  # registered as "pes"
 from bbopt.cem import CEM
 from bbopt.es import ES
@@ -36,6 +36,7 @@ __all__ = [
     "register_solver",
     "restarts",
     "sigma",
+    "tracking",
     "train",
 ]
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bbopt import presets
+from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 # `bbopt train` options that define a run; a resumed run keeps its own (--env-steps may change).
 RUN_OPTIONS = ("env", "solver", "population", "sigma", "lr", "credit", "lr_schedule", "hidden", "evaluator",
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     ioh.add_argument("--seed", type=int, default=0)
     ioh.add_argument("--out", type=Path, required=True, help="directory for ioh/ (IOHanalyzer), summary.json, ecdf.png")
     ioh.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows="rows.jsonl"))
+    add_tensorboard_argument(ioh)
     ioh.add_argument("--no-progress", action="store_true")
     packing = commands.add_parser(
         "binpacking", help="per-instance priority search (OVLR, CEM, ES) and FFD/BFD on generated or BPPLIB instances"
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     packing.add_argument("--out", type=Path, required=True,
                          help="directory for runs.jsonl (runs as they end), results.json, success.png")  # fmt: skip
     packing.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows="runs.jsonl"))
+    add_tensorboard_argument(packing)
     packing.add_argument("--no-progress", action="store_true")
     train = commands.add_parser("train", help="train a policy through a Gymnasium simulator (episode mode)")
     # Run options default to None here and to RunConfig's defaults there, so that a resume can
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir = train.add_mutually_exclusive_group(required=True)
     run_dir.add_argument("--out", type=Path, help="a new run directory")
     run_dir.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    add_tensorboard_argument(train)
     train.add_argument("--no-progress", action="store_true")
     from bbopt.envs.aloha.cli import add_parser as add_aloha_parser
 
@@ -244,7 +248,7 @@ def run_train(args: argparse.Namespace) -> dict:
             raise ValueError(f"--resume continues the run as it was configured; {flags} cannot change "
                              f"(see {args.resume / 'config.json'}; only --env-steps can)")  # fmt: skip
         summary = train_run(None, args.resume, resume=True, env_steps=args.env_steps, progress=not args.no_progress,
-                            step_timeout=args.step_timeout)  # fmt: skip
+                            step_timeout=args.step_timeout, tensorboard=args.tensorboard)  # fmt: skip
         out = args.resume
     else:
         if "hidden" in given:
@@ -255,7 +259,7 @@ def run_train(args: argparse.Namespace) -> dict:
         if args.env_steps is not None:
             given["env_steps"] = args.env_steps
         summary = train_run(RunConfig(**given), args.out, progress=not args.no_progress,
-                            step_timeout=args.step_timeout)  # fmt: skip
+                            step_timeout=args.step_timeout, tensorboard=args.tensorboard)  # fmt: skip
         out = args.out
     rate, final = summary["env_steps_per_second"], summary["final_eval_return"]
     print(f"\n{summary['env']} {summary['solver']}: {summary['env_steps']:,} env steps, {summary['updates']} updates, "
@@ -290,9 +294,10 @@ def run_binpacking(args: argparse.Namespace) -> list[dict]:
         label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
     methods = args.solvers
     suite_config(args)
-    rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
-                         progress=not args.no_progress, rows_file=args.out / "runs.jsonl",
-                         resume=args.resume)  # fmt: skip
+    with tensorboard_or_none(args.tensorboard) as tracker:
+        rows = run_instances(instances, methods, budget=args.budget, seed=args.seed, decoder=args.decoder,
+                             progress=not args.no_progress, rows_file=args.out / "runs.jsonl",
+                             resume=args.resume, tracker=tracker)  # fmt: skip
     summary = summarize(rows)
     print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
     config = {name: _plain(value) for name, value in vars(args).items()}
@@ -308,9 +313,10 @@ def run_ioh(args: argparse.Namespace) -> list[dict]:
     runners = {name: bbopt_runner(name) for name in args.solvers}
     ids = {key: parse_ids(getattr(args, key), key) for key in ("functions", "instances", "dimensions")}
     suite_config(args)
-    rows = run_suite(runners, suite=args.suite, budget_per_dimension=args.budget_per_dim, runs=args.runs,
-                     out=args.out, seed=args.seed, progress=not args.no_progress,
-                     rows_file=args.out / "rows.jsonl", resume=args.resume, **ids)  # fmt: skip
+    with tensorboard_or_none(args.tensorboard) as tracker:
+        rows = run_suite(runners, suite=args.suite, budget_per_dimension=args.budget_per_dim, runs=args.runs,
+                         out=args.out, seed=args.seed, progress=not args.no_progress,
+                         rows_file=args.out / "rows.jsonl", resume=args.resume, tracker=tracker, **ids)  # fmt: skip
     summary = summarize(rows)
     print(f"\n{args.suite}: final ECDF value (fraction of (run, target) pairs, 51 targets 1e2..1e-8)\n")
     print(f"{'solver':<10}{'d':>4}{'runs':>6}{'ECDF':>8}{'solved 1e-8':>13}{'seconds':>9}")

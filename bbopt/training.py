@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bbopt.checks import check_int
+from bbopt.tracking import Tracker
 
 __all__ = ["accuracy", "evaluate", "squared_error", "train"]
 
@@ -83,6 +84,7 @@ def train(
     metrics: dict[str, Metric] | None = None,
     scheduler=None,
     progress: bool = True,
+    tracker: Tracker | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` passes over ``train_data`` (re-iterable ``(inputs, targets)``).
 
@@ -92,12 +94,15 @@ def train(
     `DistributedSampler`) gets it before each epoch. The model may be wrapped in
     `DistributedDataParallel` (`bbopt.distributed`): each rank trains on its shard. Returns
     one record per epoch: ``epoch``, ``train_loss`` (mean loss of the epoch's candidates, or
-    of the batches under backprop), ``seconds`` and the metrics."""
+    of the batches under backprop), ``seconds`` and the metrics; ``tracker`` (`bbopt.tracking`)
+    gets each record at its epoch."""
     if (solver is None) == (optimizer is None):
         raise ValueError("Invalid solver/optimizer: give exactly one (a bbopt solver, or an optimizer for backprop)")
     if solver is not None and solver.policy is not model:
         raise ValueError("Invalid solver: it must be built on the model being trained")
     check_int(epochs, "epochs", minimum=1)
+    if tracker is not None and not isinstance(tracker, Tracker):
+        raise ValueError(f"Invalid tracker: {type(tracker).__name__} (expected log(scalars, step) and close())")
     if metrics and eval_data is None:
         raise ValueError("Invalid metrics: they need eval_data to be evaluated on")
     history: list[dict[str, float]] = []
@@ -127,5 +132,7 @@ def train(
         if metrics:
             record |= evaluate(model, eval_data, metrics)
         history.append(record)
+        if tracker is not None:
+            tracker.log(record, step=epoch)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "seconds")})
     return history

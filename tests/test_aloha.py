@@ -375,9 +375,16 @@ def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
         return {"success_rate": next(scores), "mean_stage": 1.0, "records": [{"steps": 10}] * episodes}
 
     monkeypatch.setattr(module, "evaluate_success", fake_validation)
+    logged = []
+    tracker = type("Tracker", (), {"log": lambda self, scalars, step: logged.append((step, dict(scalars))),
+                                   "close": lambda self: None})()  # fmt: skip
     policy, history, selection = finetune(policy, "transfer_cube", env_steps=3 * 2 * 300 - 1, episodes=2, lr=0.01,
-                                          validate_every=1, validation_episodes=3, progress=False)  # fmt: skip
+                                          validate_every=1, validation_episodes=3, progress=False,
+                                          tracker=tracker)  # fmt: skip
     assert len(history) == 3 and len(seen) == 4
+    validations = [(step, s["validation_success"]) for step, s in logged if "validation_success" in s]
+    assert validations == [(0, 0.5)] + [(r["env_steps"], v) for r, v in zip(history, [0.7, 0.6, 0.7], strict=True)]
+    assert [step for step, s in logged if "return_mean" in s] == [r["env_steps"] for r in history]
     # The first of the two best (update 1) is kept, not the last weights.
     assert selection == {"update": 1, "validation_success": 0.7, "start_validation_success": 0.5,
                          "validation_steps": 120}  # fmt: skip

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.policy import normalizer_of
 from bbopt.rollout.pools import EnvFactory, make_pool
+from bbopt.tracking import Tracker
 
 __all__ = ["Trainer"]
 
@@ -164,9 +165,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------- the loop
     def train(self, env_steps: int, *, progress: bool = True, curve=None,
-              callback: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+              callback: Callable[[dict], None] | None = None,
+              tracker: Tracker | None = None) -> list[dict]:  # fmt: skip
         """Update until ``env_steps`` environment steps in all (counting from a resumed run's
-        total); append each update's record to ``history`` (and to the CSV ``curve``)."""
+        total); append each update's record to ``history`` (and to the CSV ``curve``; to
+        ``tracker`` at its env steps, with ``env_steps_per_second``)."""
         bar = tqdm(total=int(env_steps), initial=min(self.env_steps, int(env_steps)), unit="step", disable=not progress,
                    desc="train")  # fmt: skip
         while self.env_steps < env_steps:
@@ -180,6 +183,9 @@ class Trainer:
             self.history.append(record)
             if curve is not None:
                 _append_csv(Path(curve), record)
+            if tracker is not None:
+                rate = record["env_steps"] / max(record["seconds"], 1e-9)
+                tracker.log(record | {"env_steps_per_second": rate}, step=record["env_steps"])
             if self.checkpoint is not None and self.checkpoint_every and self.updates % self.checkpoint_every == 0:
                 save_checkpoint(self.state_dict(), self.checkpoint)
             bar.update(min(self.env_steps, int(env_steps)) - before)

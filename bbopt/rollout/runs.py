@@ -42,6 +42,7 @@ from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
 from bbopt.rollout.pools import STEP_TIMEOUT
 from bbopt.rollout.video import write_video
+from bbopt.tracking import tensorboard_or_none
 
 __all__ = [
     "RunConfig",
@@ -139,20 +140,23 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
-              progress: bool = True, step_timeout: float | None = STEP_TIMEOUT) -> dict:  # fmt: skip
+              progress: bool = True, step_timeout: float | None = STEP_TIMEOUT,
+              tensorboard: str | Path | None = None) -> dict:  # fmt: skip
     """Train (or, with ``resume``, continue the run in ``out`` from its checkpoint, optionally
     to a new ``env_steps`` total) and write the run directory, holding its lock throughout.
-    ``step_timeout``: seconds a pool worker may take to answer (see ``bbopt.rollout.pools``)."""
+    ``step_timeout``: seconds a pool worker may take to answer (see ``bbopt.rollout.pools``).
+    ``tensorboard``: a directory for each update's scalars at its env steps (`bbopt.tracking`;
+    a resume hides what the earlier session logged past the checkpoint)."""
     out = Path(out)
     if resume and not (out / "config.json").is_file():
         load_config(out, doing="No run to resume")  # raises, before the directory is created
     with RunLock(out), _threads(config.threads if config is not None else load_config(out).threads):
         return _train_locked(config, out, resume=resume, env_steps=env_steps, progress=progress,
-                             step_timeout=step_timeout)  # fmt: skip
+                             step_timeout=step_timeout, tensorboard=tensorboard)  # fmt: skip
 
 
 def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_steps: int | None, progress: bool,
-                  step_timeout: float | None):  # fmt: skip
+                  step_timeout: float | None, tensorboard: str | Path | None):  # fmt: skip
     if resume:
         config = load_config(out, doing="No run to resume")
     elif (out / "checkpoint.pt").exists() or (out / "checkpoint.prev.pt").exists():
@@ -162,11 +166,13 @@ def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_step
     remove_stale_temporaries(out)  # left by a process killed mid-write (we hold the lock: none is live)
     _write_json(out / "config.json", asdict(config))
     began = time.perf_counter()
-    with make_trainer(config, out, step_timeout=step_timeout) as trainer:
+    with make_trainer(config, out, step_timeout=step_timeout) as trainer, contextlib.ExitStack() as stack:
         if resume:
             trainer.resume(out / "checkpoint.pt")
         _rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone
-        trainer.train(config.env_steps, progress=progress, curve=out / "curve.csv")
+        purge = trainer.env_steps + 1 if resume else None  # hide what the last session logged past its checkpoint
+        tracker = stack.enter_context(tensorboard_or_none(tensorboard, purge_step=purge))
+        trainer.train(config.env_steps, progress=progress, curve=out / "curve.csv", tracker=tracker)
         final = trainer.evaluate(max(config.eval_episodes, 1))
         save_checkpoint(trainer.solver.policy.state_dict(), out / "policy.pt", keep_previous=False)
         summary = {"env": config.env, "solver": config.solver, "env_steps": trainer.env_steps,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bbopt import presets
 from bbopt.cli import STEP_TIMEOUT_HELP, positive_int, seconds_or_none, step_count
+from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 __all__ = ["add_parser", "run"]
 
@@ -56,6 +57,7 @@ def add_parser(commands) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-episodes", type=int, default=50, help="success rate after training (0: skip)")
     train.add_argument("--out", type=Path, required=True, help="the policy file to write (.pt)")
+    add_tensorboard_argument(train)
     train.add_argument("--no-progress", action="store_true")
 
     finetune = jobs.add_parser("finetune", help="fine-tune a policy through the simulator (episode mode)")
@@ -83,6 +85,7 @@ def add_parser(commands) -> None:
                           "CSV is written next to it")  # fmt: skip
     finetune.add_argument("--no-progress", action="store_true")
 
+    add_tensorboard_argument(finetune)
     evaluate = jobs.add_parser("evaluate", help="success rate over seeded episodes (a policy file or --scripted)")
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", type=Path)
@@ -128,9 +131,11 @@ def _train(args) -> dict:
 
     demos = load_demos(args.demos)
     began = time.perf_counter()
-    policy, history = behavior_clone(demos, args.method, chunk=args.chunk, hidden=args.hidden, epochs=args.epochs,
-                                     batch_size=args.batch_size, lr=args.lr, samples=args.samples, sigma=args.sigma,
-                                     seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    with tensorboard_or_none(args.tensorboard) as tracker:
+        policy, history = behavior_clone(demos, args.method, chunk=args.chunk, hidden=args.hidden,
+                                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                         samples=args.samples, sigma=args.sigma, seed=args.seed,
+                                         progress=not args.no_progress, tracker=tracker)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"BC-{args.method.upper()} on {demos.episodes} {demos.task} demos: {args.epochs} epochs in {seconds:.1f} s, "
           f"final chunk L1 {history[-1]['train_loss']:.4f}")  # fmt: skip
@@ -152,12 +157,13 @@ def _finetune(args) -> dict:
     curve = args.out.with_suffix(".csv")
     curve.unlink(missing_ok=True)
     began = time.perf_counter()
-    policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
-                                          episodes=args.population, sigma=args.sigma, lr=args.lr, credit=args.credit,
-                                          seed=args.seed, validate_every=args.validate_every,
-                                          validation_episodes=args.validation_episodes, pool=args.pool,
-                                          workers=args.workers, step_timeout=args.step_timeout, curve=curve,
-                                          progress=not args.no_progress)  # fmt: skip
+    with tensorboard_or_none(args.tensorboard) as tracker:
+        policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
+                                              episodes=args.population, sigma=args.sigma, lr=args.lr,
+                                              credit=args.credit, seed=args.seed, validate_every=args.validate_every,
+                                              validation_episodes=args.validation_episodes, pool=args.pool,
+                                              workers=args.workers, step_timeout=args.step_timeout, curve=curve,
+                                              progress=not args.no_progress, tracker=tracker)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"fine-tuned by {args.method.upper()}: {history[-1]['env_steps']:,} env steps, {len(history)} updates, "
           f"{seconds:.0f} s")  # fmt: skip

@@ -36,6 +36,7 @@ from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.driver import Trainer
 from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
+from bbopt.tracking import Tracker
 
 __all__ = ["StageShaping", "finetune", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
@@ -115,7 +116,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1, credit: str = "episode", seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
              workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
-             progress: bool = True) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
+             progress: bool = True, tracker: Tracker | None = None) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
     """Fine-tune ``policy`` in place through the simulator with ``method`` (OVLR, ES or CEM in
     episode mode, ``episodes`` per update, Adam at ``lr``) for ``env_steps`` steps.
 
@@ -130,6 +131,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
 
     Returns the policy, the Trainer's history (``return_mean`` is the mean shaped value) and the
     selection: ``update`` kept, its ``validation_success``, the start's, ``validation_steps``.
+    ``tracker`` (`bbopt.tracking`) gets each update's record and each validation's
+    ``validation_success`` / ``validation_stage`` at their env steps.
     """
     methods = bbopt.presets.names("episodes", output_space=True)  # the noise is per action dimension
     if method not in methods:
@@ -144,11 +147,13 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0}
     best = {"key": None, "state": None}
 
-    def validate(update: int) -> None:
+    def validate(update: int, env_steps: int) -> None:
         result = evaluate_success(task, ChunkAgent(policy, decay=decay), validation_episodes, seed=VALIDATION_SEED,
                                   progress=False)  # fmt: skip
         selection["validation_steps"] += sum(r["steps"] for r in result["records"])
         key = (result["success_rate"], result["mean_stage"])
+        if tracker is not None:
+            tracker.log({"validation_success": key[0], "validation_stage": key[1]}, step=env_steps)
         if update == 0:
             selection["start_validation_success"] = result["success_rate"]
         if best["key"] is None or key > best["key"]:
@@ -157,17 +162,17 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
 
     def after_update(record: dict) -> None:
         if validate_every and record["update"] % validate_every == 0:
-            validate(record["update"])
+            validate(record["update"], record["env_steps"])
 
     if validate_every:
-        validate(0)
+        validate(0, 0)
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=seed + 7919, credit=credit,
                  checkpoint=checkpoint, pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
-        history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update)
+        history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update, tracker=tracker)
     policy.eval()
     if validate_every:
         if trainer.updates % validate_every:
-            validate(trainer.updates)
+            validate(trainer.updates, trainer.env_steps)
         policy.load_state_dict(best["state"])
     return policy, history, selection

@@ -16,6 +16,7 @@ import bbopt
 from bbopt.envs.aloha.demos import Demos, action_chunks
 from bbopt.envs.aloha.env import policy_features
 from bbopt.policies.chunking import ChunkMLP
+from bbopt.tracking import Tracker
 
 __all__ = ["METHODS", "ChunkL1", "behavior_clone", "make_chunk_policy"]
 
@@ -44,13 +45,15 @@ def make_chunk_policy(demos: Demos, *, chunk: int = 10, hidden=(512, 512), seed:
 
 def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=(512, 512), epochs: int = 100,
                    batch_size: int = 256, lr: float = 1e-3, samples: int = 32, sigma: float = 0.01,
-                   seed: int = 0, progress: bool = True) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
+                   seed: int = 0, progress: bool = True,
+                   tracker: Tracker | None = None) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
     """Fit a `ChunkMLP` to the demos by ``method`` ("bp" or "ovlr").
 
     OVLR's noise is per action dimension: ``sigma`` times the action's std over the demos
     (antithetic pairs, ``samples`` per example). Adam with ``lr``, cosine-decayed to 0 over
     the epochs, for both methods. Returns the policy and the per-epoch history
-    (``train_loss`` is the chunk L1 of the policy's outputs, or of OVLR's noisy candidates).
+    (``train_loss`` is the chunk L1 of the policy's outputs, or of OVLR's noisy candidates),
+    also given to ``tracker`` (`bbopt.tracking`) epoch by epoch.
     """
     if method not in METHODS:
         raise ValueError(f"Invalid method {method!r}: expected one of {METHODS}")
@@ -63,11 +66,11 @@ def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if method == "bp":
         history = bbopt.train(policy, loss, data, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
-                              progress=progress)  # fmt: skip
+                              progress=progress, tracker=tracker)  # fmt: skip
     else:
         solver = bbopt.OVLR(policy, optimizer, sigma=sigma * policy.action_std.repeat(chunk), samples=samples,
                             seed=seed)  # fmt: skip
         history = bbopt.train(policy, loss, data, epochs=epochs, solver=solver, scheduler=scheduler,
-                              progress=progress)  # fmt: skip
+                              progress=progress, tracker=tracker)  # fmt: skip
     policy.eval()
     return policy, history

@@ -24,6 +24,7 @@ from bbopt.envs.binpacking.instance import Instance
 from bbopt.envs.binpacking.search import SearchResult, search
 from bbopt.rows_file import RowsFile
 from bbopt.rows_file import read_rows as read_row_lines
+from bbopt.tracking import Tracker
 
 __all__ = [
     "Interrupted",
@@ -60,7 +61,8 @@ def _heuristic_row(instance: Instance, name: str) -> dict:
 
 def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, seed: int = 0,
                   decoder: str = "completion", progress: bool = True, inits: dict | None = None,
-                  rows_file: Path | None = None, resume: bool = False) -> list:  # fmt: skip
+                  rows_file: Path | None = None, resume: bool = False,
+                  tracker: Tracker | None = None) -> list:  # fmt: skip
     """Every method on every instance. A search method gets seed ``seed + k`` on instance k and
     stops at the best bound; ``inits`` maps a method label to ``{instance name: priorities}``
     for warm starts (the label is ``"<solver>"`` or ``"<solver>+<anything>"``).
@@ -70,7 +72,9 @@ def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, s
     unless ``resume``, which keeps its rows and runs only the (instance, method) pairs it lacks
     (rows carry ``index``, the instance's place in ``instances``)
     (the seeds are per instance, so the rows are those of an uninterrupted run). Ctrl-C raises
-    `Interrupted`, which says how many runs finished (every one of them is in ``rows_file``)."""
+    `Interrupted`, which says how many runs finished (every one of them is in ``rows_file``).
+    ``tracker`` (`bbopt.tracking`) gets each new run's ``<method>/bins_above_bound``,
+    ``/success``, ``/evaluations`` and ``/seconds`` at the instance's index."""
     known = known_methods()
     unknown = [m for m in methods if m.split("+")[0] not in known]
     if unknown:
@@ -100,11 +104,19 @@ def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, s
                     if writer is not None:
                         writer.append(row)
                     rows.append(row)
+                if tracker is not None:
+                    tracker.log(_tracked(row, instance), step=k)
                 bar.set_postfix_str(f"{instance.name} {method}: {row['bins']} bins (bound {instance.best_bound})")
                 bar.update()
         except KeyboardInterrupt:
             raise Interrupted(len(rows), len(jobs), rows_file) from None
     return rows
+
+
+def _tracked(row: dict, instance: Instance) -> dict:
+    values = {"bins_above_bound": row["bins"] - instance.best_bound, "success": float(row["success"]),
+              "evaluations": row["evaluations"], "seconds": row["seconds"]}  # fmt: skip
+    return {f"{row['solver']}/{name}": value for name, value in values.items()}
 
 
 def _row_key(row: dict) -> tuple:

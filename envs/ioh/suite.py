@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
 from bbopt.rows_file import RowsFile
 from bbopt.rows_file import read_rows as read_row_lines
+from bbopt.tracking import Tracker
 
 __all__ = ["bbopt_runner", "line_style", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
 
@@ -68,6 +70,7 @@ def run_suite(
     progress: bool = True,
     rows_file: Path | None = None,
     resume: bool = False,
+    tracker: Tracker | None = None,
 ) -> list[dict]:
     """Every runner on every (dimension, function, instance, run); logs to ``out/ioh/<runner>``.
 
@@ -78,7 +81,9 @@ def run_suite(
     back); a non-empty ``rows_file`` is refused, not overwritten, unless ``resume``: then its
     rows are kept and only the runs it lacks are run (each run's seed depends on the run alone,
     so the rows are those of an uninterrupted suite; ioh writes the resumed runs' logs to a new
-    folder ``<runner>-1`` beside the first).
+    folder ``<runner>-1`` beside the first). ``tracker`` (`bbopt.tracking`) gets each new
+    run's ``<solver>/d<d>/score``, ``/log10_precision``, ``/evaluations`` and ``/seconds``
+    at the run's index among that solver's runs of that dimension.
     """
     for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
         check_int(value, name, minimum=1)
@@ -126,8 +131,21 @@ def run_suite(
             })  # fmt: skip
             if writer is not None:
                 writer.append(rows[-1])
+            if tracker is not None:
+                tracker.log(_tracked(rows[-1]), step=_index_among_peers(jobs, job))
             bar.set_postfix(solver=solver, d=dimension, f=function)
     return rows
+
+
+def _tracked(row: dict) -> dict:
+    values = {"score": row["score"], "log10_precision": math.log10(max(row["best_precision"], 1e-300)),
+              "evaluations": row["evaluations"], "seconds": row["seconds"]}  # fmt: skip
+    return {f"{row['solver']}/d{row['dimension']}/{name}": value for name, value in values.items()}
+
+
+def _index_among_peers(jobs: list[tuple], job: tuple) -> int:
+    """The place of ``job`` among the jobs of its solver and dimension (a tracker's step)."""
+    return [j for j in jobs if j[:2] == job[:2]].index(job)
 
 
 def _row_key(row: dict) -> tuple:
