@@ -9,19 +9,16 @@ statistics stay frozen afterwards, also under the rollout driver).
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from bbopt.checks import check_int
 from bbopt.policies.mlp import MLP
-from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
-from bbopt.rollout.normalization import ObservationNormalizer
+from bbopt.policies.normalization import ObservationNormalizer
 
-__all__ = ["ChunkMLP", "load_chunk_policy", "save_chunk_policy"]
+__all__ = ["ChunkMLP"]
 
 
 class ChunkMLP(nn.Module):
@@ -73,28 +70,3 @@ class ChunkMLP(nn.Module):
         """Constructor arguments, for saving next to the weights."""
         return {"obs_dim": self.obs_dim, "action_dim": self.action_dim, "chunk": self.chunk,
                 "hidden": list(self.hidden), "features": self.features.tolist()}  # fmt: skip
-
-
-def save_chunk_policy(policy: ChunkMLP, path, **meta) -> Path:
-    """Write the policy's constructor arguments, weights and statistics, and ``meta`` (JSON-able
-    values, e.g. the task and how it was trained) to ``path``, atomically."""
-    return save_checkpoint(
-        {"config": policy.config(), "state_dict": policy.state_dict(), "meta": meta}, path, keep_previous=False
-    )
-
-
-def load_chunk_policy(path) -> tuple[ChunkMLP, dict]:
-    """The policy saved by `save_chunk_policy` (in eval mode) and its ``meta``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No policy file at {path}")
-    try:
-        saved = load_checkpoint(path)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"Invalid policy file {path}: {error}") from error
-    if not isinstance(saved, dict) or not {"config", "state_dict", "meta"} <= set(saved):
-        raise ValueError(f"Invalid policy file {path}: expected config, state_dict and meta")
-    config = dict(saved["config"])
-    policy = ChunkMLP(config.pop("obs_dim"), config.pop("action_dim"), config.pop("chunk"), **config)
-    policy.load_state_dict(saved["state_dict"])
-    return policy.eval(), saved["meta"]

@@ -21,8 +21,9 @@ from bbopt.envs.aloha.evaluation import evaluate_success
 from bbopt.envs.aloha.finetune import StageShaping, finetune, make_finetune_env
 from bbopt.envs.aloha.ik import ArmIK, orientation_error
 from bbopt.envs.aloha.imitation import ChunkL1, behavior_clone, make_chunk_policy
+from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 from bbopt.envs.aloha.scripted import RIGHT_DOWN, SCRIPTED
-from bbopt.policies.chunking import ChunkMLP, load_chunk_policy, save_chunk_policy
+from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions, TemporalEnsemble
 
 TASKS = ("transfer_cube", "insertion")

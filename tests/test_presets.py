@@ -95,7 +95,7 @@ def test_a_solver_added_in_one_file_appears_in_every_command(blind_solver):
     assert "blind" in next(a.choices for a in finetune._actions if a.dest == "method")
     assert "blind" in known_methods()
     assert RunConfig(solver="blind").lr == 0.01
-    from bbopt.demo import solvers
+    from bbopt.envs.demo import solvers
 
     assert "blind" in solvers()
 

@@ -1,9 +1,9 @@
 """Training through Gymnasium simulators: env pools (serial, processes, Ray), the rollout
 driver, observation normalization, control policies and atomic checkpoints."""
 
+from bbopt.policies.normalization import ObservationNormalizer
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.driver import Trainer, rollout_return
-from bbopt.rollout.normalization import ObservationNormalizer
 from bbopt.rollout.policy import BoxSquash, control_policy, normalizer_of
 from bbopt.rollout.pools import POOLS, EnvFactory, ProcessPool, RayPool, SerialPool, StepResult, make_pool
 

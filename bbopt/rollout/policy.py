@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bbopt.policies.mlp import MLP
-from bbopt.rollout.normalization import ObservationNormalizer
+from bbopt.policies.normalization import ObservationNormalizer
 
 __all__ = ["BoxSquash", "control_policy", "normalizer_of"]
 

@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 from bbopt.checks import check_float, check_int
+from bbopt.plugins import make_env
 
 __all__ = ["POOLS", "EnvFactory", "ProcessPool", "RayPool", "SerialPool", "StepResult", "make_pool"]
 
@@ -48,9 +49,7 @@ class EnvFactory:
     def __call__(self) -> gym.Env:
         if callable(self.env):
             return self.env(**dict(self.kwargs))
-        import bbopt.envs  # noqa: F401  (registers the bbopt/ ids in this process)
-
-        return gym.make(self.env, **dict(self.kwargs))
+        return make_env(self.env, **dict(self.kwargs))  # the problem packages' ids too, in every process
 
 
 @dataclass

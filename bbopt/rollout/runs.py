@@ -30,6 +30,7 @@ import torch
 
 import bbopt
 from bbopt.checks import check_float, check_int
+from bbopt.plugins import load_problems, make_env
 from bbopt.rollout.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -86,7 +87,7 @@ class RunConfig:
     def __post_init__(self):
         if self.solver not in bbopt.presets.names("episodes"):
             raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {bbopt.presets.names('episodes')})")
-        if not isinstance(self.env, str) or self.env not in gym.registry:
+        if not isinstance(self.env, str) or (load_problems() and self.env not in gym.registry):
             raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
         check_int(self.population, "population", minimum=2, even=True)
         preset = bbopt.presets.get(self.solver, "episodes")
@@ -128,7 +129,7 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
     """The Trainer of a run: env, policy, solver and pool from ``config``; checkpoints in ``out``;
     ``step_timeout``: the pool's deadline per step call (not part of the run: any session may
     choose its own)."""
-    env = gym.make(config.env)
+    env = make_env(config.env)
     solver = build_solver(config, env)
     env.close()
     options = {"address": config.address} if config.evaluator == "ray" and config.address else {}
@@ -215,7 +216,7 @@ def evaluate_run(out: Path, *, episodes: int = 10, seed: int = 2 * 10**6, video:
     on a headless machine) as an mp4 (imageio) or gif."""
     out = Path(out)
     config = load_config(out)
-    env = gym.make(config.env)
+    env = make_env(config.env)
     solver = build_solver(config, env)
     solver.policy.load_state_dict(_saved_policy(out, solver))
     policy = solver.policy.eval()
@@ -260,7 +261,7 @@ def _check_policy_state(state, solver, path: Path) -> None:
 
 def _record(config: RunConfig, policy, seed: int, path: Path) -> str:
     try:
-        env = gym.make(config.env, render_mode="rgb_array")
+        env = make_env(config.env, render_mode="rgb_array")
         frames = []
         with torch.no_grad():
             rollout_return(env, policy, seed, env.action_space.low, env.action_space.high,

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from bbopt import presets
-from bbopt.cli import STEP_TIMEOUT_HELP, positive_int, seconds_or_none, step_count
+from bbopt.cli import STEP_TIMEOUT_HELP, Command, positive_int, seconds_or_none, step_count
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
-__all__ = ["add_parser", "run"]
+__all__ = ["COMMAND"]
 
 
 def _widths(text: str) -> list[int]:
@@ -30,9 +30,8 @@ def _widths(text: str) -> list[int]:
     return widths
 
 
-def add_parser(commands) -> None:
-    """Add ``aloha`` and its four subcommands to the ``bbopt`` parser's subcommands."""
-    aloha = commands.add_parser("aloha", help="ALOHA bimanual tasks: scripted demos, imitation, fine-tuning")
+def add_arguments(aloha: argparse.ArgumentParser) -> None:
+    """The four subcommands of ``bbopt aloha``."""
     jobs = aloha.add_subparsers(dest="aloha_command", required=True)
     tasks = ["transfer_cube", "insertion"]
 
@@ -127,7 +126,7 @@ def _report(task: str, policy, episodes: int, progress: bool, label: str) -> dic
 def _train(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
     from bbopt.envs.aloha.imitation import behavior_clone
-    from bbopt.policies.chunking import save_chunk_policy
+    from bbopt.envs.aloha.policy_files import save_chunk_policy
 
     demos = load_demos(args.demos)
     began = time.perf_counter()
@@ -149,7 +148,7 @@ def _train(args) -> dict:
 
 def _finetune(args) -> dict:
     from bbopt.envs.aloha.finetune import finetune
-    from bbopt.policies.chunking import load_chunk_policy, save_chunk_policy
+    from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
@@ -183,8 +182,8 @@ def _finetune(args) -> dict:
 def _evaluate(args) -> dict:
     from bbopt.envs.aloha.env import AlohaStateEnv
     from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
+    from bbopt.envs.aloha.policy_files import load_chunk_policy
     from bbopt.envs.aloha.scripted import SCRIPTED
-    from bbopt.policies.chunking import load_chunk_policy
 
     if args.scripted:
         task, label = args.scripted, f"scripted {args.scripted}"
@@ -204,3 +203,7 @@ def _evaluate(args) -> dict:
         args.json.write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")
     return result
+
+
+COMMAND = Command("aloha", "ALOHA bimanual tasks: scripted demos, imitation, fine-tuning", add_arguments, run,
+                  label=lambda args: f"aloha {args.aloha_command}")  # fmt: skip

@@ -4,11 +4,13 @@ and a bin-packing slice.
 Each solver runs its fixed-problem preset (`bbopt.presets`, restarts included) from the same
 seeded start (uniform in [-4, 4]^d) with the same evaluation budget and initial step size
 (`SIGMA`, the same for every solver and function). Prints a table and writes
-``convergence.png`` and ``results.json``.
+``convergence.png`` and ``results.json``. Contributed to the ``bbopt`` command line through the
+``bbopt.commands`` entry points (`bbopt.plugins`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 import bbopt
+from bbopt.cli import Command, positive_int
 from bbopt.envs import FUNCTIONS
 from bbopt.policies import LearnedVector
 
@@ -153,3 +156,21 @@ def run_binpacking_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
     plot_success({f"{family}-{items}": summary}, out / "success.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'success.png'}")
     return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="directory for results.json and convergence.png")
+    parser.add_argument("--dimension", type=positive_int, default=10)
+    parser.add_argument("--budget", type=positive_int, default=16_000, help="evaluations per run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="switch the progress bars off")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.dimension < 2:
+        raise ValueError("--dimension must be >= 2 (Rosenbrock couples neighbours)")
+    run_demo(args.out, dimension=args.dimension, budget=args.budget, seed=args.seed, progress=not args.no_progress)
+
+
+COMMAND = Command("demo", "OVLR, CEM and ES side by side on sphere, Rosenbrock and Rastrigin", add_arguments, run,
+                  directory=lambda args: args.out)  # fmt: skip
