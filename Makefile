@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bbopt-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install package clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+package: $(STAMP)
+	bash .ci/wheel
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

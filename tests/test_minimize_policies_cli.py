@@ -1,11 +1,13 @@
 """minimize(), the policies, the `bbopt demo` command and the installed package layout."""
 
+import importlib.metadata
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from torch import nn
 
@@ -110,6 +112,23 @@ def test_envs_and_policies_install_under_bbopt_only(tmp_path):
     root = Path(bbopt.__file__).resolve().parent.parent
     assert Path(envs_file).resolve() == root / "envs" / "__init__.py"
     assert Path(policies_file).resolve() == root / "policies" / "__init__.py"
+
+
+def test_the_packaged_list_is_every_package_and_the_version_is_written_once():
+    """pyproject's explicit package list (envs/ and policies/ map under bbopt) holds every folder
+    with an __init__.py (a missing one installs a wheel without it: bbopt.noise once was); the
+    version comes from bbopt.__version__ alone."""
+    root = Path(bbopt.__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    mapped = {"bbopt": "bbopt", "envs": "bbopt.envs", "policies": "bbopt.policies"}
+    folders = set()
+    for top, package in mapped.items():
+        for init in (root / top).rglob("__init__.py"):
+            folders.add(".".join([package, *init.parent.relative_to(root / top).parts]))
+    assert sorted(config["tool"]["setuptools"]["packages"]) == sorted(folders)
+    assert "version" not in config["project"] and config["project"]["dynamic"] == ["version"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bbopt.__version__"}
+    assert importlib.metadata.version("bbopt") == bbopt.__version__
 
 
 @pytest.mark.parametrize(
