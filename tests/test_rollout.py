@@ -422,13 +422,39 @@ def test_cli_train_refuses_bad_arguments(tmp_path):
 
 
 def test_linear_lr_schedule_decays_with_env_steps():
+    """After each update the schedule sets the next update's step: 0.05 (1 - env steps / 600)."""
     solver = make_solver("ovlr")
     seen = []
     with Trainer(FACTORY, solver, eval_every=0, lr_schedule="linear") as trainer:
-        trainer.train(env_steps=600, progress=False,
-                      callback=lambda record: seen.append(solver.optimizer.param_groups[0]["lr"]))  # fmt: skip
-    assert seen[0] == pytest.approx(0.05) and all(a > b for a, b in itertools.pairwise(seen))
-    assert 0 <= seen[-1] < 0.05
+        trainer.train(
+            env_steps=600,
+            progress=False,
+            callback=lambda r: seen.append((r["env_steps"], trainer.solver.optimizer.param_groups[0]["lr"])),
+        )
+    assert len(seen) >= 3
+    assert [lr for _, lr in seen] == pytest.approx([0.05 * max(0.0, 1 - steps / 600) for steps, _ in seen])
+
+
+def test_linear_lr_schedule_resumes_bit_for_bit(tmp_path):
+    def trainer(path):
+        return Trainer(FACTORY, make_solver("ovlr"), eval_every=0, checkpoint=path, checkpoint_every=2,
+                       lr_schedule="linear")  # fmt: skip
+
+    def stop_after_two(record):
+        if record["update"] == 2:
+            raise KeyboardInterrupt
+
+    with trainer(tmp_path / "a.pt") as straight:
+        straight.train(env_steps=700, progress=False)
+    with trainer(tmp_path / "b.pt") as first, pytest.raises(KeyboardInterrupt):
+        first.train(env_steps=700, progress=False, callback=stop_after_two)
+    with trainer(tmp_path / "b.pt") as resumed:
+        resumed.resume(tmp_path / "b.pt")
+        resumed.train(env_steps=700, progress=False)
+        assert resumed.updates == straight.updates > 2
+        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+        lrs = [t.solver.optimizer.param_groups[0]["lr"] for t in (resumed, straight)]
+        assert lrs[0] == lrs[1]
     with pytest.raises(ValueError, match="Invalid lr_schedule: 'cosine'"):
         Trainer(FACTORY, make_solver("ovlr"), lr_schedule="cosine")
 

@@ -44,7 +44,9 @@ class Trainer:
     checkpoint: path of the checkpoint file (None: no checkpoints); ``checkpoint_every`` updates.
     seed: seeds the episodes (the solver has its own generator).
     lr_schedule: "constant", or "linear": in `train`, the optimizer's step decays linearly
-        from its initial value to 0 at the run's ``env_steps`` total.
+        from its initial value to 0 at the run's ``env_steps`` total (a
+        `torch.optim.lr_scheduler.LambdaLR` stepped after each update, as torch orders it:
+        it sets the next update's step from the env steps so far).
     credit: "episode" (every step of an episode is credited with the episode's loss), or
         "to_go": each step with the negated rewards from that step on, against the other
         episodes' at the same step (``solver.tell(step_losses=...)``; OVLR and ES). A failed
@@ -77,7 +79,10 @@ class Trainer:
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit = credit
-        self.base_lrs = [group["lr"] for group in solver.optimizer.param_groups]
+        self._total_steps: int | None = None  # the env-steps total of the running `train` (the schedule's end)
+        self.scheduler = None
+        if lr_schedule == "linear":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(solver.optimizer, self._lr_factor)
         self.updates, self.env_steps, self.seconds = 0, 0, 0.0
         self.history: list[dict] = []
 
@@ -174,10 +179,10 @@ class Trainer:
                    desc="train")  # fmt: skip
         while self.env_steps < env_steps:
             before = self.env_steps
-            if self.lr_schedule == "linear":
-                for group, base in zip(self.solver.optimizer.param_groups, self.base_lrs, strict=True):
-                    group["lr"] = base * max(0.0, 1.0 - self.env_steps / env_steps)
+            self._total_steps = int(env_steps)
             record = self.update()
+            if self.scheduler is not None:
+                self.scheduler.step()
             if self.eval_every and self.eval_episodes and self.updates % self.eval_every == 0:
                 record["eval_return"] = self.evaluate()
             self.history.append(record)
@@ -198,6 +203,10 @@ class Trainer:
         if self.checkpoint is not None:
             save_checkpoint(self.state_dict(), self.checkpoint)
         return self.history
+
+    def _lr_factor(self, _: int) -> float:
+        """The linear schedule: the share of the initial step left at the env steps so far."""
+        return 1.0 if self._total_steps is None else max(0.0, 1.0 - self.env_steps / self._total_steps)
 
     # ------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
