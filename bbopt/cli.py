@@ -14,45 +14,12 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from bbopt import plugins, presets
+from bbopt import plugins
+from bbopt.arguments import positive_int, seconds_or_none
 from bbopt.tracking import add_tensorboard_argument
-
-# `bbopt train` options that define a run; a resumed run keeps its own (--env-steps may change).
-RUN_OPTIONS = ("env", "solver", "population", "sigma", "lr", "credit", "lr_schedule", "hidden", "evaluator",
-               "workers", "address", "eval_every", "eval_episodes", "checkpoint_every", "seed", "threads")  # fmt: skip
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
-    return value
-
-
-def count(text: str) -> int:
-    """argparse type: an int >= 0 (0 switches the thing off)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text}")
-    return value
-
-
-def seconds_or_none(text: str) -> float | None:
-    """argparse type: a number of seconds > 0 (at most 1e6), or "none" (no limit)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1e6:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected seconds in (0, 1e6] or 'none', got {text!r}")
-    return value
-
 
 STEP_TIMEOUT_HELP = ("seconds a pool worker may take to answer one step before it is killed, replaced and its "
                      "episodes replayed (default 60; 'none': wait forever)")  # fmt: skip
@@ -116,14 +83,6 @@ def plain(value):
     return value
 
 
-def names(text: str) -> list[str]:
-    """argparse type: a comma-separated, non-empty list of names."""
-    listed = [name.strip() for name in text.split(",") if name.strip()]
-    if not listed:
-        raise argparse.ArgumentTypeError(f"expected at least one name, got {text!r}")
-    return listed
-
-
 def input_error(command: str, message) -> SystemExit:
     """Report bad input as one line on stderr, ``bbopt <command>: <message>``, and the SystemExit
     (status 2, argparse's status for a usage error) to raise."""
@@ -143,33 +102,15 @@ def one_line_errors(parser: argparse.ArgumentParser, command: str) -> argparse.A
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    # Run options default to None here and to RunConfig's defaults there, so that a resume can
-    # tell an option given from one left out.
-    parser.add_argument("--env", help="a Gymnasium id (default HalfCheetah-v5)")
-    parser.add_argument("--solver", choices=presets.names("episodes"),
-                        help="default ovlr; pes: parameter-space ES (the baseline)")  # fmt: skip
-    parser.add_argument("--population", type=positive_int, help="episodes per update (even; default 64)")
-    parser.add_argument("--env-steps", type=step_count, help="total env steps, e.g. 2e6 (default 2e6; with --resume: "
-                        "a new total, else the run's own)")  # fmt: skip
-    parser.add_argument("--sigma", type=float, help="noise scale (default per solver)")
-    parser.add_argument("--lr", type=float, help="Adam's step (default per solver)")
-    parser.add_argument("--credit", choices=["episode", "to_go"],
-                        help="to_go: each step credited with the cost still to come (OVLR, ES)")  # fmt: skip
-    parser.add_argument("--lr-schedule", choices=["constant", "linear"],
-                        help="default constant; linear: Adam's step decays to 0 at --env-steps")  # fmt: skip
-    parser.add_argument("--hidden", help="hidden widths (default 64,64; '' for a linear policy)")
-    parser.add_argument("--evaluator", choices=["auto", "serial", "process", "ray"],
-                        help="default auto: worker processes on 2+ CPUs, else serial")  # fmt: skip
-    parser.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: CPU count)")
-    parser.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    parser.add_argument("--eval-every", type=count, help="updates between noiseless evaluations (default 10; 0: none)")
-    parser.add_argument("--eval-episodes", type=count, help="episodes per evaluation (default 5; 0: none)")
-    parser.add_argument("--checkpoint-every", type=count,
-                        help="updates between checkpoints (default 10; 0: only at the end)")  # fmt: skip
-    parser.add_argument("--seed", type=count, help="default 0")
-    parser.add_argument("--threads", type=positive_int,
-                        help="torch threads for every session of the run (default: the current count; a resume "
-                             "uses the run's own, so that it continues bit for bit)")  # fmt: skip
+    """One option per `RunConfig` field (its help, type and choices from the field), defaulting
+    to None here and to RunConfig's defaults there, so that a resume can tell an option given
+    from one left out; then the session's options."""
+    from bbopt.rollout.runs import RunConfig
+
+    for option in fields(RunConfig):
+        meta = option.metadata
+        parser.add_argument("--" + option.name.replace("_", "-"), type=meta["type"], help=meta["help"],
+                            choices=meta["choices"]() if meta["choices"] else None)  # fmt: skip
     parser.add_argument("--step-timeout", type=seconds_or_none, default=60.0, metavar="SECONDS",
                         help=STEP_TIMEOUT_HELP + "; a session setting, a resume may change it")  # fmt: skip
     run_dir = parser.add_mutually_exclusive_group(required=True)
@@ -214,21 +155,13 @@ def _one_line_errors_everywhere(parser: argparse.ArgumentParser, command: str = 
                 _one_line_errors_everywhere(sub, f"{command} {name}".strip())
 
 
-def step_count(text: str) -> int:
-    """argparse type: a number of env steps, e.g. 2e6."""
-    from bbopt.rollout.runs import steps
-
-    try:
-        return steps(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def run_train(args: argparse.Namespace) -> dict:
     from bbopt.rollout.runs import RunConfig, train_run
 
-    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None}
+    # the options that define a run; a resumed run keeps its own (only --env-steps may change)
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
     if args.resume:
+        given.pop("env_steps", None)
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise ValueError(f"--resume continues the run as it was configured; {flags} cannot change "
@@ -237,13 +170,6 @@ def run_train(args: argparse.Namespace) -> dict:
                             step_timeout=args.step_timeout, tensorboard=args.tensorboard)  # fmt: skip
         out = args.resume
     else:
-        if "hidden" in given:
-            try:
-                given["hidden"] = [int(w) for w in given["hidden"].split(",") if w.strip()]
-            except ValueError:
-                raise ValueError(f"Invalid hidden: {args.hidden!r} (expected widths like 64,64)") from None
-        if args.env_steps is not None:
-            given["env_steps"] = args.env_steps
         summary = train_run(RunConfig(**given), args.out, progress=not args.no_progress,
                             step_timeout=args.step_timeout, tensorboard=args.tensorboard)  # fmt: skip
         out = args.out

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import bbopt
+from bbopt.arguments import step_count
 
 try:
     from benchmarks import _report
@@ -155,14 +156,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from bbopt.rollout.runs import steps
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
     parser.add_argument("--methods", default="ovlr,es,cem,pes,pgpe", help=f"from {','.join(METHODS)}")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--budget", type=steps, default=2_000_000, help="env steps per run")
-    parser.add_argument("--eval-every", type=steps, default=None, help="env steps between evaluations")
+    parser.add_argument("--budget", type=step_count, default=2_000_000, help="env steps per run")
+    parser.add_argument("--eval-every", type=step_count, default=None, help="env steps between evaluations")
     parser.add_argument("--population", type=int, default=64, help="episodes per update of the bbopt methods")
     parser.add_argument("--pgpe-popsize", type=int, default=100, help="EvoTorch's preset: 100")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 import bbopt
-from bbopt.cli import Command, positive_int
+from bbopt.arguments import positive_int
+from bbopt.cli import Command
 from bbopt.envs import FUNCTIONS
 from bbopt.policies import LearnedVector
 

@@ -479,3 +479,25 @@ def test_to_go_credit_hands_the_solver_each_steps_remaining_cost():
         Trainer(FACTORY, make_solver("cem"), credit="to_go")
     with pytest.raises(ValueError, match="Invalid credit: 'reward'"):
         Trainer(FACTORY, make_solver("ovlr"), credit="reward")
+
+
+def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_env_steps(tmp_path, capsys):
+    """The `bbopt train` parser is built from RunConfig's fields: one option each, with the
+    field's help, type and choices; a resume refuses every one of them but --env-steps."""
+    from dataclasses import fields
+
+    from bbopt import cli
+    from bbopt.rollout.runs import RunConfig
+
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    options = {action.dest: action for action in train._actions}
+    for field in fields(RunConfig):
+        action = options[field.name]
+        assert action.option_strings == ["--" + field.name.replace("_", "-")] and action.default is None
+        assert action.help == field.metadata["help"] and action.type is field.metadata["type"]
+    args = train.parse_args(["--hidden", "", "--env-steps", "3e3", "--lr-schedule", "linear", "--out", "x"])
+    assert args.hidden == [] and args.env_steps == 3000 and args.lr_schedule == "linear"
+    (tmp_path / "run").mkdir()
+    code = cli.main(["train", "--resume", str(tmp_path / "run"), "--sigma", "0.5", "--seed", "1", "--env-steps", "9"])
+    assert code == 2
+    assert "--sigma, --seed cannot change" in capsys.readouterr().err

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 import bbopt
+from bbopt.arguments import count, positive_int, step_count, widths
 from bbopt.checks import check_float, check_int
 from bbopt.plugins import load_problems, make_env
 from bbopt.rollout.checkpoint import (
@@ -64,25 +64,48 @@ __all__ = [
 # 1,200). Hopper-v5 untuned.
 
 
+def _option(default=None, *, help: str, type=None, choices=None):
+    """A `RunConfig` field and its ``bbopt train`` option: ``help``, the argparse ``type`` and
+    ``choices`` (a callable, read when the parser is built: solvers registered later count)."""
+    return field(default=default, metadata=_meta(help, type, choices))
+
+
+def _meta(help: str, type=None, choices=None) -> dict:
+    return {"help": help, "type": type, "choices": choices}
+
+
 @dataclass
 class RunConfig:
-    env: str = "HalfCheetah-v5"
-    solver: str = "ovlr"
-    population: int = 64
-    env_steps: int = 2_000_000
-    sigma: float | None = None  # None: the solver's "episodes" preset
-    lr: float | None = None
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    evaluator: str = "auto"
-    workers: int | None = None
-    address: str | None = None
-    lr_schedule: str = "constant"  # or "linear": Adam's step decays linearly to 0 at env_steps
-    credit: str | None = None  # "episode" or "to_go" (OVLR, ES: per-step cost-to-go, see Trainer); None: "episode"
-    eval_every: int = 10
-    eval_episodes: int = 5
-    checkpoint_every: int = 10  # 0: only at the end
-    seed: int = 0
-    threads: int | None = None  # torch's intra-op threads for every session of the run (None: the current)
+    """One ``bbopt train`` run; each field is also its command-line option (``--lr-schedule``
+    for ``lr_schedule``), built from this class by `bbopt.cli`."""
+
+    env: str = _option("HalfCheetah-v5", help="a Gymnasium id (default HalfCheetah-v5)")
+    solver: str = _option("ovlr", help="default ovlr; pes: parameter-space ES (the baseline)",
+                          choices=lambda: bbopt.presets.names("episodes"))  # fmt: skip
+    population: int = _option(64, help="episodes per update (even; default 64)", type=positive_int)
+    env_steps: int = _option(2_000_000, type=step_count,
+                             help="total env steps, e.g. 2e6 (default 2e6; with --resume: a new total, else the "
+                                  "run's own)")  # fmt: skip
+    sigma: float | None = _option(help="noise scale (default per solver)", type=float)  # None: the preset's
+    lr: float | None = _option(help="Adam's step (default per solver)", type=float)
+    hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=_meta(
+        "hidden widths (default 64,64; '' for a linear policy)", widths))  # fmt: skip
+    evaluator: str = _option("auto", help="default auto: worker processes on 2+ CPUs, else serial",
+                             choices=lambda: ["auto", "serial", "process", "ray"])  # fmt: skip
+    workers: int | None = _option(help="worker processes / Ray actors (default: CPU count)", type=positive_int)
+    address: str | None = _option(help="Ray cluster address (default: start a local one)")
+    lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps",
+                               choices=lambda: ["constant", "linear"])  # fmt: skip
+    credit: str | None = _option(help="to_go: each step credited with the cost still to come (OVLR, ES); default "
+                                      "episode", choices=lambda: ["episode", "to_go"])  # fmt: skip
+    eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
+    eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
+    checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
+                                    type=count)  # fmt: skip
+    seed: int = _option(0, help="default 0", type=count)
+    threads: int | None = _option(help="torch threads for every session of the run (default: the current count; a "
+                                       "resume uses the run's own, so that it continues bit for bit)",
+                                  type=positive_int)  # fmt: skip
 
     def __post_init__(self):
         if self.solver not in bbopt.presets.names("episodes"):
@@ -298,11 +321,3 @@ def plot_curve(histories: dict[str, list[dict]], path: Path, *, title: str = "")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def steps(text: str) -> int:
-    """'2e6' or '2000000' -> 2000000 (for the CLI)."""
-    value = float(text)
-    if not math.isfinite(value) or value < 1 or value != int(value):
-        raise ValueError(f"expected a positive whole number of steps, got {text}")
-    return int(value)

@@ -14,20 +14,11 @@ import time
 from pathlib import Path
 
 from bbopt import presets
-from bbopt.cli import STEP_TIMEOUT_HELP, Command, positive_int, seconds_or_none, step_count
+from bbopt.arguments import positive_int, seconds_or_none, step_count, widths
+from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 __all__ = ["COMMAND"]
-
-
-def _widths(text: str) -> list[int]:
-    try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths, e.g. 512,512; got {text}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text}")
-    return widths
 
 
 def add_arguments(aloha: argparse.ArgumentParser) -> None:
@@ -48,7 +39,7 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     train.add_argument("--method", default="bp", choices=["bp", "ovlr"])
     train.add_argument("--epochs", type=positive_int, default=100)
     train.add_argument("--chunk", type=positive_int, default=10, help="actions predicted per step")
-    train.add_argument("--hidden", type=_widths, default=[512, 512])
+    train.add_argument("--hidden", type=widths, default=[512, 512])
     train.add_argument("--batch-size", type=positive_int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--samples", type=positive_int, default=32, help="OVLR: noisy chunks per example")

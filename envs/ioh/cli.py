@@ -8,7 +8,8 @@ import argparse
 from pathlib import Path
 
 from bbopt import presets
-from bbopt.cli import RESUME_HELP, Command, names, positive_int, suite_config
+from bbopt.arguments import names, positive_int
+from bbopt.cli import RESUME_HELP, Command, suite_config
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 __all__ = ["COMMAND"]
