@@ -15,7 +15,7 @@ from bbopt.minimize import MinimizeResult, minimize
 from bbopt.ovlr import OVLR
 from bbopt.registry import SOLVERS, make_solver, register_solver
 from bbopt.solver import Solver
-from bbopt.training import evaluate, train
+from bbopt.training import evaluate, fit, train
 
 __all__ = [
     "CEM",
@@ -28,6 +28,7 @@ __all__ = [
     "checks",
     "data",
     "evaluate",
+    "fit",
     "losses",
     "make_solver",
     "minimize",

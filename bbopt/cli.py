@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bbopt import plugins
-from bbopt.arguments import positive_int, seconds_or_none
+from bbopt.arguments import add_deprecated_spelling, positive_int, seconds_or_none
 from bbopt.tracking import add_tensorboard_argument
 
 STEP_TIMEOUT_HELP = ("seconds a pool worker may take to answer one step before it is killed, replaced and its "
@@ -105,12 +105,14 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per `RunConfig` field (its help, type and choices from the field), defaulting
     to None here and to RunConfig's defaults there, so that a resume can tell an option given
     from one left out; then the session's options."""
-    from bbopt.rollout.runs import RunConfig
+    from bbopt.rollout.runs import RENAMED, RunConfig
 
     for option in fields(RunConfig):
         meta = option.metadata
         parser.add_argument("--" + option.name.replace("_", "-"), type=meta["type"], help=meta["help"],
                             choices=meta["choices"]() if meta["choices"] else None)  # fmt: skip
+    for old, new in RENAMED.items():
+        add_deprecated_spelling(parser, "--" + old.replace("_", "-"), "--" + new.replace("_", "-"))
     parser.add_argument("--step-timeout", type=seconds_or_none, default=60.0, metavar="SECONDS",
                         help=STEP_TIMEOUT_HELP + "; a session setting, a resume may change it")  # fmt: skip
     run_dir = parser.add_mutually_exclusive_group(required=True)

@@ -6,7 +6,7 @@ through `torch.utils.tensorboard` (the optional ``tensorboard`` package: ``pip i
 'bbopt[tracking]'``); any object with those two methods works (W&B, MLflow, a list in a test).
 
     with bbopt.tracking.TensorBoard("runs/tb/digits") as tracker:
-        bbopt.train(model, loss, loader, epochs=50, solver=solver, tracker=tracker)
+        bbopt.fit(model, loss, loader, epochs=50, solver=solver, tracker=tracker)
 
     tensorboard --logdir runs/tb
 

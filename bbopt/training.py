@@ -1,8 +1,8 @@
 """Supervised training on black-box losses: one loop for a bbopt solver and for backprop.
 
-    history = bbopt.train(model, bbopt.losses.ZeroOneLoss(), train_loader, epochs=50,
-                          solver=bbopt.OVLR(model, optimizer, sigma=1.0, samples=64),
-                          eval_data=test_loader, metrics={"accuracy": accuracy})
+    history = bbopt.fit(model, bbopt.losses.ZeroOneLoss(), train_loader, epochs=50,
+                        solver=bbopt.OVLR(model, optimizer, sigma=1.0, samples=64),
+                        eval_data=test_loader, metrics={"accuracy": accuracy})
 
 With ``solver=`` each batch is one ask/tell: the n candidates of each example are scored by
 ``loss(candidates[B, n, d], targets[:, None])`` (no gradient needed) and the solver makes one
@@ -10,12 +10,15 @@ VJP. With an allocating solver (``allocation=``) the candidates are flat, scored
 ``loss(candidates[N, d], targets[solver.groups])``, and a pilot round comes first where the
 allocator asks for one. With ``optimizer=`` the same loop runs plain backprop on ``loss(model(x), y).mean()`` (the
 loss must then be differentiable): the baseline shares data order, evaluation and history.
-Either way: one backbone forward and one backward per step.
+Either way: one backbone forward and one backward per step. (``fit`` was ``train`` until
+0.1; the old name, which the ``bbopt train`` command for simulators also had, is kept one
+release with a FutureWarning.)
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -25,7 +28,7 @@ from tqdm.auto import tqdm
 from bbopt.checks import check_int
 from bbopt.tracking import Tracker
 
-__all__ = ["accuracy", "evaluate", "squared_error", "train"]
+__all__ = ["accuracy", "evaluate", "fit", "squared_error", "train"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,7 +75,7 @@ def evaluate(model: nn.Module, data: Iterable, metrics: dict[str, Metric]) -> di
     return {name: total / count for name, total in totals.items()}
 
 
-def train(
+def fit(
     model: nn.Module,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     train_data: Iterable,
@@ -136,3 +139,10 @@ def train(
             tracker.log(record, step=epoch)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "seconds")})
     return history
+
+
+def train(*args, **kwargs) -> list[dict[str, float]]:
+    """Deprecated name of `fit` (``bbopt train`` is the simulator command); kept one release."""
+    warnings.warn("bbopt.train() is deprecated: use bbopt.fit() (the old name goes in the next release)",
+                  FutureWarning, stacklevel=2)  # fmt: skip
+    return fit(*args, **kwargs)

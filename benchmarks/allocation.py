@@ -195,8 +195,8 @@ def train_once(name: str, seed: int, config: Config, images, labels) -> dict:
     model = MLP(64, 10, hidden=(128,), activation=nn.ReLU, seed=seed)
     solver = solver_for(model, config.train_samples, ALLOCATORS[name](), seed=seed, lr=1e-3)
     began = time.perf_counter()
-    history = bbopt.train(model, ZeroOneLoss(), loader, epochs=config.epochs, solver=solver, progress=False,
-                          eval_data=[(images[test], labels[test])], metrics={"accuracy": accuracy})  # fmt: skip
+    history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=config.epochs, solver=solver, progress=False,
+                        eval_data=[(images[test], labels[test])], metrics={"accuracy": accuracy})  # fmt: skip
     return {"accuracy": history[-1]["accuracy"], "evaluations": solver.evaluations,
             "seconds": time.perf_counter() - began}  # fmt: skip
 

@@ -75,7 +75,7 @@ def bc_row(task: str, demos: Demos, method: str, args, label: str, seed: int):
 def finetune_row(task: str, start, method: str, args, label: str, start_row: dict) -> dict:
     began = time.perf_counter()
     policy, history, selection = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
-                                          episodes=args.population, sigma=args.ft_sigma, lr=args.ft_lr, seed=0,
+                                          population=args.population, sigma=args.ft_sigma, lr=args.ft_lr, seed=0,
                                           validate_every=args.validate_every,
                                           validation_episodes=args.validation_episodes,
                                           progress=args.progress)  # fmt: skip

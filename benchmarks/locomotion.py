@@ -44,7 +44,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
 
     solver, _, variant = method.partition("-")
     config = RunConfig(env=env, solver=solver, population=population, env_steps=budget, eval_every=0,
-                       evaluator="serial", checkpoint_every=0, seed=seed,
+                       pool="serial", checkpoint_every=0, seed=seed,
                        credit="to_go" if variant == "togo" else "episode")  # fmt: skip
     curve, began = [], time.perf_counter()
     with make_trainer(config, Path("/nonexistent")) as trainer:

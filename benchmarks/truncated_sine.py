@@ -74,11 +74,11 @@ def run(method: str, cap: float, seed: int, config: Config) -> float:
     common = {"epochs": config.epochs, "eval_data": test, "metrics": {"mse": squared_error}, "scheduler": scheduler}
     if method == "ovlr_truncated":
         solver = bbopt.OVLR(model, optimizer, sigma=config.sigma, samples=config.samples, seed=seed)
-        history = bbopt.train(model, TruncatedLoss(cap), loader, solver=solver, progress=False, **common)
+        history = bbopt.fit(model, TruncatedLoss(cap), loader, solver=solver, progress=False, **common)
     elif method == "bp_truncated":
-        history = bbopt.train(model, TruncatedLoss(cap), loader, optimizer=optimizer, progress=False, **common)
+        history = bbopt.fit(model, TruncatedLoss(cap), loader, optimizer=optimizer, progress=False, **common)
     else:
-        history = bbopt.train(model, squared_error, loader, optimizer=optimizer, progress=False, **common)
+        history = bbopt.fit(model, squared_error, loader, optimizer=optimizer, progress=False, **common)
     return history[-1]["mse"]
 
 

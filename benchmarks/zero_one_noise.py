@@ -79,12 +79,12 @@ def run(method: str, rate: float, seed: int, config: Config, images, labels) -> 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if method == "ovlr_zero_one":
         solver = bbopt.OVLR(model, optimizer, sigma=config.sigma, samples=config.samples, seed=seed)
-        history = bbopt.train(
+        history = bbopt.fit(
             model, ZeroOneLoss(), loader, epochs=config.epochs, solver=solver, progress=False, **evaluation
         )
     else:
         cross_entropy = nn.CrossEntropyLoss(reduction="none")
-        history = bbopt.train(
+        history = bbopt.fit(
             model, cross_entropy, loader, epochs=config.epochs, optimizer=optimizer, progress=False, **evaluation
         )
     return history[-1]["accuracy"]

@@ -49,14 +49,14 @@ def main() -> None:
     train, test = order[:1200], order[1200:]
     dataset = TensorDataset(images[train], labels[train])
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-    loader = DataLoader(dataset, batch_size=args.batch // world, sampler=sampler)  # bbopt.train sets its epoch
+    loader = DataLoader(dataset, batch_size=args.batch // world, sampler=sampler)  # bbopt.fit sets its epoch
 
     model = nn.parallel.DistributedDataParallel(MLP(64, 10, hidden=(128,), activation=nn.ReLU, seed=args.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     solver = bbopt.OVLR(model, optimizer, sigma=1.0, samples=args.samples, seed=args.seed)  # one seed on every rank
     began = time.perf_counter()
-    history = bbopt.train(model, ZeroOneLoss(), loader, epochs=args.epochs, solver=solver, progress=False,
-                          eval_data=[(images[test], labels[test])], metrics={"accuracy": accuracy})  # fmt: skip
+    history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=args.epochs, solver=solver, progress=False,
+                        eval_data=[(images[test], labels[test])], metrics={"accuracy": accuracy})  # fmt: skip
     if rank == 0:
         print(f"{world} rank(s): test accuracy {history[-1]['accuracy']:.3f} after {args.epochs} epochs, "
               f"{time.perf_counter() - began:.1f} s")  # fmt: skip

@@ -45,8 +45,8 @@ def fit(args: Args, use_ovlr: bool) -> float:
     training = {"solver": bbopt.OVLR(model, optimizer, sigma=args.sigma, samples=args.samples, seed=args.seed)}
     if not use_ovlr:
         training = {"optimizer": optimizer}  # backprop on the same truncated loss
-    history = bbopt.train(model, TruncatedLoss(args.cap), loader, epochs=args.epochs, eval_data=test,
-                          metrics={"mse": squared_error}, scheduler=scheduler, **training)  # fmt: skip
+    history = bbopt.fit(model, TruncatedLoss(args.cap), loader, epochs=args.epochs, eval_data=test,
+                        metrics={"mse": squared_error}, scheduler=scheduler, **training)  # fmt: skip
     return history[-1]["mse"]
 
 

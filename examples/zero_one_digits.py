@@ -47,10 +47,10 @@ def main(args: Args) -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         if name.startswith("OVLR"):
             solver = bbopt.OVLR(model, optimizer, sigma=1.0, samples=args.samples, seed=args.seed)
-            history = bbopt.train(model, ZeroOneLoss(), loader, epochs=args.epochs, solver=solver, **evaluation)
+            history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=args.epochs, solver=solver, **evaluation)
         else:
             loss = nn.CrossEntropyLoss(reduction="none")
-            history = bbopt.train(model, loss, loader, epochs=args.epochs, optimizer=optimizer, **evaluation)
+            history = bbopt.fit(model, loss, loader, epochs=args.epochs, optimizer=optimizer, **evaluation)
         print(f"{name:<28} clean test accuracy {history[-1]['accuracy']:.3f}")
 
 

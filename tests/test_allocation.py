@@ -224,8 +224,8 @@ def test_training_with_an_allocator_through_bbopt_train():
     inputs, targets, _ = batch(count=12)
     model, solver = make(allocation=Optimal(), lr=0.05)
     data = [(inputs, targets)]
-    history = bbopt.train(model, lambda x, y: ((x - y) ** 2).sum(-1), data, epochs=30, solver=solver,
-                          progress=False)  # fmt: skip
+    history = bbopt.fit(model, lambda x, y: ((x - y) ** 2).sum(-1), data, epochs=30, solver=solver,
+                        progress=False)  # fmt: skip
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
     assert solver.evaluations == 30 * 12 * 8 and not solver.pending
 

@@ -352,7 +352,7 @@ def test_stage_shaping_return_is_the_episode_value():
 def test_finetune_runs_and_changes_the_policy(demos):
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
     before = [p.detach().clone() for p in policy.parameters()]
-    policy, history, selection = finetune(policy, "transfer_cube", method="ovlr", env_steps=600, episodes=2,
+    policy, history, selection = finetune(policy, "transfer_cube", method="ovlr", env_steps=600, population=2,
                                           validate_every=0, progress=False)  # fmt: skip
     assert history and history[-1]["env_steps"] >= 600 and selection["validation_steps"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
@@ -362,6 +362,13 @@ def test_finetune_runs_and_changes_the_policy(demos):
         finetune(policy, "transfer_cube", validate_every=-1)
     with pytest.raises(ValueError, match="env_steps"):
         finetune(policy, "transfer_cube", env_steps=0)
+    with pytest.raises(ValueError, match="both 'episodes' and its new name 'population'"):
+        finetune(policy, "transfer_cube", episodes=2, population=2)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['epsiodes'\]"):
+        finetune(policy, "transfer_cube", epsiodes=2)
+    with pytest.warns(FutureWarning, match="'episodes' is deprecated: use 'population'"):
+        _, old, _ = finetune(policy, "transfer_cube", env_steps=300, episodes=2, validate_every=0, progress=False)
+    assert old[-1]["env_steps"] == 2 * 300  # one update of 2 episodes of 300 steps
 
 
 def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
@@ -379,7 +386,7 @@ def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
     logged = []
     tracker = type("Tracker", (), {"log": lambda self, scalars, step: logged.append((step, dict(scalars))),
                                    "close": lambda self: None})()  # fmt: skip
-    policy, history, selection = finetune(policy, "transfer_cube", env_steps=3 * 2 * 300 - 1, episodes=2, lr=0.01,
+    policy, history, selection = finetune(policy, "transfer_cube", env_steps=3 * 2 * 300 - 1, population=2, lr=0.01,
                                           validate_every=1, validation_episodes=3, progress=False,
                                           tracker=tracker)  # fmt: skip
     assert len(history) == 3 and len(seen) == 4

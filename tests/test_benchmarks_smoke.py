@@ -141,11 +141,11 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert json.loads(out.read_text())["summary"]["table"] and out.with_suffix(".png").exists()
 
 
-def test_evaluators_benchmark_smoke(tmp_path):
+def test_pools_benchmark_smoke(tmp_path):
     pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'bbopt[mujoco]')")
-    from benchmarks import evaluators
+    from benchmarks import pools
 
-    rows = evaluators.main(["--population", "4", "--steps", "5", "--pools", "serial,process", "--frame-skips", "5",
+    rows = pools.main(["--population", "4", "--steps", "5", "--pools", "serial,process", "--frame-skips", "5",
                             "--trainer-steps", "0", "--out", str(tmp_path / "e.json")])  # fmt: skip
     assert [r["pool"] for r in rows] == ["raw (1 env, plain loop)", "serial", "process"]
     assert all(r["steps_per_second"] > 0 for r in rows)

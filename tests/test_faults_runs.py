@@ -20,7 +20,7 @@ from bbopt.rollout.checkpoint import CheckpointError, load_checkpoint, previous_
 from bbopt.rollout.lock import RunLock, RunLocked
 
 ENV = "Pendulum-v1"  # registered with Gymnasium, no MuJoCo: 200 steps per episode
-SMALL = ["--env", ENV, "--population", 4, "--hidden", "8", "--evaluator", "serial", "--eval-every", 1,
+SMALL = ["--env", ENV, "--population", 4, "--hidden", "8", "--pool", "serial", "--eval-every", 1,
          "--eval-episodes", 1, "--checkpoint-every", 1, "--no-progress"]  # fmt: skip
 
 

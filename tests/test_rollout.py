@@ -114,7 +114,7 @@ def test_an_env_that_raises_fails_that_episode_only():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: make_pool("threads", FACTORY, 4), r"Invalid evaluator: 'threads'"),
+        (lambda: make_pool("threads", FACTORY, 4), r"Invalid pool: 'threads'"),
         (lambda: make_pool("serial", FACTORY, 0), r"Invalid num_envs: 0"),
         (lambda: make_pool("process", FACTORY, 4, 0), r"Invalid workers: 0"),
     ],
@@ -484,13 +484,14 @@ def test_to_go_credit_hands_the_solver_each_steps_remaining_cost():
 def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_env_steps(tmp_path, capsys):
     """The `bbopt train` parser is built from RunConfig's fields: one option each, with the
     field's help, type and choices; a resume refuses every one of them but --env-steps."""
+    import argparse
     from dataclasses import fields
 
     from bbopt import cli
     from bbopt.rollout.runs import RunConfig
 
     train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
-    options = {action.dest: action for action in train._actions}
+    options = {action.dest: action for action in train._actions if action.help != argparse.SUPPRESS}
     for field in fields(RunConfig):
         action = options[field.name]
         assert action.option_strings == ["--" + field.name.replace("_", "-")] and action.default is None
@@ -501,3 +502,27 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
     code = cli.main(["train", "--resume", str(tmp_path / "run"), "--sigma", "0.5", "--seed", "1", "--env-steps", "9"])
     assert code == 2
     assert "--sigma, --seed cannot change" in capsys.readouterr().err
+
+
+def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):
+    """--evaluator is --pool's old name: parsed into pool with a FutureWarning; a run whose
+    config.json holds "evaluator" still loads (warned), and both names at once are refused."""
+    import json
+    from dataclasses import asdict
+
+    from bbopt import cli
+    from bbopt.rollout.runs import RunConfig, load_config
+
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    with pytest.warns(FutureWarning, match="--evaluator is deprecated: use --pool"):
+        args = train.parse_args(["--evaluator", "serial", "--out", "x"])
+    assert args.pool == "serial"
+    assert "--evaluator" not in train.format_help()
+    old = asdict(RunConfig(env="Pendulum-v1", pool="process"))
+    old["evaluator"] = old.pop("pool")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.warns(FutureWarning, match="'evaluator' is deprecated: use 'pool'"):
+        assert load_config(tmp_path).pool == "process"
+    (tmp_path / "config.json").write_text(json.dumps(old | {"pool": "serial"}))
+    with pytest.raises(ValueError, match="both 'evaluator' and its new name 'pool'"):
+        load_config(tmp_path)

@@ -87,8 +87,8 @@ def test_trainer_on_the_zero_one_loss_makes_the_error_fall():
     model = MLP(2, 3, hidden=(16,), seed=3)
     before = bbopt.evaluate(model, [(inputs, labels)], {"accuracy": accuracy})["accuracy"]
     solver = bbopt.OVLR(model, torch.optim.Adam(model.parameters(), lr=0.01), sigma=1.0, samples=32, seed=0)
-    history = bbopt.train(model, ZeroOneLoss(), loader, epochs=30, solver=solver, eval_data=[(inputs, labels)],
-                          metrics={"accuracy": accuracy}, progress=False)  # fmt: skip
+    history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=30, solver=solver, eval_data=[(inputs, labels)],
+                        metrics={"accuracy": accuracy}, progress=False)  # fmt: skip
     assert before < 0.5
     assert len(history) == 30 and history[-1]["accuracy"] >= 0.9
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -103,11 +103,11 @@ def test_trainer_runs_one_forward_and_one_backward_per_step():
     # A backward pass reaches the first layer's weight exactly once.
     model.layers[0].weight.register_hook(lambda grad: calls.__setitem__("backward", calls["backward"] + 1))
     solver = bbopt.ES(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=8, seed=0)
-    bbopt.train(model, ZeroOneLoss(), loader, epochs=2, solver=solver, progress=False)
+    bbopt.fit(model, ZeroOneLoss(), loader, epochs=2, solver=solver, progress=False)
     assert calls == {"forward": 8, "backward": 8}
     calls.update(forward=0, backward=0)
-    bbopt.train(model, nn.CrossEntropyLoss(reduction="none"), loader, epochs=2,
-                optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)  # fmt: skip
+    bbopt.fit(model, nn.CrossEntropyLoss(reduction="none"), loader, epochs=2,
+              optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)  # fmt: skip
     assert calls == {"forward": 8, "backward": 8}
 
 
@@ -134,7 +134,7 @@ def test_trainer_sets_the_epoch_of_a_distributed_style_sampler():
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=45, sampler=EpochSampler())
     model = MLP(2, 3, hidden=(8,))
     solver = bbopt.OVLR(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=4, seed=0)
-    bbopt.train(model, ZeroOneLoss(), loader, epochs=3, solver=solver, progress=False)
+    bbopt.fit(model, ZeroOneLoss(), loader, epochs=3, solver=solver, progress=False)
     assert seen == [1, 2, 3]
 
 
@@ -145,16 +145,31 @@ def test_trainer_refuses_bad_combinations():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     solver = bbopt.OVLR(model, optimizer, samples=4)
     with pytest.raises(ValueError, match=r"Invalid solver/optimizer: give exactly one"):
-        bbopt.train(model, ZeroOneLoss(), loader, epochs=1, solver=solver, optimizer=optimizer)
+        bbopt.fit(model, ZeroOneLoss(), loader, epochs=1, solver=solver, optimizer=optimizer)
     with pytest.raises(ValueError, match=r"Invalid solver: it must be built on the model"):
-        bbopt.train(MLP(2, 3), ZeroOneLoss(), loader, epochs=1, solver=solver)
+        bbopt.fit(MLP(2, 3), ZeroOneLoss(), loader, epochs=1, solver=solver)
     with pytest.raises(ValueError, match=r"Invalid epochs: 0"):
-        bbopt.train(model, ZeroOneLoss(), loader, epochs=0, solver=solver)
+        bbopt.fit(model, ZeroOneLoss(), loader, epochs=0, solver=solver)
     with pytest.raises(ValueError, match=r"Invalid metrics: they need eval_data"):
-        bbopt.train(model, ZeroOneLoss(), loader, epochs=1, solver=solver, metrics={"accuracy": accuracy})
+        bbopt.fit(model, ZeroOneLoss(), loader, epochs=1, solver=solver, metrics={"accuracy": accuracy})
     with pytest.raises(RuntimeError, match=r"ZeroOneLoss\(\) gives no gradient: backprop cannot train on it"):
-        bbopt.train(model, ZeroOneLoss(), loader, epochs=1, optimizer=optimizer)
+        bbopt.fit(model, ZeroOneLoss(), loader, epochs=1, optimizer=optimizer)
 
 
 def test_squared_error_metric():
     assert squared_error(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]])).tolist() == [1.0, 4.0]
+
+
+def test_train_is_fit_under_its_old_name_for_one_release():
+    inputs, labels = blobs()
+    runs = []
+    for name in ("fit", "train"):
+        model = MLP(2, 3, hidden=(8,), seed=0)
+        solver = bbopt.OVLR(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=4, seed=0)
+        run = getattr(bbopt, name)
+        if name == "train":
+            with pytest.warns(FutureWarning, match=r"bbopt.train\(\) is deprecated: use bbopt.fit\(\)"):
+                runs.append(run(model, ZeroOneLoss(), [(inputs, labels)], epochs=2, solver=solver, progress=False))
+        else:
+            runs.append(run(model, ZeroOneLoss(), [(inputs, labels)], epochs=2, solver=solver, progress=False))
+    assert [r["train_loss"] for r in runs[0]] == [r["train_loss"] for r in runs[1]]

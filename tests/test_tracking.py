@@ -1,4 +1,4 @@
-"""Experiment tracking (bbopt.tracking): the Tracker interface in bbopt.train and the rollout
+"""Experiment tracking (bbopt.tracking): the Tracker interface in bbopt.fit and the rollout
 Trainer, TensorBoard event files read back, a resumed run's purge, the CLI's --tensorboard."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bbopt.training import accuracy
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
-SMALL_TRAIN = ["--env", "Pendulum-v1", "--population", "4", "--hidden", "8", "--evaluator", "serial",
+SMALL_TRAIN = ["--env", "Pendulum-v1", "--population", "4", "--hidden", "8", "--pool", "serial",
                "--eval-every", "1", "--eval-episodes", "1", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
 
 
@@ -63,8 +63,8 @@ def test_train_logs_each_epoch_record_at_its_epoch():
     model = MLP(2, 3, hidden=(8,), seed=0)
     solver = bbopt.OVLR(model, torch.optim.Adam(model.parameters(), lr=0.01), sigma=1.0, samples=8, seed=0)
     tracker = ListTracker()
-    history = bbopt.train(model, ZeroOneLoss(), loader, epochs=3, solver=solver, eval_data=[(inputs, labels)],
-                          metrics={"accuracy": accuracy}, progress=False, tracker=tracker)  # fmt: skip
+    history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=3, solver=solver, eval_data=[(inputs, labels)],
+                        metrics={"accuracy": accuracy}, progress=False, tracker=tracker)  # fmt: skip
     assert [step for step, _ in tracker.logged] == [1, 2, 3]
     assert [scalars for _, scalars in tracker.logged] == history
 
@@ -74,7 +74,7 @@ def test_train_refuses_a_tracker_without_log_and_close():
     model = MLP(2, 3)
     solver = bbopt.OVLR(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=4)
     with pytest.raises(ValueError, match="Invalid tracker: list"):
-        bbopt.train(model, ZeroOneLoss(), [(inputs, labels)], epochs=1, solver=solver, tracker=[])
+        bbopt.fit(model, ZeroOneLoss(), [(inputs, labels)], epochs=1, solver=solver, tracker=[])
 
 
 def test_tensorboard_event_files_read_back(tmp_path):

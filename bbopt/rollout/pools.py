@@ -472,14 +472,14 @@ AUTO_PROCESS_STEP_SECONDS = 1e-4
 def make_pool(kind: str, factory: EnvFactory, num_envs: int, workers: int | None = None, **options) -> _Pool:
     """``kind``: "serial", "process", "ray", or "auto": worker processes when the machine has
     two or more CPUs and one env step takes at least 0.1 ms, else serial. (benchmarks/
-    evaluators.py, 2 cores: with the policy in the loop, HalfCheetah at 0.03 ms per step
+    pools.py, 2 cores: with the policy in the loop, HalfCheetah at 0.03 ms per step
     trains 1.4x faster serially than with 2 worker processes; at 0.26 ms per step (frame_skip
     50) the processes step 1.7x faster than one process.)"""
     if kind == "auto":
         many = (os.cpu_count() or 1) >= 2
         kind = "process" if many and step_seconds(factory) >= AUTO_PROCESS_STEP_SECONDS else "serial"
     if kind not in POOLS:
-        raise ValueError(f"Invalid evaluator: {kind!r} (expected one of {[*sorted(POOLS), 'auto']})")
+        raise ValueError(f"Invalid pool: {kind!r} (expected one of {[*sorted(POOLS), 'auto']})")
     if workers is None:
         workers = 1 if kind == "serial" else max(1, (os.cpu_count() or 2))
     return POOLS[kind](factory, num_envs, workers, **options)

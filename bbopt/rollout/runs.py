@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import bbopt
-from bbopt.arguments import count, positive_int, step_count, widths
+from bbopt.arguments import count, positive_int, renamed_keywords, step_count, widths
 from bbopt.checks import check_float, check_int
 from bbopt.plugins import load_problems, make_env
 from bbopt.rollout.checkpoint import (
@@ -74,6 +74,9 @@ def _meta(help: str, type=None, choices=None) -> dict:
     return {"help": help, "type": type, "choices": choices}
 
 
+RENAMED = {"evaluator": "pool"}  # RunConfig fields renamed: a run's config.json may hold the old name
+
+
 @dataclass
 class RunConfig:
     """One ``bbopt train`` run; each field is also its command-line option (``--lr-schedule``
@@ -90,8 +93,8 @@ class RunConfig:
     lr: float | None = _option(help="Adam's step (default per solver)", type=float)
     hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=_meta(
         "hidden widths (default 64,64; '' for a linear policy)", widths))  # fmt: skip
-    evaluator: str = _option("auto", help="default auto: worker processes on 2+ CPUs, else serial",
-                             choices=lambda: ["auto", "serial", "process", "ray"])  # fmt: skip
+    pool: str = _option("auto", help="env pool: auto (default): worker processes on 2+ CPUs, else serial",
+                        choices=lambda: ["auto", "serial", "process", "ray"])  # fmt: skip
     workers: int | None = _option(help="worker processes / Ray actors (default: CPU count)", type=positive_int)
     address: str | None = _option(help="Ray cluster address (default: start a local one)")
     lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps",
@@ -137,7 +140,7 @@ def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{doing} in {out} (config.json missing)")
     try:
-        return RunConfig(**json.loads(path.read_text()))
+        return RunConfig(**renamed_keywords(json.loads(path.read_text()), RENAMED, str(path)))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not a run's config ({error})") from None
 
@@ -155,9 +158,9 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
     env = make_env(config.env)
     solver = build_solver(config, env)
     env.close()
-    options = {"address": config.address} if config.evaluator == "ray" and config.address else {}
+    options = {"address": config.address} if config.pool == "ray" and config.address else {}
     options["step_timeout"] = step_timeout
-    return Trainer(config.env, solver, pool=config.evaluator, workers=config.workers, eval_every=config.eval_every,
+    return Trainer(config.env, solver, pool=config.pool, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
                    lr_schedule=config.lr_schedule, credit=config.credit)  # fmt: skip

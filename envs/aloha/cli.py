@@ -149,7 +149,7 @@ def _finetune(args) -> dict:
     began = time.perf_counter()
     with tensorboard_or_none(args.tensorboard) as tracker:
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
-                                              episodes=args.population, sigma=args.sigma, lr=args.lr,
+                                              population=args.population, sigma=args.sigma, lr=args.lr,
                                               credit=args.credit, seed=args.seed, validate_every=args.validate_every,
                                               validation_episodes=args.validation_episodes, pool=args.pool,
                                               workers=args.workers, step_timeout=args.step_timeout, curve=curve,

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 import bbopt
+from bbopt.arguments import renamed_keywords
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import pinch_point
@@ -40,6 +41,7 @@ from bbopt.tracking import Tracker
 
 __all__ = ["StageShaping", "finetune", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
+RENAMED = {"episodes": "population"}  # finetune's old keyword names
 VALIDATION_SEED = 500_000  # model-selection placements: apart from demos (0, 1, ...) and evaluation (10**6, ...)
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
 
@@ -112,13 +114,17 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
     return StageShaping(ChunkedActions(AlohaStateEnv(task), chunk, decay=decay))
 
 
-def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000, episodes: int = 32,
-             sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1, credit: str = "episode", seed: int = 0,
+def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
+             population: int | None = None, sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1,
+             credit: str = "episode", seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
              workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
-             progress: bool = True, tracker: Tracker | None = None) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
+             progress: bool = True, tracker: Tracker | None = None,
+             **renamed) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
     """Fine-tune ``policy`` in place through the simulator with ``method`` (OVLR, ES or CEM in
-    episode mode, ``episodes`` per update, Adam at ``lr``) for ``env_steps`` steps.
+    episode mode, ``population`` episodes per update (default 32), Adam at ``lr``) for
+    ``env_steps`` steps (``episodes=`` is the old name of ``population``, kept one release with a
+    FutureWarning).
 
     The noise is per action dimension, ``sigma`` times the action's std over the demos. Training
     placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``).
@@ -134,6 +140,11 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     ``tracker`` (`bbopt.tracking`) gets each update's record and each validation's
     ``validation_success`` / ``validation_stage`` at their env steps.
     """
+    given = renamed | ({} if population is None else {"population": population})
+    population = renamed_keywords(given, RENAMED, "finetune").get("population", 32)
+    unknown = sorted(set(renamed) - RENAMED.keys())
+    if unknown:
+        raise TypeError(f"finetune() got unexpected keyword arguments {unknown}")
     methods = bbopt.presets.names("episodes", output_space=True)  # the noise is per action dimension
     if method not in methods:
         raise ValueError(f"Invalid method {method!r}: expected one of {methods}")
@@ -142,7 +153,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
     scale = sigma * policy.action_std.repeat(policy.chunk)
     preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
-    solver = preset.build(method, policy, episodes=episodes, seed=seed)
+    solver = preset.build(method, policy, episodes=population, seed=seed)
     factory = EnvFactory(make_finetune_env, (("task", task), ("chunk", policy.chunk), ("decay", decay)))
     selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0}
     best = {"key": None, "state": None}

@@ -3,7 +3,7 @@
 The loss is the L1 distance between a predicted action chunk and the demonstrated one, in
 units of each action's standard deviation over the demos (ACT's chunk L1). Backprop
 differentiates it; OVLR treats it as a black box: per example, ``samples`` noisy chunks around
-the policy's output are scored and one VJP updates the network (`bbopt.train`). Same model,
+the policy's output are scored and one VJP updates the network (`bbopt.fit`). Same model,
 data order, epochs and optimizer for both.
 """
 
@@ -65,12 +65,12 @@ def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if method == "bp":
-        history = bbopt.train(policy, loss, data, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
-                              progress=progress, tracker=tracker)  # fmt: skip
+        history = bbopt.fit(policy, loss, data, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+                            progress=progress, tracker=tracker)  # fmt: skip
     else:
         solver = bbopt.OVLR(policy, optimizer, sigma=sigma * policy.action_std.repeat(chunk), samples=samples,
                             seed=seed)  # fmt: skip
-        history = bbopt.train(policy, loss, data, epochs=epochs, solver=solver, scheduler=scheduler,
-                              progress=progress, tracker=tracker)  # fmt: skip
+        history = bbopt.fit(policy, loss, data, epochs=epochs, solver=solver, scheduler=scheduler,
+                            progress=progress, tracker=tracker)  # fmt: skip
     policy.eval()
     return policy, history

@@ -7,7 +7,7 @@ HalfCheetah-v5 at its default frame_skip 5 (light: ~40 us per step here) and at 
 ``--population`` episodes with random actions in lockstep, as the rollout driver does (one
 pool call per step for all live episodes); raw stepping is one env in a plain loop.
 
-    python benchmarks/evaluators.py               # about 3 minutes here
+    python benchmarks/pools.py               # about 3 minutes here
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def trainer_rate(kind: str, env: str, workers: int, steps: int) -> float:
     per update) with this pool; the first update (envs being built) is not timed."""
     from bbopt.rollout.runs import RunConfig, make_trainer
 
-    config = RunConfig(env=env, env_steps=steps, eval_every=0, checkpoint_every=0, evaluator=kind, workers=workers)
+    config = RunConfig(env=env, env_steps=steps, eval_every=0, checkpoint_every=0, pool=kind, workers=workers)
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
         trainer.update()
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pools", default="serial,process,ray")
     parser.add_argument("--frame-skips", default="5,50")
     parser.add_argument("--trainer-steps", type=int, default=192_000, help="0: skip the training-loop rows")
-    parser.add_argument("--out", type=Path, default=_report.RESULTS / "evaluators.json")
+    parser.add_argument("--out", type=Path, default=_report.RESULTS / "pools.json")
     args = parser.parse_args(argv)
     rows = []
     for frame_skip in map(int, args.frame_skips.split(",")):
