@@ -8,7 +8,7 @@ for _ in range(steps):
 """
 
 from bbopt import checks, data, losses, noise, presets, restarts, sigma, tracking
-from bbopt.baselines import ParameterES  # registered as "pes"
+from bbopt.baselines import ParameterES  # registered as "param_es"
 from bbopt.cem import CEM
 from bbopt.es import ES
 from bbopt.minimize import MinimizeResult, minimize

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from bbopt.noise import Diagonal, FullCovariance, NoiseModel
-from bbopt.registry import PRESETS, SOLVERS
+from bbopt.registry import PRESETS, SOLVERS, canonical
 from bbopt.restarts import Restarts, Run
 from bbopt.sigma import CSA
 
@@ -152,9 +152,10 @@ def get(name: str, use: str) -> Preset:
     """The preset of solver ``name`` for ``use`` (``"problem" | "batch" | "episodes"``)."""
     if use not in USES:
         raise ValueError(f"Invalid use: {use!r} (expected one of {USES})")
-    if not isinstance(name, str) or name.lower() not in SOLVERS:
+    name = canonical(name)
+    if not isinstance(name, str) or name not in SOLVERS:
         raise ValueError(f"Invalid solver name: {name!r} (expected one of {names(use)})")
-    presets = PRESETS.get(name.lower(), {})
+    presets = PRESETS.get(name, {})
     if use not in presets:
         raise ValueError(f"Invalid use: solver {name!r} has no {use!r} preset (it has {sorted(presets)})")
     return presets[use]

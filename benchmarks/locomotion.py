@@ -158,7 +158,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
-    parser.add_argument("--methods", default="ovlr,es,cem,pes,pgpe", help=f"from {','.join(METHODS)}")
+    parser.add_argument("--methods", default="ovlr,es,cem,param_es,pgpe", help=f"from {','.join(METHODS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=step_count, default=2_000_000, help="env steps per run")
     parser.add_argument("--eval-every", type=step_count, default=None, help="env steps between evaluations")

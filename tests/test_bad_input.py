@@ -131,7 +131,7 @@ CASES = {
     "solver name": (
         construct(name="pso"),
         ValueError,
-        r"Invalid solver name: 'pso' \(expected one of \['cem', 'es', 'ovlr', 'pes'\]\)",
+        r"Invalid solver name: 'pso' \(expected one of \['cem', 'es', 'ovlr', 'param_es'\]\)",
     ),
     "elite fraction": (
         construct(name="cem", elite_fraction=1.5),

@@ -41,8 +41,8 @@ def test_replace_merges_options_and_bad_names_are_refused():
     assert preset.sigma != 3.0  # presets are immutable
     with pytest.raises(ValueError, match=r"Invalid use: 'fixed' \(expected one of"):
         bbopt.presets.get("ovlr", "fixed")
-    with pytest.raises(ValueError, match=r"Invalid use: solver 'pes' has no 'problem' preset"):
-        bbopt.presets.get("pes", "problem")
+    with pytest.raises(ValueError, match=r"Invalid use: solver 'param_es' has no 'problem' preset"):
+        bbopt.presets.get("param_es", "problem")
     with pytest.raises(ValueError, match=r"Invalid solver name: 'pso' \(expected one of \['cem', 'es', 'ovlr'\]\)"):
         bbopt.presets.get("pso", "problem")
 
@@ -109,3 +109,22 @@ def test_a_new_solver_runs_through_the_cli(blind_solver, tmp_path):
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert "blind" in completed.stdout
+
+
+def test_the_old_solver_name_pes_still_works_for_one_release_and_is_never_listed():
+    from bbopt import cli
+    from bbopt.baselines import ParameterES
+    from bbopt.rollout.runs import RunConfig
+
+    assert "pes" not in bbopt.presets.names() and "param_es" in bbopt.presets.names("episodes")
+    policy = torch.nn.Linear(2, 2)
+    with pytest.warns(FutureWarning, match="solver name 'pes' is deprecated: use 'param_es'"):
+        solver = bbopt.make_solver("pes", policy, torch.optim.SGD(policy.parameters(), lr=0.1), episodes=4)
+    assert isinstance(solver, ParameterES)
+    with pytest.warns(FutureWarning, match="'PES' is deprecated"):
+        assert bbopt.presets.get("PES", "episodes") is bbopt.presets.get("param_es", "episodes")
+    with pytest.warns(FutureWarning, match="'pes' is deprecated"):
+        assert RunConfig(env="Pendulum-v1", solver="pes").solver == "param_es"  # an old run's config.json
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    with pytest.warns(FutureWarning, match="'pes' is deprecated"):
+        assert train.parse_args(["--solver", "pes", "--out", "x"]).solver == "param_es"

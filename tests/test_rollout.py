@@ -30,7 +30,7 @@ SPACE = PointMass()
 def make_solver(name="ovlr", episodes=8, seed=0):
     policy = control_policy(SPACE.observation_space, SPACE.action_space, hidden=(16,), seed=seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=0.05)
-    if name == "pes":
+    if name == "param_es":
         return ParameterES(policy, optimizer, sigma=0.1, episodes=episodes, seed=seed)
     return bbopt.make_solver(name, policy, optimizer, sigma=0.3, episodes=episodes, seed=seed)
 
@@ -137,7 +137,7 @@ def test_stepping_a_finished_episode_is_refused():
 # ------------------------------------------------------------------ the driver
 
 
-@pytest.mark.parametrize("name", ["ovlr", "es", "cem", "pes"])
+@pytest.mark.parametrize("name", ["ovlr", "es", "cem", "param_es"])
 def test_update_bookkeeping_matches_a_plain_rollout(name):
     """The driver's returns and env-step count equal those of replaying, by hand, the actions
     the solver handed out (episodes of different lengths; pairs share their seed)."""
@@ -314,7 +314,7 @@ def test_control_policy_keeps_actions_in_the_box_and_refuses_other_spaces():
 
 
 def test_parameter_es_episode_mode_pairs_networks_and_round_trips_its_state():
-    solver = make_solver("pes")
+    solver = make_solver("param_es")
     observations = torch.ones(8, 2)
     theta = flat(solver.policy)
     actions = solver.ask(observations, episode_ids=torch.arange(8))
@@ -323,13 +323,13 @@ def test_parameter_es_episode_mode_pairs_networks_and_round_trips_its_state():
     solver.tell(torch.arange(8.0))
     assert not torch.equal(theta, flat(solver.policy))
     state = solver.state_dict()
-    twin = make_solver("pes", seed=5)
+    twin = make_solver("param_es", seed=5)
     twin.load_state_dict(state)
     a = solver.ask(observations, episode_ids=torch.arange(8))
     b = twin.ask(observations, episode_ids=torch.arange(8))
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match=r"episodes \[.*\] took no step"):
-        fresh = make_solver("pes")
+        fresh = make_solver("param_es")
         fresh.ask(observations[:2], episode_ids=torch.tensor([0, 1]))
         fresh.tell(torch.zeros(8))
     with pytest.raises(ValueError, match="Invalid episodes: 3"):

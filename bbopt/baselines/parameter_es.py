@@ -30,7 +30,7 @@ __all__ = ["PRESETS", "ParameterES"]
 PRESETS = {"episodes": Preset(lr=0.03, sigma=0.03)}
 
 
-@register_solver("pes", presets=PRESETS)
+@register_solver("param_es", presets=PRESETS, aliases=("pes",))  # PES usually means Persistent ES
 class ParameterES:
     """Antithetic parameter-space ES with centered ranks and any ``torch.optim`` optimizer.
 

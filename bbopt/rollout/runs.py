@@ -31,6 +31,7 @@ import bbopt
 from bbopt.arguments import count, positive_int, renamed_keywords, step_count, widths
 from bbopt.checks import check_float, check_int
 from bbopt.plugins import load_problems, make_env
+from bbopt.registry import canonical
 from bbopt.rollout.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -56,9 +57,9 @@ __all__ = [
 ]
 
 # sigma and lr default to each solver's "episodes" preset (bbopt.presets): action-space sigma
-# (actions in [-1, 1]) or parameter-space sigma (pes), Adam's lr (constant); population 64,
+# (actions in [-1, 1]) or parameter-space sigma (param_es), Adam's lr (constant); population 64,
 # MLP 64-64. Picked from single-seed runs on HalfCheetah-v5 (0.3M and 0.6M steps: OVLR sigma
-# 0.1-0.5 x lr 0.005-0.03, ES lr 0.003-0.03, CEM sigma 0.3-0.5 x lr 0.01-0.03, pes sigma
+# 0.1-0.5 x lr 0.005-0.03, ES lr 0.003-0.03, CEM sigma 0.3-0.5 x lr 0.01-0.03, param_es sigma
 # 0.02-0.05 x lr 0.01-0.03, linear or MLP policy; at 2M steps OVLR lr 0.01 rose to 2,400 by
 # 0.6M and then collapsed, lr 0.003 reached 1,750, and lr 0.01 decaying linearly to 0 reached
 # 1,200). Hopper-v5 untuned.
@@ -83,8 +84,8 @@ class RunConfig:
     for ``lr_schedule``), built from this class by `bbopt.cli`."""
 
     env: str = _option("HalfCheetah-v5", help="a Gymnasium id (default HalfCheetah-v5)")
-    solver: str = _option("ovlr", help="default ovlr; pes: parameter-space ES (the baseline)",
-                          choices=lambda: bbopt.presets.names("episodes"))  # fmt: skip
+    solver: str = _option("ovlr", help="default ovlr; param_es: parameter-space ES (the baseline)",
+                          type=canonical, choices=lambda: bbopt.presets.names("episodes"))  # fmt: skip
     population: int = _option(64, help="episodes per update (even; default 64)", type=positive_int)
     env_steps: int = _option(2_000_000, type=step_count,
                              help="total env steps, e.g. 2e6 (default 2e6; with --resume: a new total, else the "
@@ -111,6 +112,7 @@ class RunConfig:
                                   type=positive_int)  # fmt: skip
 
     def __post_init__(self):
+        self.solver = canonical(self.solver)  # an old name (pes) still resumes its runs, warned
         if self.solver not in bbopt.presets.names("episodes"):
             raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {bbopt.presets.names('episodes')})")
         if not isinstance(self.env, str) or (load_problems() and self.env not in gym.registry):
