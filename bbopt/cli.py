@@ -45,6 +45,16 @@ class Command:
     label: Callable[[argparse.Namespace], str] | None = None
 
 
+def add_suite_arguments(parser: argparse.ArgumentParser, *, out_help: str, rows_name: str) -> None:
+    """The options every suite command shares (``bbopt ioh``, ``bbopt binpacking``): --seed,
+    --out, --resume (its finished runs kept in ``--out / rows_name``), --tensorboard, --no-progress."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help=out_help)
+    parser.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows=rows_name))
+    add_tensorboard_argument(parser)
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def suite_config(args: argparse.Namespace, options: tuple[str, ...], rows_name: str) -> None:
     """``--out/config.json``: the ``options`` that define a suite's runs (kept in ``--out /
     rows_name``). A new run writes it; ``--resume`` compares it with the options given and

@@ -24,7 +24,7 @@ the score is the trained policy's expected loss above the best bound (the mean o
 decodes per instance, what the solver minimizes) and the zero-shot bins above it (one decode
 of the noiseless priorities). Equal total decodes per method.
 
-    python benchmarks/allocation.py        # ~25 minutes on 2 cores; writes allocation.json and .png
+    python -m benchmarks.allocation        # ~25 minutes on 2 cores; writes allocation.json and .png
 """
 
 from __future__ import annotations
@@ -47,17 +47,10 @@ from bbopt.envs.binpacking.learned import FEATURES, priorities, train_set_networ
 from bbopt.losses import ZeroOneLoss
 from bbopt.policies import MLP, SetNetwork
 from bbopt.training import accuracy
-
-try:
-    from benchmarks import _report
-    from benchmarks.binpacking import TRAIN_SEED
-    from benchmarks.variance import fixed_batch, true_gradient
-    from benchmarks.zero_one_noise import load_digits
-except ImportError:  # run as a script
-    import _report
-    from binpacking import TRAIN_SEED
-    from variance import fixed_batch, true_gradient
-    from zero_one_noise import load_digits
+from benchmarks import _report
+from benchmarks.binpacking import TRAIN_SEED
+from benchmarks.variance import fixed_batch, true_gradient
+from benchmarks.zero_one_noise import load_digits
 
 ALLOCATORS = {  # name -> a fresh allocator (None: the plain equal split)
     "equal": lambda: None,

@@ -16,8 +16,8 @@ Per task (transfer-cube, insertion):
 Success = stage 4 within 300 steps, over ``--eval-episodes`` placements from seed 1,000,000
 (never a demo seed). Fine-tuning placements come from their own seed stream.
 
-    python benchmarks/aloha.py                         # full protocol (about 35 minutes here per task)
-    python benchmarks/aloha.py --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
+    python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
+    python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
         --finetune-steps 600 --population 8 --validation-episodes 1   # smoke
 """
 
@@ -38,11 +38,7 @@ from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.finetune import finetune
 from bbopt.envs.aloha.imitation import behavior_clone
 from bbopt.envs.aloha.scripted import SCRIPTED
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 TASKS = ("transfer_cube", "insertion")
 LOW_DATA_METHODS = tuple(bbopt.presets.names("episodes", output_space=True))  # every output-space solver

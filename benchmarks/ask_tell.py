@@ -15,8 +15,8 @@ hundred iterations on the sphere). bbopt: every registered output-space solver o
 fixed-problem preset (`bbopt.presets`: full covariance with CSA, SGD; restarts off), which is
 what the full covariance costs; torch runs on ``--threads`` (default 1).
 
-    python benchmarks/ask_tell.py
-    python benchmarks/ask_tell.py --dimensions 10 --populations 16 --min-seconds 0.05   # smoke
+    python -m benchmarks.ask_tell
+    python -m benchmarks.ask_tell --dimensions 10 --populations 16 --min-seconds 0.05   # smoke
 """
 
 from __future__ import annotations
@@ -31,11 +31,7 @@ import torch
 
 import bbopt
 from bbopt.policies import LearnedVector
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 
 class BboptRunner:

@@ -15,8 +15,8 @@ Methods, all with the completion decoder unless named:
   ovlr+warm         OVLR search started from the set network's priorities
 Also: decodes per second of each decoder at 50 samples per call.
 
-    python benchmarks/binpacking.py                # full protocol (about 20 minutes here)
-    python benchmarks/binpacking.py --count 3 --budget 2000 --train-steps 5   # smoke
+    python -m benchmarks.binpacking                # full protocol (about 20 minutes here)
+    python -m benchmarks.binpacking --count 3 --budget 2000 --train-steps 5   # smoke
 """
 
 from __future__ import annotations
@@ -32,11 +32,7 @@ import bbopt
 from bbopt.envs.binpacking import DECODERS, SearchResult, decode, make_instance
 from bbopt.envs.binpacking.learned import priorities, train_set_network, zero_shot
 from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 FAMILIES = (("triplet", 60), ("triplet", 120), ("uniform", 120))
 SEARCH_METHODS = (*bbopt.presets.names("problem", output_space=True), "random", "ffd", "bfd")

@@ -15,9 +15,9 @@ bbopt variants are named ``<solver>[+variant]``: ``+diagonal`` (`bbopt.noise.Dia
 instead of the full covariance), ``+no-restarts`` (one run; the budget is spent in it), ``+qmc``
 (quasi-Monte Carlo noise, `bbopt.noise.qmc`; not in the default list).
 
-    python benchmarks/ioh_bbob.py                                   # everything, one process
-    python benchmarks/ioh_bbob.py --solvers nevergrad-ngopt --dimensions 5 --out runs/ngopt.json  # a part
-    python benchmarks/ioh_bbob.py --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.rows.jsonl
+    python -m benchmarks.ioh_bbob                                   # everything, one process
+    python -m benchmarks.ioh_bbob --solvers nevergrad-ngopt --dimensions 5 --out runs/ngopt.json  # a part
+    python -m benchmarks.ioh_bbob --merge runs/ioh_bbob/A.traces.json runs/ioh_bbob/B.rows.jsonl
 
 Every finished run is appended to runs/ioh_bbob/<out>.rows.jsonl at once, so a failure part-way
 keeps what was done (merge it); a rows file that already holds runs is refused, not overwritten.
@@ -39,11 +39,7 @@ from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective
 from bbopt.envs.ioh.runner import BOX_SIGMA
 from bbopt.envs.ioh.suite import bbopt_runner, line_style, merge_rows, parse_ids, plot_ecdf, run_suite, summarize
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 GROUPS = {  # the BBOB function groups
     "separable": range(1, 6),

@@ -7,7 +7,7 @@ accepted) and nevergrad's ``DiscreteOnePlusOne``. Reported per problem and solve
 fraction of runs that reach the optimum where ioh knows it, the median evaluations to reach it
 (over the runs that do), and the mean best value (ioh's raw objective, maximized).
 
-    python benchmarks/ioh_pbo.py            # 5 runs each
+    python -m benchmarks.ioh_pbo            # 5 runs each
 """
 
 from __future__ import annotations
@@ -23,11 +23,7 @@ import numpy as np
 import bbopt
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.suite import bbopt_runner
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 PROBLEMS = {"OneMax": 1, "LeadingOnes": 2, "LABS": 18, "IsingRing": 19, "NQueens": 23}
 

@@ -12,8 +12,8 @@ Every run stops once it has used the budget; the noiseless policy is evaluated e
 ``--eval-every`` steps on 3 episodes (not counted in the budget). Learning curves and a final
 table go to one JSON + PNG.
 
-    python benchmarks/locomotion.py --budget 2e6 --jobs 2        # about 45 minutes here
-    python benchmarks/locomotion.py --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
+    python -m benchmarks.locomotion --budget 2e6 --jobs 2        # about 45 minutes here
+    python -m benchmarks.locomotion --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
 """
 
 from __future__ import annotations
@@ -28,11 +28,7 @@ import torch
 
 import bbopt
 from bbopt.arguments import step_count
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 # Every registered solver with an episodes preset, EvoTorch's PGPE, and per-step credit variants (-togo).
 METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo")

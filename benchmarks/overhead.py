@@ -11,8 +11,8 @@ is the peak resident memory added by the updates (VmHWM after the updates minus 
 building model and data, with glibc returning freed tensors to the system and the peak
 counter reset after setup), on CUDA ``torch.cuda.max_memory_allocated`` over the updates.
 
-    python benchmarks/overhead.py                       # CPU: MLP, CNN and ResNet-8, n = 200
-    python benchmarks/overhead.py --device cuda --models mlp,cnn,resnet18   # on a GPU
+    python -m benchmarks.overhead                       # CPU: MLP, CNN and ResNet-8, n = 200
+    python -m benchmarks.overhead --device cuda --models mlp,cnn,resnet18   # on a GPU
 """
 
 from __future__ import annotations
@@ -30,11 +30,7 @@ from torch import nn
 
 import bbopt
 from bbopt.baselines import ParameterES
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 
 def make_model(name: str) -> tuple[nn.Module, tuple[int, ...], int]:

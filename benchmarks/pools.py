@@ -7,7 +7,7 @@ HalfCheetah-v5 at its default frame_skip 5 (light: ~40 us per step here) and at 
 ``--population`` episodes with random actions in lockstep, as the rollout driver does (one
 pool call per step for all live episodes); raw stepping is one env in a plain loop.
 
-    python benchmarks/pools.py               # about 3 minutes here
+    python -m benchmarks.pools               # about 3 minutes here
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from bbopt.rollout.pools import EnvFactory, make_pool
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 
 def raw_rate(factory: EnvFactory, steps: int) -> float:

@@ -11,8 +11,8 @@ way. Figures: medians over ``--rounds`` updates after warm-up, in milliseconds (
 microseconds (ask/tell), and each part's share. ``--trace DIR`` also writes a
 ``torch.profiler`` Chrome trace of a few updates per setting, with the same parts labelled.
 
-    python benchmarks/profile_update.py                      # MLP, CNN, ResNet-8 batch updates, ask/tell d 100 and 1000
-    python benchmarks/profile_update.py --models mlp --rounds 10 --trace /tmp/trace
+    python -m benchmarks.profile_update                      # MLP, CNN, ResNet-8 batch updates, ask/tell d 100 and 1000
+    python -m benchmarks.profile_update --models mlp --rounds 10 --trace /tmp/trace
 """
 
 from __future__ import annotations
@@ -30,13 +30,8 @@ import torch.nn.functional as F
 import bbopt
 import bbopt.solver
 from bbopt.policies import LearnedVector
-
-try:
-    from benchmarks import _report
-    from benchmarks.overhead import make_model
-except ImportError:  # run as a script
-    import _report
-    from overhead import make_model
+from benchmarks import _report
+from benchmarks.overhead import make_model
 
 PARTS = ("forward", "noise", "candidates", "loss", "validation", "weights", "signal", "vjp", "grad_norm",
          "optimizer", "noise_update", "python")  # fmt: skip

@@ -11,7 +11,7 @@ Settings: every Linear layer randomized, or (", hidden layers") all but the outp
     and rule, 3 seeds; and OVLR (n = 16, sigma 1, Adam lr 1e-3, cross-entropy as the black
     box, 30 epochs) with the exact and the keep-0.5 magnitude VJP, 3 seeds.
 
-    python benchmarks/randomized_vjp.py         # a few minutes on 2 CPU cores
+    python -m benchmarks.randomized_vjp         # a few minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -27,11 +27,7 @@ from torch import nn
 
 import bbopt
 from bbopt.vjp import randomize
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 # (keep, rule, hidden): hidden=True randomizes the hidden layers only, not the output layer
 SETTINGS = [(1.0, "magnitude", False), (0.5, "magnitude", False), (0.5, "uniform", False), (0.25, "magnitude", False),

@@ -13,7 +13,7 @@ Two caps: 0.01 (residual window 0.1, most of the untrained model's residuals lie
 region: the paper's setting, where backprop fails) and 0.25 (window 0.5, where backprop gets
 a gradient from the start). Paper (OVLR, ICML 2026): OVLR 0.00032, BP 4.09.
 
-    python benchmarks/truncated_sine.py            # 5 seeds, ~2 minutes
+    python -m benchmarks.truncated_sine            # 5 seeds, ~2 minutes
 """
 
 from __future__ import annotations
@@ -31,11 +31,7 @@ from bbopt.data import sine_with_outliers
 from bbopt.losses import TruncatedLoss
 from bbopt.policies import MLP
 from bbopt.training import squared_error
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 
 @dataclass

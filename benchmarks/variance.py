@@ -17,8 +17,8 @@ for even n); (c) noise families Gaussian / Laplace / Student-t (df 5) at sigma =
 the plain one, each with independent noise (MC) and with scrambled Sobol noise (``qmc=True``)
 at n in {8, 32, 128}, sigma = 1, the same draws count.
 
-    python benchmarks/variance.py          # ~1 minute; writes variance.json and variance.png
-    python benchmarks/variance.py --sweeps qmc --draws 200 --out benchmarks/results/variance_qmc.json
+    python -m benchmarks.variance          # ~1 minute; writes variance.json and variance.png
+    python -m benchmarks.variance --sweeps qmc --draws 200 --out benchmarks/results/variance_qmc.json
 """
 
 from __future__ import annotations
@@ -32,11 +32,7 @@ from torch import nn
 
 import bbopt
 from bbopt.policies import MLP
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 SIGMAS = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
 REPETITIONS = (1, 20, 50, 100, 200, 500)

@@ -13,7 +13,7 @@ stopping on clean labels: that would peek at the test set).
 Paper (CIFAR-10, 60% noise): 0-1 OVLR 73.0% vs cross-entropy 66.3%.
 Goal here: OVLR's test accuracy above cross-entropy's by >= 5 points at 60% noise.
 
-    python benchmarks/zero_one_noise.py            # rates 0, 0.2, 0.4, 0.6; 5 seeds; ~2 minutes
+    python -m benchmarks.zero_one_noise            # rates 0, 0.2, 0.4, 0.6; 5 seeds; ~2 minutes
 """
 
 from __future__ import annotations
@@ -32,11 +32,7 @@ from bbopt.data import symmetric_label_noise
 from bbopt.losses import ZeroOneLoss
 from bbopt.policies import MLP
 from bbopt.training import accuracy
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script
-    import _report
+from benchmarks import _report
 
 
 @dataclass

@@ -124,18 +124,17 @@ BBOB_SLICE = {"functions": [1, 8, 15, 21], "instances": [1], "dimensions": [5], 
 def run_bbob_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
     """A small BBOB slice (sphere, Rosenbrock, rotated Rastrigin, Gallagher 101 peaks; d = 5)
     with IOHanalyzer logs, as ``bbopt ioh`` runs it."""
-    from bbopt.envs.ioh.suite import bbopt_runner, plot_ecdf, run_suite, summarize
+    from bbopt.envs.ioh.suite import bbopt_runner, run_and_report, summarize
 
     runners = {name: bbopt_runner(name) for name in solvers()}
-    rows = run_suite(runners, suite="bbob", runs=1, out=out, seed=seed, progress=progress, **BBOB_SLICE)
+    rows = run_and_report(runners, out=out, config={**BBOB_SLICE, "seed": seed}, suite="bbob", runs=1, seed=seed,
+                          progress=progress, **BBOB_SLICE)  # fmt: skip
     print("\nBBOB slice f1, f8, f15, f21 (instance 1, d = 5, 5,000 evaluations): best precision f - f_opt\n")
     print(f"{'solver':<8}" + "".join(f"{'f' + str(f):>11}" for f in BBOB_SLICE["functions"]) + f"{'ECDF':>8}")
     for summary in summarize(rows):
         mine = {r["function"]: r["best_precision"] for r in rows if r["solver"] == summary["solver"]}
         cells = "".join(f"{mine[f]:>11.2e}" for f in BBOB_SLICE["functions"])
         print(f"{summary['solver'].upper():<8}{cells}{summary['score']:>8.3f}")
-    plot_ecdf(rows, out / "ecdf.png", BBOB_SLICE["budget_per_dimension"])
-    print(f"\nwrote {out / 'ioh'} (IOHanalyzer) and {out / 'ecdf.png'}")
     return rows
 
 
@@ -146,17 +145,13 @@ def run_binpacking_slice(out: Path, *, seed: int, progress: bool) -> list[dict]:
     """Five triplet-60 instances (every bin of the optimum exactly full): per-instance
     priority search with each solver vs first/best fit decreasing, as ``bbopt binpacking`` runs it."""
     from bbopt.envs.binpacking import make_instance
-    from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
+    from bbopt.envs.binpacking.runs import run_and_report
 
     family, items, count, budget = (BINPACKING_SLICE[k] for k in ("family", "items", "count", "budget"))
     instances = [make_instance(family, items, seed + k) for k in range(count)]
-    rows = run_instances(instances, [*solvers(), "ffd", "bfd"], budget=budget, seed=seed, progress=progress)
-    summary = summarize(rows)
-    print_table(summary, f"bin packing: {count} {family}-{items} instances, {budget:,} decodes per search")
-    write_results(out / "results.json", {**BINPACKING_SLICE, "seed": seed}, summary, rows)
-    plot_success({f"{family}-{items}": summary}, out / "success.png")
-    print(f"\nwrote {out / 'results.json'} and {out / 'success.png'}")
-    return rows
+    return run_and_report(instances, [*solvers(), "ffd", "bfd"], label=f"{count} {family}-{items} instances",
+                          out=out, config={**BINPACKING_SLICE, "seed": seed}, budget=budget, seed=seed,
+                          progress=progress)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -182,3 +182,19 @@ def test_randomized_vjp_benchmark_smoke(tmp_path):
     assert json.loads(out.read_text())["rows"] == rows and len(rows) == 7
     assert rows[0]["setting"] == "exact" and rows[0]["backward_vs_exact"] == 1.0
     assert all(0 <= r["bp_digits_accuracy"] <= 1 for r in rows) and "ovlr_digits_accuracy" in rows[1]
+
+
+def test_every_benchmark_imports_as_a_module_of_the_benchmarks_package():
+    """`python -m benchmarks.NAME`: each imports the others and _report as a package, with no
+    run-as-a-script fallback."""
+    import importlib
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    assert len(names) >= 15
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        source = (folder / f"{name}.py").read_text()
+        assert "run as a script" not in source and "python benchmarks/" not in source, name
+        assert name.startswith("_") or callable(getattr(module, "main", None)), name

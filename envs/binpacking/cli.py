@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bbopt import presets
 from bbopt.arguments import names, positive_int
-from bbopt.cli import RESUME_HELP, Command, plain, suite_config
-from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
+from bbopt.cli import Command, add_suite_arguments, plain, suite_config
+from bbopt.tracking import tensorboard_or_none
 
 __all__ = ["COMMAND"]
 
@@ -32,17 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated: {', '.join(presets.names('problem'))}, random (search); "
                              "ffd, bfd (heuristics)")  # fmt: skip
     parser.add_argument("--decoder", default="completion", choices=["completion", "best_fit", "first_fit"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True,
-                        help="directory for runs.jsonl (runs as they end), results.json, success.png")  # fmt: skip
-    parser.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows="runs.jsonl"))
-    add_tensorboard_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
+    add_suite_arguments(parser, out_help="directory for runs.jsonl (runs as they end), results.json, success.png",
+                        rows_name="runs.jsonl")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     from bbopt.envs.binpacking import make_instance, read_instances, read_optima
-    from bbopt.envs.binpacking.runs import plot_success, print_table, run_instances, summarize, write_results
+    from bbopt.envs.binpacking.runs import run_and_report
 
     if args.optima and not args.instances:
         raise ValueError("--optima goes with --instances")
@@ -55,17 +51,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         instances = [make_instance(args.family, args.items, args.seed + k) for k in range(args.count)]
         label = f"{args.count} {args.family}-{args.items} instances (seeds {args.seed}..{args.seed + args.count - 1})"
     suite_config(args, SUITE_OPTIONS, "runs.jsonl")
-    with tensorboard_or_none(args.tensorboard) as tracker:
-        rows = run_instances(instances, args.solvers, budget=args.budget, seed=args.seed, decoder=args.decoder,
-                             progress=not args.no_progress, rows_file=args.out / "runs.jsonl",
-                             resume=args.resume, tracker=tracker)  # fmt: skip
-    summary = summarize(rows)
-    print_table(summary, f"bin packing: {label}, {args.budget:,} decodes per search, {args.decoder} decoder")
     config = {name: plain(value) for name, value in vars(args).items()}
-    write_results(args.out / "results.json", config, summary, rows)
-    plot_success({label: summary}, args.out / "success.png")
-    print(f"\nwrote {args.out / 'runs.jsonl'}, {args.out / 'results.json'} and {args.out / 'success.png'}")
-    return rows
+    with tensorboard_or_none(args.tensorboard) as tracker:
+        return run_and_report(instances, args.solvers, label=label, out=args.out, config=config, budget=args.budget,
+                              seed=args.seed, decoder=args.decoder, progress=not args.no_progress,
+                              rows_file=args.out / "runs.jsonl", resume=args.resume, tracker=tracker)  # fmt: skip
 
 
 def kept(args: argparse.Namespace, said: str) -> str:

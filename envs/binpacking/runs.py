@@ -214,3 +214,20 @@ def plot_success(panels: dict[str, list[dict]], path: Path) -> None:
 def write_results(path: Path, config: dict, summary, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"config": config, "summary": summary, "runs": rows}, indent=1))
+
+
+def run_and_report(instances: list[Instance], methods, *, label: str, out: Path, config: dict, budget: int,
+                   seed: int = 0, decoder: str = "completion", progress: bool = True, rows_file: Path | None = None,
+                   resume: bool = False, tracker=None) -> list[dict]:  # fmt: skip
+    """The one run-and-report flow of ``bbopt binpacking`` and the demo's slice: `run_instances`,
+    then the table (titled with ``label``), ``out/results.json`` (with ``config``) and
+    ``out/success.png``; returns the rows."""
+    rows = run_instances(instances, methods, budget=budget, seed=seed, decoder=decoder, progress=progress,
+                         rows_file=rows_file, resume=resume, tracker=tracker)  # fmt: skip
+    summary = summarize(rows)
+    print_table(summary, f"bin packing: {label}, {budget:,} decodes per search, {decoder} decoder")
+    write_results(out / "results.json", config, summary, rows)
+    plot_success({label: summary}, out / "success.png")
+    written = [rows_file] if rows_file is not None else []
+    print(f"\nwrote {', '.join(str(p) for p in [*written, out / 'results.json'])} and {out / 'success.png'}")
+    return rows

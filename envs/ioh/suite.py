@@ -249,3 +249,24 @@ def plot_ecdf(rows: list[dict], path: Path, budget_per_dimension: int) -> None:
 def write_summary(rows: list[dict], summary: list[dict], path: Path, config: dict) -> None:
     light = [{k: v for k, v in r.items() if k != "trace"} for r in rows]
     path.write_text(json.dumps({"config": config, "summary": summary, "runs": light}, indent=1))
+
+
+def run_and_report(runners: dict[str, Runner], *, out: Path, config: dict, suite: str, budget_per_dimension: int,
+                   progress: bool = True, **options) -> list[dict]:  # fmt: skip
+    """The one run-and-report flow of ``bbopt ioh`` and the demo's BBOB slice: `run_suite` (with
+    ``options``: functions, instances, dimensions, runs, seed, rows_file, resume, tracker), then
+    the ECDF table, ``out/summary.json`` (with ``config``) and ``out/ecdf.png``; returns the rows."""
+    rows = run_suite(runners, suite=suite, budget_per_dimension=budget_per_dimension, out=out, progress=progress,
+                     **options)  # fmt: skip
+    summary = summarize(rows)
+    print(f"\n{suite}: final ECDF value (fraction of (run, target) pairs, 51 targets 1e2..1e-8)\n")
+    print(f"{'solver':<10}{'d':>4}{'runs':>6}{'ECDF':>8}{'solved 1e-8':>13}{'seconds':>9}")
+    for row in summary:
+        print(f"{row['solver']:<10}{row['dimension']:>4}{row['runs']:>6}{row['score']:>8.3f}"
+              f"{row['solved_1e-8']:>13.2f}{row['seconds']:>9.1f}")  # fmt: skip
+    write_summary(rows, summary, out / "summary.json", config)
+    if suite != "bbob":
+        print("(ECDF targets are precisions; for PBO/GRAPH see best_precision per run in summary.json)")
+    plot_ecdf(rows, out / "ecdf.png", budget_per_dimension)
+    print(f"\nwrote {out / 'ioh'} (IOHanalyzer), {out / 'summary.json'}, {out / 'ecdf.png'}")
+    return rows
