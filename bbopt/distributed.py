@@ -47,13 +47,12 @@ class Shard:
         self.group = group
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
-        self.agreed = False  # whether this step's agreement has run (a refusal after it needs none)
+        self.agreed = False  # whether this tell's agreement has run (a refusal after it needs none)
 
     def layout(self, count: int) -> tuple[int, int]:
         """``(offset, total)``: where this rank's ``count`` groups start in the whole batch, and
         its size (one all-gather of the counts)."""
         counts = self._gather_ints([count])[:, 0]
-        self.agreed = False
         return int(counts[: self.rank].sum()), int(counts.sum())
 
     def agree(self, failure: str | None) -> None:

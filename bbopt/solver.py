@@ -334,6 +334,8 @@ class Solver:
             raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
         groups, samples = asked.mu.shape[0], self.samples
         expected = (groups, samples) if asked.batched else (samples,)
+        if self._shard is not None:
+            self._shard.agreed = False  # this tell's agreement is still to come (a re-tell after a refusal too)
         try:
             losses = self._as_losses(losses, expected).reshape(groups, samples)
             stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise,

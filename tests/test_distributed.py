@@ -73,11 +73,13 @@ def _refusal(rank, name, out):
     losses = squared_loss(candidates, targets)
     if rank == 1:
         losses[0, 2] = float("nan")
-    try:
-        solver.tell(losses)
-        message = None
-    except ValueError as error:
-        message = str(error)
+    messages = []
+    for _ in range(2):  # refused twice: each tell has its own agreement
+        try:
+            solver.tell(losses)
+        except ValueError as error:
+            messages.append(str(error))
+    message = messages[-1] if len(messages) == 2 and messages[0] == messages[1] else messages
     unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     solver.tell(squared_loss(candidates, targets))  # corrected losses: the step goes through on both
     run_steps(solver, inputs, targets, steps=1)  # and a new ask/tell after it
