@@ -91,3 +91,16 @@ def test_a_bad_command_entry_point_is_refused(entry, message, monkeypatch):
     monkeypatch.setattr(plugins, "entry_points", lambda group: [entry] if group == plugins.COMMANDS else [])
     with pytest.raises(RuntimeError, match=message):
         cli.all_commands()
+
+
+def test_without_problem_packages_an_unknown_env_is_still_refused(monkeypatch):
+    from bbopt.rollout.runs import RunConfig
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
+    plugins.load_problems.cache_clear()
+    try:
+        assert plugins.load_problems() == ()
+        with pytest.raises(ValueError, match="Invalid env: 'NoSuchEnv-v0'"):
+            RunConfig(env="NoSuchEnv-v0")
+    finally:
+        plugins.load_problems.cache_clear()

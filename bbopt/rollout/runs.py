@@ -115,7 +115,8 @@ class RunConfig:
         self.solver = canonical(self.solver)  # an old name (pes) still resumes its runs, warned
         if self.solver not in bbopt.presets.names("episodes"):
             raise ValueError(f"Invalid solver: {self.solver!r} (expected one of {bbopt.presets.names('episodes')})")
-        if not isinstance(self.env, str) or (load_problems() and self.env not in gym.registry):
+        load_problems()  # the problem packages' ids are registered ids too
+        if not isinstance(self.env, str) or self.env not in gym.registry:
             raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
         check_int(self.population, "population", minimum=2, even=True)
         preset = bbopt.presets.get(self.solver, "episodes")
