@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def kept(args: argparse.Namespace, said: str) -> str:
-    kept = said or f"finished runs are kept in {args.out / 'runs.jsonl'}"
-    return kept + "; continue with the same command and --resume"
+    what = said or f"finished runs are kept in {args.out / 'runs.jsonl'}"
+    return what + "; continue with the same command and --resume"
 
 
 COMMAND = Command("binpacking", "per-instance priority search (OVLR, CEM, ES) and FFD/BFD on generated or BPPLIB "
