@@ -25,7 +25,7 @@ from bbopt.registry import register_solver
 from bbopt.restarts import BIPOP
 from bbopt.solver import Solver
 
-__all__ = ["OVLR", "PRESETS"]
+__all__ = ["OVLR", "PRESETS", "baseline_weights"]
 
 PRESETS = {
     # A fixed problem (tuned on BBOB f1-f24, instances 1-5, d = 5 and 20): the natural signal
@@ -68,15 +68,23 @@ class OVLR(Solver):
             )
 
     def weights(self, losses, counts):
-        samples = losses.shape[1]
-        losses = losses / samples  # first: sums of n finite float64 losses then stay finite
-        if not self.baseline:
-            return losses
-        total = losses.sum(dim=1, keepdim=True)
-        if self.antithetic:  # leave-pair-out: the partner of i is (i + n/2) mod n
-            others, excluded = total - losses - losses.roll(samples // 2, dims=1), 2
-        else:  # leave-one-out
-            others, excluded = total - losses, 1
-        if samples <= excluded:  # no other sample to form a baseline from
-            return losses
-        return losses - others / (samples - excluded)
+        return baseline_weights(losses, antithetic=self.antithetic, baseline=self.baseline)
+
+
+def baseline_weights(losses: torch.Tensor, *, antithetic: bool, baseline: bool = True) -> torch.Tensor:
+    """OVLR's weights ``[G, n]`` from losses ``[G, n]``: ``(L_i - b_i) / n`` with ``b_i`` the mean
+    loss of the group's other samples (leave-pair-out with antithetic pairs, whose partner of i
+    is ``(i + n/2) mod n``), or ``L_i / n`` without a baseline. Shared by every likelihood-ratio
+    estimator here (`bbopt.layerwise` too)."""
+    samples = losses.shape[1]
+    losses = losses / samples  # first: sums of n finite float64 losses then stay finite
+    if not baseline:
+        return losses
+    total = losses.sum(dim=1, keepdim=True)
+    if antithetic:  # leave-pair-out
+        others, excluded = total - losses - losses.roll(samples // 2, dims=1), 2
+    else:  # leave-one-out
+        others, excluded = total - losses, 1
+    if samples <= excluded:  # no other sample to form a baseline from
+        return losses
+    return losses - others / (samples - excluded)

@@ -1,0 +1,232 @@
+"""Layer-wise likelihood ratio: training without a backward pass (the LR-method paper, §3).
+
+Noise is added to the pre-activations ``z = W x + b`` of chosen ``nn.Linear`` / ``nn.Conv2d``
+layers, ``z' = z + sigma_l * eps``, in n noisy copies of every input (input-level repetition),
+all under ``torch.no_grad()``. With ``w`` the solver's weights on the copies' losses
+(`bbopt.ovlr.baseline_weights`: OVLR's leave-pair-out baseline, so exactly unbiased), each
+layer's gradient comes from its own input, its own noise and the loss alone:
+
+    g_l = sum_copies w * score(eps_l) / sigma_l       (a "grad_output" of the layer, no backward)
+    Linear:  dW = g_l^T x_l,   db = sum g_l
+    Conv2d:  dW = conv2d_weight(x_l, g_l),   db = sum g_l over batch and positions
+
+which estimates the gradient of the expected loss under the noise of every chosen layer
+(`torch.nn.grad.conv2d_weight` forms the Conv2d weight gradient from the input and g_l alone).
+The batch contract is the solvers': ``ask(inputs[B, ...]) -> outputs[B, n, d]`` of the noisy
+forward passes, ``tell(losses[B, n])`` -> one optimizer step. ``bbopt.fit(model, loss, data,
+solver=LayerwiseLR(...))`` drives it like OVLR.
+
+    solver = bbopt.layerwise.LayerwiseLR(model, torch.optim.Adam(model.parameters(), 1e-3),
+                                         sigma=0.1, samples=32, seed=0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bbopt.checks import check_bool, check_int
+from bbopt.noise.families import Noise, make_noise
+from bbopt.ovlr import baseline_weights
+from bbopt.validation import as_losses, indices
+
+__all__ = ["LAYER_TYPES", "LayerwiseLR"]
+
+LAYER_TYPES = (nn.Linear, nn.Conv2d)
+
+
+class LayerwiseLR:
+    """Args:
+    model: any ``nn.Module`` whose chosen layers are ``nn.Linear`` or ``nn.Conv2d``.
+    optimizer: a ``torch.optim`` optimizer over (at least) the chosen layers' parameters.
+    layers: names of the layers to perturb and train (``model.named_modules()``); None: every
+        Linear and Conv2d layer. The other parameters get no gradient (None) from this solver.
+    sigma: the noise scale of every chosen layer, or ``{name: sigma}`` for each.
+    samples: noisy copies per input (even with ``antithetic``).
+    antithetic: copies ``k`` and ``k + n/2`` carry negated noise in every layer.
+    noise: the family of eps (``"gaussian"``, ``"laplace"``, ``"student_t"`` with ``df``).
+    baseline: OVLR's leave-pair-out (leave-one-out) baseline on the copies' losses.
+    seed: seeds the solver's own generator (the global RNG is never used).
+    """
+
+    batched_only = True
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, layers: Sequence[str] | None = None,
+                 sigma: float | Mapping[str, float] = 0.1, samples: int = 16, antithetic: bool = True,
+                 noise: str = "gaussian", df: float = 5.0, baseline: bool = True, seed: int | None = None):  # fmt: skip
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)")
+        self.layers = _chosen_layers(model, layers)
+        self.sigmas = _sigmas(sigma, self.layers)
+        self.samples = check_int(samples, "samples", minimum=1)
+        self.antithetic = check_bool(antithetic, "antithetic")
+        if self.antithetic and self.samples % 2:
+            raise ValueError(f"Invalid samples: {samples} with antithetic=True (pairs (eps, -eps) need an even number)")
+        self.baseline = check_bool(baseline, "baseline")
+        self.family: Noise = make_noise(noise, df=df)
+        trained = {id(p) for module in self.layers.values() for p in module.parameters()}
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not trained <= stepped:
+            raise ValueError("Invalid optimizer: it does not step every chosen layer's parameters")
+        self.model, self.optimizer = model, optimizer
+        device = next(model.parameters()).device
+        self.generator = torch.Generator(device=device)
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(check_int(seed, "seed"))
+        self.steps = 0
+        self.evaluations = 0
+        self.pending = False  # the solvers' contract (bbopt.fit): no pilot rounds here
+        self._asked: dict | None = None
+
+    # ------------------------------------------------------------------------------ ask/tell
+    @torch.no_grad()
+    def ask(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The outputs of ``samples`` noisy forward passes of every input, ``[B, n, d]``; no
+        autograd graph is built."""
+        if self._asked is not None:
+            raise RuntimeError("ask() called twice without tell(): tell the losses of the last outputs first")
+        inputs = torch.as_tensor(inputs)
+        if inputs.dim() < 1 or inputs.shape[0] < 1:
+            raise ValueError(f"Invalid inputs: shape {list(inputs.shape)} (expected a batch [B, ...])")
+        batch = inputs.shape[0]
+        copies = inputs.repeat_interleave(self.samples, dim=0)
+        record: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        hooks = [module.register_forward_hook(self._perturb(name, batch, record))
+                 for name, module in self.layers.items()]  # fmt: skip
+        try:
+            outputs = self.model(copies)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() < 2 or outputs.shape[0] != copies.shape[0]:
+            raise ValueError("Invalid model output: expected [B * n, ...] for the noisy copies")
+        self._asked = {"batch": batch, "record": record}
+        return outputs.reshape(batch, self.samples, *outputs.shape[1:])
+
+    def _perturb(self, name: str, batch: int, record: dict):
+        sigma = self.sigmas[name]
+
+        def hook(module, args, output):
+            shape = output.shape[1:]
+            half = self.samples // 2 if self.antithetic else self.samples
+            eps = self.family.sample((batch, half, *shape), generator=self.generator, dtype=output.dtype)
+            if self.antithetic:
+                eps = torch.cat([eps, -eps], dim=1)
+            eps = eps.reshape(output.shape)
+            record[name] = (args[0], eps)
+            return output + sigma * eps
+
+        return hook
+
+    def tell(self, losses) -> dict[str, float]:
+        """One optimizer step from the losses of the asked copies, ``[B, n]``."""
+        if self._asked is None:
+            raise RuntimeError("tell() called before ask(): ask for outputs first")
+        batch = self._asked["batch"]
+        losses = as_losses(losses, (batch, self.samples))  # float64 on the CPU
+        if not bool(torch.isfinite(losses).all()):
+            count, where = indices(~torch.isfinite(losses))
+            raise ValueError(f"Invalid losses: {count} non-finite value(s) at indices {where}")
+        weights = baseline_weights(losses, antithetic=self.antithetic, baseline=self.baseline) / batch
+        limit = math.sqrt(torch.finfo(self._dtype()).max)
+        if not float(weights.abs().max()) <= limit:
+            raise ValueError("Invalid losses: their weights overflow the model's float type; scale the losses down")
+        gradients = {}
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                inputs, eps = self._asked["record"][name]
+                per_copy = weights.reshape(-1).to(device=eps.device, dtype=eps.dtype)
+                signal = per_copy.reshape(-1, *([1] * (eps.dim() - 1))) * self.family.score(eps) / self.sigmas[name]
+                gradients[name] = _layer_gradients(module, inputs, signal)
+        for group in self.optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+        for name, module in self.layers.items():
+            weight_grad, bias_grad = gradients[name]
+            module.weight.grad = weight_grad
+            if module.bias is not None:
+                module.bias.grad = bias_grad
+        self.optimizer.step()
+        self._asked = None
+        self.steps += 1
+        self.evaluations += losses.numel()
+        values = losses.numpy()
+        return {"step": float(self.steps), "loss_mean": float(values.mean()), "loss_min": float(values.min())}
+
+    # ---------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        if self._asked is not None:
+            raise RuntimeError("state_dict() between ask() and tell(): tell the pending losses first")
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "steps": self.steps,
+                "evaluations": self.evaluations}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = sorted({"model", "optimizer", "generator", "steps", "evaluations"} - set(state))
+        if missing:
+            raise ValueError(f"Invalid state: missing {missing}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.steps, self.evaluations = int(state["steps"]), int(state["evaluations"])
+        self._asked = None
+
+    @property
+    def policy(self) -> nn.Module:
+        """The model trained (the name the solvers use, so `bbopt.fit` checks it alike)."""
+        return self.model
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def __repr__(self) -> str:
+        return f"LayerwiseLR(layers={list(self.layers)}, samples={self.samples}, antithetic={self.antithetic})"
+
+
+def _layer_gradients(module: nn.Module, inputs: torch.Tensor, signal: torch.Tensor):
+    """Weight and bias gradients of one layer from its input and its per-copy signal (the
+    weighted noise score, the layer's "grad_output")."""
+    if isinstance(module, nn.Linear):
+        flat_in, flat_signal = inputs.reshape(-1, inputs.shape[-1]), signal.reshape(-1, signal.shape[-1])
+        return flat_signal.T @ flat_in, flat_signal.sum(dim=0)
+    weight = torch.nn.grad.conv2d_weight(inputs, module.weight.shape, signal, stride=module.stride,
+                                         padding=module.padding, dilation=module.dilation,
+                                         groups=module.groups)  # fmt: skip
+    return weight, signal.sum(dim=(0, 2, 3))
+
+
+def _chosen_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Module]:
+    modules = dict(model.named_modules())
+    if layers is None:
+        chosen = {name: module for name, module in modules.items() if isinstance(module, LAYER_TYPES)}
+        if not chosen:
+            raise ValueError(f"Invalid model: {type(model).__name__} has no nn.Linear or nn.Conv2d layer to perturb")
+        return chosen
+    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers) or not layers:
+        raise ValueError(f"Invalid layers: {layers!r} (expected a non-empty list of module names)")
+    unknown = [name for name in layers if name not in modules]
+    if unknown:
+        raise ValueError(f"Invalid layers: {unknown} are not modules of the model (it has {list(modules)[1:]})")
+    wrong = [name for name in layers if not isinstance(modules[name], LAYER_TYPES)]
+    if wrong:
+        raise ValueError(f"Invalid layers: {wrong} are not nn.Linear or nn.Conv2d")
+    return {name: modules[name] for name in layers}
+
+
+def _sigmas(sigma, layers: dict) -> dict[str, float]:
+    given = dict(sigma) if isinstance(sigma, Mapping) else dict.fromkeys(layers, sigma)
+    missing = sorted(set(layers) - set(given))
+    if missing:
+        raise ValueError(f"Invalid sigma: no value for layers {missing}")
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not 0 < value < math.inf:
+            raise ValueError(f"Invalid sigma: {value!r} for layer {name!r} (expected a finite number > 0)")
+    return {name: float(given[name]) for name in layers}

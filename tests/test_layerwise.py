@@ -1,0 +1,163 @@
+"""Layer-wise likelihood ratio (bbopt.layerwise): each layer's estimator against the exact
+gradient of the expected loss (closed form for linear layers and a quadratic loss), no autograd
+graph, antithetic copies, bad input, and training through bbopt.fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import bbopt
+from bbopt.layerwise import LayerwiseLR
+from bbopt.losses import ZeroOneLoss
+from bbopt.training import accuracy
+
+
+def linear_net(seed=0):
+    torch.manual_seed(seed)  # test process only
+    return nn.Sequential(nn.Linear(3, 4), nn.Identity(), nn.Linear(4, 2)).double()
+
+
+def conv_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 2, kernel_size=2, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4, 2)).double()
+
+
+def squared(outputs, targets):
+    return ((outputs - targets[:, None]) ** 2).sum(-1)
+
+
+def expected_gradient(model, inputs, targets, sigmas):
+    """The exact gradient of E[L] for linear layers, z1' = z1 + s1 eps1, y = W2 f(z1') + b2 + s2 eps2,
+    f linear: E||y - t||^2 = ||clean - t||^2 + s1^2 ||W2 J||_F^2 + const, J the map of the first
+    layer's noise to the second layer's input (identity, or the flatten)."""
+    second = model[2]
+    model.zero_grad()
+    clean = ((model(inputs) - targets) ** 2).sum(-1).mean()
+    noise_term = sigmas[0] ** 2 * (second.weight**2).sum()  # every noise coordinate reaches W2 through J = I
+    (clean + noise_term).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def estimates(model, inputs, targets, draws, sigmas, **options):
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.0), sigma=sigmas, **options)
+    rows = []
+    for _ in range(draws):
+        outputs = solver.ask(inputs)
+        solver.tell(squared(outputs, targets))
+        rows.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    return rows
+
+
+@pytest.mark.parametrize(
+    "make, shape, options",
+    [
+        (linear_net, (5, 3), {"antithetic": True}),
+        (linear_net, (5, 3), {"antithetic": False, "noise": "laplace"}),
+        (conv_net, (4, 1, 3, 3), {"antithetic": True}),
+    ],
+)
+def test_every_layer_estimate_is_unbiased_against_the_exact_gradient(make, shape, options):
+    model = make()
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(shape, generator=generator, dtype=torch.float64)
+    targets = torch.randn(shape[0], 2, generator=generator, dtype=torch.float64)
+    sigmas = {"0": 0.3, "2": 0.2}
+    truth = expected_gradient(model, inputs, targets, [sigmas["0"], sigmas["2"]])
+    rows = estimates(model, inputs, targets, 1500, sigmas, samples=8, seed=0, **options)
+    means = []
+    for name, exact in truth.items():
+        draws = torch.stack([row[name] for row in rows])
+        mean, error = draws.mean(0), draws.std(0) / len(rows) ** 0.5
+        z = ((mean - exact) / error.clamp_min(1e-12)).abs()
+        assert float(z.max()) < 4.5, (name, float(z.max()))
+        means.append((mean.reshape(-1), exact.reshape(-1)))
+    # not vacuous: over all parameters the mean estimate is close to the exact gradient
+    mean, exact = (torch.cat(parts) for parts in zip(*means, strict=True))
+    assert float((mean - exact).norm() / exact.norm()) < 0.15
+
+
+def test_no_autograd_graph_is_built_and_pairs_are_negated():
+    model = linear_net()
+    seen = []
+    model[2].register_forward_hook(lambda module, args, out: seen.append((torch.is_grad_enabled(), out.requires_grad)))
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), sigma=0.5, samples=6, seed=0)
+    inputs = torch.randn(2, 3, dtype=torch.float64)
+    outputs = solver.ask(inputs)
+    assert seen == [(False, False)] and not outputs.requires_grad
+    assert outputs.shape == (2, 6, 2)
+    _, eps = solver._asked["record"]["0"]
+    eps = eps.reshape(2, 6, 4)
+    assert torch.equal(eps[:, 3:], -eps[:, :3])
+    with torch.no_grad():
+        clean = model(inputs)
+    # antithetic copies through linear layers: the pair's mean output is the clean output
+    torch.testing.assert_close((outputs[:, :3] + outputs[:, 3:]) / 2, clean[:, None].expand(2, 3, 2))
+    solver.tell(torch.zeros(2, 6))
+
+
+def test_same_seed_same_run_and_state_round_trip():
+    runs = []
+    for _ in range(2):
+        model = linear_net()
+        solver = LayerwiseLR(model, torch.optim.Adam(model.parameters(), lr=0.01), sigma=0.3, samples=4, seed=7)
+        inputs = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        for _ in range(3):
+            solver.tell(squared(solver.ask(inputs), torch.zeros(3, 2, dtype=torch.float64)))
+        runs.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert torch.equal(runs[0], runs[1])
+    state = solver.state_dict()
+    fresh_model = linear_net(1)  # other weights, loaded from the state
+    fresh = LayerwiseLR(fresh_model, torch.optim.Adam(fresh_model.parameters(), lr=0.01), sigma=0.3, samples=4)
+    fresh.load_state_dict(state)
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in fresh_model.parameters()]), runs[1])
+
+
+def test_training_through_fit_learns_blobs_under_the_zero_one_loss():
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0]])
+    labels = torch.arange(3).repeat(30)
+    inputs = centers[labels] + 0.3 * torch.randn(90, 2, generator=generator)
+    model = bbopt.policies.MLP(2, 3, hidden=(16,), seed=3)
+    solver = LayerwiseLR(model, torch.optim.Adam(model.parameters(), lr=0.02), sigma=0.5, samples=32, seed=0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, labels), batch_size=30, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    before = bbopt.evaluate(model, [(inputs, labels)], {"accuracy": accuracy})["accuracy"]
+    history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=30, solver=solver, eval_data=[(inputs, labels)],
+                        metrics={"accuracy": accuracy}, progress=False)  # fmt: skip
+    assert before < 0.7 and history[-1]["accuracy"] >= 0.95, (before, history[-1]["accuracy"])
+
+
+BAD = {
+    "layer not in the model": (lambda m: {"layers": ["9"]}, "are not modules of the model"),
+    "layer of another type": (lambda m: {"layers": ["1"]}, r"are not nn\.Linear or nn\.Conv2d"),
+    "zero sigma": (lambda m: {"sigma": 0.0}, "Invalid sigma: 0.0"),
+    "nan sigma": (lambda m: {"sigma": float("nan")}, "Invalid sigma: nan"),
+    "sigma missing a layer": (lambda m: {"sigma": {"0": 0.1}}, r"no value for layers \['2'\]"),
+    "odd samples with pairs": (lambda m: {"samples": 3}, "Invalid samples: 3 with antithetic=True"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_refused(case):
+    model = linear_net()
+    options, message = BAD[case]
+    with pytest.raises(ValueError, match=message):
+        LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), **options(model))
+
+
+def test_a_model_without_linear_or_conv_layers_and_bad_losses_are_refused():
+    vector = bbopt.policies.LearnedVector(3)
+    with pytest.raises(ValueError, match=r"has no nn\.Linear or nn\.Conv2d layer"):
+        LayerwiseLR(vector, torch.optim.SGD(vector.parameters(), lr=0.1))
+    model = linear_net()
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=4, seed=0)
+    solver.ask(torch.zeros(2, 3, dtype=torch.float64))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"Invalid losses: 1 non-finite value\(s\)"):
+        solver.tell(torch.tensor([[0.0, 1.0, float("nan"), 0.0], [0.0] * 4]))
+    with pytest.raises(ValueError, match="Invalid losses"):
+        solver.tell(torch.zeros(2, 3))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    solver.tell(torch.zeros(2, 4))
