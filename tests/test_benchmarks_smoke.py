@@ -192,9 +192,19 @@ def test_every_benchmark_imports_as_a_module_of_the_benchmarks_package():
 
     folder = Path(__file__).resolve().parent.parent / "benchmarks"
     names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
-    assert len(names) >= 15
+    assert len(names) >= 16
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
         source = (folder / f"{name}.py").read_text()
         assert "run as a script" not in source and "python benchmarks/" not in source, name
         assert name.startswith("_") or callable(getattr(module, "main", None)), name
+
+
+def test_layerwise_benchmark_smoke(tmp_path):
+    from benchmarks import layerwise
+
+    out = tmp_path / "layerwise.json"
+    rows = layerwise.main(["--seeds", "1", "--epochs", "1", "--models", "mlp", "--out", str(out)])
+    assert [row["method"] for row in rows] == list(layerwise.METHODS)
+    assert all(0 <= row[f"{c}_mean"] <= 1 for row in rows for c in layerwise.CONDITIONS)
+    assert out.exists() and out.with_suffix(".png").exists()
