@@ -12,6 +12,8 @@ layer's gradient comes from its own input, its own noise and the loss alone:
 
 which estimates the gradient of the expected loss under the noise of every chosen layer
 (`torch.nn.grad.conv2d_weight` forms the Conv2d weight gradient from the input and g_l alone).
+A layer called several times in one forward (weights shared over time steps, as in a spiking or
+recurrent network) gets fresh noise at every call and the sum of its calls' estimates.
 The batch contract is the solvers': ``ask(inputs[B, ...]) -> outputs[B, n, d]`` of the noisy
 forward passes, ``tell(losses[B, n])`` -> one optimizer step. ``bbopt.fit(model, loss, data,
 solver=LayerwiseLR(...))`` drives it like OVLR.
@@ -98,7 +100,7 @@ class LayerwiseLR:
             raise ValueError(f"Invalid inputs: shape {list(inputs.shape)} (expected a batch [B, ...])")
         batch = inputs.shape[0]
         copies = inputs.repeat_interleave(self.samples, dim=0)
-        record: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        record: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in self.layers}
         hooks = [module.register_forward_hook(self._perturb(name, batch, record))
                  for name, module in self.layers.items()]  # fmt: skip
         try:
@@ -121,7 +123,7 @@ class LayerwiseLR:
             if self.antithetic:
                 eps = torch.cat([eps, -eps], dim=1)
             eps = eps.reshape(output.shape)
-            record[name] = (args[0], eps)
+            record[name].append((args[0], eps))
             return output + sigma * eps
 
         return hook
@@ -142,10 +144,15 @@ class LayerwiseLR:
         gradients = {}
         with torch.no_grad():
             for name, module in self.layers.items():
-                inputs, eps = self._asked["record"][name]
-                per_copy = weights.reshape(-1).to(device=eps.device, dtype=eps.dtype)
-                signal = per_copy.reshape(-1, *([1] * (eps.dim() - 1))) * self.family.score(eps) / self.sigmas[name]
-                gradients[name] = _layer_gradients(module, inputs, signal)
+                calls = self._asked["record"][name]
+                if not calls:
+                    raise RuntimeError(f"layer {name!r} was not called in the forward pass: no gradient to estimate")
+                for inputs, eps in calls:  # one call per forward, or one per time step of shared weights
+                    per_copy = weights.reshape(-1).to(device=eps.device, dtype=eps.dtype)
+                    scale = per_copy.reshape(-1, *([1] * (eps.dim() - 1))) / self.sigmas[name]
+                    weight, bias = _layer_gradients(module, inputs, scale * self.family.score(eps))
+                    summed = gradients.get(name)
+                    gradients[name] = (weight, bias) if summed is None else (summed[0] + weight, summed[1] + bias)
         for group in self.optimizer.param_groups:
             for parameter in group["params"]:
                 parameter.grad = None

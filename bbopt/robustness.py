@@ -85,13 +85,18 @@ def _accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> f
 
 
 def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, noise: float = 0.1,
-             epsilon: float = 0.1, steps: int = 15, step_size: float = 0.01) -> dict[str, float]:  # fmt: skip
-    """Accuracy: ``clean``, each of `NOISES` and each of `ATTACKS`."""
+             epsilon: float = 0.1, steps: int = 15, step_size: float = 0.01,
+             attack_model: nn.Module | None = None) -> dict[str, float]:  # fmt: skip
+    """Accuracy: ``clean``, each of `NOISES` and each of `ATTACKS`. ``attack_model``: the
+    network whose gradients the attacks follow (default ``model``); for a model whose input
+    gradient is zero (hard spikes), a twin with a surrogate derivative and the same weights, so
+    that a zero gradient does not pass for robustness."""
     generator = torch.Generator().manual_seed(seed)
     scores = {"clean": _accuracy(model, inputs, labels)}
     for kind in NOISES:
         scores[kind] = _accuracy(model, natural_noise(inputs, kind, noise=noise, generator=generator), labels)
     for kind in ATTACKS:
-        adversarial = attack(model, inputs, labels, kind, epsilon=epsilon, steps=steps, step_size=step_size)
+        adversarial = attack(model if attack_model is None else attack_model, inputs, labels, kind, epsilon=epsilon,
+                             steps=steps, step_size=step_size)  # fmt: skip
         scores[kind] = _accuracy(model, adversarial, labels)
     return scores

@@ -87,7 +87,7 @@ def test_no_autograd_graph_is_built_and_pairs_are_negated():
     outputs = solver.ask(inputs)
     assert seen == [(False, False)] and not outputs.requires_grad
     assert outputs.shape == (2, 6, 2)
-    _, eps = solver._asked["record"]["0"]
+    ((_, eps),) = solver._asked["record"]["0"]
     eps = eps.reshape(2, 6, 4)
     assert torch.equal(eps[:, 3:], -eps[:, :3])
     with torch.no_grad():
@@ -161,3 +161,77 @@ def test_a_model_without_linear_or_conv_layers_and_bad_losses_are_refused():
         solver.tell(torch.zeros(2, 3))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     solver.tell(torch.zeros(2, 4))
+
+
+class SharedTwice(nn.Module):
+    """One Linear applied twice (weights shared, as over the time steps of a spiking network)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.layer = nn.Linear(2, 2).double()
+
+    def forward(self, x):
+        return self.layer(self.layer(x))
+
+
+def test_a_layer_called_twice_gets_noise_at_each_call_and_the_sum_of_their_estimates():
+    """z1 = W x + b + s e1, z2 = W z1 + b + s e2: E||z2 - t||^2 = ||W (W x + b) + b - t||^2 +
+    s^2 ||W||_F^2 + const, whose autograd gradient the summed estimate must match."""
+    model = SharedTwice()
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+    targets = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+    sigma = 0.3
+    model.zero_grad()
+    clean = ((model(inputs) - targets) ** 2).sum(-1).mean()
+    (clean + sigma**2 * (model.layer.weight**2).sum()).backward()
+    truth = {name: p.grad.clone() for name, p in model.named_parameters()}
+    rows = estimates(model, inputs, targets, 1500, {"layer": sigma}, samples=8, seed=0)
+    for name, exact in truth.items():
+        draws = torch.stack([row[name] for row in rows])
+        z = ((draws.mean(0) - exact) / (draws.std(0) / len(rows) ** 0.5)).abs()
+        assert float(z.max()) < 4.5, (name, float(z.max()))
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), sigma=sigma, samples=4, seed=0)
+    solver.ask(inputs)
+    assert len(solver._asked["record"]["layer"]) == 2
+
+
+def test_the_spiking_mlp_is_deterministic_spikes_are_binary_and_only_the_surrogate_has_a_gradient():
+    from bbopt.policies import SpikingMLP
+
+    inputs = torch.rand(5, 6, generator=torch.Generator().manual_seed(0)) * 3
+    hard, smooth = SpikingMLP(6, 3, hidden=(8, 8), steps=4, seed=1), SpikingMLP(6, 3, hidden=(8, 8), steps=4,
+                                                                               surrogate=True, seed=1)  # fmt: skip
+    spikes = []
+    first = hard(inputs, record=spikes)
+    assert torch.equal(first, hard(inputs)) and torch.equal(first, smooth(inputs))  # same forward, repeatable
+    assert len(spikes) == 4 * 2 and all(set(s.unique().tolist()) <= {0.0, 1.0} for s in spikes)
+    assert any(float(s.sum()) > 0 for s in spikes)  # it does fire
+    for model in (hard, smooth):
+        model.zero_grad()
+        model(inputs).square().sum().backward()
+    assert hard.hidden[0].weight.grad is None  # the Heaviside cuts the graph: backprop gets nothing
+    assert float(smooth.hidden[0].weight.grad.abs().sum()) > 0.0
+    with pytest.raises(ValueError, match="Invalid decay"):
+        SpikingMLP(6, 3, decay=1.0)
+
+
+def test_layerwise_lr_trains_the_spiking_mlp_through_its_time_steps():
+    from bbopt.policies import SpikingMLP
+
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+    labels = torch.arange(3).repeat(30)
+    inputs = centers[labels] + 0.3 * torch.randn(90, 2, generator=generator)
+    model = SpikingMLP(2, 3, hidden=(16,), steps=4, seed=0)
+    solver = LayerwiseLR(model, torch.optim.Adam(model.parameters(), lr=0.03), sigma=0.3, samples=16, seed=0)
+    solver.ask(inputs[:4])
+    assert len(solver._asked["record"]["hidden.0"]) == 4  # one noisy call per time step
+    solver.tell(torch.zeros(4, 16))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, labels), batch_size=30, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    before = bbopt.evaluate(model, [(inputs, labels)], {"accuracy": accuracy})["accuracy"]
+    history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=30, solver=solver, eval_data=[(inputs, labels)],
+                        metrics={"accuracy": accuracy}, progress=False)  # fmt: skip
+    assert history[-1]["accuracy"] >= 0.9 and history[-1]["accuracy"] > before + 0.2, (before, history[-1])
