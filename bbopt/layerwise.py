@@ -34,6 +34,7 @@ from torch import nn
 from bbopt.checks import check_bool, check_int
 from bbopt.noise.families import Noise, make_noise
 from bbopt.ovlr import baseline_weights
+from bbopt.solver import _clear_gradients, _total_norm
 from bbopt.validation import as_losses, indices
 
 __all__ = ["LAYER_TYPES", "LayerwiseLR"]
@@ -153,14 +154,16 @@ class LayerwiseLR:
                     weight, bias = _layer_gradients(module, inputs, scale * self.family.score(eps))
                     summed = gradients.get(name)
                     gradients[name] = (weight, bias) if summed is None else (summed[0] + weight, summed[1] + bias)
-        for group in self.optimizer.param_groups:
-            for parameter in group["params"]:
-                parameter.grad = None
+        _clear_gradients(self.optimizer)
         for name, module in self.layers.items():
             weight_grad, bias_grad = gradients[name]
             module.weight.grad = weight_grad
             if module.bias is not None:
                 module.bias.grad = bias_grad
+        if not math.isfinite(_total_norm(self.optimizer)):  # its square overflows: Adam's state would become inf
+            _clear_gradients(self.optimizer)
+            raise ValueError("Invalid losses: the gradient they imply overflows the model's float type (scale the "
+                             "losses down); nothing was updated: tell corrected losses or ask again")  # fmt: skip
         self.optimizer.step()
         self._asked = None
         self.steps += 1

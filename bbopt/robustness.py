@@ -25,6 +25,10 @@ ATTACKS = ("fgsm", "ifgsm", "mifgsm")
 def natural_noise(inputs: torch.Tensor, kind: str, *, noise: float = 0.1, photons: float = 30.0,
                   generator: torch.Generator) -> torch.Tensor:  # fmt: skip
     """``inputs`` with natural noise of ``kind``, clipped to [0, 1]."""
+    if not 0 <= noise < float("inf"):
+        raise ValueError(f"Invalid noise: {noise} (expected a finite level >= 0)")
+    if not 0 < photons < float("inf"):
+        raise ValueError(f"Invalid photons: {photons} (expected a finite count > 0)")
     if kind == "gaussian":
         noisy = inputs + noise * torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype)
     elif kind == "uniform":
@@ -41,8 +45,10 @@ def attack(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, kind: s
     """Adversarial inputs of ``kind`` against ``model`` (its parameters untouched)."""
     if kind not in ATTACKS:
         raise ValueError(f"Invalid attack: {kind!r} (expected one of {ATTACKS})")
-    if not epsilon > 0:
+    if not 0 < epsilon < float("inf"):
         raise ValueError(f"Invalid epsilon: {epsilon} (expected > 0)")
+    if kind != "fgsm" and (not isinstance(steps, int) or steps < 1 or not 0 < step_size < float("inf")):
+        raise ValueError(f"Invalid steps / step_size: {steps} / {step_size} (expected an int >= 1 and a size > 0)")
     was_training = model.training
     model.eval()
     try:

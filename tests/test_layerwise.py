@@ -235,3 +235,16 @@ def test_layerwise_lr_trains_the_spiking_mlp_through_its_time_steps():
     history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=30, solver=solver, eval_data=[(inputs, labels)],
                         metrics={"accuracy": accuracy}, progress=False)  # fmt: skip
     assert history[-1]["accuracy"] >= 0.9 and history[-1]["accuracy"] > before + 0.2, (before, history[-1])
+
+
+def test_a_gradient_that_overflows_the_float_type_is_refused_before_the_step():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # float32
+    solver = LayerwiseLR(model, torch.optim.Adam(model.parameters(), lr=0.1), sigma=1e-30, samples=4, seed=0)
+    solver.ask(torch.ones(2, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="the gradient they imply overflows"):
+        solver.tell(torch.tensor([[0.0, 1e10, 0.0, 0.0], [0.0] * 4]))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(p.grad is None for p in model.parameters())
+    solver.tell(torch.zeros(2, 4))  # corrected losses go through
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -66,3 +66,17 @@ def test_bad_kinds_and_bounds_are_refused(trained):
         robustness.attack(model, images, labels, "fgsm", epsilon=0)
     with pytest.raises(ValueError, match="Invalid noise: 'salt'"):
         robustness.natural_noise(images, "salt", generator=torch.Generator())
+
+
+def test_bad_levels_steps_and_counts_are_refused(trained):
+    model, images, labels = trained
+    generator = torch.Generator().manual_seed(0)
+    for options, message in [({"noise": float("nan")}, "Invalid noise: nan"), ({"noise": -0.1}, "Invalid noise"),
+                             ({"photons": 0.0}, "Invalid photons: 0.0")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            robustness.natural_noise(images, "poisson", generator=generator, **options)
+    for options in ({"steps": 0}, {"step_size": -0.01}, {"step_size": float("inf")}):
+        with pytest.raises(ValueError, match="Invalid steps / step_size"):
+            robustness.attack(model, images, labels, "ifgsm", **options)
+    with pytest.raises(ValueError, match="Invalid epsilon: inf"):
+        robustness.attack(model, images, labels, "fgsm", epsilon=float("inf"))
