@@ -306,11 +306,17 @@ class Solver:
         self._asked = _Asked(mu=mu, noise=noise, batched=inputs is not None, paired=paired, total=total)
         return candidates if inputs is not None else candidates[0]
 
-    def tell(self, losses, *, step_losses=None) -> dict[str, float]:
+    def tell(self, losses, *, step_losses=None, autograd_loss=None) -> dict[str, float]:
         """Update the policy from one loss per candidate; returns a small stats dict.
 
         ``losses``: ``[n]`` after ``ask()``, ``[B, n]`` after ``ask(inputs)``, ``[N]`` (one per
         episode) in episode mode. One VJP, one optimizer step.
+
+        ``autograd_loss``: a scalar tensor on the policy's graph (a KL term, a regulariser, an
+        imitation loss): the part of the objective known in closed form. Its gradient, by
+        autograd, is added to the estimated one in the same backward call and the same
+        optimizer step, so the step minimises ``E[loss] + autograd_loss``. A VAE's KL term next
+        to a black-box reconstruction loss is the example (`bbopt.generative`).
 
         Episode mode only, ``step_losses``: per-step credit. One tensor per ``ask`` call since
         the last tell, ``step_losses[k][j]`` the loss still to come (cost-to-go, from that step
@@ -321,14 +327,15 @@ class Solver:
         it, so the estimate stays unbiased and loses the variance of those past costs.
         ``losses`` still gives the stats.
         """
+        _check_autograd_loss(autograd_loss)
         if self._record is not None:
-            return self._tell_episodes(losses, step_losses)
+            return self._tell_episodes(losses, step_losses, autograd_loss)
         if step_losses is not None:
             raise ValueError("Invalid step_losses: per-step credit is for episode mode (episodes=N)")
         if self._asked is None or self.pending:
             raise RuntimeError("tell() called before ask(): ask for candidates first")
         if isinstance(self._asked, _Allocated):
-            return self._tell_allocated(losses)
+            return self._tell_allocated(losses, autograd_loss)
         asked = self._asked
         if asked.spent:
             raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
@@ -339,7 +346,7 @@ class Solver:
         try:
             losses = self._as_losses(losses, expected).reshape(groups, samples)
             stats = self._update(mu=asked.mu, losses=losses, counts=torch.ones_like(losses), noise=asked.noise,
-                                 paired=asked.paired)  # fmt: skip
+                                 paired=asked.paired, autograd_loss=autograd_loss)  # fmt: skip
         except ValueError as error:
             asked.refused = True  # nothing changed: tell corrected losses, or ask again
             if self._shard is not None and not self._shard.agreed:
@@ -427,13 +434,15 @@ class Solver:
         traces = per_sample.to(torch.float64).square().sum(dim=1).reshape(-1, samples).mean(dim=1).cpu()
         return Pilot(traces=traces, losses=losses.mean(dim=1), outputs=mu.to(torch.float64).cpu())
 
-    def _tell_allocated(self, losses) -> dict[str, float]:
+    def _tell_allocated(self, losses, autograd_loss) -> dict[str, float]:
         asked = self._asked
         if asked.spent:
             raise RuntimeError("tell() after a refused update of these candidates: ask for new candidates first")
         try:
             losses = self._as_losses(losses, (int(asked.groups.shape[0]),))
             if asked.piloting:
+                if autograd_loss is not None:
+                    raise ValueError("Invalid autograd_loss: the pilot round makes no update; give it with the rest")
                 pilot = (asked.groups, asked.noise, losses.reshape(asked.mu.shape[0], -1))
                 summary = self._pilot_summary(asked.mu, pilot)
                 if not bool(torch.isfinite(summary.traces).all()):
@@ -443,7 +452,7 @@ class Solver:
                 values = losses.numpy()
                 return {"step": float(self.steps), "loss_mean": float(values.mean()),
                         "loss_min": float(values.min()), "pilot": 1.0}  # fmt: skip
-            stats = self._update_allocated(asked, losses)
+            stats = self._update_allocated(asked, losses, autograd_loss)
         except ValueError:
             asked.refused = True  # nothing changed: tell corrected losses, or ask again
             raise
@@ -451,7 +460,7 @@ class Solver:
         self.evaluations += losses.numel()
         return stats
 
-    def _update_allocated(self, asked: _Allocated, losses: torch.Tensor) -> dict[str, float]:
+    def _update_allocated(self, asked: _Allocated, losses: torch.Tensor, autograd_loss) -> dict[str, float]:
         """Row weights: each size block weighted by the solver on its own (the pilot's, when
         reused, with the fixed share ``pilot / samples``); then the one update over all rows
         (main rows first, so refusals name the indices of the told losses)."""
@@ -477,7 +486,7 @@ class Solver:
             mu_rows = asked.mu[groups]  # the backward of the gather sums the rows of each input
         return self._update(mu=mu_rows, losses=told[None], counts=None, noise=noise,
                             episode_of_record=torch.arange(len(told), device=self.device),
-                            raw_weights=row_weights[None] / count)  # fmt: skip
+                            raw_weights=row_weights[None] / count, autograd_loss=autograd_loss)  # fmt: skip
 
     # ----------------------------------------------------------------------- episode mode
     def _ask_episodes(self, inputs, episode_ids) -> torch.Tensor:
@@ -499,7 +508,7 @@ class Solver:
         self._record.add(inputs, noise, episode_ids)
         return self.noise.candidates(mu, noise[:, None])[:, 0]
 
-    def _tell_episodes(self, losses, step_losses=None) -> dict[str, float]:
+    def _tell_episodes(self, losses, step_losses=None, autograd_loss=None) -> dict[str, float]:
         record = self._record
         if not record:
             raise RuntimeError("tell() called before ask(): run the episodes through ask() first")
@@ -512,7 +521,8 @@ class Solver:
             with torch.enable_grad():
                 mu = self.policy(inputs)  # one batched forward
             stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise,
-                                 episode_of_record=episode_of_record, record_weights=record_weights)  # fmt: skip
+                                 episode_of_record=episode_of_record, record_weights=record_weights,
+                                 autograd_loss=autograd_loss)  # fmt: skip
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
             raise
@@ -533,7 +543,7 @@ class Solver:
         return weights
 
     def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None,
-                paired=False, raw_weights=None) -> dict[str, float]:  # fmt: skip
+                paired=False, raw_weights=None, autograd_loss=None) -> dict[str, float]:  # fmt: skip
         """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update.
 
         Group mode: ``mu[G, d]``, ``noise[G, n, width]`` (``paired``: ``[G, n/2, width]``, the
@@ -572,7 +582,10 @@ class Solver:
         if self._shard is not None:  # every rank's tell passed its checks, or all refuse (before DDP's all-reduce)
             self._shard.agree(None)
         _clear_gradients(self.optimizer)
-        mu.backward(v)  # the one VJP
+        if autograd_loss is None:
+            mu.backward(v)  # the one VJP
+        else:  # the one VJP and the closed-form term's gradient, summed in one backward call
+            torch.autograd.backward([mu, autograd_loss.reshape(())], [v, None])
         gradient_norm = _total_norm(self.optimizer)
         if not math.isfinite(gradient_norm):  # its square overflows: Adam's state would become inf
             _clear_gradients(self.optimizer)
@@ -725,6 +738,18 @@ def _checked_sizes(sizes, count: int, total: int, minimum: int, allocation) -> t
             f"{allocation!r} gave sizes {sizes!r} (expected {count} integers >= {minimum} summing to {total})"
         )
     return sizes.cpu().long()
+
+
+def _check_autograd_loss(value) -> None:
+    """Refuse an ``autograd_loss`` that is not a finite scalar on a graph (before anything changes)."""
+    if value is None:
+        return
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+        raise ValueError(f"Invalid autograd_loss: {_shape_of(value)} (expected a floating-point scalar tensor)")
+    if not value.requires_grad:
+        raise ValueError("Invalid autograd_loss: it has no graph (requires_grad is False); compute it from the policy")
+    if not bool(torch.isfinite(value.detach()).all()):
+        raise ValueError(f"Invalid autograd_loss: {float(value.detach().reshape(()))} is not finite")
 
 
 def _shape_of(value) -> str:
