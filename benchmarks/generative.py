@@ -199,13 +199,14 @@ def run_vae(method: str, seed: int, config: Config, train, held_out, judge: Judg
 
 
 def save_grid(samples: torch.Tensor, path: Path, title: str) -> None:
-    """The first 100 samples as a 10 x 10 grid of 8x8 digits."""
+    """The first (up to) 100 samples as rows of 10 digits 8x8."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tiles = samples[:100].clamp(0, 1).reshape(10, 10, 8, 8).permute(0, 2, 1, 3).reshape(80, 80)
+    rows = min(10, len(samples) // 10)
+    tiles = samples[: rows * 10].clamp(0, 1).reshape(rows, 10, 8, 8).permute(0, 2, 1, 3).reshape(rows * 8, 80)
     figure, axis = plt.subplots(figsize=(4, 4.3))
     axis.imshow(tiles.numpy(), cmap="gray_r", vmin=0, vmax=1)
     axis.set_title(title, fontsize=9)
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "generative.json")
     args = parser.parse_args(argv)
     parts = [part for part in args.parts.split(",") if part]
+    if args.eval_samples < 10:
+        parser.error("--eval-samples must be at least 10 (the sample grids have rows of 10)")
     if unknown := sorted(set(parts) - set(PARTS)):
         parser.error(f"unknown parts {unknown} (expected some of {PARTS})")
     config = Config(seeds=args.seeds, gan_steps=args.gan_steps, evaluate_every=args.evaluate_every,

@@ -208,3 +208,19 @@ def test_layerwise_benchmark_smoke(tmp_path):
     assert [row["method"] for row in rows] == list(layerwise.METHODS)
     assert all(0 <= row[f"{c}_mean"] <= 1 for row in rows for c in layerwise.CONDITIONS)
     assert out.exists() and out.with_suffix(".png").exists()
+
+
+def test_generative_benchmark_smoke(tmp_path):
+    from benchmarks import generative
+
+    out = tmp_path / "generative.json"
+    features = tmp_path / "features.pt"  # trained here: the saved one is not touched
+    rows = generative.main(["--seeds", "1", "--gan-steps", "4", "--evaluate-every", "2", "--refitted-seeds", "1",
+                            "--refitted-steps", "2", "--vae-epochs", "1", "--eval-samples", "50",
+                            "--features", str(features), "--out", str(out)])  # fmt: skip
+    assert [(row["part"], row["method"]) for row in rows] == [
+        ("gan", "backprop"), ("gan", "ovlr"), ("refitted", "ovlr"), ("vae", "backprop"), ("vae", "ovlr")
+    ]  # fmt: skip
+    assert all(row["fid_mean"] >= 0 and 1 <= row["classes_mean"] <= 10 for row in rows)
+    assert features.exists() and out.exists() and out.with_name("generative.png").exists()
+    assert json.loads(out.read_text())["summary"]["feature_accuracy"] > 0.9

@@ -59,8 +59,8 @@ def train_gan(
     Give exactly one of ``solver`` (a bbopt solver over ``generator`` in batch mode: the
     black-box path) or ``optimizer`` (backprop through a differentiable discriminator).
     ``seed`` draws the real batches and the latents (the solver has its own seed).
-    ``evaluate(generator) -> metrics`` runs before the first step, every ``evaluate_every``
-    steps and after the last. Returns one record per evaluation: ``step``,
+    ``evaluate(generator) -> metrics`` runs under ``torch.no_grad()`` before the first step,
+    every ``evaluate_every`` steps and after the last. Returns one record per evaluation: ``step``,
     ``discriminator_loss`` and ``generator_loss`` (means since the previous record),
     ``seconds`` (training time since the previous record) and the metrics; ``tracker`` gets
     each record at its step.
@@ -94,7 +94,8 @@ def train_gan(
         entry = {"step": float(step)}
         entry |= {key: (value / since if since and key != "seconds" else value) for key, value in totals.items()}
         if evaluate is not None:
-            entry |= evaluate(generator)
+            with torch.no_grad():
+                entry |= evaluate(generator)
         history.append(entry)
         if tracker is not None:
             tracker.log(entry, step=step)
