@@ -30,8 +30,9 @@ import bbopt
 from bbopt.arguments import step_count
 from benchmarks import _report
 
-# Every registered solver with an episodes preset, EvoTorch's PGPE, and per-step credit variants (-togo).
-METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo")
+# Every registered solver with an episodes preset, EvoTorch's PGPE, per-step credit variants (-togo)
+# and per-step credit with the state-value critic (-critic: bbopt.rollout.critic.StateValue).
+METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo", "ovlr-critic", "es-critic")
 EVAL_SEED = 10**6
 
 
@@ -41,7 +42,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
     solver, _, variant = method.partition("-")
     config = RunConfig(env=env, solver=solver, population=population, env_steps=budget, eval_every=0,
                        pool="serial", checkpoint_every=0, seed=seed,
-                       credit="to_go" if variant == "togo" else "episode")  # fmt: skip
+                       credit="to_go" if variant in ("togo", "critic") else "episode",
+                       critic="state_value" if variant == "critic" else None)  # fmt: skip
     curve, began = [], time.perf_counter()
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
@@ -55,8 +57,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
         train_seconds = trainer.seconds
     return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": train_seconds,
             "wall_seconds": time.perf_counter() - began, "settings": {"sigma": config.sigma, "lr": config.lr,
-            "lr_schedule": config.lr_schedule, "credit": config.credit, "population": population,
-            "hidden": config.hidden}}  # fmt: skip
+            "lr_schedule": config.lr_schedule, "credit": config.credit, "critic": config.critic,
+            "population": population, "hidden": config.hidden}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

@@ -137,7 +137,8 @@ def test_mujoco_benchmark_smoke(tmp_path):
                             "--pgpe-popsize", "4", "--methods", methods, "--out", str(out)])  # fmt: skip
     assert {r["method"] for r in rows} == set(locomotion.METHODS)
     assert all(r["env_steps"] >= 3000 and r["curve"] for r in rows)
-    assert {r["settings"]["credit"] for r in rows if r["method"].endswith("-togo")} == {"to_go"}
+    assert {r["settings"]["credit"] for r in rows if r["method"].endswith(("-togo", "-critic"))} == {"to_go"}
+    assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {"ovlr-critic", "es-critic"}
     assert json.loads(out.read_text())["summary"]["table"] and out.with_suffix(".png").exists()
 
 

@@ -1,8 +1,10 @@
 """Training through Gymnasium simulators: env pools (serial, processes, Ray), the rollout
-driver, observation normalization, control policies and atomic checkpoints."""
+driver, a state-value critic for per-step credit, observation normalization, control policies
+and atomic checkpoints."""
 
 from bbopt.policies.normalization import ObservationNormalizer
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
+from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import Trainer, rollout_return
 from bbopt.rollout.policy import BoxSquash, control_policy, normalizer_of
 from bbopt.rollout.pools import POOLS, EnvFactory, ProcessPool, RayPool, SerialPool, StepResult, make_pool
@@ -15,6 +17,7 @@ __all__ = [
     "ProcessPool",
     "RayPool",
     "SerialPool",
+    "StateValue",
     "StepResult",
     "Trainer",
     "control_policy",

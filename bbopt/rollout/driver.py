@@ -51,12 +51,15 @@ class Trainer:
         "to_go": each step with the negated rewards from that step on, against the other
         episodes' at the same step (``solver.tell(step_losses=...)``; OVLR and ES). A failed
         episode's cost-to-go is the population's worst at each of its steps.
+    critic: with ``credit="to_go"``, a `bbopt.rollout.critic.StateValue`: the solver is told
+        each step's cost-to-go minus the critic's ``V(s_t, t)`` (fitted after each tell on that
+        update's steps; kept in the checkpoint). Unbiased: see `bbopt.rollout.critic`.
     """
 
     def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
-                 credit: str = "episode"):  # fmt: skip
+                 credit: str = "episode", critic=None):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -79,6 +82,13 @@ class Trainer:
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit = credit
+        if critic is not None and credit != "to_go":
+            raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
+        self.critic = critic
+        if critic is not None:
+            horizon = getattr(self.eval_env.spec, "max_episode_steps", None) if self.eval_env.spec else None
+            critic.setup(int(np.prod(self.eval_env.observation_space.shape)), horizon=horizon,
+                         normalizer=self.normalizer)  # fmt: skip
         self._total_steps: int | None = None  # the env-steps total of the running `train` (the schedule's end)
         self.scheduler = None
         if lr_schedule == "linear":
@@ -102,13 +112,14 @@ class Trainer:
         lengths = np.zeros(self.population, dtype=np.int64)
         live = np.ones(self.population, dtype=bool)
         failed = np.zeros(self.population, dtype=bool)
-        rewards, asked = [], []  # per ask call: rewards of the asked episodes, their ids
+        rewards, asked, observed = [], [], []  # per ask call: rewards of the asked episodes, their ids, observations
         step = 0
         while live.any():
             if on_step is not None:
                 on_step(step)
             ids = np.flatnonzero(live)
             inputs = torch.as_tensor(observations[ids])
+            observed.append(inputs)
             if self.normalizer is not None:
                 self.normalizer.observe(inputs)
             with torch.no_grad():
@@ -129,8 +140,12 @@ class Trainer:
         losses = -returns
         if failed.any():
             losses[failed] = losses[~failed].max() if (~failed).any() else 0.0
-        step_losses = self._costs_to_go(rewards, asked, failed) if self.credit == "to_go" else None
+        step_losses, fit = None, None
+        if self.credit == "to_go":
+            step_losses, fit = self._step_credit(rewards, asked, observed, failed)
         stats = self.solver.tell(torch.as_tensor(losses), **({"step_losses": step_losses} if step_losses else {}))
+        if fit is not None:  # after the advantages were formed and told: V never saw this update's noise
+            self.critic.fit(*fit)
         if self.normalizer is not None:
             self.normalizer.commit()
         self.updates += 1
@@ -141,15 +156,31 @@ class Trainer:
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
                 "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())}  # fmt: skip
 
-    def _costs_to_go(self, rewards: list, asked: list, failed: np.ndarray) -> list[torch.Tensor]:
-        """Negated rewards still to come, per ask call and asked episode."""
-        dense = np.zeros((len(rewards), self.population))
+    def _step_credit(self, rewards: list, asked: list, observed: list, failed: np.ndarray):
+        """Per ask call, the asked episodes' negated rewards still to come (minus the critic's
+        value, or its GAE advantages, with a critic); and the critic's fit data (observations,
+        time steps, costs-to-go of the episodes that did not fail), or None."""
+        costs = np.zeros((len(rewards), self.population))
+        alive = np.zeros((len(rewards), self.population), dtype=bool)
         for k, (values, ids) in enumerate(zip(rewards, asked, strict=True)):
-            dense[k, ids] = values
-        to_go = -np.flip(np.cumsum(np.flip(dense, 0), 0), 0)  # [calls, N]
+            costs[k, ids] = -values
+            alive[k, ids] = True
+        to_go = np.flip(np.cumsum(np.flip(costs, 0), 0), 0)  # [calls, N]
         if failed.any() and (~failed).any():
             to_go[:, failed] = to_go[:, ~failed].max(axis=1, keepdims=True)
-        return [torch.as_tensor(to_go[k, ids]) for k, ids in enumerate(asked)]
+        if self.critic is None:
+            return [torch.as_tensor(to_go[k, ids]) for k, ids in enumerate(asked)], None
+        steps = torch.cat([torch.full((len(ids),), k) for k, ids in enumerate(asked)])
+        inputs = torch.cat(observed)
+        values = np.zeros_like(to_go)
+        values[steps.numpy(), np.concatenate(asked)] = self.critic.predict(inputs, steps).numpy()
+        advantages = self.critic.advantages(to_go, costs, values, alive)
+        if failed.any():  # the worst cost-to-go, against the critic's value
+            advantages[:, failed] = np.where(alive[:, failed], to_go[:, failed] - values[:, failed], 0.0)
+        kept = ~np.concatenate([failed[ids] for ids in asked])
+        targets = np.concatenate([to_go[k, ids] for k, ids in enumerate(asked)])
+        fit = (inputs[kept], steps[kept], torch.as_tensor(targets[kept]))
+        return [torch.as_tensor(advantages[k, ids]) for k, ids in enumerate(asked)], fit
 
     # ------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -210,8 +241,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {"solver": self.solver.state_dict(), "updates": self.updates, "env_steps": self.env_steps,
-                "seconds": self.seconds, "seed": self.seed, "history": [dict(r) for r in self.history]}  # fmt: skip
+        state = {"solver": self.solver.state_dict(), "updates": self.updates, "env_steps": self.env_steps,
+                 "seconds": self.seconds, "seed": self.seed, "history": [dict(r) for r in self.history]}  # fmt: skip
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         missing = [k for k in ("solver", "updates", "env_steps", "seconds", "seed", "history") if k not in state]
@@ -219,6 +253,11 @@ class Trainer:
             raise ValueError(f"Invalid checkpoint: missing {missing} (not a Trainer checkpoint)")
         if state["seed"] != self.seed:
             raise ValueError(f"Invalid checkpoint: seed {state['seed']} (this trainer has seed {self.seed})")
+        if (self.critic is not None) != ("critic" in state):
+            held = "holds a critic" if "critic" in state else "holds no critic"
+            raise ValueError(f"Invalid checkpoint: it {held}, this trainer {'has' if self.critic else 'has none'}")
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
         self.solver.load_state_dict(state["solver"])
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
         self.history = [dict(r) for r in state["history"]]

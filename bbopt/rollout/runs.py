@@ -39,6 +39,7 @@ from bbopt.rollout.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
@@ -102,6 +103,11 @@ class RunConfig:
                                choices=lambda: ["constant", "linear"])  # fmt: skip
     credit: str | None = _option(help="to_go: each step credited with the cost still to come (OVLR, ES); default "
                                       "episode", choices=lambda: ["episode", "to_go"])  # fmt: skip
+    critic: str | None = _option(help="state_value: subtract a learned V(s, t) from each step's cost-to-go (needs "
+                                      "--credit to_go; unbiased); default none",
+                                 choices=lambda: ["none", "state_value"])  # fmt: skip
+    gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages; default 1 (cost-to-go minus V, "
+                                            "unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -125,6 +131,16 @@ class RunConfig:
         self.credit = "episode" if self.credit is None else self.credit
         if self.credit not in ("episode", "to_go"):
             raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
+        self.critic = "none" if self.critic is None else self.critic
+        if self.critic not in ("none", "state_value"):
+            raise ValueError(f"Invalid critic: {self.critic!r} (expected 'none' or 'state_value')")
+        if self.critic != "none" and self.credit != "to_go":
+            raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (add --credit to_go)")
+        self.gae_lambda = 1.0 if self.gae_lambda is None else self.gae_lambda
+        if not (isinstance(self.gae_lambda, int | float) and 0.0 <= self.gae_lambda <= 1.0):
+            raise ValueError(f"Invalid gae_lambda: {self.gae_lambda!r} (expected a number in [0, 1])")
+        if self.gae_lambda != 1.0 and self.critic == "none":
+            raise ValueError("Invalid gae_lambda: GAE needs a critic (add --critic state_value)")
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -166,7 +182,9 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
     return Trainer(config.env, solver, pool=config.pool, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
-                   lr_schedule=config.lr_schedule, credit=config.credit)  # fmt: skip
+                   lr_schedule=config.lr_schedule, credit=config.credit,
+                   critic=StateValue(gae_lambda=config.gae_lambda, seed=config.seed)
+                   if config.critic == "state_value" else None)  # fmt: skip
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,

@@ -1,0 +1,152 @@
+"""A learned state-value control variate for per-step credit (``Trainer(credit="to_go", critic=...)``).
+
+With per-step credit each recorded step t of episode j is weighted by its cost still to come,
+``G_t``, against the other episodes' at the same step. `StateValue` learns ``V(s_t, t)``, the
+expected cost-to-go from the state and the time step, and the solver is told the advantages
+``A_t = G_t - V(s_t, t)`` instead. The noise of step t acts from step t on: neither the state
+``s_t`` nor the time step depends on it, and V is fitted only on earlier updates' episodes (the
+advantages are formed before this update's fit), so ``E[V(s_t, t) * score(eps_t)] = 0`` and the
+estimate stays unbiased while the variance of what the state already decides is gone (the
+state-dependent baseline of REINFORCE and of PPO's critic, Williams 1992; Schulman et al. 2016).
+
+``gae_lambda < 1`` uses generalized advantage estimation (undiscounted):
+``A_t = sum_k lambda^k (c_{t+k} + V(s_{t+k+1}) - V(s_{t+k}))``, ``V = 0`` past the episode's
+end. Its ``V(s_{t+1})`` depends on step t's noise, so it is biased unless V is exact: it trades
+bias for variance. ``gae_lambda = 1`` (default) is ``G_t - V(s_t, t)``, exactly unbiased.
+
+The network sees the observation through the policy's `ObservationNormalizer` (when it has
+one) and the time step as ``t / horizon`` (the env's TimeLimit; left out when the env has none).
+Targets are normalized by their batch mean and standard deviation, and when those change the
+last layer is rescaled so that the predictions stay the same (PopArt, van Hasselt et al. 2016).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bbopt.checks import check_float, check_int
+from bbopt.policies import MLP
+
+__all__ = ["StateValue"]
+
+
+class StateValue:
+    """Args:
+    hidden: widths of the value network's hidden layers (Tanh).
+    lr: Adam's step for the value network.
+    epochs, batch_size: passes and minibatch size of each fit on one update's steps.
+    gae_lambda: 1 (default): ``G_t - V``; below 1: GAE(lambda) (biased, see the module).
+    seed: the network's initialization and the minibatch order.
+    """
+
+    def __init__(self, *, hidden: Sequence[int] = (64, 64), lr: float = 1e-3, epochs: int = 5,
+                 batch_size: int = 1024, gae_lambda: float = 1.0, seed: int = 0):  # fmt: skip
+        self.hidden = [check_int(width, "hidden width", minimum=1) for width in hidden]
+        self.lr = check_float(lr, "lr", above=0)
+        self.epochs = check_int(epochs, "epochs", minimum=1)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if not (isinstance(gae_lambda, int | float) and 0.0 <= gae_lambda <= 1.0):
+            raise ValueError(f"Invalid gae_lambda: {gae_lambda!r} (expected a number in [0, 1])")
+        self.gae_lambda = float(gae_lambda)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.network: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.normalizer = None
+        self.horizon: int | None = None
+        self.offset, self.scale = 0.0, 1.0  # targets = offset + scale * network output
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.last_error = float("nan")  # mean squared error of the last fit's final pass, in target units
+
+    def setup(self, observation_size: int, *, horizon: int | None, normalizer=None) -> None:
+        """Called by the Trainer: the observation width, the env's step limit, the policy's normalizer."""
+        self.normalizer, self.horizon = normalizer, horizon
+        inputs = observation_size + (horizon is not None)
+        self.network = MLP(inputs, 1, hidden=self.hidden, seed=self.seed).double()
+        with torch.no_grad():  # start at V = 0: the first update's advantages are the plain costs-to-go
+            self.network.layers[-1].weight.zero_()
+            self.network.layers[-1].bias.zero_()
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr)
+
+    # ----------------------------------------------------------------------------- values
+    def features(self, observations: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        observations = torch.as_tensor(observations).to(torch.float64)
+        if self.normalizer is not None:
+            observations = self.normalizer(observations).to(torch.float64)
+        if self.horizon is None:
+            return observations
+        return torch.cat([observations, (steps.to(torch.float64) / self.horizon)[:, None]], dim=1)
+
+    @torch.no_grad()
+    def predict(self, observations: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``V(s, t)`` in cost units, ``[m]`` float64."""
+        return self.offset + self.scale * self.network(self.features(observations, steps))[:, 0]
+
+    def advantages(self, to_go: np.ndarray, costs: np.ndarray, values: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Per call and episode ``[calls, N]``: ``G - V`` (lambda 1), or GAE(lambda) from the
+        per-step costs; ``alive[k, j]``: episode j was asked at call k (0 elsewhere)."""
+        if self.gae_lambda == 1.0:
+            return np.where(alive, to_go - values, 0.0)
+        advantages = np.zeros_like(to_go)
+        following_value, following = np.zeros(to_go.shape[1]), np.zeros(to_go.shape[1])
+        for k in range(to_go.shape[0] - 1, -1, -1):
+            delta = costs[k] + following_value - values[k]
+            following = np.where(alive[k], delta + self.gae_lambda * following, 0.0)
+            advantages[k] = following
+            following_value = np.where(alive[k], values[k], 0.0)
+        return advantages
+
+    # -------------------------------------------------------------------------------- fit
+    def fit(self, observations: torch.Tensor, steps: torch.Tensor, targets: torch.Tensor) -> float:
+        """Regress V on one update's costs-to-go (after the advantages were formed); returns the
+        last pass's mean squared error in target units."""
+        targets = torch.as_tensor(targets, dtype=torch.float64)
+        if targets.numel() == 0:
+            return self.last_error
+        if not bool(torch.isfinite(targets).all()):
+            raise ValueError("Invalid targets: the costs-to-go hold non-finite values")
+        self._rescale(float(targets.mean()), float(targets.std()) if targets.numel() > 1 else 1.0)
+        features = self.features(observations, steps)
+        normalized = (targets - self.offset) / self.scale
+        total = 0.0
+        for _ in range(self.epochs):
+            total = 0.0
+            for batch in torch.randperm(len(targets), generator=self.generator).split(self.batch_size):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = ((self.network(features[batch])[:, 0] - normalized[batch]) ** 2).mean()
+                loss.backward()
+                self.optimizer.step()
+                total += float(loss.detach()) * len(batch)
+        self.last_error = total / len(targets) * self.scale**2
+        return self.last_error
+
+    @torch.no_grad()
+    def _rescale(self, offset: float, scale: float) -> None:
+        """New target statistics, the last layer rescaled so that every prediction is unchanged."""
+        scale = max(scale, 1e-8 * max(1.0, abs(offset)))
+        last = self.network.layers[-1]
+        last.weight.mul_(self.scale / scale)
+        last.bias.mul_(self.scale).add_(self.offset - offset).div_(scale)
+        self.offset, self.scale = offset, scale
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "offset": self.offset, "scale": self.scale, "generator": self.generator.get_state(),
+                "last_error": self.last_error}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = [k for k in ("network", "optimizer", "offset", "scale", "generator") if k not in state]
+        if missing:
+            raise ValueError(f"Invalid critic state: missing {missing}")
+        if not (math.isfinite(state["offset"]) and math.isfinite(state["scale"]) and state["scale"] > 0):
+            raise ValueError(f"Invalid critic state: offset {state['offset']!r}, scale {state['scale']!r}")
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.offset, self.scale = float(state["offset"]), float(state["scale"])
+        self.generator.set_state(state["generator"])
+        self.last_error = float(state.get("last_error", float("nan")))

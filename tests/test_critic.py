@@ -1,0 +1,125 @@
+"""The state-value control variate of per-step credit (bbopt.rollout.critic.StateValue): the
+Trainer's estimate keeps its mean with any V(s, t) (Monte Carlo, paired with the plain
+cost-to-go), GAE against a hand computation, the fit learns and keeps predictions across target
+rescaling, checkpoints round-trip bit for bit, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bbopt.rollout import Trainer
+from bbopt.rollout.critic import StateValue
+from tests.test_rollout import FACTORY, flat, make_solver
+
+
+def gradient(solver):
+    return torch.cat([p.grad.reshape(-1) for p in solver.policy.parameters()]).double()
+
+
+def frozen_critic(seed=0):
+    """A fixed, arbitrary V(s): random last layer, never fitted."""
+    critic = StateValue(hidden=(8,), seed=seed)
+    critic.fit = lambda *args: 0.0
+    return critic
+
+
+def test_any_state_value_keeps_the_estimate_unbiased():
+    """Same episodes (seeds) and noise (solver seed) with and without a fixed arbitrary V: the
+    paired difference of the policy gradients has mean zero (z-scores over 300 updates)."""
+    draws = 300
+    runs = {}
+    for name in ("plain", "critic"):
+        solver = make_solver("ovlr", seed=1)
+        for group in solver.optimizer.param_groups:
+            group["lr"] = 0.0  # the policy stays put: every draw estimates the same gradient
+        critic = frozen_critic() if name == "critic" else None
+        with Trainer(FACTORY, solver, eval_every=0, credit="to_go", critic=critic) as trainer:
+            if critic is not None:
+                with torch.no_grad():
+                    critic.network.layers[-1].weight.normal_(0, 3.0, generator=torch.Generator().manual_seed(0))
+                    critic.network.layers[-1].bias.fill_(5.0)
+            rows = []
+            for _ in range(draws):
+                trainer.update()
+                rows.append(gradient(solver))
+        runs[name] = torch.stack(rows)
+    difference = runs["critic"] - runs["plain"]
+    assert difference.abs().max() > 1e-3  # the critic changes every estimate...
+    z = difference.mean(0) / (difference.std(0) / draws**0.5)
+    assert z.abs().max() < 4.0, z  # ...but not their mean
+
+
+def test_gae_lambda_one_is_cost_to_go_minus_value_and_zero_is_the_one_step_error():
+    costs = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    alive = np.array([[True, True], [True, True], [True, False]])  # episode 1 ends after two steps
+    to_go = np.array([[9.0, 6.0], [8.0, 4.0], [5.0, 0.0]])
+    values = np.array([[2.0, 1.0], [1.0, 3.0], [4.0, 0.0]])
+    critic = StateValue()
+    np.testing.assert_allclose(critic.advantages(to_go, costs, values, alive), np.where(alive, to_go - values, 0))
+    critic.gae_lambda = 0.0
+    one_step = np.array([[1 + 1 - 2, 2 + 3 - 1], [3 + 4 - 1, 4 + 0 - 3], [5 + 0 - 4, 0.0]])
+    np.testing.assert_allclose(critic.advantages(to_go, costs, values, alive), one_step)
+    critic.gae_lambda = 0.5  # A_t = delta_t + 0.5 A_{t+1}
+    expected = one_step.copy()
+    expected[1] += 0.5 * np.where(alive[2], expected[2], 0)
+    expected[0] += 0.5 * expected[1]
+    np.testing.assert_allclose(critic.advantages(to_go, costs, values, alive), expected)
+
+
+def test_rescaling_the_targets_keeps_every_prediction_and_the_fit_learns():
+    critic = StateValue(hidden=(16,), lr=1e-2, epochs=50, batch_size=64, seed=0)
+    critic.setup(2, horizon=10)
+    generator = torch.Generator().manual_seed(0)
+    observations = torch.randn(256, 2, generator=generator, dtype=torch.float64)
+    steps = torch.randint(0, 10, (256,), generator=generator)
+    with torch.no_grad():
+        critic.network.layers[-1].weight.normal_(generator=generator)
+    before = critic.predict(observations, steps)
+    critic._rescale(40.0, 7.0)
+    torch.testing.assert_close(critic.predict(observations, steps), before)
+    targets = 100.0 + 30.0 * observations[:, 0] - 5.0 * steps  # a value of the state and the time
+    first = critic.fit(observations, steps, targets)
+    for _ in range(5):
+        last = critic.fit(observations, steps, targets)
+    assert last < 0.05 * targets.var() and last < first
+
+
+def test_a_run_with_a_critic_resumes_bit_for_bit_and_mismatched_checkpoints_are_refused():
+    def trainer(critic=True):
+        return Trainer(FACTORY, make_solver("ovlr", seed=2), eval_every=0, credit="to_go", seed=3,
+                       critic=StateValue(hidden=(8,), seed=4) if critic else None)  # fmt: skip
+
+    with trainer() as straight:
+        for _ in range(4):
+            straight.update()
+    with trainer() as first:
+        for _ in range(2):
+            first.update()
+        state = first.state_dict()
+    with trainer() as resumed:
+        resumed.load_state_dict(state)
+        for _ in range(2):
+            resumed.update()
+        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+        assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
+        assert resumed.critic.scale == straight.critic.scale
+    with trainer(critic=False) as plain, pytest.raises(ValueError, match="it holds a critic, this trainer has none"):
+        plain.load_state_dict(state)
+
+
+def test_bad_critic_settings_are_refused():
+    with pytest.raises(ValueError, match="acts on per-step credit"):
+        Trainer(FACTORY, make_solver("ovlr"), credit="episode", critic=StateValue())
+    with pytest.raises(ValueError, match=r"Invalid gae_lambda: 1\.5"):
+        StateValue(gae_lambda=1.5)
+    with pytest.raises(ValueError, match="epochs"):
+        StateValue(epochs=0)
+    critic = StateValue()
+    critic.setup(2, horizon=None)
+    with pytest.raises(ValueError, match="non-finite"):
+        critic.fit(torch.zeros(2, 2), torch.zeros(2), torch.tensor([0.0, float("nan")]))
+    state = critic.state_dict() | {"scale": 0.0}
+    with pytest.raises(ValueError, match=r"Invalid critic state: offset 0\.0, scale 0\.0"):
+        critic.load_state_dict(state)
