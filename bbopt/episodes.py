@@ -8,12 +8,13 @@ and attribute each episode's loss (or each step's cost-to-go) to its steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EpisodeRecord", "Step"]
+__all__ = ["EpisodeRecord", "Step", "ar1_score"]
 
 
 @dataclass
@@ -31,6 +32,8 @@ class EpisodeRecord:
     def __init__(self, episodes: int):
         self.episodes = episodes
         self.steps: list[Step] = []
+        self.previous: torch.Tensor | None = None  # AR(1) noise: each episode's last noise [N, width]
+        self.started = torch.zeros(episodes, dtype=torch.bool)  # ... and whether it has one
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -53,9 +56,26 @@ class EpisodeRecord:
 
     def add(self, inputs: torch.Tensor, noise: torch.Tensor, episode_ids: torch.Tensor) -> None:
         self.steps.append(Step(inputs=inputs, noise=noise, episode_ids=episode_ids))
+        if self.previous is None:
+            self.previous = noise.new_zeros(self.episodes, noise.shape[1])
+        self.previous[episode_ids.to(noise.device)] = noise
+        self.started[episode_ids] = True
 
     def clear(self) -> None:
         self.steps = []
+        self.previous = None
+        self.started = torch.zeros(self.episodes, dtype=torch.bool)
+
+    def continue_sequences(self, fresh: torch.Tensor, correlation: float) -> torch.Tensor:
+        """AR(1) noise ``[N, width]`` for this step from fresh draws ``xi[N, width]``: ``phi
+        eps_prev + sqrt(1 - phi^2) xi`` for episodes that took a step since the last tell, ``xi``
+        for the others (the stationary start). Computed for the whole population, so an
+        episode's sequence does not depend on which others are live; `add` records the step."""
+        if self.previous is None:
+            return fresh
+        started = self.started.to(fresh.device)[:, None]
+        continued = correlation * self.previous + math.sqrt(1.0 - correlation**2) * fresh
+        return torch.where(started, continued, fresh)
 
     def episode_of_record(self) -> torch.Tensor:
         """``[R]``: the episode of each recorded step, in recording order."""
@@ -93,3 +113,28 @@ class EpisodeRecord:
             to_go[k, step.episode_ids] = values
         per_call = weights(to_go, torch.ones_like(to_go))  # [calls, N]
         return torch.cat([per_call[k, step.episode_ids] for k, step in enumerate(self.steps)])
+
+
+def ar1_score(noise: torch.Tensor, episode_of_record: torch.Tensor, correlation: float) -> torch.Tensor:
+    """The score of each record's noise within its episode's stationary AR(1) sequence,
+    ``-d log p(eps_0..eps_T) / d eps_t`` (the precision matrix times the sequence), ``[R, width]``:
+
+        (eps_t - phi eps_{t-1}) / (1 - phi^2)   (eps_0 at the first step)
+        - phi (eps_{t+1} - phi eps_t) / (1 - phi^2)   (where a next step exists)
+
+    Records of one episode are in time order in ``noise[R, width]``. By Stein's lemma, costs
+    before step t are uncorrelated with this score (they depend on earlier noise only through
+    the sequence, and the score of step t has zero covariance with every function of the steps
+    before it), so per-step credit stays unbiased."""
+    count = len(episode_of_record)
+    order = torch.sort(episode_of_record.cpu() * count + torch.arange(count)).indices  # by episode, then time
+    same = episode_of_record.cpu()[order[1:]] == episode_of_record.cpu()[order[:-1]]
+    previous = torch.full((count,), -1, dtype=torch.int64)
+    following = torch.full((count,), -1, dtype=torch.int64)
+    previous[order[1:][same]] = order[:-1][same]
+    following[order[:-1][same]] = order[1:][same]
+    has_previous, has_following = (previous >= 0).to(noise.device)[:, None], (following >= 0).to(noise.device)[:, None]
+    before, after = noise[previous.clamp_min(0).to(noise.device)], noise[following.clamp_min(0).to(noise.device)]
+    rest = 1.0 - correlation**2
+    own = torch.where(has_previous, (noise - correlation * before) / rest, noise)
+    return own - torch.where(has_following, correlation * (after - correlation * noise) / rest, 0.0)

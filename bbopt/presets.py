@@ -103,13 +103,15 @@ class Preset:
         return int(self.samples)
 
     def build(self, name: str, policy: nn.Module, *, dimension: int | None = None, seed: int | None = None,
-              episodes: int | None = None, samples: int | None = None, sigma_factor: float = 1.0):  # fmt: skip
+              episodes: int | None = None, samples: int | None = None, sigma_factor: float = 1.0,
+              **extra):  # fmt: skip
         """The solver ``name`` for ``policy`` with this preset (``episodes=N`` for episode mode;
-        ``samples`` overrides the preset's count, ``sigma_factor`` scales its step size)."""
+        ``samples`` overrides the preset's count, ``sigma_factor`` scales its step size; ``extra``
+        solver options, e.g. ``correlation=``, over the preset's)."""
         cls = _solver_class(name)
         optimizer = self.optimizer(policy.parameters(), lr=self.lr, **self.optimizer_options)
         sigma = self.sigma * sigma_factor
-        options = dict(self.options)
+        options = dict(self.options) | extra
         if self.noise is not None:
             options["noise"] = self.noise(sigma)
         else:

@@ -44,7 +44,7 @@ from torch import nn
 from bbopt.allocation import Allocation, Pilot
 from bbopt.checks import check_bool, check_choice, check_float, check_int
 from bbopt.distributed import shard_of
-from bbopt.episodes import EpisodeRecord
+from bbopt.episodes import EpisodeRecord, ar1_score
 from bbopt.noise import Noise, NoiseModel, Scaled
 from bbopt.noise.model import odd_weights
 from bbopt.sigma import SigmaRule, SigmaValue
@@ -139,6 +139,12 @@ class Solver:
             CDF (`bbopt.noise.qmc`: quasi-Monte Carlo, lower variance at small n, still
             unbiased) instead of independently; sets the noise model's sampler (None: leave
             the model as it is, by default independent draws).
+        correlation: episode mode only: time-correlated exploration, each episode's noise an
+            AR(1) sequence over its steps, ``eps_t = phi eps_{t-1} + sqrt(1 - phi^2) xi_t``
+            (stationary: every ``eps_t`` is still N(0, I); antithetic partners stay negations).
+            The gradient signal then uses the sequence's score, the precision matrix times the
+            noise (`bbopt.episodes.ar1_score`), so the estimate stays unbiased, per-step credit
+            included. Gaussian noise with a fixed step size only. Default 0: independent steps.
     """
 
     natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
@@ -163,6 +169,7 @@ class Solver:
         maximize: bool = False,
         qmc: bool | None = None,
         allocation: Allocation | None = None,
+        correlation: float = 0.0,
     ):
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
@@ -213,6 +220,9 @@ class Solver:
         self.noise = make_noise_model(noise, sigma, df)
         if qmc is not None:
             self.noise.use_qmc(check_bool(qmc, "qmc"))
+        self.correlation = check_float(correlation, "correlation", at_least=0.0, below=1.0)
+        if self.correlation:
+            _check_correlation(self.noise, episodes)
         self.samples = samples
         self.episodes = episodes
         self.group_size = int(group_size)
@@ -504,6 +514,8 @@ class Solver:
         # which other episodes are still running; pairs (i, i + N/2) are negations.
         population = self.noise.draw(1, self.episodes, generator=self.generator, dtype=mu.dtype,
                                      antithetic=self.antithetic)[0].to(mu.device)  # fmt: skip
+        if self.correlation:  # each episode's AR(1) sequence, continued for the whole population
+            population = self._record.continue_sequences(population, self.correlation)
         noise = population[episode_ids.to(mu.device)]
         self._record.add(inputs, noise, episode_ids)
         return self.noise.candidates(mu, noise[:, None])[:, 0]
@@ -518,6 +530,8 @@ class Solver:
             record_weights = None if step_losses is None else self._step_weights(step_losses)
             episode_of_record = record.episode_of_record().to(self.device)
             inputs, noise = record.inputs(), record.noise()
+            if self.correlation and not self.natural:  # the score of each episode's whole sequence
+                noise = ar1_score(noise, record.episode_of_record(), self.correlation)
             with torch.enable_grad():
                 mu = self.policy(inputs)  # one batched forward
             stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise,
@@ -738,6 +752,17 @@ def _checked_sizes(sizes, count: int, total: int, minimum: int, allocation) -> t
             f"{allocation!r} gave sizes {sizes!r} (expected {count} integers >= {minimum} summing to {total})"
         )
     return sizes.cpu().long()
+
+
+def _check_correlation(noise: NoiseModel, episodes: int | None) -> None:
+    """Time-correlated noise needs episodes, Gaussian draws and a model whose update reads no noise."""
+    if episodes is None:
+        raise ValueError("Invalid correlation: time-correlated noise is for episode mode (episodes=N)")
+    if noise.family.name != "gaussian" or type(noise) is not Scaled or noise.learns or noise.sampler is not None:
+        raise ValueError(
+            "Invalid correlation: AR(1) noise needs the default model with Gaussian noise, a fixed sigma and no "
+            f"qmc (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns})"
+        )
 
 
 def _check_autograd_loss(value) -> None:

@@ -220,3 +220,62 @@ def test_step_losses_are_checked():
     plain.ask()
     with pytest.raises(ValueError, match="per-step credit is for episode mode"):
         plain.tell(torch.zeros(4), step_losses=[torch.zeros(4)])
+
+
+def correlated_solver(seed=0, correlation=0.8, episodes=8):
+    policy = MLP(1, 2, hidden=(), seed=0)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
+    return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, correlation=correlation)
+
+
+def test_ar1_noise_is_stationary_correlated_over_time_and_antithetic():
+    _, solver = correlated_solver(episodes=200)
+    noise = []
+    for t in range(6):
+        solver.ask(torch.full((200, 1), t / 6.0))
+        noise.append(solver._record.steps[-1].noise)
+    noise = torch.stack(noise)  # [T, N, 2]
+    torch.testing.assert_close(noise[:, 100:], -noise[:, :100])  # partners i, i + N/2 are negations
+    independent = noise[:, :100].reshape(6, -1)
+    assert abs(float(independent.var(dim=1).mean()) - 1.0) < 0.1  # every step still N(0, 1)
+    lag = [float((independent[t] * independent[t + k]).mean()) for k, t in ((1, 2), (2, 2), (1, 4))]
+    assert abs(lag[0] - 0.8) < 0.1 and abs(lag[1] - 0.64) < 0.12 and abs(lag[2] - 0.8) < 0.1, lag
+
+
+@pytest.mark.parametrize("credit", ["episode", "to_go"])
+def test_ar1_noise_keeps_the_estimate_unbiased(credit):
+    """600 draws of the gradient with correlated noise against the exact gradient of the expected
+    loss, mean over episodes of sum_t ||mu(t/6) - 1||^2 (+ a constant from the noise)."""
+    policy, solver = correlated_solver(seed=5)
+    draws = []
+    for _ in range(600):
+        losses, step_losses = run_toy_episodes(solver)
+        solver.tell(losses, **({"step_losses": step_losses} if credit == "to_go" else {}))
+        draws.append(torch.cat([p.grad.reshape(-1) for p in policy.parameters()]).double())
+    draws = torch.stack(draws)
+    policy.zero_grad()
+    lengths = torch.tensor([6 - (i % 3) for i in range(8)])
+    steps = torch.arange(6)
+    exact_loss = sum(((policy(torch.full((1, 1), t / 6.0)) - 1) ** 2).sum() * float((lengths > t).sum()) for t in steps)
+    (exact_loss / 8).backward()
+    exact = torch.cat([p.grad.reshape(-1) for p in policy.parameters()]).double()
+    z = (draws.mean(0) - exact) / (draws.std(0) / 600**0.5)
+    assert z.abs().max() < 4.0, z
+    assert exact.abs().max() > 0.5
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"samples": 8}, "for episode mode"),
+        ({"episodes": 8, "noise": "laplace"}, "Gaussian noise"),
+        ({"episodes": 8, "sigma": bbopt.sigma.CSA(0.5)}, "a fixed sigma"),
+        ({"episodes": 8, "correlation": 1.0}, "correlation"),
+        ({"episodes": 8, "correlation": -0.1}, "correlation"),
+    ],
+)
+def test_bad_correlation_settings_are_refused(options, message):
+    policy = MLP(1, 2, hidden=(), seed=0)
+    options = {"correlation": 0.5} | options
+    with pytest.raises(ValueError, match=message):
+        bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)

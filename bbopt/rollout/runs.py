@@ -108,6 +108,8 @@ class RunConfig:
                                  choices=lambda: ["none", "state_value"])  # fmt: skip
     gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages; default 1 (cost-to-go minus V, "
                                             "unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
+    correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's noise "
+                                             "over its steps, in [0, 1) (OVLR, ES; default 0)", type=float)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -141,6 +143,8 @@ class RunConfig:
             raise ValueError(f"Invalid gae_lambda: {self.gae_lambda!r} (expected a number in [0, 1])")
         if self.gae_lambda != 1.0 and self.critic == "none":
             raise ValueError("Invalid gae_lambda: GAE needs a critic (add --critic state_value)")
+        self.correlation = check_float(0.0 if self.correlation is None else self.correlation, "correlation",
+                                       at_least=0.0, below=1.0)  # fmt: skip
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -167,7 +171,8 @@ def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
 def build_solver(config: RunConfig, env: gym.Env):
     policy = control_policy(env.observation_space, env.action_space, hidden=config.hidden, seed=config.seed)
     preset = bbopt.presets.get(config.solver, "episodes").replace(sigma=config.sigma, lr=config.lr)
-    return preset.build(config.solver, policy, episodes=config.population, seed=config.seed)
+    extra = {"correlation": config.correlation} if config.correlation else {}  # runs from before keep their solver
+    return preset.build(config.solver, policy, episodes=config.population, seed=config.seed, **extra)
 
 
 def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = STEP_TIMEOUT) -> Trainer:
