@@ -145,6 +145,15 @@ class Solver:
             The gradient signal then uses the sequence's score, the precision matrix times the
             noise (`bbopt.episodes.ar1_score`), so the estimate stays unbiased, per-step credit
             included. Gaussian noise with a fixed step size only. Default 0: independent steps.
+        reuse: episode mode only: optimizer steps per tell on the same recorded steps (sample
+            reuse). The first is the plain estimate; each further pass re-runs the policy on the
+            recorded observations and weights every recorded action by the likelihood ratio
+            ``r = p_new(a | s) / p_old(a | s)`` of the current to the behaviour density, clipped
+            as PPO's surrogate is (Schulman et al. 2017: a step whose ratio left ``[1 - clip,
+            1 + clip]`` in the direction its weight pushes gets no gradient). Per-step ratios
+            make the later passes biased (PPO's approximation); they extract more from each
+            population. Gaussian noise, fixed sigma, no correlation. Default 1: no reuse.
+        clip: the ratio clip of ``reuse`` (default 0.2).
     """
 
     natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
@@ -170,6 +179,8 @@ class Solver:
         qmc: bool | None = None,
         allocation: Allocation | None = None,
         correlation: float = 0.0,
+        reuse: int = 1,
+        clip: float = 0.2,
     ):
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
@@ -223,6 +234,10 @@ class Solver:
         self.correlation = check_float(correlation, "correlation", at_least=0.0, below=1.0)
         if self.correlation:
             _check_correlation(self.noise, episodes)
+        self.reuse = check_int(reuse, "reuse", minimum=1)
+        self.clip = check_float(clip, "clip", above=0.0)
+        if self.reuse > 1:
+            _check_reuse(self.noise, episodes, self.correlation)
         self.samples = samples
         self.episodes = episodes
         self.group_size = int(group_size)
@@ -534,15 +549,38 @@ class Solver:
                 noise = ar1_score(noise, record.episode_of_record(), self.correlation)
             with torch.enable_grad():
                 mu = self.policy(inputs)  # one batched forward
+            if self.reuse > 1 and record_weights is None:  # the per-record weights, for the later passes
+                record_weights = self._group_weights(losses, counts)[0, episode_of_record.cpu()]
             stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise,
                                  episode_of_record=episode_of_record, record_weights=record_weights,
                                  autograd_loss=autograd_loss)  # fmt: skip
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
             raise
+        for _ in range(self.reuse - 1):  # after the first step: nothing left to refuse but an overflow
+            stats["reuse_active"] = self._reuse_pass(inputs, mu.detach(), noise, losses, counts, episode_of_record,
+                                                     record_weights)  # fmt: skip
         record.clear()
         self.evaluations += self.episodes
         return stats
+
+    def _reuse_pass(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights) -> float:
+        """One more optimizer step on the recorded steps (``reuse``): the actions ``a = mu_old + sigma
+        eps`` seen from the current policy, ``eps' = (a - mu_new) / sigma``, each weighted by its
+        clipped likelihood ratio ``r = exp((|eps|^2 - |eps'|^2) / 2)``. Returns the share of
+        records still active (inside the clip, or outside it against their weight's push)."""
+        with torch.enable_grad():
+            mu = self.policy(inputs)
+        sigma = self.noise.scale(mu)
+        shifted = noise + (behaviour_mu - mu.detach()) / sigma  # eps' of the same actions
+        ratio = torch.exp(0.5 * (noise.square().sum(dim=1) - shifted.square().sum(dim=1))).to(torch.float64).cpu()
+        weights = record_weights.to(torch.float64).cpu()
+        # PPO's clip in cost terms (w > 0: a bad step, the update lowers its ratio): the gradient of
+        # max(r w, clip(r) w) is r w where the clipped term is not the larger, else 0
+        active = torch.where(weights > 0, ratio > 1 - self.clip, ratio < 1 + self.clip)
+        self._update(mu=mu, losses=losses, counts=counts, noise=shifted, episode_of_record=episode_of_record,
+                     record_weights=torch.where(active, ratio * weights, 0.0), counted=False)  # fmt: skip
+        return float(active.to(torch.float64).mean())
 
     def _step_weights(self, step_losses) -> torch.Tensor:
         if not self.step_credit:
@@ -557,7 +595,7 @@ class Solver:
         return weights
 
     def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None,
-                paired=False, raw_weights=None, autograd_loss=None) -> dict[str, float]:  # fmt: skip
+                paired=False, raw_weights=None, autograd_loss=None, counted=True) -> dict[str, float]:  # fmt: skip
         """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update.
 
         Group mode: ``mu[G, d]``, ``noise[G, n, width]`` (``paired``: ``[G, n/2, width]``, the
@@ -610,7 +648,7 @@ class Solver:
         if self._shard is not None and self.noise.learns:  # from the whole batch, in one process's scale
             by_group = (self._shard.gather(by_group[0]) / self._shard.world, self._shard.gather(by_group[1]))
         self.noise.update(*by_group, pairs=pairs)
-        self.steps += 1
+        self.steps += int(counted)  # a reuse pass is part of its tell
         values = losses.numpy()  # float64 on the CPU (as_losses): numpy's reductions cost a tenth of torch's here
         return {
             "step": float(self.steps),
@@ -762,6 +800,18 @@ def _check_correlation(noise: NoiseModel, episodes: int | None) -> None:
         raise ValueError(
             "Invalid correlation: AR(1) noise needs the default model with Gaussian noise, a fixed sigma and no "
             f"qmc (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns})"
+        )
+
+
+def _check_reuse(noise: NoiseModel, episodes: int | None, correlation: float) -> None:
+    """Sample reuse needs episodes and the per-step Gaussian density of a fixed-sigma default model."""
+    if episodes is None:
+        raise ValueError("Invalid reuse: reusing recorded steps is for episode mode (episodes=N)")
+    if noise.family.name != "gaussian" or type(noise) is not Scaled or noise.learns or correlation:
+        raise ValueError(
+            "Invalid reuse: the likelihood ratios need the default model with Gaussian noise, a fixed sigma and "
+            f"independent steps (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns}, "
+            f"correlation={correlation})"
         )
 
 

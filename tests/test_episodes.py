@@ -1,5 +1,7 @@
 """Episode mode on a tiny dynamical system: a 2-D point mass pushed toward the origin."""
 
+import copy
+
 import pytest
 import torch
 
@@ -277,5 +279,75 @@ def test_ar1_noise_keeps_the_estimate_unbiased(credit):
 def test_bad_correlation_settings_are_refused(options, message):
     policy = MLP(1, 2, hidden=(), seed=0)
     options = {"correlation": 0.5} | options
+    with pytest.raises(ValueError, match=message):
+        bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
+
+
+def reuse_solver(reuse, lr=0.0, seed=0, episodes=8):
+    policy = MLP(1, 2, hidden=(4,), seed=1)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
+    return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, reuse=reuse)
+
+
+def test_reuse_passes_of_an_unmoved_policy_repeat_the_first_estimate():
+    grads = []
+    for reuse in (1, 3):
+        policy, solver = reuse_solver(reuse)
+        losses, step_losses = run_toy_episodes(solver)
+        stats = solver.tell(losses, step_losses=step_losses)
+        grads.append(torch.cat([p.grad.reshape(-1) for p in policy.parameters()]))
+        assert solver.steps == 1
+    torch.testing.assert_close(grads[1], grads[0])  # ratio 1 everywhere: the same gradient again
+    assert stats["reuse_active"] == 1.0
+
+
+@pytest.mark.parametrize("credit", ["episode", "to_go"])
+def test_a_reuse_pass_weights_each_recorded_action_by_its_clipped_likelihood_ratio(credit):
+    """By hand: after the first SGD step, eps' = (a - mu_new) / sigma, r = exp((|eps|^2 - |eps'|^2) / 2),
+    weights r w where PPO's clip keeps the step (w > 0: r > 1 - c; w < 0: r < 1 + c), one VJP."""
+    policy, solver = reuse_solver(2, lr=3.0, seed=2)
+    before = MLP(1, 2, hidden=(4,), seed=1)
+    losses, step_losses = run_toy_episodes(solver)
+    record = solver._record
+    inputs, noise, episode = record.inputs(), record.noise().double(), record.episode_of_record()
+    if credit == "to_go":
+        weights = solver._step_weights(step_losses)
+    else:
+        weights = solver._group_weights(torch.as_tensor(losses, dtype=torch.float64)[None], record.counts())[0, episode]
+    moved = {}  # the policy after the first step, as the reuse pass sees it
+    first_pass_done = solver._reuse_pass
+
+    def keep_policy(*args):
+        moved["policy"] = copy.deepcopy(policy)
+        return first_pass_done(*args)
+
+    solver._reuse_pass = keep_policy
+    solver.tell(losses, **({"step_losses": step_losses} if credit == "to_go" else {}))
+    with torch.no_grad():
+        old = before(inputs).double()
+    new = moved["policy"](inputs)
+    shifted = noise + (old - new.detach().double()) / 0.5
+    ratio = torch.exp(0.5 * (noise.square().sum(1) - shifted.square().sum(1)))
+    active = torch.where(weights > 0, ratio > 0.8, ratio < 1.2)
+    assert 0 < int(active.sum()) < len(active)  # the clip acts on some steps, not all
+    used = torch.where(active, ratio * weights, 0.0)
+    expected = torch.autograd.grad(new, list(moved["policy"].parameters()), (used[:, None] * shifted / 0.5).float())
+    for parameter, grad in zip(policy.parameters(), expected, strict=True):
+        torch.testing.assert_close(parameter.grad, grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"samples": 8}, "for episode mode"),
+        ({"episodes": 8, "noise": "laplace"}, "Gaussian noise"),
+        ({"episodes": 8, "correlation": 0.5}, "independent steps"),
+        ({"episodes": 8, "reuse": 0}, "reuse"),
+        ({"episodes": 8, "clip": 0.0}, "clip"),
+    ],
+)
+def test_bad_reuse_settings_are_refused(options, message):
+    policy = MLP(1, 2, hidden=(), seed=0)
+    options = {"reuse": 2} | options
     with pytest.raises(ValueError, match=message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)

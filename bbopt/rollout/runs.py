@@ -110,6 +110,9 @@ class RunConfig:
                                             "unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
     correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's noise "
                                              "over its steps, in [0, 1) (OVLR, ES; default 0)", type=float)  # fmt: skip
+    reuse: int | None = _option(help="optimizer steps per population on its recorded steps, the later ones "
+                                     "weighted by PPO-clipped likelihood ratios (default 1: no reuse)",
+                                type=positive_int)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -145,6 +148,7 @@ class RunConfig:
             raise ValueError("Invalid gae_lambda: GAE needs a critic (add --critic state_value)")
         self.correlation = check_float(0.0 if self.correlation is None else self.correlation, "correlation",
                                        at_least=0.0, below=1.0)  # fmt: skip
+        self.reuse = check_int(1 if self.reuse is None else self.reuse, "reuse", minimum=1)
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -172,6 +176,7 @@ def build_solver(config: RunConfig, env: gym.Env):
     policy = control_policy(env.observation_space, env.action_space, hidden=config.hidden, seed=config.seed)
     preset = bbopt.presets.get(config.solver, "episodes").replace(sigma=config.sigma, lr=config.lr)
     extra = {"correlation": config.correlation} if config.correlation else {}  # runs from before keep their solver
+    extra |= {"reuse": config.reuse} if config.reuse > 1 else {}
     return preset.build(config.solver, policy, episodes=config.population, seed=config.seed, **extra)
 
 
