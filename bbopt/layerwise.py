@@ -20,6 +20,11 @@ solver=LayerwiseLR(...))`` drives it like OVLR.
 
     solver = bbopt.layerwise.LayerwiseLR(model, torch.optim.Adam(model.parameters(), 1e-3),
                                          sigma=0.1, samples=32, seed=0)
+
+Hybrid (the paper's LR-WL): ``head="name"`` trains that submodule (the layers near the output,
+any modules) by output-level likelihood ratio instead: noise ``head_sigma * eps`` on its output,
+its parameters' gradient by one VJP through the head alone (a graph is built inside the head
+only; its input is detached), while the layers below it keep their layer-wise estimates.
 """
 
 from __future__ import annotations
@@ -54,26 +59,34 @@ class LayerwiseLR:
     noise: the family of eps (``"gaussian"``, ``"laplace"``, ``"student_t"`` with ``df``).
     baseline: OVLR's leave-pair-out (leave-one-out) baseline on the copies' losses.
     seed: seeds the solver's own generator (the global RNG is never used).
+    head: the name of a submodule trained by output-level LR (OVLR at its output, one VJP through
+        it): the hybrid. ``layers=None`` then means every Linear and Conv2d outside the head.
+    head_sigma: the noise scale at the head's output.
     """
 
     batched_only = True
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, layers: Sequence[str] | None = None,
                  sigma: float | Mapping[str, float] = 0.1, samples: int = 16, antithetic: bool = True,
-                 noise: str = "gaussian", df: float = 5.0, baseline: bool = True, seed: int | None = None):  # fmt: skip
+                 noise: str = "gaussian", df: float = 5.0, baseline: bool = True, seed: int | None = None,
+                 head: str | None = None, head_sigma: float = 0.1):  # fmt: skip
         if not isinstance(model, nn.Module):
             raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)")
-        self.layers = _chosen_layers(model, layers)
+        self.head_name, self.head = _head(model, head)
+        self.layers = _chosen_layers(model, layers, exclude=head)
         self.sigmas = _sigmas(sigma, self.layers)
+        if self.head is not None:
+            self.head_sigma = _sigmas({"head": head_sigma}, {"head": None})["head"]
         self.samples = check_int(samples, "samples", minimum=1)
         self.antithetic = check_bool(antithetic, "antithetic")
         if self.antithetic and self.samples % 2:
             raise ValueError(f"Invalid samples: {samples} with antithetic=True (pairs (eps, -eps) need an even number)")
         self.baseline = check_bool(baseline, "baseline")
         self.family: Noise = make_noise(noise, df=df)
-        trained = {id(p) for module in self.layers.values() for p in module.parameters()}
+        modules = [*self.layers.values(), *([self.head] if self.head is not None else [])]
+        trained = {id(p) for module in modules for p in module.parameters()}
         stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if not trained <= stepped:
             raise ValueError("Invalid optimizer: it does not step every chosen layer's parameters")
@@ -104,6 +117,10 @@ class LayerwiseLR:
         record: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in self.layers}
         hooks = [module.register_forward_hook(self._perturb(name, batch, record))
                  for name, module in self.layers.items()]  # fmt: skip
+        head_calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.head is not None:  # the head's forward with a graph over its own parameters only
+            hooks.append(self.head.register_forward_pre_hook(_enable_grad))
+            hooks.append(self.head.register_forward_hook(self._perturb_head(batch, head_calls)))
         try:
             outputs = self.model(copies)
         finally:
@@ -111,19 +128,31 @@ class LayerwiseLR:
                 hook.remove()
         if not isinstance(outputs, torch.Tensor) or outputs.dim() < 2 or outputs.shape[0] != copies.shape[0]:
             raise ValueError("Invalid model output: expected [B * n, ...] for the noisy copies")
-        self._asked = {"batch": batch, "record": record}
+        self._asked = {"batch": batch, "record": record, "head": head_calls}
         return outputs.reshape(batch, self.samples, *outputs.shape[1:])
+
+    def _perturb_head(self, batch: int, calls: list):
+        def hook(module, args, output):
+            torch.set_grad_enabled(False)  # back to ask's no_grad for the modules after the head
+            eps = self._draw(batch, output)
+            calls.append((output, eps))
+            return output.detach() + self.head_sigma * eps
+
+        return hook
+
+    def _draw(self, batch: int, output: torch.Tensor) -> torch.Tensor:
+        """Noise shaped like ``output[B * n, ...]``: per input, n copies (pairs negated)."""
+        half = self.samples // 2 if self.antithetic else self.samples
+        eps = self.family.sample((batch, half, *output.shape[1:]), generator=self.generator, dtype=output.dtype)
+        if self.antithetic:
+            eps = torch.cat([eps, -eps], dim=1)
+        return eps.reshape(output.shape)
 
     def _perturb(self, name: str, batch: int, record: dict):
         sigma = self.sigmas[name]
 
         def hook(module, args, output):
-            shape = output.shape[1:]
-            half = self.samples // 2 if self.antithetic else self.samples
-            eps = self.family.sample((batch, half, *shape), generator=self.generator, dtype=output.dtype)
-            if self.antithetic:
-                eps = torch.cat([eps, -eps], dim=1)
-            eps = eps.reshape(output.shape)
+            eps = self._draw(batch, output)
             record[name].append((args[0], eps))
             return output + sigma * eps
 
@@ -155,6 +184,16 @@ class LayerwiseLR:
                     summed = gradients.get(name)
                     gradients[name] = (weight, bias) if summed is None else (summed[0] + weight, summed[1] + bias)
         _clear_gradients(self.optimizer)
+        if self._asked["head"]:  # the head: one VJP of its outputs with OVLR's signal
+            outputs = [output for output, _ in self._asked["head"]]
+            signals = []
+            for _, eps in self._asked["head"]:
+                per_copy = weights.reshape(-1).to(device=eps.device, dtype=eps.dtype)
+                scale = per_copy.reshape(-1, *([1] * (eps.dim() - 1))) / self.head_sigma
+                signals.append(scale * self.family.score(eps))
+            torch.autograd.backward(outputs, signals)
+        elif self.head is not None:
+            raise RuntimeError(f"head {self.head_name!r} was not called in the forward pass: no gradient to estimate")
         for name, module in self.layers.items():
             weight_grad, bias_grad = gradients[name]
             module.weight.grad = weight_grad
@@ -198,7 +237,8 @@ class LayerwiseLR:
         return next(self.model.parameters()).dtype
 
     def __repr__(self) -> str:
-        return f"LayerwiseLR(layers={list(self.layers)}, samples={self.samples}, antithetic={self.antithetic})"
+        head = f", head={self.head_name!r}" if self.head is not None else ""
+        return f"LayerwiseLR(layers={list(self.layers)}{head}, samples={self.samples}, antithetic={self.antithetic})"
 
 
 def _layer_gradients(module: nn.Module, inputs: torch.Tensor, signal: torch.Tensor):
@@ -213,11 +253,37 @@ def _layer_gradients(module: nn.Module, inputs: torch.Tensor, signal: torch.Tens
     return weight, signal.sum(dim=(0, 2, 3))
 
 
-def _chosen_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Module]:
+def _enable_grad(module, args) -> None:
+    """The head's forward pre-hook: build a graph inside it (its input stays detached); returns
+    None so that the input is left as it is."""
+    torch.set_grad_enabled(True)
+
+
+def _inside(name: str, head: str | None) -> bool:
+    return head is not None and (name == head or name.startswith(head + "."))
+
+
+def _head(model: nn.Module, head: str | None) -> tuple[str | None, nn.Module | None]:
+    if head is None:
+        return None, None
+    modules = dict(model.named_modules())
+    if not isinstance(head, str) or head not in modules or head == "":
+        raise ValueError(
+            f"Invalid head: {head!r} (expected the name of a submodule; the model has {list(modules)[1:]})"
+        )
+    if not any(p.requires_grad for p in modules[head].parameters()):
+        raise ValueError(f"Invalid head: {head!r} has no trainable parameters")
+    return head, modules[head]
+
+
+def _chosen_layers(
+    model: nn.Module, layers: Sequence[str] | None, *, exclude: str | None = None
+) -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     if layers is None:
-        chosen = {name: module for name, module in modules.items() if isinstance(module, LAYER_TYPES)}
-        if not chosen:
+        chosen = {name: module for name, module in modules.items()
+                  if isinstance(module, LAYER_TYPES) and not _inside(name, exclude)}  # fmt: skip
+        if not chosen and exclude is None:
             raise ValueError(f"Invalid model: {type(model).__name__} has no nn.Linear or nn.Conv2d layer to perturb")
         return chosen
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers) or not layers:
@@ -228,6 +294,9 @@ def _chosen_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str, 
     wrong = [name for name in layers if not isinstance(modules[name], LAYER_TYPES)]
     if wrong:
         raise ValueError(f"Invalid layers: {wrong} are not nn.Linear or nn.Conv2d")
+    overlap = [name for name in layers if _inside(name, exclude)]
+    if overlap:
+        raise ValueError(f"Invalid layers: {overlap} are inside the head {exclude!r} (it is trained by its VJP)")
     return {name: modules[name] for name in layers}
 
 

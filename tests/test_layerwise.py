@@ -248,3 +248,55 @@ def test_a_gradient_that_overflows_the_float_type_is_refused_before_the_step():
     assert all(p.grad is None for p in model.parameters())
     solver.tell(torch.zeros(2, 4))  # corrected losses go through
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def deep_head_net(seed=0):
+    torch.manual_seed(seed)
+    head = nn.Sequential(nn.Linear(4, 3), nn.Identity(), nn.Linear(3, 2))
+    return nn.Sequential(nn.Linear(3, 4), nn.Identity(), head).double()
+
+
+def test_the_hybrid_head_by_vjp_and_the_layers_below_by_layer_wise_lr_are_unbiased():
+    """LR-WL on a linear net: layer 0 layer-wise (noise s0), the two-layer head '2' by OVLR at its
+    output (noise sh). E||y - t||^2 = ||clean - t||^2 + s0^2 ||W_b W_a||_F^2 + const, so the
+    exact gradient is autograd of that; z-scores over 1,500 draws for every parameter."""
+    model = deep_head_net()
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    targets = torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    model.zero_grad()
+    head = model[2]
+    clean = ((model(inputs) - targets) ** 2).sum(-1).mean()
+    (clean + 0.3**2 * ((head[2].weight @ head[0].weight) ** 2).sum()).backward()
+    truth = {name: p.grad.clone() for name, p in model.named_parameters()}
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.0), sigma=0.3, head="2", head_sigma=0.2,
+                         samples=8, seed=0)  # fmt: skip
+    assert list(solver.layers) == ["0"]
+    rows = []
+    for _ in range(1500):
+        solver.tell(squared(solver.ask(inputs), targets))
+        rows.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name, exact in truth.items():
+        draws = torch.stack([row[name] for row in rows])
+        z = ((draws.mean(0) - exact) / (draws.std(0) / 1500**0.5).clamp_min(1e-12)).abs()
+        assert float(z.max()) < 4.5, (name, float(z.max()))
+
+
+def test_the_head_builds_a_graph_only_inside_itself_and_bad_heads_are_refused():
+    model = deep_head_net()
+    modes = []
+    model[0].register_forward_hook(lambda module, args, out: modes.append(("body", out.requires_grad)))
+    model[2][2].register_forward_hook(lambda module, args, out: modes.append(("head", out.requires_grad)))
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), head="2", samples=4, seed=0)
+    outputs = solver.ask(torch.randn(2, 3, dtype=torch.float64))
+    assert modes == [("body", False), ("head", True)] and not outputs.requires_grad
+    assert torch.is_grad_enabled()  # the head turned grad on inside ask; the caller's mode is back
+    solver.tell(torch.zeros(2, 4))
+    assert all(p.grad is not None for p in model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="Invalid head: 'nothing'"):
+        LayerwiseLR(model, optimizer, head="nothing")
+    with pytest.raises(ValueError, match=r"Invalid layers: \['2.0'\] are inside the head '2'"):
+        LayerwiseLR(model, optimizer, head="2", layers=["0", "2.0"])
+    with pytest.raises(ValueError, match="does not step every chosen layer"):
+        LayerwiseLR(model, torch.optim.SGD(model[0].parameters(), lr=0.1), head="2")
