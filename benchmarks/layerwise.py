@@ -16,10 +16,15 @@ backprop baseline uses a fast-sigmoid surrogate derivative (SuperSpike) and whos
 that surrogate gradient for every method (the hard spikes' input gradient is zero, which would
 pass for robustness).
 Robustness on the test split: Gaussian / uniform noise 0.1, Poisson at 30 photons, FGSM,
-I-FGSM, MI-FGSM (L-inf 0.1, 15 steps of 0.01). Not built yet: the hybrid (LR-WL),
-parameter-space ES in batch mode, and peak memory.
+I-FGSM, MI-FGSM (L-inf 0.1, 15 steps of 0.01).
+  hybrid     LR-WL: the layers below the head layer-wise (sigma 0.1), the head by OVLR at its
+             output (sigma 1, the logits' noise of the ovlr row), one VJP through the head only.
+             Heads: the MLP's output layer (so only the head's noise differs from layerwise: the
+             estimator of a single Linear is the same), the CNN's conv 2 + linear; no spiking row.
+Not built yet: parameter-space ES in batch mode, and peak memory.
 
-    python -m benchmarks.layerwise         # about 10 minutes here, one thread
+    python -m benchmarks.layerwise         # about 13 minutes here, one thread
+    python -m benchmarks.layerwise --models mlp,cnn --methods hybrid --out benchmarks/results/layerwise_hybrid.json
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from bbopt.policies import MLP, SpikingMLP
 from benchmarks import _report
 from benchmarks.zero_one_noise import load_digits
 
-METHODS = ("backprop", "ovlr", "layerwise")
+METHODS = ("backprop", "ovlr", "layerwise", "hybrid")
+HEADS = {"mlp": "layers.2", "cnn": "1"}  # the hybrid's head (spiking: no hybrid)
 MODELS = ("mlp", "cnn", "spiking")
 CONDITIONS = ("clean", *robustness.NOISES, *robustness.ATTACKS)
 
@@ -66,8 +72,10 @@ def make_model(name: str, seed: int, *, surrogate: bool = False) -> nn.Module:
         return SpikingMLP(64, 10, hidden=(128,), steps=8, surrogate=surrogate, seed=seed)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # benchmark process only: the CNN's default init, seeded
-    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10))  # fmt: skip
+    # body (conv 1) and head (conv 2 + linear): the hybrid's split; built in layer order, so the same init
+    body = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+    head = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10))
+    model = nn.Sequential(body, head)
     torch.random.set_rng_state(generator_state)
     return model
 
@@ -91,6 +99,9 @@ def train_once(model_name: str, method: str, seed: int, config: Config, images, 
         options["optimizer"] = optimizer
     elif method == "ovlr":
         options["solver"] = bbopt.OVLR(model, optimizer, sigma=config.ovlr_sigma, samples=config.samples, seed=seed)
+    elif method == "hybrid":  # lower layers layer-wise, the head by OVLR at its output (the logits' sigma)
+        options["solver"] = LayerwiseLR(model, optimizer, sigma=config.layerwise_sigma, samples=config.samples,
+                                        head=HEADS[model_name], head_sigma=config.ovlr_sigma, seed=seed)  # fmt: skip
     else:
         options["solver"] = LayerwiseLR(model, optimizer, sigma=config.layerwise_sigma, samples=config.samples,
                                         seed=seed)  # fmt: skip
@@ -116,7 +127,9 @@ def plot(rows: list[dict], path: Path) -> None:
     width = 0.8 / len(METHODS)
     for axis, model in zip(axes[0], models, strict=True):
         for k, method in enumerate(m for m in METHODS if any(r["method"] == m for r in rows)):
-            row = next(r for r in rows if r["model"] == model and r["method"] == method)
+            row = next((r for r in rows if r["model"] == model and r["method"] == method), None)
+            if row is None:  # no hybrid for the spiking model
+                continue
             means = [row[f"{c}_mean"] for c in CONDITIONS]
             errors = [row[f"{c}_std"] for c in CONDITIONS]
             axis.bar(np.arange(len(CONDITIONS)) + k * width, means, width, yerr=errors, label=method)
@@ -135,14 +148,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", type=int, default=Config.seeds)
     parser.add_argument("--epochs", type=int, default=Config.epochs)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="hybrid runs where the model has a head")
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "layerwise.json")
     args = parser.parse_args(argv)
-    config = Config(seeds=args.seeds, epochs=args.epochs, models=tuple(args.models.split(",")))
+    config = Config(seeds=args.seeds, epochs=args.epochs, models=tuple(args.models.split(",")),
+                    methods=tuple(args.methods.split(",")))  # fmt: skip
+    if unknown := sorted(set(config.methods) - set(METHODS)) + sorted(set(config.models) - set(MODELS)):
+        parser.error(f"unknown methods or models {unknown} (methods {METHODS}, models {MODELS})")
     torch.set_num_threads(1)
     images, labels = load_digits()
     rows, runs = [], []
     for model_name in config.models:
         for method in config.methods:
+            if method == "hybrid" and model_name not in HEADS:
+                continue
             done = [train_once(model_name, method, seed, config, images, labels) for seed in range(config.seeds)]
             runs += done
             row = {"model": model_name, "method": method,
