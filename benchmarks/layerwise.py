@@ -21,7 +21,10 @@ I-FGSM, MI-FGSM (L-inf 0.1, 15 steps of 0.01).
              output (sigma 1, the logits' noise of the ovlr row), one VJP through the head only.
              Heads: the MLP's output layer (so only the head's noise differs from layerwise: the
              estimator of a single Linear is the same), the CNN's conv 2 + linear; no spiking row.
-Not built yet: parameter-space ES in batch mode, and peak memory.
+Transfer attacks: FGSM / I-FGSM / MI-FGSM crafted on the same seed's backprop model (for the
+spiking model its surrogate twin) and applied to each model (transfer_* columns): robustness that
+only hides the gradient (masking) falls to them. Not built yet: parameter-space ES in batch mode,
+and peak memory.
 
     python -m benchmarks.layerwise         # about 13 minutes here, one thread
     python -m benchmarks.layerwise --models mlp,cnn --methods hybrid --out benchmarks/results/layerwise_hybrid.json
@@ -50,6 +53,7 @@ METHODS = ("backprop", "ovlr", "layerwise", "hybrid")
 HEADS = {"mlp": "layers.2", "cnn": "1"}  # the hybrid's head (spiking: no hybrid)
 MODELS = ("mlp", "cnn", "spiking")
 CONDITIONS = ("clean", *robustness.NOISES, *robustness.ATTACKS)
+TRANSFERS = tuple(f"transfer_{kind}" for kind in robustness.ATTACKS)  # crafted on the seed's backprop model
 
 
 @dataclass
@@ -87,7 +91,8 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return flat.reshape(outputs.shape[:-1])
 
 
-def train_once(model_name: str, method: str, seed: int, config: Config, images, labels) -> dict:
+def train_once(model_name: str, method: str, seed: int, config: Config, images, labels) -> tuple[dict, nn.Module]:
+    """One trained model's scores (clean, natural noise, white-box attacks) and the model."""
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     train, test = order[:1200], order[1200:]
     loader = DataLoader(TensorDataset(images[train], labels[train]), batch_size=config.batch_size, shuffle=True,
@@ -113,7 +118,17 @@ def train_once(model_name: str, method: str, seed: int, config: Config, images, 
         twin = make_model(model_name, seed, surrogate=True)
         twin.load_state_dict(model.state_dict())
     scores = robustness.evaluate(model, images[test], labels[test], seed=seed, attack_model=twin)
-    return {"model": model_name, "method": method, "seed": seed, "seconds_per_epoch": seconds, **scores}
+    row = {"model": model_name, "method": method, "seed": seed, "seconds_per_epoch": seconds, **scores}
+    return row, model
+
+
+def transfer_scores(model: nn.Module, source: nn.Module, images, labels, seed: int) -> dict[str, float]:
+    """Accuracy of ``model`` under the attacks crafted on ``source`` (the same seed's backprop model):
+    a model that only hides its gradients (masking) falls to these; one that is robust does not."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    test = order[1200:]
+    scores = robustness.evaluate(model, images[test], labels[test], seed=seed, attack_model=source)
+    return {f"transfer_{kind}": scores[kind] for kind in robustness.ATTACKS}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -159,18 +174,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     images, labels = load_digits()
     rows, runs = [], []
     for model_name in config.models:
+        sources = {}  # seed -> the backprop model, whose attacks transfer to the others
         for method in config.methods:
             if method == "hybrid" and model_name not in HEADS:
                 continue
-            done = [train_once(model_name, method, seed, config, images, labels) for seed in range(config.seeds)]
+            done = []
+            for seed in range(config.seeds):
+                row, model = train_once(model_name, method, seed, config, images, labels)
+                if method == "backprop":
+                    sources[seed] = make_model(model_name, seed, surrogate=True)
+                    sources[seed].load_state_dict(model.state_dict())
+                if seed in sources:
+                    row |= transfer_scores(model, sources[seed], images, labels, seed)
+                done.append(row)
             runs += done
             row = {"model": model_name, "method": method,
                    "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in done]))}  # fmt: skip
-            for condition in CONDITIONS:
-                row |= _report.spread(condition, [r[condition] for r in done])
+            for condition in CONDITIONS + TRANSFERS:
+                if all(condition in r for r in done):
+                    row |= _report.spread(condition, [r[condition] for r in done])
             rows.append(row)
-            print(f"{model_name:<4} {method:<10} " + "  ".join(f"{c} {row[c + '_mean']:.3f}" for c in CONDITIONS)
-                  + f"  {row['seconds_per_epoch']:.2f} s/epoch", flush=True)  # fmt: skip
+            shown = "  ".join(f"{c} {row[c + '_mean']:.3f}" for c in CONDITIONS + TRANSFERS if c + "_mean" in row)
+            print(f"{model_name:<4} {method:<10} {shown}  {row['seconds_per_epoch']:.2f} s/epoch", flush=True)
     plot(rows, args.out.with_suffix(".png"))
     _report.write(args.out, asdict(config), rows, {"runs": runs})
     return rows

@@ -207,7 +207,9 @@ def test_layerwise_benchmark_smoke(tmp_path):
     out = tmp_path / "layerwise.json"
     rows = layerwise.main(["--seeds", "1", "--epochs", "1", "--models", "mlp", "--out", str(out)])
     assert [row["method"] for row in rows] == list(layerwise.METHODS)
-    assert all(0 <= row[f"{c}_mean"] <= 1 for row in rows for c in layerwise.CONDITIONS)
+    assert all(0 <= row[f"{c}_mean"] <= 1 for row in rows for c in layerwise.CONDITIONS + layerwise.TRANSFERS)
+    backprop = rows[0]  # attacks crafted on the model itself: the transfer columns are its white-box ones
+    assert all(backprop[f"transfer_{kind}_mean"] == backprop[f"{kind}_mean"] for kind in ("fgsm", "ifgsm"))
     assert out.exists() and out.with_suffix(".png").exists()
 
 
