@@ -123,3 +123,37 @@ def test_bad_critic_settings_are_refused():
     state = critic.state_dict() | {"scale": 0.0}
     with pytest.raises(ValueError, match=r"Invalid critic state: offset 0\.0, scale 0\.0"):
         critic.load_state_dict(state)
+
+
+def test_discounted_costs_to_go_by_hand():
+    """credit='to_go' with discount gamma: each step is told c_t + gamma c_{t+1} + gamma^2 c_{t+2} ..."""
+    told = {}
+    solver = make_solver("ovlr")
+    original_tell = solver.tell
+
+    def recording_tell(losses, step_losses=None):
+        told["steps"] = [s.clone() for s in step_losses]
+        return original_tell(losses, step_losses=step_losses)
+
+    solver.tell = recording_tell
+    rewards = []
+    with Trainer(FACTORY, solver, eval_every=0, credit="to_go", discount=0.9) as trainer:
+        pool_step = trainer.pool.step
+
+        def recording_step(ids, actions):
+            result = pool_step(ids, actions)
+            rewards.append(dict(zip(ids.tolist(), result.rewards, strict=True)))
+            return result
+
+        trainer.pool.step = recording_step
+        trainer.update()
+    for episode in (0, 5):
+        costs = [-step[episode] for step in rewards if episode in step]
+        expected = [sum(c * 0.9**k for k, c in enumerate(costs[t:])) for t in range(len(costs))]
+        got = [float(values[list(step).index(episode)]) for values, step in zip(told["steps"], rewards, strict=False)
+               if episode in step]  # fmt: skip
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+    with pytest.raises(ValueError, match="Invalid discount: 0"):
+        Trainer(FACTORY, make_solver("ovlr"), credit="to_go", discount=0)
+    with pytest.raises(ValueError, match="discounts per-step credit"):
+        Trainer(FACTORY, make_solver("ovlr"), discount=0.9)

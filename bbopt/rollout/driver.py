@@ -51,6 +51,9 @@ class Trainer:
         "to_go": each step with the negated rewards from that step on, against the other
         episodes' at the same step (``solver.tell(step_losses=...)``; OVLR and ES). A failed
         episode's cost-to-go is the population's worst at each of its steps.
+    discount: with ``credit="to_go"``, gamma in ``G_t = c_t + gamma G_{t+1}`` (default 1, the
+        cost still to come; below 1 later costs count less: lower variance, biased for the
+        return, as PPO's gamma 0.99 is).
     critic: with ``credit="to_go"``, a `bbopt.rollout.critic.StateValue`: the solver is told
         each step's cost-to-go minus the critic's ``V(s_t, t)`` (fitted after each tell on that
         update's steps; kept in the checkpoint). Unbiased: see `bbopt.rollout.critic`.
@@ -59,7 +62,7 @@ class Trainer:
     def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
-                 credit: str = "episode", critic=None):  # fmt: skip
+                 credit: str = "episode", critic=None, discount: float = 1.0):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -82,6 +85,11 @@ class Trainer:
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit = credit
+        if not (isinstance(discount, int | float) and 0.0 < discount <= 1.0):
+            raise ValueError(f"Invalid discount: {discount!r} (expected a number in (0, 1])")
+        if discount != 1.0 and credit != "to_go":
+            raise ValueError("Invalid discount: it discounts per-step credit (credit='to_go')")
+        self.discount = float(discount)
         if critic is not None and credit != "to_go":
             raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
         self.critic = critic
@@ -165,7 +173,14 @@ class Trainer:
         for k, (values, ids) in enumerate(zip(rewards, asked, strict=True)):
             costs[k, ids] = -values
             alive[k, ids] = True
-        to_go = np.flip(np.cumsum(np.flip(costs, 0), 0), 0)  # [calls, N]
+        if self.discount == 1.0:
+            to_go = np.flip(np.cumsum(np.flip(costs, 0), 0), 0)  # [calls, N]
+        else:  # G_t = c_t + gamma G_{t+1}: later costs count less (biased for the undiscounted return)
+            to_go = np.zeros_like(costs)
+            following = np.zeros(costs.shape[1])
+            for k in range(costs.shape[0] - 1, -1, -1):
+                following = costs[k] + self.discount * following
+                to_go[k] = following
         if failed.any() and (~failed).any():
             to_go[:, failed] = to_go[:, ~failed].max(axis=1, keepdims=True)
         if self.critic is None:

@@ -103,6 +103,8 @@ class RunConfig:
                                choices=lambda: ["constant", "linear"])  # fmt: skip
     credit: str | None = _option(help="to_go: each step credited with the cost still to come (OVLR, ES); default "
                                       "episode", choices=lambda: ["episode", "to_go"])  # fmt: skip
+    discount: float | None = _option(help="with --credit to_go: gamma of the costs-to-go, in (0, 1] (default 1; below "
+                                          "1 later costs count less: lower variance, biased)", type=float)  # fmt: skip
     critic: str | None = _option(help="state_value: subtract a learned V(s, t) from each step's cost-to-go (needs "
                                       "--credit to_go; unbiased); default none",
                                  choices=lambda: ["none", "state_value"])  # fmt: skip
@@ -136,6 +138,10 @@ class RunConfig:
         self.credit = "episode" if self.credit is None else self.credit
         if self.credit not in ("episode", "to_go"):
             raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
+        self.discount = check_float(1.0 if self.discount is None else self.discount, "discount", above=0.0,
+                                    at_most=1.0)  # fmt: skip
+        if self.discount != 1.0 and self.credit != "to_go":
+            raise ValueError("Invalid discount: it discounts per-step credit (add --credit to_go)")
         self.critic = "none" if self.critic is None else self.critic
         if self.critic not in ("none", "state_value"):
             raise ValueError(f"Invalid critic: {self.critic!r} (expected 'none' or 'state_value')")
@@ -192,7 +198,7 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
     return Trainer(config.env, solver, pool=config.pool, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
-                   lr_schedule=config.lr_schedule, credit=config.credit,
+                   lr_schedule=config.lr_schedule, credit=config.credit, discount=config.discount,
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=config.seed)
                    if config.critic == "state_value" else None)  # fmt: skip
 
