@@ -27,7 +27,7 @@ only hides the gradient (masking) falls to them. Not built yet: parameter-space 
 and peak memory.
 
     python -m benchmarks.layerwise         # about 13 minutes here, one thread
-    python -m benchmarks.layerwise --models mlp,cnn --methods hybrid --out benchmarks/results/layerwise_hybrid.json
+    python -m benchmarks.layerwise --models mlp,cnn --methods hybrid --out /tmp/hybrid.json   # a subset
 """
 
 from __future__ import annotations
