@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -557,9 +558,14 @@ class Solver:
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
             raise
-        for _ in range(self.reuse - 1):  # after the first step: nothing left to refuse but an overflow
-            stats["reuse_active"] = self._reuse_pass(inputs, mu.detach(), noise, losses, counts, episode_of_record,
-                                                     record_weights)  # fmt: skip
+        for passes in range(1, self.reuse):  # the first step stands whatever a later pass meets
+            try:
+                stats["reuse_active"] = self._reuse_pass(inputs, mu.detach(), noise, losses, counts,
+                                                         episode_of_record, record_weights)  # fmt: skip
+            except ValueError as error:  # an overflowing ratio-weighted gradient: stop reusing this population
+                warnings.warn(f"reuse stopped after {passes} of {self.reuse} steps on this population: {error}",
+                              RuntimeWarning, stacklevel=2)  # fmt: skip
+                break
         record.clear()
         self.evaluations += self.episodes
         return stats

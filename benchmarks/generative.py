@@ -60,6 +60,7 @@ from bbopt.generative import (
 )
 from bbopt.policies import MLP
 from benchmarks import _report
+from benchmarks.zero_one_noise import load_digits
 
 PARTS = ("gan", "refitted", "vae")
 GAN_METHODS = ("backprop", "ovlr")
@@ -93,10 +94,7 @@ class Config:
 
 def load_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fixed split: (train images, train labels, held-out images, held-out labels)."""
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
-    images, labels = torch.tensor(images, dtype=torch.float32) / 16.0, torch.tensor(labels)
+    images, labels = load_digits()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     train, held_out = order[:1437], order[1437:]
     return images[train], labels[train], images[held_out], labels[held_out]

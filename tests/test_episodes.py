@@ -351,3 +351,20 @@ def test_bad_reuse_settings_are_refused(options, message):
     options = {"reuse": 2} | options
     with pytest.raises(ValueError, match=message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
+
+
+def test_a_reuse_pass_that_overflows_leaves_the_first_step_and_a_finished_tell():
+    policy, solver = reuse_solver(3, lr=0.1)
+    losses, step_losses = run_toy_episodes(solver)
+
+    def overflowing(*args):
+        raise ValueError("Invalid losses: the gradient they imply overflows the model's float type")
+
+    solver._reuse_pass = overflowing
+    before = torch.cat([p.detach().reshape(-1) for p in policy.parameters()])
+    with pytest.warns(RuntimeWarning, match="reuse stopped after 1 of 3 steps"):
+        solver.tell(losses, step_losses=step_losses)
+    assert not torch.equal(before, torch.cat([p.detach().reshape(-1) for p in policy.parameters()]))  # step 1 stands
+    assert solver.steps == 1 and not solver._record  # the tell finished: the next ask starts a new population
+    losses, step_losses = run_toy_episodes(solver)
+    assert len(solver._record.steps) == 6

@@ -290,6 +290,20 @@ def test_a_discriminator_returning_the_wrong_shape_is_refused():
         RefittedClassifier(object())
 
 
+def test_images_with_non_finite_pixels_are_refused_before_training():
+    images = real_images()
+    images[3, 1] = float("nan")
+    model = generator()
+    solver = bbopt.OVLR(model, torch.optim.SGD(model.parameters(), lr=0.1), samples=4, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="non-finite pixels in 1 image"):
+        train_gan(model, QuadraticCritic(), images, steps=1, latent=LATENT, solver=solver, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="Invalid eval_images: non-finite pixels"):
+        fit_vae(vae(), real_images(), epochs=1, optimizer=torch.optim.SGD(vae().parameters(), lr=0.1),
+                eval_images=images)  # fmt: skip
+
+
 def test_bad_vae_and_metric_input_is_refused():
     model = vae()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

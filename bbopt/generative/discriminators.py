@@ -49,6 +49,17 @@ def _real_fake_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tor
     return torch.cat([functional.softplus(-real_logits), functional.softplus(fake_logits)])
 
 
+def check_image_rows(images, name: str) -> torch.Tensor:
+    """A training set of images flattened to ``[N, d]`` (N >= 1), floating point and finite."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 2 or not images.is_floating_point() or len(images) < 1:
+        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"Invalid {name}: {shape} (expected images flattened to [N, d], floating point)")
+    if not bool(torch.isfinite(images).all()):
+        rows = torch.nonzero(~torch.isfinite(images).all(dim=1)).flatten()
+        raise ValueError(f"Invalid {name}: non-finite pixels in {len(rows)} image(s), first at row {int(rows[0])}")
+    return images
+
+
 def _check_images(images, width: int | None, what: str) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dim() < 1 or not images.is_floating_point():
         shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__

@@ -26,7 +26,7 @@ from torch.nn import functional
 from tqdm.auto import tqdm
 
 from bbopt.checks import check_int
-from bbopt.generative.discriminators import Discriminator
+from bbopt.generative.discriminators import Discriminator, check_image_rows
 from bbopt.tracking import Tracker
 
 __all__ = ["generator_loss", "train_gan"]
@@ -81,9 +81,7 @@ def train_gan(
     check_int(batch_size, "batch_size", minimum=1)
     if evaluate_every is not None:
         check_int(evaluate_every, "evaluate_every", minimum=1)
-    if not isinstance(images, torch.Tensor) or images.dim() != 2 or not images.is_floating_point() or len(images) < 1:
-        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"Invalid images: {shape} (expected real images flattened to [N, d], floating point)")
+    check_image_rows(images, "images")
     generator_rng = torch.Generator().manual_seed(int(seed))
     history: list[dict[str, float]] = []
     totals = {"discriminator_loss": 0.0, "generator_loss": 0.0, "seconds": 0.0}

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bbopt.checks import check_int
+from bbopt.generative.discriminators import check_image_rows
 from bbopt.tracking import Tracker
 
 __all__ = ["VAE", "GaussianReconstruction", "fit_vae"]
@@ -127,12 +128,9 @@ def fit_vae(
         raise ValueError("Invalid solver: it must be built on the VAE being trained")
     check_int(epochs, "epochs", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
-    for name, value in (("images", images), ("eval_images", eval_images)):
-        if value is None and name == "eval_images":
-            continue
-        if not isinstance(value, torch.Tensor) or value.dim() != 2 or not value.is_floating_point() or len(value) < 1:
-            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"Invalid {name}: {shape} (expected images flattened to [N, d], floating point)")
+    check_image_rows(images, "images")
+    if eval_images is not None:
+        check_image_rows(eval_images, "eval_images")
     if eval_images is not None and eval_images.shape[1] != images.shape[1]:
         raise ValueError(f"Invalid eval_images: width {eval_images.shape[1]} (expected {images.shape[1]})")
     order_rng = torch.Generator().manual_seed(int(seed))
