@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,6 +38,51 @@ def machine() -> dict:
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+class TrainingClock:
+    """Wall-clock and CPU seconds (this process, every thread) of training alone: wrap the training
+    call in `running()` and each evaluation inside it in `paused()`; `read()` gives (wall, cpu) so far."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._created = time.perf_counter()
+        self._marks: tuple[float, float] | None = None
+
+    def _start(self) -> None:
+        self._marks = (time.perf_counter(), time.process_time())
+
+    def _stop(self) -> None:
+        wall, cpu = self._marks
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+        self._marks = None
+
+    @contextmanager
+    def running(self):
+        self._start()
+        try:
+            yield self
+        finally:
+            self._stop()
+
+    @contextmanager
+    def paused(self):
+        self._stop()
+        try:
+            yield self
+        finally:
+            self._start()
+
+    def read(self) -> tuple[float, float]:
+        if self._marks is None:
+            return self.wall, self.cpu
+        wall, cpu = self._marks
+        return self.wall + time.perf_counter() - wall, self.cpu + time.process_time() - cpu
+
+    def total(self) -> float:
+        """Wall-clock seconds since the clock was made, evaluations included."""
+        return time.perf_counter() - self._created
 
 
 STARTED_AT = git_commit()  # the code a benchmark ran, taken when it starts (the tree may change during a long run)

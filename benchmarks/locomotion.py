@@ -1,5 +1,5 @@
 """MuJoCo locomotion: bbopt OVLR / ES / CEM (output space) vs parameter-space ES vs EvoTorch
-PGPE, at one env-step budget per run.
+PGPE vs Stable-Baselines3 PPO and sb3-contrib ARS, at one env-step budget per run.
 
 HalfCheetah-v5 and Hopper-v5, seeds 0-2. bbopt methods go through `bbopt.rollout.Trainer`
 (serial pool, population 64, an MLP 64-64 policy with observation normalization, the
@@ -8,17 +8,25 @@ HalfCheetah-v5 and Hopper-v5, seeds 0-2. bbopt methods go through `bbopt.rollout
 the settings of EvoTorch's own MuJoCo examples (examples/scripts/rl_clipup.py, the Walker2d
 preset: linear policy, ClipUp, max speed 0.015, center lr 0.01125, radius 0.225, stdev lr
 0.1, popsize 100, observation normalization, alive bonus removed for Hopper), in-process.
-Every run stops once it has used the budget; the noiseless policy is evaluated every
-``--eval-every`` steps on 3 episodes (not counted in the budget). Learning curves and a final
-table go to one JSON + PNG.
+PPO (the RL zoo's tuned rows per env, or SB3's defaults: ``ppo-default``) and ARS (the zoo's rows)
+are in `benchmarks.locomotion_peers`. Every run stops once it has used the budget; the noiseless
+policy is evaluated every ``--eval-every`` steps on 3 episodes (not counted in the budget), and
+finally on 10. Each run is one process with one torch thread; its training wall-clock and CPU
+time (evaluations excluded) are recorded along the curve, so the table gives return per
+CPU-minute and each method's return at the CPU time the cheapest method on that env used in all.
+Learning curves (against env steps and against CPU minutes) and a final table go to one JSON + PNG.
 
     python -m benchmarks.locomotion --budget 2e6 --jobs 2        # about 45 minutes here
+    python -m benchmarks.locomotion --budget 1e6 --envs HalfCheetah-v5,Hopper-v5,Walker2d-v5 \
+        --methods ovlr,ovlr-togo,ppo,ars --jobs 2 --out benchmarks/results/mujoco_peers.json
     python -m benchmarks.locomotion --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -28,11 +36,12 @@ import torch
 
 import bbopt
 from bbopt.arguments import step_count
-from benchmarks import _report
+from benchmarks import _report, locomotion_peers
 
-# Every registered solver with an episodes preset, EvoTorch's PGPE, per-step credit variants (-togo)
-# and per-step credit with the state-value critic (-critic: bbopt.rollout.critic.StateValue).
-METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo", "ovlr-critic", "es-critic")
+# Every registered solver with an episodes preset, EvoTorch's PGPE, per-step credit variants (-togo),
+# per-step credit with the state-value critic (-critic: bbopt.rollout.critic.StateValue) and the SB3 peers.
+METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo", "ovlr-critic", "es-critic",
+           *locomotion_peers.METHODS)  # fmt: skip
 EVAL_SEED = 10**6
 
 
@@ -44,20 +53,22 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
                        pool="serial", checkpoint_every=0, seed=seed,
                        credit="to_go" if variant in ("togo", "critic") else "episode",
                        critic="state_value" if variant == "critic" else None)  # fmt: skip
-    curve, began = [], time.perf_counter()
+    curve, clock = [], _report.TrainingClock()
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
 
         def evaluate_now(record: dict) -> None:
             if record["env_steps"] >= (len(curve) + 1) * eval_every or record["env_steps"] >= budget:
-                curve.append((record["env_steps"], trainer.evaluate(3, seed=EVAL_SEED)))
+                with clock.paused():
+                    curve.append((record["env_steps"], trainer.evaluate(3, seed=EVAL_SEED), *clock.read()))
 
-        trainer.train(budget, progress=False, callback=evaluate_now)
+        with clock.running():
+            trainer.train(budget, progress=False, callback=evaluate_now)
         final = trainer.evaluate(10, seed=EVAL_SEED + 100)
-        train_seconds = trainer.seconds
-    return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - began, "settings": {"sigma": config.sigma, "lr": config.lr,
-            "lr_schedule": config.lr_schedule, "credit": config.credit, "critic": config.critic,
+    return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": clock.wall,
+            "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
+            "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
+            "credit": config.credit, "critic": config.critic,
             "population": population, "hidden": config.hidden}}  # fmt: skip
 
 
@@ -93,17 +104,17 @@ def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 1
             returns.append(total)
         return float(np.mean(returns))
 
-    curve, next_eval, began = [], eval_every, time.perf_counter()
+    curve, next_eval, clock = [], eval_every, _report.TrainingClock()
     used = 0
     while used < budget:
-        searcher.step()
+        with clock.running():
+            searcher.step()
         used = int(searcher.status["total_interaction_count"])
         if used >= next_eval or used >= budget:
-            curve.append((used, evaluate(3, EVAL_SEED)))
+            curve.append((used, evaluate(3, EVAL_SEED), *clock.read()))
             next_eval += eval_every
-    seconds = time.perf_counter() - began
     return {"curve": curve, "final_return": evaluate(10, EVAL_SEED + 100), "env_steps": used,
-            "train_seconds": seconds, "wall_seconds": time.perf_counter() - began,
+            "train_seconds": clock.wall, "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
             "settings": {"popsize": popsize, "popsize_max": 8 * popsize, "num_interactions": 750 * popsize,
                          "max_speed": max_speed,
                          "center_learning_rate": 0.75 * max_speed, "radius_init": 15 * max_speed,
@@ -117,6 +128,8 @@ def run_one(job: tuple) -> dict:
     began = time.perf_counter()
     if method == "pgpe":
         result = run_pgpe(env, seed, budget, eval_every, pgpe_popsize)
+    elif method in locomotion_peers.METHODS:
+        result = locomotion_peers.run(method, env, seed, budget, eval_every, EVAL_SEED)
     else:
         result = run_bbopt(env, method, seed, budget, eval_every, population)
     row = {"env": env, "method": method, "seed": seed, **result}
@@ -125,28 +138,65 @@ def run_one(job: tuple) -> dict:
     return row
 
 
+def return_at_cpu(curve: list, cpu_seconds: float) -> float:
+    """The return of the last policy a run had evaluated once it had used `cpu_seconds` of training CPU
+    time (NaN before its first evaluation): what it would hand over if stopped then."""
+    seen = [point[1] for point in curve if point[3] <= cpu_seconds]
+    return seen[-1] if seen else float("nan")
+
+
+def summarize(rows: list[dict], envs: list[str], methods: list[str]) -> list[dict]:
+    """Per env and method: final-return spread, mean wall / CPU seconds, steps/s, final return per
+    CPU-minute, and the return each method had reached at the CPU time the cheapest method on that env
+    used for its whole run ("at equal CPU")."""
+    summary = []
+    for env in envs:
+        here = [r for r in rows if r["env"] == env]
+        cheapest = min(np.mean([r["cpu_seconds"] for r in here if r["method"] == m]) for m in methods)
+        for method in methods:
+            mine = [r for r in here if r["method"] == method]
+            summary.append({"env": env, "method": method,
+                            **_report.spread("final_return", [r["final_return"] for r in mine]),
+                            "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
+                            "cpu_seconds_mean": float(np.mean([r["cpu_seconds"] for r in mine])),
+                            "env_steps_per_second": float(np.mean([r["env_steps"] / r["train_seconds"]
+                                                                   for r in mine])),
+                            "return_per_cpu_minute": float(np.mean([r["final_return"] / (r["cpu_seconds"] / 60)
+                                                                    for r in mine])),
+                            "equal_cpu_seconds": float(cheapest),
+                            "return_at_equal_cpu": float(np.mean([return_at_cpu(r["curve"], cheapest)
+                                                                  for r in mine]))})  # fmt: skip
+    return summary
+
+
 def plot(rows: list[dict], path: Path) -> None:
+    """Top row: return vs env steps; bottom row: return vs training CPU minutes (mean, min-max over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     envs = list(dict.fromkeys(r["env"] for r in rows))
-    figure, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 3.8), squeeze=False)
-    for axis, env in zip(axes[0], envs, strict=True):
+    figure, axes = plt.subplots(2, len(envs), figsize=(5.5 * len(envs), 7.4), squeeze=False)
+    for column, env in enumerate(envs):
         for index, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
-            mine = [r for r in rows if r["env"] == env and r["method"] == method]
+            mine = [r for r in rows if r["env"] == env and r["method"] == method and r["curve"]]
             if not mine:
                 continue
-            grid = np.linspace(0, max(r["env_steps"] for r in mine), 40)
-            curves = [np.interp(grid, *zip(*r["curve"], strict=True)) for r in mine if r["curve"]]
-            mean = np.mean(curves, axis=0)
-            axis.plot(grid, mean, color=f"C{index}", label=method)
-            axis.fill_between(grid, np.min(curves, axis=0), np.max(curves, axis=0), color=f"C{index}", alpha=0.15)
-        axis.set_title(env)
-        axis.set_xlabel("env steps")
-        axis.grid(alpha=0.3)
+            for axis, x_of, scale in ((axes[0][column], 0, 1.0), (axes[1][column], 3, 1 / 60)):
+                grid = np.linspace(0, max(r["curve"][-1][x_of] for r in mine) * scale, 40)
+                curves = [np.interp(grid, [p[x_of] * scale for p in r["curve"]], [p[1] for p in r["curve"]])
+                          for r in mine]  # fmt: skip
+                axis.plot(grid, np.mean(curves, axis=0), color=f"C{index}", label=method)
+                axis.fill_between(grid, np.min(curves, axis=0), np.max(curves, axis=0), color=f"C{index}", alpha=0.15)
+        axes[0][column].set_title(env)
+        axes[0][column].set_xlabel("env steps")
+        axes[1][column].set_xlabel("training CPU minutes")
+        axes[1][column].set_xscale("log")
+        for axis in axes[:, column]:
+            axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("noiseless return (mean, min-max over seeds)")
+    axes[1][0].set_ylabel("noiseless return")
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -169,29 +219,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     envs, seeds, methods = args.envs.split(","), [int(s) for s in args.seeds.split(",")], args.methods.split(",")
     jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize)
             for env in envs for seed in seeds for method in methods]  # fmt: skip
-    if args.jobs > 1:
-        with mp.get_context("forkserver").Pool(args.jobs) as pool:
-            rows = pool.map(run_one, jobs, chunksize=1)
-    else:
-        rows = [run_one(job) for job in jobs]
-    summary = []
-    for env in envs:
-        for method in methods:
-            mine = [r for r in rows if r["env"] == env and r["method"] == method]
-            summary.append({"env": env, "method": method,
-                            **_report.spread("final_return", [r["final_return"] for r in mine]),
-                            "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
-                            "env_steps_per_second": float(np.mean([r["env_steps"] / r["train_seconds"]
-                                                                   for r in mine]))})  # fmt: skip
+    # each finished run is appended to <out>.partial.jsonl at once, so an interrupted benchmark keeps its runs
+    partial = args.out.with_suffix(".partial.jsonl")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with partial.open("w") as kept, contextlib.ExitStack() as stack:
+        if args.jobs > 1:
+            pool = stack.enter_context(mp.get_context("forkserver").Pool(args.jobs))
+            finished = pool.imap(run_one, jobs, chunksize=1)
+        else:
+            finished = map(run_one, jobs)
+        for row in finished:
+            rows.append(row)
+            kept.write(json.dumps(row) + "\n")
+            kept.flush()
+    summary = summarize(rows, envs, methods)
     print()
     _report.table(summary, [("env", "env", "s"), ("method", "method", "s"), ("final_return_mean", "final", ".1f"),
                             ("final_return_std", "std", ".1f"), ("final_return_min", "min", ".1f"),
-                            ("final_return_max", "max", ".1f"), ("train_seconds_mean", "seconds", ".0f"),
-                            ("env_steps_per_second", "steps/s", ",.0f")])  # fmt: skip
+                            ("final_return_max", "max", ".1f"), ("train_seconds_mean", "wall s", ".0f"),
+                            ("cpu_seconds_mean", "CPU s", ".0f"), ("env_steps_per_second", "steps/s", ",.0f"),
+                            ("return_per_cpu_minute", "ret/CPU-min", ".1f"),
+                            ("return_at_equal_cpu", "at equal CPU", ".1f")])  # fmt: skip
     config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
               "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs,
               "seeds": args.seeds, "envs": args.envs, "methods": args.methods}  # fmt: skip
     _report.write(args.out, config, rows, {"table": summary})
+    partial.unlink()
     plot(rows, args.out.with_suffix(".png"))
     return rows
 

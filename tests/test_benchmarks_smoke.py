@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import ask_tell, overhead, profile_update
@@ -139,7 +140,32 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert all(r["env_steps"] >= 3000 and r["curve"] for r in rows)
     assert {r["settings"]["credit"] for r in rows if r["method"].endswith(("-togo", "-critic"))} == {"to_go"}
     assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {"ovlr-critic", "es-critic"}
-    assert json.loads(out.read_text())["summary"]["table"] and out.with_suffix(".png").exists()
+    assert all(r["cpu_seconds"] > 0 and 0 < r["train_seconds"] <= r["wall_seconds"] for r in rows)
+    assert all(len(point) == 4 for r in rows for point in r["curve"])  # env steps, return, wall s, CPU s
+    assert {r["method"]: r["settings"].get("zoo") for r in rows if r["method"].startswith("ppo")} == {
+        "ppo": True,
+        "ppo-default": False,
+    }
+    table = json.loads(out.read_text())["summary"]["table"]
+    assert {row["method"] for row in table} == set(locomotion.METHODS)
+    assert all(row["equal_cpu_seconds"] == min(r["cpu_seconds_mean"] for r in table) for row in table)
+    assert out.with_suffix(".png").exists() and not out.with_suffix(".partial.jsonl").exists()
+
+
+def test_return_at_cpu_is_the_last_policy_evaluated_by_then():
+    from benchmarks.locomotion import return_at_cpu
+
+    curve = [(1000, 5.0, 1.0, 2.0), (2000, 9.0, 2.0, 4.0), (3000, 7.0, 3.0, 6.0)]
+    assert np.isnan(return_at_cpu(curve, 1.9))  # nothing evaluated yet
+    assert [return_at_cpu(curve, s) for s in (2.0, 5.9, 6.0, 60.0)] == [5.0, 9.0, 7.0, 7.0]
+
+
+def test_peer_hyper_parameters_name_the_env_they_lack():
+    from benchmarks.locomotion_peers import PPO_ZOO, zoo_row
+
+    assert zoo_row(PPO_ZOO, "Walker2d-v5")["n_epochs"] == 20
+    with pytest.raises(ValueError, match=r"no RL-zoo hyper-parameters for .Ant-v5.*HalfCheetah, Hopper, Walker2d"):
+        zoo_row(PPO_ZOO, "Ant-v5")
 
 
 def test_pools_benchmark_smoke(tmp_path):

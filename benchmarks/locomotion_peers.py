@@ -1,0 +1,106 @@
+"""Stable-Baselines3 PPO and sb3-contrib ARS as peers of `benchmarks.locomotion`, on its budget and evaluation.
+
+Hyper-parameters are RL Baselines3 Zoo's tuned ones for each MuJoCo env (hyperparams/ppo.yml and
+ars.yml, written for the -v3 envs and used unchanged on -v5): ``ppo`` takes the zoo's row of the env,
+``ppo-default`` SB3's defaults (with the zoo's observation / reward normalization), ``ars`` the zoo's
+ARS row (linear policy, observations normalized, alive bonus cancelled on Hopper and Walker2d). Each
+run learns in chunks of ``eval_every`` steps and is evaluated between chunks (never mid-update: ARS
+loads its candidates' weights into the policy while it evaluates them) with the deterministic action
+and frozen normalization statistics, on the same episode seeds as the bbopt methods.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import _report
+
+# Zoo rows (hyperparams/ppo.yml, "Tuned" MuJoCo section). Walker2d has no policy_kwargs there: SB3's default net.
+_PPO_ZOO_NET = {"log_std_init": -2, "ortho_init": False, "activation_fn": "relu",
+                "net_arch": {"pi": [256, 256], "vf": [256, 256]}}  # fmt: skip
+PPO_ZOO = {
+    "HalfCheetah": {"batch_size": 64, "n_steps": 512, "gamma": 0.98, "learning_rate": 2.0633e-05,
+                    "ent_coef": 0.000401762, "clip_range": 0.1, "n_epochs": 20, "gae_lambda": 0.92,
+                    "max_grad_norm": 0.8, "vf_coef": 0.58096, "policy_kwargs": _PPO_ZOO_NET},
+    "Hopper": {"batch_size": 32, "n_steps": 512, "gamma": 0.999, "learning_rate": 9.80828e-05,
+               "ent_coef": 0.00229519, "clip_range": 0.2, "n_epochs": 5, "gae_lambda": 0.99,
+               "max_grad_norm": 0.7, "vf_coef": 0.835671, "policy_kwargs": _PPO_ZOO_NET},
+    "Walker2d": {"batch_size": 32, "n_steps": 512, "gamma": 0.99, "learning_rate": 5.05041e-05,
+                 "ent_coef": 0.000585045, "clip_range": 0.1, "n_epochs": 20, "gae_lambda": 0.95,
+                 "max_grad_norm": 1, "vf_coef": 0.871923},
+}  # fmt: skip
+# Zoo rows (hyperparams/ars.yml, MuJoCo section): all LinearPolicy, norm_obs=True, norm_reward=False.
+ARS_ZOO = {
+    "HalfCheetah": {"learning_rate": 0.02, "delta_std": 0.03, "n_delta": 32, "n_top": 4, "alive_bonus_offset": 0},
+    "Hopper": {"learning_rate": 0.01, "delta_std": 0.025, "n_delta": 8, "n_top": 4, "alive_bonus_offset": -1},
+    "Walker2d": {"learning_rate": 0.03, "delta_std": 0.025, "n_delta": 40, "n_top": 30, "alive_bonus_offset": -1},
+}
+METHODS = ("ppo", "ppo-default", "ars")
+
+
+def zoo_row(table: dict, env: str) -> dict:
+    """The zoo's row for a gymnasium id such as 'Hopper-v5'; a clear error for an env the zoo has no row for."""
+    family = env.split("-")[0]
+    if family not in table:
+        raise ValueError(f"no RL-zoo hyper-parameters for {env!r} here; known: {', '.join(sorted(table))}")
+    return dict(table[family])
+
+
+def build(method: str, env: str, seed: int):
+    """(model, VecNormalize, settings) for one peer method."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    if method not in METHODS:
+        raise ValueError(f"unknown peer method {method!r}; known: {', '.join(METHODS)}")
+    venv = DummyVecEnv([lambda: gym.make(env)])
+    if method == "ars":
+        from sb3_contrib import ARS
+
+        settings = zoo_row(ARS_ZOO, env)
+        vec = VecNormalize(venv, norm_obs=True, norm_reward=False)
+        model = ARS("LinearPolicy", vec, seed=seed, verbose=0, **settings)
+        return model, vec, {**settings, "policy": "linear", "norm_obs": True, "norm_reward": False}
+    settings = zoo_row(PPO_ZOO, env) if method == "ppo" else {}
+    # the zoo's `normalize: true`, discounting rewards with the algorithm's gamma as the zoo does
+    vec = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=settings.get("gamma", 0.99))
+    kwargs = dict(settings)
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "activation_fn": torch.nn.ReLU}
+    model = PPO("MlpPolicy", vec, seed=seed, verbose=0, device="cpu", **kwargs)
+    return model, vec, {**settings, "norm_obs": True, "norm_reward": True, "zoo": method == "ppo"}
+
+
+def evaluate(model, vec, env: str, episodes: int, first_seed: int) -> float:
+    """Mean return of the deterministic policy over `episodes` episodes seeded first_seed, first_seed + 1, ..."""
+    import gymnasium as gym
+
+    eval_env, returns = gym.make(env), []
+    for k in range(episodes):
+        observation, _ = eval_env.reset(seed=first_seed + k)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(vec.normalize_obs(observation[None]), deterministic=True)
+            observation, reward, terminated, truncated, _ = eval_env.step(action[0])
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    eval_env.close()
+    return float(np.mean(returns))
+
+
+def run(method: str, env: str, seed: int, budget: int, eval_every: int, eval_seed: int) -> dict:
+    """Train one peer for `budget` env steps; curve rows (env steps, return, train wall s, train CPU s)."""
+    clock = _report.TrainingClock()
+    model, vec, settings = build(method, env, seed)
+    curve = []
+    while model.num_timesteps < budget:
+        with clock.running():
+            model.learn(total_timesteps=min(eval_every, budget - model.num_timesteps),
+                        reset_num_timesteps=model.num_timesteps == 0)  # fmt: skip
+        curve.append((int(model.num_timesteps), evaluate(model, vec, env, 3, eval_seed), *clock.read()))
+    final = evaluate(model, vec, env, 10, eval_seed + 100)
+    return {"curve": curve, "final_return": final, "env_steps": int(model.num_timesteps), "train_seconds": clock.wall,
+            "cpu_seconds": clock.cpu, "wall_seconds": clock.total(), "settings": settings}  # fmt: skip
