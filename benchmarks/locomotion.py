@@ -217,8 +217,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     eval_every = args.eval_every or max(args.budget // 20, 1)
     envs, seeds, methods = args.envs.split(","), [int(s) for s in args.seeds.split(",")], args.methods.split(",")
+    # seed-major, so that a benchmark stopped early has whole seeds of every env and method
     jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize)
-            for env in envs for seed in seeds for method in methods]  # fmt: skip
+            for seed in seeds for env in envs for method in methods]  # fmt: skip
     # each finished run is appended to <out>.partial.jsonl at once, so an interrupted benchmark keeps its runs
     partial = args.out.with_suffix(".partial.jsonl")
     partial.parent.mkdir(parents=True, exist_ok=True)
