@@ -37,6 +37,7 @@ from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.finetune import finetune
 from bbopt.envs.aloha.imitation import behavior_clone
+from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
 from benchmarks import _report
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for task in args.tasks.split(","):
         rows += run_task(task, args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    config["eval_seeds"] = f"1000000..{10**6 + args.eval_episodes - 1}"
+    config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
     summary = summarize(rows)
     _report.write(args.out, config, rows, summary)
     plot(summary, args.out.with_suffix(".png"))

@@ -59,6 +59,7 @@ from bbopt.generative import (
     train_gan,
 )
 from bbopt.policies import MLP
+from bbopt.seeding import derive
 from benchmarks import _report
 from benchmarks.zero_one_noise import load_digits
 
@@ -159,7 +160,7 @@ def run_gan(method: str, seed: int, config: Config, train, judge: Judge, *, refi
         discriminator = RefittedClassifier(trees, every=config.refit_every, memory=1024)
         steps = config.refitted_steps
     else:
-        network = MLP(64, 1, hidden=(128, 128), activation=lambda: nn.LeakyReLU(0.2), seed=seed + 1)
+        network = MLP(64, 1, hidden=(128, 128), activation=lambda: nn.LeakyReLU(0.2), seed=derive(seed, 1))
         discriminator = BackpropDiscriminator(
             network, torch.optim.Adam(network.parameters(), config.discriminator_lr, betas=(0.5, 0.999))
         )
@@ -178,7 +179,7 @@ def run_gan(method: str, seed: int, config: Config, train, judge: Judge, *, refi
 def make_vae(config: Config, seed: int) -> VAE:
     encoder = MLP(64, 2 * config.vae_latent, hidden=(128,), activation=nn.ReLU, seed=seed)
     decoder = MLP(config.vae_latent, 64, hidden=(128,), activation=nn.ReLU, output_activation=nn.Sigmoid,
-                  seed=seed + 1)  # fmt: skip
+                  seed=derive(seed, 1))  # fmt: skip
     return VAE(encoder, decoder, latent=config.vae_latent, seed=seed)
 
 

@@ -39,6 +39,7 @@ from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective
 from bbopt.envs.ioh.runner import BOX_SIGMA
 from bbopt.envs.ioh.suite import bbopt_runner, line_style, merge_rows, parse_ids, plot_ecdf, run_suite, summarize
+from bbopt.seeding import derive
 from benchmarks import _report
 
 GROUPS = {  # the BBOB function groups
@@ -69,7 +70,7 @@ def start(objective: Objective, seed: int) -> np.ndarray:
 def _cma(objective: Objective, seed: int, extra: dict) -> None:
     import cma
 
-    options = {"seed": seed + 1, "verbose": -9, "maxfevals": objective.budget, "tolfun": 0, "tolx": 0,
+    options = {"seed": derive(seed, 0), "verbose": -9, "maxfevals": objective.budget, "tolfun": 0, "tolx": 0,
                "tolfunhist": 0, "tolstagnation": int(1e9), "tolflatfitness": int(1e9)} | extra  # fmt: skip
     strategy = cma.CMAEvolutionStrategy(start(objective, seed), BOX_SIGMA, options)
     while True:
@@ -89,11 +90,12 @@ def pycma_sep(objective: Objective, seed: int) -> None:
 def pycma_bipop(objective: Objective, seed: int) -> None:
     import cma
 
-    options = {"seed": seed + 1, "verbose": -9, "maxfevals": objective.budget}
+    options = {"seed": derive(seed, 0), "verbose": -9, "maxfevals": objective.budget}
     cma.fmin2(None, start(objective, seed), BOX_SIGMA, options, restarts=20, bipop=True,
               parallel_objective=lambda xs: list(evaluate(objective, xs)))  # fmt: skip
     while objective.remaining > 0:  # restarts ended early (all criteria met): spend the rest at random
-        evaluate(objective, np.random.default_rng(seed).uniform(-5, 5, (objective.remaining, objective.dimension)))
+        rest = np.random.default_rng(derive(seed, 1)).uniform(-5, 5, (objective.remaining, objective.dimension))
+        evaluate(objective, rest)
 
 
 def nevergrad(objective: Objective, seed: int) -> None:

@@ -9,9 +9,10 @@ the settings of EvoTorch's own MuJoCo examples (examples/scripts/rl_clipup.py, t
 preset: linear policy, ClipUp, max speed 0.015, center lr 0.01125, radius 0.225, stdev lr
 0.1, popsize 100, observation normalization, alive bonus removed for Hopper), in-process.
 PPO (the RL zoo's tuned rows per env, or SB3's defaults: ``ppo-default``) and ARS (the zoo's rows)
-are in `benchmarks.locomotion_peers`. Every run stops once it has used the budget; the noiseless
-policy is evaluated every ``--eval-every`` steps on 3 episodes (not counted in the budget), and
-finally on 10. Each run is one process with one torch thread; its training wall-clock and CPU
+are in `benchmarks._locomotion_peers`. Every run stops once it has used the budget; the noiseless
+policy is evaluated every ``--eval-every`` steps on 3 episodes (not counted in the budget; reset
+seeds from `bbopt.seeding.VALIDATION_EPISODES`), and finally on 10 (from `TEST_EPISODES`, those of
+`bbopt evaluate`). Each run is one process with one torch thread; its training wall-clock and CPU
 time (evaluations excluded) are recorded along the curve, so the table gives return per
 CPU-minute and each method's return at the CPU time the cheapest method on that env used in all.
 Learning curves (against env steps and against CPU minutes) and a final table go to one JSON + PNG.
@@ -36,13 +37,13 @@ import torch
 
 import bbopt
 from bbopt.arguments import step_count
-from benchmarks import _report, locomotion_peers
+from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
+from benchmarks import _locomotion_peers, _report
 
 # Every registered solver with an episodes preset, EvoTorch's PGPE, per-step credit variants (-togo),
 # per-step credit with the state-value critic (-critic: bbopt.rollout.critic.StateValue) and the SB3 peers.
 METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo", "ovlr-critic", "es-critic",
-           *locomotion_peers.METHODS)  # fmt: skip
-EVAL_SEED = 10**6
+           *_locomotion_peers.METHODS)  # fmt: skip
 
 
 def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int) -> dict:
@@ -60,11 +61,11 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
         def evaluate_now(record: dict) -> None:
             if record["env_steps"] >= (len(curve) + 1) * eval_every or record["env_steps"] >= budget:
                 with clock.paused():
-                    curve.append((record["env_steps"], trainer.evaluate(3, seed=EVAL_SEED), *clock.read()))
+                    curve.append((record["env_steps"], trainer.evaluate(3, seed=VALIDATION_EPISODES), *clock.read()))
 
         with clock.running():
             trainer.train(budget, progress=False, callback=evaluate_now)
-        final = trainer.evaluate(10, seed=EVAL_SEED + 100)
+        final = trainer.evaluate(10, seed=TEST_EPISODES)
     return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": clock.wall,
             "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
             "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
@@ -111,9 +112,9 @@ def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 1
             searcher.step()
         used = int(searcher.status["total_interaction_count"])
         if used >= next_eval or used >= budget:
-            curve.append((used, evaluate(3, EVAL_SEED), *clock.read()))
+            curve.append((used, evaluate(3, VALIDATION_EPISODES), *clock.read()))
             next_eval += eval_every
-    return {"curve": curve, "final_return": evaluate(10, EVAL_SEED + 100), "env_steps": used,
+    return {"curve": curve, "final_return": evaluate(10, TEST_EPISODES), "env_steps": used,
             "train_seconds": clock.wall, "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
             "settings": {"popsize": popsize, "popsize_max": 8 * popsize, "num_interactions": 750 * popsize,
                          "max_speed": max_speed,
@@ -128,8 +129,8 @@ def run_one(job: tuple) -> dict:
     began = time.perf_counter()
     if method == "pgpe":
         result = run_pgpe(env, seed, budget, eval_every, pgpe_popsize)
-    elif method in locomotion_peers.METHODS:
-        result = locomotion_peers.run(method, env, seed, budget, eval_every, EVAL_SEED)
+    elif method in _locomotion_peers.METHODS:
+        result = _locomotion_peers.run(method, env, seed, budget, eval_every)
     else:
         result = run_bbopt(env, method, seed, budget, eval_every, population)
     row = {"env": env, "method": method, "seed": seed, **result}

@@ -21,6 +21,7 @@ from torch import nn
 import bbopt
 from bbopt.generative import BackpropDiscriminator, RefittedClassifier, train_gan
 from bbopt.policies import MLP
+from bbopt.seeding import derive
 
 
 @dataclass
@@ -39,7 +40,7 @@ def main(args: Args) -> None:
         trees = ExtraTreesClassifier(n_estimators=100, min_samples_leaf=5, random_state=args.seed)
         discriminator = RefittedClassifier(trees, every=10, memory=1024)
     else:
-        network = MLP(64, 1, hidden=(128, 128), activation=lambda: nn.LeakyReLU(0.2), seed=args.seed + 1)
+        network = MLP(64, 1, hidden=(128, 128), activation=lambda: nn.LeakyReLU(0.2), seed=derive(args.seed, 1))
         discriminator = BackpropDiscriminator(network, torch.optim.Adam(network.parameters(), 2e-4, betas=(0.5, 0.999)))
     optimizer = torch.optim.Adam(generator.parameters(), 2e-3, betas=(0.5, 0.999))
     solver = bbopt.OVLR(generator, optimizer, sigma=0.05, samples=32, seed=args.seed)

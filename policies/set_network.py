@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bbopt.policies.mlp import MLP
+from bbopt.seeding import derive
 
 __all__ = ["SetNetwork"]
 
@@ -30,8 +31,9 @@ class SetNetwork(nn.Module):
     def __init__(self, features: int, *, width: int = 64, hidden: Sequence[int] = (64,), seed: int = 0):
         super().__init__()
         self.features = features
-        self.embed = MLP(features, width, hidden=hidden, activation=nn.ReLU, output_activation=nn.ReLU, seed=seed)
-        self.head = MLP(3 * width, 1, hidden=hidden, activation=nn.ReLU, seed=seed + 1)
+        self.embed = MLP(features, width, hidden=hidden, activation=nn.ReLU, output_activation=nn.ReLU,
+                         seed=derive(seed, 0))  # fmt: skip
+        self.head = MLP(3 * width, 1, hidden=hidden, activation=nn.ReLU, seed=derive(seed, 1))
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if items.dim() != 3 or items.shape[-1] != self.features:

@@ -161,7 +161,7 @@ def test_return_at_cpu_is_the_last_policy_evaluated_by_then():
 
 
 def test_peer_hyper_parameters_name_the_env_they_lack():
-    from benchmarks.locomotion_peers import PPO_ZOO, zoo_row
+    from benchmarks._locomotion_peers import PPO_ZOO, zoo_row
 
     assert zoo_row(PPO_ZOO, "Walker2d-v5")["n_epochs"] == 20
     with pytest.raises(ValueError, match=r"no RL-zoo hyper-parameters for .Ant-v5.*HalfCheetah, Hopper, Walker2d"):

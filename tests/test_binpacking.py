@@ -459,13 +459,19 @@ def test_item_features_ignore_item_order_and_scale():
     assert torch.allclose(item_features(instance), item_features(doubled))
 
 
-def test_set_network_training_beats_its_start_on_unseen_instances():
-    network, history = train_set_network("uniform", 60, steps=60, instances_per_step=8, seed=0)
-    untrained = SetNetwork(4, seed=0)
+def test_set_network_training_reaches_first_fit_decreasing_on_unseen_instances():
+    """60 steps take the zero-shot packing of 20 unseen instances from a start clearly worse than
+    first-fit-decreasing to FFD's level (26.25 bins on average, lower bound 25.8). The start must be
+    checked: initializations differ by more than a bin (26.2 to 27.35 at seeds 0-2, so seed 0's would
+    pass untrained); seed 1's packs 27.35."""
+    network, history = train_set_network("uniform", 60, steps=60, instances_per_step=8, seed=1)
+    untrained = SetNetwork(4, seed=1)
     unseen = [uniform(60, seed=k) for k in range(20)]
     after = np.mean([zero_shot(network, instance).bins[0] for instance in unseen])
     before = np.mean([zero_shot(untrained, instance).bins[0] for instance in unseen])
-    assert after < before - 0.5, (before, after)
+    ffd = np.mean([first_fit_decreasing(instance).bins[0] for instance in unseen])
+    assert before > ffd + 0.5, (before, ffd)  # a start that has something to learn
+    assert after <= ffd + 0.1, (before, after, ffd)
     assert len(history) == 60 and history[-1]["excess_bins"] < history[0]["excess_bins"]
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.policy import normalizer_of
 from bbopt.rollout.pools import EnvFactory, make_pool
+from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
 
 __all__ = ["Trainer"]
@@ -199,7 +200,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, episodes: int | None = None, *, seed: int = 10**6) -> float:
+    def evaluate(self, episodes: int | None = None, *, seed: int = VALIDATION_EPISODES) -> float:
         """Mean return of the noiseless policy over ``episodes`` (seeds ``seed, seed + 1, ...``),
         observation statistics frozen."""
         policy = self.solver.policy

@@ -45,6 +45,7 @@ from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
 from bbopt.rollout.pools import STEP_TIMEOUT
 from bbopt.rollout.video import write_video
+from bbopt.seeding import TEST_EPISODES, derive
 from bbopt.tracking import tensorboard_or_none
 
 __all__ = [
@@ -199,7 +200,8 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
                    lr_schedule=config.lr_schedule, credit=config.credit, discount=config.discount,
-                   critic=StateValue(gae_lambda=config.gae_lambda, seed=config.seed)
+                   # the critic's own stream: with config.seed itself its first layer would start as the policy's
+                   critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
                    if config.critic == "state_value" else None)  # fmt: skip
 
 
@@ -273,7 +275,7 @@ def _rewrite_curve(path: Path, history: list[dict]) -> None:
             writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in CURVE_FIELDS})
 
 
-def evaluate_run(out: Path, *, episodes: int = 10, seed: int = 2 * 10**6, video: Path | None = None) -> dict:
+def evaluate_run(out: Path, *, episodes: int = 10, seed: int = TEST_EPISODES, video: Path | None = None) -> dict:
     """Replay the saved policy of the run in ``out`` for ``episodes`` noiseless episodes; with
     ``video``, also record the first episode (needs a working GL: set MUJOCO_GL=egl or osmesa
     on a headless machine) as an mp4 (imageio) or gif."""

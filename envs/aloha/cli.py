@@ -16,6 +16,7 @@ from pathlib import Path
 from bbopt import presets
 from bbopt.arguments import positive_int, seconds_or_none, step_count, widths
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
+from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 __all__ = ["COMMAND"]
@@ -81,7 +82,7 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     source.add_argument("--policy", type=Path)
     source.add_argument("--scripted", choices=tasks, metavar="TASK", help="the scripted policy of TASK")
     evaluate.add_argument("--episodes", type=positive_int, default=50)
-    evaluate.add_argument("--seed", type=int, default=10**6, help="first placement seed (demos use 0, 1, ...)")
+    evaluate.add_argument("--seed", type=int, default=EVAL_SEED, help="first placement seed (demos use 0, 1, ...)")
     evaluate.add_argument("--decay", type=float, default=0.1, help="temporal-ensembling weight decay")
     evaluate.add_argument("--video", type=Path, help="record the first episode (.mp4 or .gif; needs MUJOCO_GL)")
     evaluate.add_argument("--json", type=Path, help="write the result (per-episode records) as JSON")

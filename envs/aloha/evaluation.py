@@ -15,13 +15,12 @@ from tqdm.auto import tqdm
 
 from bbopt.checks import check_int
 from bbopt.envs.aloha.env import AlohaStateEnv
+from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import TemporalEnsemble
 from bbopt.rollout.video import write_video
 
 __all__ = ["EVAL_SEED", "ChunkAgent", "evaluate_success"]
-
-EVAL_SEED = 10**6  # evaluation placements start here; demonstrations use seeds from 0
 
 
 class ChunkAgent:

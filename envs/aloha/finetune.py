@@ -33,16 +33,17 @@ from bbopt.arguments import renamed_keywords
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import pinch_point
+from bbopt.envs.aloha.placements import VALIDATION_SEED
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.driver import Trainer
 from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
+from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
 __all__ = ["StageShaping", "finetune", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
 RENAMED = {"episodes": "population"}  # finetune's old keyword names
-VALIDATION_SEED = 500_000  # model-selection placements: apart from demos (0, 1, ...) and evaluation (10**6, ...)
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
 
 
@@ -178,7 +179,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     if validate_every:
         validate(0, 0)
     policy.train()
-    with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=seed + 7919, credit=credit,
+    with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=derive(seed, 0), credit=credit,
                  checkpoint=checkpoint, pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
         history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update, tracker=tracker)
     policy.eval()

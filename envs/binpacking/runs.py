@@ -24,6 +24,7 @@ from bbopt.envs.binpacking.instance import Instance
 from bbopt.envs.binpacking.search import SearchResult, search
 from bbopt.rows_file import RowsFile
 from bbopt.rows_file import read_rows as read_row_lines
+from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
 __all__ = [
@@ -98,7 +99,7 @@ def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, s
                     rows.append(finished[key])
                     bar.update()
                     continue
-                row = _run(instance, method, budget=budget, seed=seed + k, decoder=decoder, inits=inits)
+                row = _run(instance, method, budget=budget, seed=derive(seed, k), decoder=decoder, inits=inits)
                 row["index"] = k  # the instance's place in the list (generated instances may share a name)
                 with _signals_deferred():  # the file and the count agree whenever Ctrl-C lands
                     if writer is not None:

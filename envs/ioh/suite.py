@@ -24,6 +24,7 @@ from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
 from bbopt.rows_file import RowsFile
 from bbopt.rows_file import read_rows as read_row_lines
+from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
 __all__ = ["bbopt_runner", "line_style", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
@@ -121,7 +122,7 @@ def run_suite(
             began = time.perf_counter()
             # A peer that asks past the budget stops there; nothing beyond it was evaluated.
             with contextlib.suppress(BudgetExhausted):
-                runner(objective, seed + 1000 * run + instance)
+                runner(objective, derive(seed, run, instance))
             problem.detach_logger()
             rows.append({
                 "solver": solver, "dimension": dimension, "function": function, "instance": instance, "run": run,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _report
 
 # Zoo rows (hyperparams/ppo.yml, "Tuned" MuJoCo section). Walker2d has no policy_kwargs there: SB3's default net.
@@ -91,7 +92,7 @@ def evaluate(model, vec, env: str, episodes: int, first_seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run(method: str, env: str, seed: int, budget: int, eval_every: int, eval_seed: int) -> dict:
+def run(method: str, env: str, seed: int, budget: int, eval_every: int) -> dict:
     """Train one peer for `budget` env steps; curve rows (env steps, return, train wall s, train CPU s)."""
     clock = _report.TrainingClock()
     model, vec, settings = build(method, env, seed)
@@ -100,7 +101,7 @@ def run(method: str, env: str, seed: int, budget: int, eval_every: int, eval_see
         with clock.running():
             model.learn(total_timesteps=min(eval_every, budget - model.num_timesteps),
                         reset_num_timesteps=model.num_timesteps == 0)  # fmt: skip
-        curve.append((int(model.num_timesteps), evaluate(model, vec, env, 3, eval_seed), *clock.read()))
-    final = evaluate(model, vec, env, 10, eval_seed + 100)
+        curve.append((int(model.num_timesteps), evaluate(model, vec, env, 3, VALIDATION_EPISODES), *clock.read()))
+    final = evaluate(model, vec, env, 10, TEST_EPISODES)
     return {"curve": curve, "final_return": final, "env_steps": int(model.num_timesteps), "train_seconds": clock.wall,
             "cpu_seconds": clock.cpu, "wall_seconds": clock.total(), "settings": settings}  # fmt: skip
