@@ -133,7 +133,7 @@ def run_one(job: tuple) -> dict:
         result = _locomotion_peers.run(method, env, seed, budget, eval_every)
     else:
         result = run_bbopt(env, method, seed, budget, eval_every, population)
-    row = {"env": env, "method": method, "seed": seed, **result}
+    row = {"env": env, "method": method, "seed": seed, "commit": _report.STARTED_AT, **result}
     print(f"{env:<15} {method:<5} seed {seed}: final {row['final_return']:9.1f} after {row['env_steps']:,} steps "
           f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
     return row
@@ -153,8 +153,9 @@ def summarize(rows: list[dict], envs: list[str], methods: list[str]) -> list[dic
     summary = []
     for env in envs:
         here = [r for r in rows if r["env"] == env]
-        cheapest = min(np.mean([r["cpu_seconds"] for r in here if r["method"] == m]) for m in methods)
-        for method in methods:
+        present = [m for m in methods if any(r["method"] == m for r in here)]
+        cheapest = min(np.mean([r["cpu_seconds"] for r in here if r["method"] == m]) for m in present)
+        for method in present:
             mine = [r for r in here if r["method"] == method]
             summary.append({"env": env, "method": method,
                             **_report.spread("final_return", [r["final_return"] for r in mine]),
@@ -215,26 +216,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pgpe-popsize", type=int, default=100, help="EvoTorch's preset: 100")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "mujoco.json")
+    parser.add_argument("--rows", type=Path, nargs="+", help="run nothing: report the runs kept in these files "
+                        "(an interrupted run's <out>.partial.jsonl, or earlier JSON results), merged")  # fmt: skip
     args = parser.parse_args(argv)
     eval_every = args.eval_every or max(args.budget // 20, 1)
-    envs, seeds, methods = args.envs.split(","), [int(s) for s in args.seeds.split(",")], args.methods.split(",")
-    # seed-major, so that a benchmark stopped early has whole seeds of every env and method
-    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize)
-            for seed in seeds for env in envs for method in methods]  # fmt: skip
-    # each finished run is appended to <out>.partial.jsonl at once, so an interrupted benchmark keeps its runs
-    partial = args.out.with_suffix(".partial.jsonl")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with partial.open("w") as kept, contextlib.ExitStack() as stack:
-        if args.jobs > 1:
-            pool = stack.enter_context(mp.get_context("forkserver").Pool(args.jobs))
-            finished = pool.imap(run_one, jobs, chunksize=1)
-        else:
-            finished = map(run_one, jobs)
-        for row in finished:
-            rows.append(row)
-            kept.write(json.dumps(row) + "\n")
-            kept.flush()
+    if args.rows:
+        rows = read_rows(args.rows)
+        envs, methods = list(dict.fromkeys(r["env"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
+        commits = sorted({r.get("commit", "not recorded") for r in rows})
+        config = {"rows_from": [str(path) for path in args.rows], "commits": commits}
+    else:
+        envs, methods = args.envs.split(","), args.methods.split(",")
+        rows = run_all(envs, methods, [int(s) for s in args.seeds.split(",")], args, eval_every)
+        config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
+                  "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs,
+                  "seeds": args.seeds, "envs": args.envs, "methods": args.methods}  # fmt: skip
     summary = summarize(rows, envs, methods)
     print()
     _report.table(summary, [("env", "env", "s"), ("method", "method", "s"), ("final_return_mean", "final", ".1f"),
@@ -243,12 +239,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             ("cpu_seconds_mean", "CPU s", ".0f"), ("env_steps_per_second", "steps/s", ",.0f"),
                             ("return_per_cpu_minute", "ret/CPU-min", ".1f"),
                             ("return_at_equal_cpu", "at equal CPU", ".1f")])  # fmt: skip
-    config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
-              "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs,
-              "seeds": args.seeds, "envs": args.envs, "methods": args.methods}  # fmt: skip
     _report.write(args.out, config, rows, {"table": summary})
-    partial.unlink()
     plot(rows, args.out.with_suffix(".png"))
+    if not args.rows:
+        args.out.with_suffix(".partial.jsonl").unlink()
+    return rows
+
+
+def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_every: int) -> list[dict]:
+    """Every (seed, env, method) run, seed-major (a benchmark stopped early has whole seeds of every
+    env and method); each finished run is appended to <out>.partial.jsonl as it ends, in any order."""
+    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize)
+            for seed in seeds for env in envs for method in methods]  # fmt: skip
+    partial = args.out.with_suffix(".partial.jsonl")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with partial.open("w") as kept, contextlib.ExitStack() as stack:
+        if args.jobs > 1:
+            pool = stack.enter_context(mp.get_context("forkserver").Pool(args.jobs))
+            finished = pool.imap_unordered(run_one, jobs, chunksize=1)
+        else:
+            finished = map(run_one, jobs)
+        for row in finished:
+            rows.append(row)
+            kept.write(json.dumps(row) + "\n")
+            kept.flush()
+    order = {(env, method, seed): k for k, (env, method, seed, *_) in enumerate(jobs)}
+    return sorted(rows, key=lambda r: order[r["env"], r["method"], r["seed"]])
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    """Runs from JSON lines (a partial file) or benchmark JSON files; a run seen twice is refused."""
+    rows = []
+    for path in paths:
+        text = path.read_text()
+        try:
+            found = (
+                json.loads(text)["rows"]
+                if path.suffix == ".json"
+                else [json.loads(line) for line in text.splitlines() if line.strip()]
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a benchmark JSON or JSON-lines file of runs ({error})") from None
+        rows += found
+    keys = [(r["env"], r["method"], r["seed"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"the same run appears twice in {', '.join(map(str, paths))}: "
+                         f"{sorted(k for k in keys if keys.count(k) > 1)[0]}")  # fmt: skip
+    if not rows:
+        raise ValueError(f"no runs in {', '.join(map(str, paths))}")
     return rows
 
 

@@ -150,6 +150,20 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert {row["method"] for row in table} == set(locomotion.METHODS)
     assert all(row["equal_cpu_seconds"] == min(r["cpu_seconds_mean"] for r in table) for row in table)
     assert out.with_suffix(".png").exists() and not out.with_suffix(".partial.jsonl").exists()
+    # --rows reports kept runs without running: a partial JSON-lines file merged with a JSON result
+    kept = tmp_path / "kept.partial.jsonl"
+    kept.write_text("".join(json.dumps(r) + "\n" for r in rows if r["method"] == "ovlr"))
+    rest = tmp_path / "rest.json"
+    rest.write_text(json.dumps({"rows": [r for r in rows if r["method"] != "ovlr"]}))
+    merged = locomotion.main(["--rows", str(kept), str(rest), "--out", str(tmp_path / "merged.json")])
+    remerged = json.loads((tmp_path / "merged.json").read_text())["summary"]["table"]
+    assert sorted(remerged, key=lambda row: row["method"]) == sorted(table, key=lambda row: row["method"])
+    assert len(merged) == len(rows)
+    with pytest.raises(ValueError, match="the same run appears twice"):
+        locomotion.main(["--rows", str(kept), str(out), "--out", str(tmp_path / "twice.json")])
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl: not a benchmark JSON"):
+        locomotion.main(["--rows", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bad.json")])
 
 
 def test_return_at_cpu_is_the_last_policy_evaluated_by_then():
