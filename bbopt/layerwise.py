@@ -38,6 +38,7 @@ from torch import nn
 
 from bbopt.checks import check_bool, check_int
 from bbopt.noise.families import Noise, make_noise
+from bbopt.noise.qmc import Sobol
 from bbopt.ovlr import baseline_weights
 from bbopt.solver import _clear_gradients, _total_norm
 from bbopt.validation import as_losses, indices
@@ -62,6 +63,11 @@ class LayerwiseLR:
     head: the name of a submodule trained by output-level LR (OVLR at its output, one VJP through
         it): the hybrid. ``layers=None`` then means every Linear and Conv2d outside the head.
     head_sigma: the noise scale at the head's output.
+    qmc: draw each layer's noise from scrambled Sobol points mapped through the family's inverse
+        CDF (`bbopt.noise.qmc`, as ``qmc=True`` on the solvers): per input and layer, the n copies
+        (n/2 with pairs) are the first points of one scrambled net under their own random shift, so
+        every eps stays exactly distributed (the estimator stays unbiased) while the copies of one
+        input spread evenly. A layer of more than ``Sobol.MAX_WIDTH`` noise coordinates is refused.
     """
 
     batched_only = True
@@ -69,7 +75,7 @@ class LayerwiseLR:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, layers: Sequence[str] | None = None,
                  sigma: float | Mapping[str, float] = 0.1, samples: int = 16, antithetic: bool = True,
                  noise: str = "gaussian", df: float = 5.0, baseline: bool = True, seed: int | None = None,
-                 head: str | None = None, head_sigma: float = 0.1):  # fmt: skip
+                 head: str | None = None, head_sigma: float = 0.1, qmc: bool = False):  # fmt: skip
         if not isinstance(model, nn.Module):
             raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -85,6 +91,12 @@ class LayerwiseLR:
             raise ValueError(f"Invalid samples: {samples} with antithetic=True (pairs (eps, -eps) need an even number)")
         self.baseline = check_bool(baseline, "baseline")
         self.family: Noise = make_noise(noise, df=df)
+        self.sampler = Sobol() if check_bool(qmc, "qmc") else None
+        if self.sampler is not None and self.baseline and not self.antithetic:  # the rule of bbopt.OVLR
+            raise ValueError(
+                "Invalid qmc: with baseline=True, QMC noise needs antithetic=True (the baseline "
+                "then cancels in each pair; without pairs it would bias the gradient), or baseline=False"
+            )
         modules = [*self.layers.values(), *([self.head] if self.head is not None else [])]
         trained = {id(p) for module in modules for p in module.parameters()}
         stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -113,6 +125,7 @@ class LayerwiseLR:
         if inputs.dim() < 1 or inputs.shape[0] < 1:
             raise ValueError(f"Invalid inputs: shape {list(inputs.shape)} (expected a batch [B, ...])")
         batch = inputs.shape[0]
+        drawn_from = self.generator.get_state()  # restored if the forward fails: a refused ask changes nothing
         copies = inputs.repeat_interleave(self.samples, dim=0)
         record: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in self.layers}
         hooks = [module.register_forward_hook(self._perturb(name, batch, record))
@@ -123,6 +136,9 @@ class LayerwiseLR:
             hooks.append(self.head.register_forward_hook(self._perturb_head(batch, head_calls)))
         try:
             outputs = self.model(copies)
+        except BaseException:
+            self.generator.set_state(drawn_from)
+            raise
         finally:
             for hook in hooks:
                 hook.remove()
@@ -143,7 +159,16 @@ class LayerwiseLR:
     def _draw(self, batch: int, output: torch.Tensor) -> torch.Tensor:
         """Noise shaped like ``output[B * n, ...]``: per input, n copies (pairs negated)."""
         half = self.samples // 2 if self.antithetic else self.samples
-        eps = self.family.sample((batch, half, *output.shape[1:]), generator=self.generator, dtype=output.dtype)
+        shape = (batch, half, *output.shape[1:])
+        if self.sampler is None:
+            eps = self.family.sample(shape, generator=self.generator, dtype=output.dtype)
+        else:
+            width = math.prod(output.shape[1:])
+            if width > Sobol.MAX_WIDTH:
+                raise ValueError(f"Invalid qmc: a layer output of {width} noise coordinates (Sobol points exist up to "
+                                 f"{Sobol.MAX_WIDTH}); use qmc=False")  # fmt: skip
+            uniforms = self.sampler.uniforms(batch, half, width, generator=self.generator)
+            eps = self.family.quantile(uniforms).to(output.dtype).reshape(shape)
         if self.antithetic:
             eps = torch.cat([eps, -eps], dim=1)
         return eps.reshape(output.shape)
@@ -214,18 +239,28 @@ class LayerwiseLR:
     def state_dict(self) -> dict:
         if self._asked is not None:
             raise RuntimeError("state_dict() between ask() and tell(): tell the pending losses first")
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "steps": self.steps,
-                "evaluations": self.evaluations}  # fmt: skip
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "generator": self.generator.get_state(), "steps": self.steps,
+                 "evaluations": self.evaluations}  # fmt: skip
+        if self.sampler is not None:
+            state["sampler"] = self.sampler.get_extra_state()  # the scramble seed, drawn at the first ask
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         missing = sorted({"model", "optimizer", "generator", "steps", "evaluations"} - set(state))
         if missing:
             raise ValueError(f"Invalid state: missing {missing}")
+        if ("sampler" in state) != (self.sampler is not None):
+            raise ValueError(f"Invalid state: saved with qmc={'sampler' in state}, this solver has "
+                             f"qmc={self.sampler is not None}")  # fmt: skip
+        if self.sampler is not None:
+            Sobol().set_extra_state(state["sampler"])  # checked before anything is loaded
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.steps, self.evaluations = int(state["steps"]), int(state["evaluations"])
+        if self.sampler is not None:
+            self.sampler.set_extra_state(state["sampler"])
         self._asked = None
 
     @property
@@ -238,7 +273,9 @@ class LayerwiseLR:
 
     def __repr__(self) -> str:
         head = f", head={self.head_name!r}" if self.head is not None else ""
-        return f"LayerwiseLR(layers={list(self.layers)}{head}, samples={self.samples}, antithetic={self.antithetic})"
+        qmc = ", qmc=True" if self.sampler is not None else ""
+        return (f"LayerwiseLR(layers={list(self.layers)}{head}, samples={self.samples}, "
+                f"antithetic={self.antithetic}{qmc})")  # fmt: skip
 
 
 def _layer_gradients(module: nn.Module, inputs: torch.Tensor, signal: torch.Tensor):

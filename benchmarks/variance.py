@@ -17,8 +17,14 @@ for even n); (c) noise families Gaussian / Laplace / Student-t (df 5) at sigma =
 the plain one, each with independent noise (MC) and with scrambled Sobol noise (``qmc=True``)
 at n in {8, 32, 128}, sigma = 1, the same draws count.
 
+(e) quasi-Monte Carlo in layer-wise mode (`bbopt.layerwise.LayerwiseLR(qmc=True)`): the same
+model, batch and loss, noise sigma 0.1 at both layers' pre-activations (the layer-wise benchmark's),
+antithetic pairs, MC vs QMC at n in {8, 32}; variance per layer (its weight and bias) and in all.
+Not in the plot.
+
     python -m benchmarks.variance          # ~1 minute; writes variance.json and variance.png
     python -m benchmarks.variance --sweeps qmc --draws 200 --out benchmarks/results/variance_qmc.json
+    python -m benchmarks.variance --sweeps layerwise_qmc --draws 300 --out benchmarks/results/variance_lw_qmc.json
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 from torch import nn
 
 import bbopt
+from bbopt.layerwise import LayerwiseLR
 from bbopt.policies import MLP
 from benchmarks import _report
 
@@ -68,6 +75,21 @@ def draws(model, inputs, labels, *, sigma, samples, draws_count, seed, **options
         solver.tell(losses.reshape(len(inputs), samples))
         rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
     return torch.stack(rows)
+
+
+def layerwise_draws(model, inputs, labels, *, samples, draws_count, seed, qmc) -> dict[str, torch.Tensor]:
+    """K layer-wise LR draws per layer (weight and bias flattened), ``{layer: [K, P_layer]}``."""
+    solver = LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.0), sigma=0.1, samples=samples, seed=seed,
+                         qmc=qmc)  # fmt: skip
+    targets = labels.repeat_interleave(samples)
+    rows = {name: [] for name in solver.layers}
+    for _ in range(draws_count):
+        outputs = solver.ask(inputs)
+        losses = nn.functional.cross_entropy(outputs.reshape(-1, 10), targets, reduction="none")
+        solver.tell(losses.reshape(len(inputs), samples))
+        for name, layer in solver.layers.items():
+            rows[name].append(torch.cat([layer.weight.grad.reshape(-1), layer.bias.grad.reshape(-1)]))
+    return {name: torch.stack(found) for name, found in rows.items()}
 
 
 def summarize(estimates: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -135,7 +157,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sigmas", default=",".join(map(str, SIGMAS)))
     parser.add_argument("--repetitions", default=",".join(map(str, REPETITIONS)))
     parser.add_argument("--qmc-samples", default="8,32,128", help="n of the QMC vs MC sweep")
-    parser.add_argument("--sweeps", default="sigma,samples,noise,qmc", help="which of sigma, samples, noise, qmc")
+    parser.add_argument("--sweeps", default="sigma,samples,noise,qmc,layerwise_qmc",
+                        help="which of sigma, samples, noise, qmc, layerwise_qmc")  # fmt: skip
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "variance.json")
     args = parser.parse_args(argv)
     sweeps = set(args.sweeps.split(","))
@@ -164,6 +187,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 estimates = draws(model, inputs, labels, sigma=1.0, samples=samples, qmc=qmc, **options, **common)
                 rows.append({"sweep": "qmc", "mode": "qmc" if qmc else "mc", "estimator": estimator, "sigma": 1.0,
                              "samples": samples} | summarize(estimates, truth))  # fmt: skip
+    for samples in (8, 32) if "layerwise_qmc" in sweeps else ():
+        for qmc in (False, True):
+            per_layer = layerwise_draws(model, inputs, labels, samples=samples, qmc=qmc, **common)
+            every = torch.cat(list(per_layer.values()), dim=1)
+            rows.append({"sweep": "layerwise_qmc", "mode": "qmc" if qmc else "mc", "estimator": "layerwise",
+                         "sigma": 0.1, "samples": samples, **summarize(every, truth),
+                         "layer_variance": {name: float(((d - d.mean(0)) ** 2).sum(1).mean())
+                                            for name, d in per_layer.items()}})  # fmt: skip
+    layerwise = {(r["samples"], r["mode"]): r for r in rows if r["sweep"] == "layerwise_qmc"}
+    layerwise_factor = {}  # MC variance / QMC variance, per layer and in all
+    for (n, mode), r in layerwise.items():
+        if mode == "qmc":
+            mc = layerwise[(n, "mc")]
+            for name, value in r["layer_variance"].items():
+                layerwise_factor[f"n={n} layer {name}"] = mc["layer_variance"][name] / value
+            layerwise_factor[f"n={n} all"] = mc["variance"] / r["variance"]
     qmc_rows = {(r["estimator"], r["samples"], r["mode"]): r["variance"] for r in rows if r["sweep"] == "qmc"}
     qmc_factor = {f"{e} n={n}": qmc_rows[(e, n, "mc")] / qmc_rows[(e, n, "qmc")] for e, n, m in qmc_rows if m == "qmc"}
     print(f"\nOVLR estimator variance and cosine to the autograd gradient, {args.draws} draws per setting\n")
@@ -176,7 +215,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         values = [r["variance"] for r in rows if r["sweep"] == "sigma" and r["mode"] == mode]
         spread[mode] = max(values) / min(values) if values and min(values) > 0 else math.nan
     plot(rows, args.out.with_suffix(".png"))
-    summary = {"variance_max_over_min_across_sigma": spread, "mc_over_qmc_variance_by_n": qmc_factor}
+    summary = {
+        "variance_max_over_min_across_sigma": spread,
+        "mc_over_qmc_variance_by_n": qmc_factor,
+        "mc_over_qmc_layerwise_variance": layerwise_factor,
+    }
     _report.write(args.out, vars(args) | {"out": str(args.out)}, rows, summary)
     return rows
 

@@ -64,8 +64,13 @@ def test_variance_benchmark_smoke(tmp_path):
     out = tmp_path / "variance.json"
     arguments = ["--draws", "3", "--sigmas", "1", "--repetitions", "2", "--qmc-samples", "8", "--out", str(out)]
     rows = variance.main(arguments)
-    assert {r["sweep"] for r in rows} == {"sigma", "samples", "noise", "qmc"}
+    assert {r["sweep"] for r in rows} == {"sigma", "samples", "noise", "qmc", "layerwise_qmc"}
     assert {r["mode"] for r in rows if r["sweep"] == "qmc"} == {"mc", "qmc"}
+    assert {(r["samples"], r["mode"]) for r in rows if r["sweep"] == "layerwise_qmc"} == {
+        (n, mode) for n in (8, 32) for mode in ("mc", "qmc")
+    }
+    factors = json.loads(out.read_text())["summary"]["mc_over_qmc_layerwise_variance"]
+    assert set(factors) == {f"n={n} {part}" for n in (8, 32) for part in ("layer layers.0", "layer layers.2", "all")}
     assert all(-1.0 <= r["cosine"] <= 1.0 and r["variance"] >= 0 for r in rows)
     assert out.with_suffix(".png").exists()
 

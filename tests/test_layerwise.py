@@ -4,6 +4,8 @@ graph, antithetic copies, bad input, and training through bbopt.fit."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -56,6 +58,9 @@ def estimates(model, inputs, targets, draws, sigmas, **options):
         (linear_net, (5, 3), {"antithetic": True}),
         (linear_net, (5, 3), {"antithetic": False, "noise": "laplace"}),
         (conv_net, (4, 1, 3, 3), {"antithetic": True}),
+        (linear_net, (5, 3), {"antithetic": True, "qmc": True}),
+        (conv_net, (4, 1, 3, 3), {"antithetic": True, "qmc": True, "noise": "student_t"}),
+        (linear_net, (5, 3), {"antithetic": False, "baseline": False, "qmc": True}),
     ],
 )
 def test_every_layer_estimate_is_unbiased_against_the_exact_gradient(make, shape, options):
@@ -127,6 +132,55 @@ def test_training_through_fit_learns_blobs_under_the_zero_one_loss():
     history = bbopt.fit(model, ZeroOneLoss(), loader, epochs=30, solver=solver, eval_data=[(inputs, labels)],
                         metrics={"accuracy": accuracy}, progress=False)  # fmt: skip
     assert before < 0.7 and history[-1]["accuracy"] >= 0.95, (before, history[-1]["accuracy"])
+
+
+def test_qmc_noise_is_seeded_spread_and_resumes_exactly():
+    def run(solver, inputs, steps):
+        for _ in range(steps):
+            solver.tell(squared(solver.ask(inputs), torch.zeros(3, 2, dtype=torch.float64)))
+
+    inputs = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    finals = []
+    for _ in range(2):
+        model = linear_net()
+        adam = torch.optim.Adam(model.parameters(), lr=0.01)
+        solver = LayerwiseLR(model, adam, sigma=0.3, samples=8, seed=7, qmc=True)
+        run(solver, inputs, 3)
+        state = copy.deepcopy(solver.state_dict())  # its tensors are the live ones otherwise
+        run(solver, inputs, 2)
+        finals.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert torch.equal(finals[0], finals[1]) and state["sampler"]["seed"] is not None
+    fresh_model = linear_net(1)
+    adam = torch.optim.Adam(fresh_model.parameters(), lr=0.01)
+    fresh = LayerwiseLR(fresh_model, adam, sigma=0.3, samples=8, qmc=True)
+    fresh.load_state_dict(state)
+    run(fresh, inputs, 2)
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in fresh_model.parameters()]), finals[0])
+    # a group's copies are one shifted Sobol net: the first coordinate of its 4 points (pairs: n/2)
+    # falls in 4 different quarters of (0, 1), which 4 independent draws rarely do
+    solver.ask(inputs)
+    ((_, eps),) = solver._asked["record"]["0"]
+    quarters = (torch.distributions.Normal(0.0, 1.0).cdf(eps.reshape(3, 8, 4)[:, :4, 0]) * 4).floor()
+    assert all(sorted(row.tolist()) == [0, 1, 2, 3] for row in quarters)
+    solver.tell(torch.zeros(3, 8))
+    with pytest.raises(ValueError, match="saved with qmc=True, this solver has qmc=False"):
+        plain = LayerwiseLR(fresh_model, torch.optim.Adam(fresh_model.parameters()), sigma=0.3, samples=8)
+        plain.load_state_dict(state)
+
+
+def test_qmc_refusals_change_nothing():
+    model = linear_net()
+    with pytest.raises(ValueError, match="QMC noise needs antithetic=True"):
+        LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), antithetic=False, qmc=True)
+    wide = nn.Sequential(nn.Linear(3, 21202), nn.Linear(21202, 1)).double()
+    solver = LayerwiseLR(wide, torch.optim.SGD(wide.parameters(), lr=0.1), layers=["1"], samples=2, seed=0, qmc=True)
+    solver.ask(torch.zeros(1, 3, dtype=torch.float64))  # the narrow layer is fine
+    solver.tell(torch.zeros(1, 2))
+    solver = LayerwiseLR(wide, torch.optim.SGD(wide.parameters(), lr=0.1), samples=2, seed=0, qmc=True)
+    before = solver.generator.get_state()
+    with pytest.raises(ValueError, match="a layer output of 21202 noise coordinates"):
+        solver.ask(torch.zeros(1, 3, dtype=torch.float64))
+    assert torch.equal(solver.generator.get_state(), before) and solver._asked is None
 
 
 BAD = {
