@@ -186,7 +186,9 @@ def plot(rows: list[dict], path: Path) -> None:
             if not mine:
                 continue
             for axis, x_of, scale in ((axes[0][column], 0, 1.0), (axes[1][column], 3, 1 / 60)):
-                grid = np.linspace(0, max(r["curve"][-1][x_of] for r in mine) * scale, 40)
+                # only where every seed has been evaluated: no flat extrapolation before a first evaluation
+                first, last = max(r["curve"][0][x_of] for r in mine), min(r["curve"][-1][x_of] for r in mine)
+                grid = np.linspace(first * scale, last * scale, 40)
                 curves = [np.interp(grid, [p[x_of] * scale for p in r["curve"]], [p[1] for p in r["curve"]])
                           for r in mine]  # fmt: skip
                 axis.plot(grid, np.mean(curves, axis=0), color=f"C{index}", label=method)
