@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bbopt import plugins
-from bbopt.arguments import add_deprecated_spelling, positive_int, seconds_or_none
+from bbopt.arguments import add_deprecated_spelling, count, positive_int, seconds_or_none
 from bbopt.tracking import add_tensorboard_argument
 
 STEP_TIMEOUT_HELP = ("seconds a pool worker may take to answer one step before it is killed, replaced and its "
@@ -48,7 +48,7 @@ class Command:
 def add_suite_arguments(parser: argparse.ArgumentParser, *, out_help: str, rows_name: str) -> None:
     """The options every suite command shares (``bbopt ioh``, ``bbopt binpacking``): --seed,
     --out, --resume (its finished runs kept in ``--out / rows_name``), --tensorboard, --no-progress."""
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count, default=0, help="default 0; each run's seed is derived from it")
     parser.add_argument("--out", type=Path, required=True, help=out_help)
     parser.add_argument("--resume", action="store_true", help=RESUME_HELP.format(rows=rows_name))
     add_tensorboard_argument(parser)

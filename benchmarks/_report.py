@@ -68,6 +68,8 @@ class TrainingClock:
 
     @contextmanager
     def paused(self):
+        if self._marks is None:
+            raise RuntimeError("TrainingClock.paused() outside running(): nothing to pause")
         self._stop()
         try:
             yield self

@@ -85,3 +85,25 @@ def test_library_derives_seeds_instead_of_adding_offsets():
     found = [hit for folder in ("bbopt", "envs", "policies", "benchmarks", "examples")
              for path in sorted((ROOT / folder).rglob("*.py")) for hit in _offsets(path)]  # fmt: skip
     assert not found, "ad-hoc seed offsets (use bbopt.seeding.derive):\n" + "\n".join(found)
+
+
+def test_suites_refuse_a_negative_seed_before_anything_runs(tmp_path):
+    from bbopt.cli import main
+    from bbopt.envs.binpacking import make_instance
+    from bbopt.envs.binpacking.runs import run_instances
+
+    rows = tmp_path / "rows.jsonl"
+    with pytest.raises(ValueError, match="Invalid seed: -1"):
+        run_instances([make_instance("triplet", 9, 0)], ["ffd"], seed=-1, rows_file=rows)
+    assert not rows.exists()
+    with pytest.raises(SystemExit) as exited:  # the suite commands parse --seed as an int >= 0
+        main(["binpacking", "--family", "triplet", "--items", "9", "--count", "1", "--seed", "-1",
+              "--out", str(tmp_path / "bp")])  # fmt: skip
+    assert exited.value.code == 2 and not (tmp_path / "bp").exists()
+    pytest.importorskip("ioh")
+    from bbopt.envs.ioh.suite import run_suite
+
+    with pytest.raises(ValueError, match="Invalid seed: -1"):
+        run_suite({}, suite="bbob", functions=[1], instances=[1], dimensions=[2], budget_per_dimension=10, runs=1,
+                  out=tmp_path / "ioh", seed=-1)  # fmt: skip
+    assert not (tmp_path / "ioh").exists()

@@ -150,6 +150,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     if method not in methods:
         raise ValueError(f"Invalid method {method!r}: expected one of {methods}")
     bbopt.checks.check_int(env_steps, "env_steps", minimum=1)
+    bbopt.checks.check_int(seed, "seed", minimum=0)
     if validate_every < 0 or (validate_every and validation_episodes < 1):
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
     scale = sigma * policy.action_std.repeat(policy.chunk)

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import bbopt
+from bbopt.checks import check_int
 from bbopt.envs.binpacking.heuristics import HEURISTICS
 from bbopt.envs.binpacking.instance import Instance
 from bbopt.envs.binpacking.search import SearchResult, search
@@ -64,7 +65,7 @@ def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, s
                   decoder: str = "completion", progress: bool = True, inits: dict | None = None,
                   rows_file: Path | None = None, resume: bool = False,
                   tracker: Tracker | None = None) -> list:  # fmt: skip
-    """Every method on every instance. A search method gets seed ``seed + k`` on instance k and
+    """Every method on every instance. A search method gets seed ``derive(seed, k)`` on instance k and
     stops at the best bound; ``inits`` maps a method label to ``{instance name: priorities}``
     for warm starts (the label is ``"<solver>"`` or ``"<solver>+<anything>"``).
 
@@ -76,6 +77,7 @@ def run_instances(instances: list[Instance], methods, *, budget: int = 20_000, s
     `Interrupted`, which says how many runs finished (every one of them is in ``rows_file``).
     ``tracker`` (`bbopt.tracking`) gets each new run's ``<method>/bins_above_bound``,
     ``/success``, ``/evaluations`` and ``/seconds`` at the instance's index."""
+    check_int(seed, "seed", minimum=0)
     known = known_methods()
     unknown = [m for m in methods if m.split("+")[0] not in known]
     if unknown:

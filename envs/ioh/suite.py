@@ -88,6 +88,7 @@ def run_suite(
     """
     for name, value in (("budget_per_dimension", budget_per_dimension), ("runs", runs)):
         check_int(value, name, minimum=1)
+    check_int(seed, "seed", minimum=0)  # runs draw derive(seed, run, instance): refused before anything starts
     out = Path(out)
     jobs = [
         (s, d, f, i, r) for s in runners for d in dimensions for f in functions for i in instances for r in range(runs)
