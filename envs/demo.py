@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import bbopt
-from bbopt.arguments import positive_int
+from bbopt.arguments import count, positive_int
 from bbopt.cli import Command
 from bbopt.envs import FUNCTIONS
 from bbopt.policies import LearnedVector
@@ -158,7 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json and convergence.png")
     parser.add_argument("--dimension", type=positive_int, default=10)
     parser.add_argument("--budget", type=positive_int, default=16_000, help="evaluations per run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count, default=0)
     parser.add_argument("--no-progress", action="store_true", help="switch the progress bars off")
 
 
