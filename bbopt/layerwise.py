@@ -125,7 +125,8 @@ class LayerwiseLR:
         if inputs.dim() < 1 or inputs.shape[0] < 1:
             raise ValueError(f"Invalid inputs: shape {list(inputs.shape)} (expected a batch [B, ...])")
         batch = inputs.shape[0]
-        drawn_from = self.generator.get_state()  # restored if the forward fails: a refused ask changes nothing
+        # restored if the forward fails, so a refused ask changes nothing (the Sobol seed is drawn at the first ask)
+        drawn_from, scramble = self.generator.get_state(), self.sampler.seed if self.sampler is not None else None
         copies = inputs.repeat_interleave(self.samples, dim=0)
         record: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in self.layers}
         hooks = [module.register_forward_hook(self._perturb(name, batch, record))
@@ -138,6 +139,8 @@ class LayerwiseLR:
             outputs = self.model(copies)
         except BaseException:
             self.generator.set_state(drawn_from)
+            if self.sampler is not None:
+                self.sampler.seed = scramble
             raise
         finally:
             for hook in hooks:

@@ -172,15 +172,16 @@ def test_qmc_refusals_change_nothing():
     model = linear_net()
     with pytest.raises(ValueError, match="QMC noise needs antithetic=True"):
         LayerwiseLR(model, torch.optim.SGD(model.parameters(), lr=0.1), antithetic=False, qmc=True)
-    wide = nn.Sequential(nn.Linear(3, 21202), nn.Linear(21202, 1)).double()
-    solver = LayerwiseLR(wide, torch.optim.SGD(wide.parameters(), lr=0.1), layers=["1"], samples=2, seed=0, qmc=True)
-    solver.ask(torch.zeros(1, 3, dtype=torch.float64))  # the narrow layer is fine
+    wide = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 21202)).double()  # narrow first, then too wide
+    solver = LayerwiseLR(wide, torch.optim.SGD(wide.parameters(), lr=0.1), layers=["0"], samples=2, seed=0, qmc=True)
+    solver.ask(torch.zeros(1, 3, dtype=torch.float64))  # the narrow layer alone is fine
     solver.tell(torch.zeros(1, 2))
     solver = LayerwiseLR(wide, torch.optim.SGD(wide.parameters(), lr=0.1), samples=2, seed=0, qmc=True)
     before = solver.generator.get_state()
     with pytest.raises(ValueError, match="a layer output of 21202 noise coordinates"):
         solver.ask(torch.zeros(1, 3, dtype=torch.float64))
     assert torch.equal(solver.generator.get_state(), before) and solver._asked is None
+    assert solver.sampler.seed is None  # drawn by the narrow layer before the wide one failed: undone too
 
 
 BAD = {
