@@ -67,6 +67,9 @@ PARTS = ("gan", "refitted", "vae")
 GAN_METHODS = ("backprop", "ovlr")
 VAE_METHODS = ("backprop", "ovlr")
 FEATURES = _report.RESULTS / "digits_features.pt"
+# The latents every generator (and VAE prior sample) is judged on: fixed, the same for every method and
+# seed, like the evaluation episodes of bbopt.seeding (not derived from a run's seed).
+EVAL_LATENTS_SEED = 12345
 
 
 @dataclass
@@ -145,7 +148,8 @@ def make_generator(config: Config, seed: int) -> nn.Module:
 
 
 def generator_samples(generator: nn.Module, config: Config) -> torch.Tensor:
-    latents = torch.randn(config.eval_samples, config.latent, generator=torch.Generator().manual_seed(12345))
+    fixed = torch.Generator().manual_seed(EVAL_LATENTS_SEED)
+    latents = torch.randn(config.eval_samples, config.latent, generator=fixed)
     with torch.no_grad():
         return generator(latents)
 
@@ -193,7 +197,7 @@ def run_vae(method: str, seed: int, config: Config, train, held_out, judge: Judg
     history = fit_vae(vae, train, epochs=config.vae_epochs, batch_size=config.batch, seed=seed, eval_images=held_out,
                       reconstruction=GaussianReconstruction(config.scale), progress=False,
                       **trainer)  # fmt: skip
-    samples = vae.sample(config.eval_samples, generator=torch.Generator().manual_seed(12345))
+    samples = vae.sample(config.eval_samples, generator=torch.Generator().manual_seed(EVAL_LATENTS_SEED))
     return history, samples, judge(samples)
 
 
