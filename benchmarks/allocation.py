@@ -51,7 +51,7 @@ from bbopt.training import accuracy
 from benchmarks import _report
 from benchmarks.binpacking import TRAIN_SEED
 from benchmarks.variance import fixed_batch, true_gradient
-from benchmarks.zero_one_noise import load_digits
+from benchmarks.zero_one_noise import load_digits, split_digits
 
 VARIANCE_SEED = 0  # part (a): per-example trace solvers draw from stream (0, j), the compared methods from 1
 ALLOCATORS = {  # name -> a fresh allocator (None: the plain equal split)
@@ -182,9 +182,7 @@ def variance_part(config: Config) -> dict:
 
 
 def train_once(name: str, seed: int, config: Config, images, labels) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(images), generator=generator)
-    train, test = order[:1200], order[1200:]
+    train, test = split_digits(len(images), seed)
     loader = DataLoader(TensorDataset(images[train], labels[train]), batch_size=64, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     model = MLP(64, 10, hidden=(128,), activation=nn.ReLU, seed=seed)

@@ -52,7 +52,7 @@ from bbopt.baselines import ParameterES
 from bbopt.layerwise import LayerwiseLR
 from bbopt.policies import MLP, SpikingMLP
 from benchmarks import _report
-from benchmarks.zero_one_noise import load_digits
+from benchmarks.zero_one_noise import load_digits, split_digits
 
 METHODS = ("backprop", "ovlr", "layerwise", "hybrid", "param_es")
 HEADS = {"mlp": "layers.2", "cnn": "1"}  # the hybrid's head (spiking: no hybrid)
@@ -99,8 +99,7 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def train_once(model_name: str, method: str, seed: int, config: Config, images, labels) -> tuple[dict, nn.Module]:
     """One trained model's scores (clean, natural noise, white-box attacks) and the model."""
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    train, test = order[:1200], order[1200:]
+    train, test = split_digits(len(images), seed)
     loader = DataLoader(TensorDataset(images[train], labels[train]), batch_size=config.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     model = make_model(model_name, seed, surrogate=method == "backprop")
@@ -134,8 +133,7 @@ def train_once(model_name: str, method: str, seed: int, config: Config, images, 
 def transfer_scores(model: nn.Module, source: nn.Module, images, labels, seed: int) -> dict[str, float]:
     """Accuracy of ``model`` under the attacks crafted on ``source`` (the same seed's backprop model):
     a model that only hides its gradients (masking) falls to these; one that is robust does not."""
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    test = order[1200:]
+    _, test = split_digits(len(images), seed)
     scores = robustness.evaluate(model, images[test], labels[test], seed=seed, attack_model=source)
     return {f"transfer_{kind}": scores[kind] for kind in robustness.ATTACKS}
 

@@ -30,6 +30,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -255,8 +256,15 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
             for seed in seeds for env in envs for method in methods]  # fmt: skip
     partial = args.out.with_suffix(".partial.jsonl")
     partial.parent.mkdir(parents=True, exist_ok=True)
+    try:  # created here or refused: an earlier run's kept runs (or a second process on this --out) come first
+        kept_file = partial.open("x")
+    except FileExistsError:
+        raise SystemExit(
+            f"{partial} exists: the runs an interrupted benchmark kept (report them with --rows "
+            f"{partial}), or another benchmark writing to this --out; move it away first"
+        ) from None
     rows = []
-    with partial.open("w") as kept, contextlib.ExitStack() as stack:
+    with kept_file as kept, contextlib.ExitStack() as stack:
         if args.jobs > 1:
             pool = stack.enter_context(mp.get_context("forkserver").Pool(args.jobs))
             finished = pool.imap_unordered(run_one, jobs, chunksize=1)
@@ -270,19 +278,40 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
     return sorted(rows, key=lambda r: order[r["env"], r["method"], r["seed"]])
 
 
+def _json_lines(text: str, path: Path) -> list:
+    """A partial file's runs; a torn last line (the benchmark killed while writing it) is skipped with a warning."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    runs = []
+    for k, line in enumerate(lines):
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k < len(lines) - 1:
+                raise
+            warnings.warn(f"{path}: its last line is torn (a run being written when it stopped); skipped", stacklevel=3)
+    return runs
+
+
+ROW_FIELDS = {"env", "method", "seed", "curve", "final_return", "env_steps", "train_seconds", "cpu_seconds"}
+
+
 def read_rows(paths: list[Path]) -> list[dict]:
     """Runs from JSON lines (a partial file) or benchmark JSON files; a run seen twice is refused."""
     rows = []
     for path in paths:
         text = path.read_text()
         try:
-            found = (
-                json.loads(text)["rows"]
-                if path.suffix == ".json"
-                else [json.loads(line) for line in text.splitlines() if line.strip()]
-            )
+            found = json.loads(text)["rows"] if path.suffix == ".json" else _json_lines(text, path)
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a benchmark JSON or JSON-lines file of runs ({error})") from None
+        if not isinstance(found, list):
+            raise ValueError(f"{path}: its rows are not a list of runs")
+        for k, row in enumerate(found):
+            missing = sorted(ROW_FIELDS - set(row)) if isinstance(row, dict) else sorted(ROW_FIELDS)
+            curve = row.get("curve") if isinstance(row, dict) else None
+            if missing or not isinstance(curve, list) or not all(isinstance(p, list) and len(p) == 4 for p in curve):
+                raise ValueError(f"{path}: run {k} is not a run of this benchmark (missing {missing}, or curve points "
+                                 "without CPU times: it predates them)")  # fmt: skip
         rows += found
     keys = [(r["env"], r["method"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):

@@ -58,6 +58,13 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(images, dtype=torch.float32) / 16.0, torch.tensor(labels)
 
 
+def split_digits(count: int, seed: int, train_size: int = 1200) -> tuple[torch.Tensor, torch.Tensor]:
+    """The protocol's split of ``count`` images: (train, test) indices from a permutation seeded ``seed``
+    (the first draw of that generator, as `run` makes it)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order[:train_size], order[train_size:]
+
+
 def run(method: str, rate: float, seed: int, config: Config, images, labels) -> float:
     """Train one model on noisy labels; return its clean test accuracy."""
     generator = torch.Generator().manual_seed(seed)

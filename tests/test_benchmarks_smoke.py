@@ -166,7 +166,20 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert len(merged) == len(rows)
     with pytest.raises(ValueError, match="the same run appears twice"):
         locomotion.main(["--rows", str(kept), str(out), "--out", str(tmp_path / "twice.json")])
-    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    torn = tmp_path / "torn.partial.jsonl"
+    torn.write_text(kept.read_text() + '{"env": "Hopper-v5", "meth')  # killed while writing a run
+    with pytest.warns(UserWarning, match="last line is torn"):
+        assert len(locomotion.main(["--rows", str(torn), "--out", str(tmp_path / "torn.json")])) == 1
+    old_format = tmp_path / "old.json"  # rows from before CPU times were recorded
+    old_format.write_text(json.dumps({"rows": [{k: v for k, v in rows[0].items() if k != "cpu_seconds"}]}))
+    with pytest.raises(ValueError, match="run 0 is not a run of this benchmark"):
+        locomotion.main(["--rows", str(old_format), "--out", str(tmp_path / "old_out.json")])
+    # a kept partial file is never overwritten by a new run on the same --out (nor by a second process)
+    out.with_suffix(".partial.jsonl").write_text(kept.read_text())
+    with pytest.raises(SystemExit, match=r"partial\.jsonl exists"):
+        locomotion.main(["--budget", "3000", "--envs", "Hopper-v5", "--methods", "ovlr", "--out", str(out)])
+    assert out.with_suffix(".partial.jsonl").read_text() == kept.read_text()
+    (tmp_path / "bad.jsonl").write_text("{not json\n{}\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl: not a benchmark JSON"):
         locomotion.main(["--rows", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bad.json")])
 

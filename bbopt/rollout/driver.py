@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bbopt.checks import check_float
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.policy import normalizer_of
 from bbopt.rollout.pools import EnvFactory, make_pool
@@ -86,8 +87,7 @@ class Trainer:
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit = credit
-        if not (isinstance(discount, int | float) and 0.0 < discount <= 1.0):
-            raise ValueError(f"Invalid discount: {discount!r} (expected a number in (0, 1])")
+        discount = check_float(discount, "discount", above=0.0, at_most=1.0)
         if discount != 1.0 and credit != "to_go":
             raise ValueError("Invalid discount: it discounts per-step credit (credit='to_go')")
         self.discount = float(discount)
