@@ -8,7 +8,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -85,6 +87,23 @@ class TrainingClock:
     def total(self) -> float:
         """Wall-clock seconds since the clock was made, evaluations included."""
         return time.perf_counter() - self._created
+
+
+def peak_allocated_mib(run: Callable[[], object]) -> float:
+    """Peak CPU tensor memory allocated while ``run()`` runs, beyond what was live when it began, in
+    MiB: the running sum of the allocator's allocations and frees as torch.profiler records them
+    (exact tensor bytes; resident memory, which small models barely move, would be allocator noise).
+    What ``run`` frees of what was live before it counts negative, so start from a settled state."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        run()
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    if any(e.device_type() != DeviceType.CPU for e in events):
+        raise ValueError("peak_allocated_mib measures CPU tensors; this run allocated on another device")
+    sizes = [e.nbytes() for e in sorted(events, key=lambda e: e.start_ns())]
+    return max(accumulate(sizes, initial=0)) / 2**20
 
 
 STARTED_AT = git_commit()  # the code a benchmark ran, taken when it starts (the tree may change during a long run)

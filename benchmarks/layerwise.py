@@ -1,5 +1,5 @@
 """Layer-wise likelihood ratio vs OVLR vs backprop on digits: accuracy clean, under natural
-noise and under attacks (`bbopt.robustness`), seconds per epoch.
+noise and under attacks (`bbopt.robustness`), seconds per epoch, peak training memory.
 
 Digits (1,797 images 8x8 in [0, 1]; per seed 1,200 train / 597 test, the split of
 `benchmarks.zero_one_noise`), 5 seeds, per model the same architecture, epochs (40), batch (64)
@@ -27,7 +27,11 @@ only hides the gradient (masking) falls to them.
   param_es   parameter-space ES (`bbopt.baselines.ParameterES`, OpenAI-ES with centered ranks):
              32 perturbed networks per batch (antithetic), parameter sigma 0.03 (chosen on seed 0
              of the MLP among 0.01 / 0.03 / 0.1: 0.819 / 0.826 / 0.745 clean), the same Adam.
-Not built: a peak-memory column.
+Peak memory (MiB, seed 0, one per row: the allocations are the same every run): the tensor memory
+training allocates beyond the weights and the data over its first 4 updates, as torch.profiler
+counts it (`benchmarks._report.peak_allocated_mib`): gradients, Adam's state and, per method, the
+autograd graph (backprop, OVLR's one VJP), every chosen layer's input and noise for the n copies
+(layer-wise LR), the perturbed parameters (parameter-space ES).
 
     python -m benchmarks.layerwise         # about 13 minutes here, one thread
     python -m benchmarks.layerwise --models mlp,cnn --methods hybrid --out /tmp/hybrid.json   # a subset
@@ -97,11 +101,8 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return flat.reshape(outputs.shape[:-1])
 
 
-def train_once(model_name: str, method: str, seed: int, config: Config, images, labels) -> tuple[dict, nn.Module]:
-    """One trained model's scores (clean, natural noise, white-box attacks) and the model."""
-    train, test = split_digits(len(images), seed)
-    loader = DataLoader(TensorDataset(images[train], labels[train]), batch_size=config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+def make_training(model_name: str, method: str, seed: int, config: Config) -> tuple[nn.Module, dict]:
+    """A fresh model and the `bbopt.fit` options that train it by ``method``."""
     model = make_model(model_name, seed, surrogate=method == "backprop")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     options = {"progress": False}
@@ -118,6 +119,29 @@ def train_once(model_name: str, method: str, seed: int, config: Config, images, 
     else:
         options["solver"] = LayerwiseLR(model, optimizer, sigma=config.layerwise_sigma, samples=config.samples,
                                         seed=seed)  # fmt: skip
+    return model, options
+
+
+def train_loader(images, labels, indices, seed: int, config: Config) -> DataLoader:
+    return DataLoader(TensorDataset(images[indices], labels[indices]), batch_size=config.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def peak_memory_mib(model_name: str, method: str, config: Config, images, labels, batches: int = 4) -> float:
+    """Peak tensor memory of training (MiB) over the first ``batches`` updates of a fresh model: what
+    training allocates beyond the weights and the data (gradients, optimizer state, activations or
+    noisy copies, an autograd graph), as torch.profiler counts it. Deterministic, so one seed."""
+    train, _ = split_digits(len(images), 0)
+    loader = train_loader(images, labels, train[: batches * config.batch_size], 0, config)
+    model, options = make_training(model_name, method, 0, config)
+    return _report.peak_allocated_mib(lambda: bbopt.fit(model, cross_entropy, loader, epochs=1, **options))
+
+
+def train_once(model_name: str, method: str, seed: int, config: Config, images, labels) -> tuple[dict, nn.Module]:
+    """One trained model's scores (clean, natural noise, white-box attacks) and the model."""
+    train, test = split_digits(len(images), seed)
+    loader = train_loader(images, labels, train, seed, config)
+    model, options = make_training(model_name, method, seed, config)
     began = time.perf_counter()
     bbopt.fit(model, cross_entropy, loader, epochs=config.epochs, **options)
     seconds = (time.perf_counter() - began) / config.epochs
@@ -197,13 +221,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 done.append(row)
             runs += done
             row = {"model": model_name, "method": method,
-                   "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in done]))}  # fmt: skip
+                   "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in done])),
+                   "peak_memory_mib": peak_memory_mib(model_name, method, config, images, labels)}  # fmt: skip
             for condition in CONDITIONS + TRANSFERS:
                 if all(condition in r for r in done):
                     row |= _report.spread(condition, [r[condition] for r in done])
             rows.append(row)
             shown = "  ".join(f"{c} {row[c + '_mean']:.3f}" for c in CONDITIONS + TRANSFERS if c + "_mean" in row)
-            print(f"{model_name:<4} {method:<10} {shown}  {row['seconds_per_epoch']:.2f} s/epoch", flush=True)
+            print(f"{model_name:<4} {method:<10} {shown}  {row['seconds_per_epoch']:.2f} s/epoch  "
+                  f"{row['peak_memory_mib']:.2f} MiB", flush=True)  # fmt: skip
     plot(rows, args.out.with_suffix(".png"))
     _report.write(args.out, asdict(config), rows, {"runs": runs})
     return rows

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import ask_tell, overhead, profile_update
 
@@ -268,7 +269,27 @@ def test_layerwise_benchmark_smoke(tmp_path):
     assert all(0 <= row[f"{c}_mean"] <= 1 for row in rows for c in layerwise.CONDITIONS + layerwise.TRANSFERS)
     backprop = rows[0]  # attacks crafted on the model itself: the transfer columns are its white-box ones
     assert all(backprop[f"transfer_{kind}_mean"] == backprop[f"{kind}_mean"] for kind in ("fgsm", "ifgsm"))
+    memory = {row["method"]: row["peak_memory_mib"] for row in rows}
+    # at least Adam's two moments + the gradient of the 9,610 weights; layer-wise keeps 32 copies' activations
+    assert all(value >= 3 * 9_610 * 4 / 2**20 for value in memory.values()), memory
+    assert memory["layerwise"] > 4 * memory["backprop"], memory
     assert out.exists() and out.with_suffix(".png").exists()
+
+
+def test_peak_allocated_mib_counts_what_a_run_allocates_at_its_peak():
+    from benchmarks._report import peak_allocated_mib
+
+    def run():
+        first = torch.zeros(2**18)  # 1 MiB
+        second = torch.zeros(2**18)  # 2 MiB live: the peak
+        del first, second
+        third = torch.zeros(2**17)  # 0.5 MiB after the frees
+        return third
+
+    assert peak_allocated_mib(run) == pytest.approx(2.0, abs=0.01)
+    assert peak_allocated_mib(lambda: None) == 0.0
+    kept = torch.zeros(2**18)
+    assert peak_allocated_mib(lambda: kept.add_(1)) < 0.001  # in place: only the scalar 1 is allocated
 
 
 def test_generative_benchmark_smoke(tmp_path):
