@@ -28,6 +28,8 @@ class ChunkMLP(nn.Module):
     ``features`` selects the observation entries the network sees (default: all of them).
     """
 
+    observation_normalizer = None  # `normalizer` standardizes the selected features, not the observation
+
     def __init__(self, obs_dim: int, action_dim: int, chunk: int = 10, *, hidden: Sequence[int] = (512, 512),
                  features: Sequence[int] | None = None, seed: int = 0):  # fmt: skip
         super().__init__()

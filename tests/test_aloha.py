@@ -371,6 +371,19 @@ def test_finetune_runs_and_changes_the_policy(demos):
     assert old[-1]["env_steps"] == 2 * 300  # one update of 2 episodes of 300 steps
 
 
+def test_finetune_mixes_the_demos_imitation_loss_with_a_critic_and_correlated_noise(demos):
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    policy, history, _ = finetune(policy, "transfer_cube", env_steps=600, population=2, credit="to_go",
+                                  critic="state_value", correlation=0.5, demos=demos, imitation_weight=0.5,
+                                  imitation_decay=0.9, validate_every=0, progress=False)  # fmt: skip
+    assert [record["env_steps"] for record in history] == [600]
+    assert history[-1]["imitation_loss"] > 0  # the chunk L1 of a minibatch of the demos
+    with pytest.raises(ValueError, match="they show 'transfer_cube', the fine-tuning task is 'insertion'"):
+        finetune(policy, "insertion", demos=demos, progress=False)
+    with pytest.raises(ValueError, match="Invalid critic: 'yes'"):
+        finetune(policy, "transfer_cube", critic="yes")
+
+
 def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
     from bbopt.envs.aloha import finetune as module
 
@@ -410,7 +423,8 @@ def test_cli_pipeline(tmp_path, capsys):
                  "--samples", "4", "--eval-episodes", "1", "--out", str(bc), "--no-progress"]) == 0  # fmt: skip
     assert "BC-OVLR: success" in capsys.readouterr().out
     assert main(["aloha", "finetune", "--policy", str(bc), "--env-steps", "600", "--population", "2",
-                 "--eval-episodes", "1", "--out", str(tuned), "--no-progress"]) == 0  # fmt: skip
+                 "--eval-episodes", "1", "--out", str(tuned), "--no-progress", "--demos", str(demos_file),
+                 "--credit", "to_go", "--critic", "state_value", "--correlation", "0.5"]) == 0  # fmt: skip
     assert "after fine-tuning: success" in capsys.readouterr().out and tuned.with_suffix(".csv").is_file()
     report = tmp_path / "eval.json"
     assert main(["aloha", "evaluate", "--policy", str(tuned), "--episodes", "1", "--json", str(report),

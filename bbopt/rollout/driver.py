@@ -59,12 +59,15 @@ class Trainer:
     critic: with ``credit="to_go"``, a `bbopt.rollout.critic.StateValue`: the solver is told
         each step's cost-to-go minus the critic's ``V(s_t, t)`` (fitted after each tell on that
         update's steps; kept in the checkpoint). Unbiased: see `bbopt.rollout.critic`.
+    imitation: a `bbopt.rollout.imitation.ImitationLoss`: each update also descends its weighted
+        imitation loss on a minibatch of demonstrations (the solver's ``autograd_loss``, in the
+        same backward and step; its minibatch stream kept in the checkpoint).
     """
 
     def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
-                 credit: str = "episode", critic=None, discount: float = 1.0):  # fmt: skip
+                 credit: str = "episode", critic=None, discount: float = 1.0, imitation=None):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -94,6 +97,9 @@ class Trainer:
         if critic is not None and credit != "to_go":
             raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
         self.critic = critic
+        if imitation is not None and not callable(getattr(imitation, "state_dict", None)):
+            raise ValueError(f"Invalid imitation: {imitation!r} (expected a bbopt.rollout.imitation.ImitationLoss)")
+        self.imitation = imitation
         if critic is not None:
             horizon = getattr(self.eval_env.spec, "max_episode_steps", None) if self.eval_env.spec else None
             critic.setup(int(np.prod(self.eval_env.observation_space.shape)), horizon=horizon,
@@ -152,7 +158,18 @@ class Trainer:
         step_losses, fit = None, None
         if self.credit == "to_go":
             step_losses, fit = self._step_credit(rewards, asked, observed, failed)
-        stats = self.solver.tell(torch.as_tensor(losses), **({"step_losses": step_losses} if step_losses else {}))
+        told = {"step_losses": step_losses} if step_losses else {}
+        imitated = None
+        if self.imitation is not None:  # this update's demonstration minibatch, undone if the tell is refused
+            drawn_from = self.imitation.state_dict()
+            told["autograd_loss"] = self.imitation(self.solver.policy)
+            imitated = self.imitation.last_loss
+        try:
+            stats = self.solver.tell(torch.as_tensor(losses), **told)
+        except BaseException:
+            if self.imitation is not None:
+                self.imitation.load_state_dict(drawn_from)
+            raise
         if fit is not None:  # after the advantages were formed and told: V never saw this update's noise
             self.critic.fit(*fit)
         if self.normalizer is not None:
@@ -163,7 +180,8 @@ class Trainer:
         ok = returns[~failed] if (~failed).any() else returns
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
-                "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())}  # fmt: skip
+                "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())} | (
+            {} if imitated is None else {"imitation_loss": imitated})  # fmt: skip
 
     def _step_credit(self, rewards: list, asked: list, observed: list, failed: np.ndarray):
         """Per ask call, the asked episodes' negated rewards still to come (minus the critic's
@@ -261,6 +279,8 @@ class Trainer:
                  "seconds": self.seconds, "seed": self.seed, "history": [dict(r) for r in self.history]}  # fmt: skip
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
+        if self.imitation is not None:
+            state["imitation"] = self.imitation.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -272,8 +292,13 @@ class Trainer:
         if (self.critic is not None) != ("critic" in state):
             held = "holds a critic" if "critic" in state else "holds no critic"
             raise ValueError(f"Invalid checkpoint: it {held}, this trainer {'has' if self.critic else 'has none'}")
+        if (self.imitation is not None) != ("imitation" in state):
+            held = "holds an imitation loss" if "imitation" in state else "holds no imitation loss"
+            raise ValueError(f"Invalid checkpoint: it {held}, this trainer {'has' if self.imitation else 'has none'}")
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
+        if self.imitation is not None:
+            self.imitation.load_state_dict(state["imitation"])
         self.solver.load_state_dict(state["solver"])
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
         self.history = [dict(r) for r in state["history"]]

@@ -50,5 +50,10 @@ def control_policy(observation_space: gym.Space, action_space: gym.Space, *, hid
 
 
 def normalizer_of(policy: nn.Module) -> ObservationNormalizer | None:
-    """The policy's `ObservationNormalizer`, if it has one."""
+    """The `ObservationNormalizer` that standardizes the policy's observations as they come, if it
+    has one: the Trainer updates its statistics and its critic reads observations through it. A
+    policy whose normalizer sees something else (`ChunkMLP`'s: a selection of the observation's
+    entries) says so with an ``observation_normalizer`` attribute (None there)."""
+    if hasattr(policy, "observation_normalizer"):
+        return policy.observation_normalizer
     return next((m for m in policy.modules() if isinstance(m, ObservationNormalizer)), None)

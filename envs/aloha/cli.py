@@ -59,6 +59,16 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--sigma", type=float, default=0.02, help="noise std, in units of each action's std")
     finetune.add_argument("--lr", type=float, default=3e-5, help="Adam's step size")
     finetune.add_argument("--credit", default="episode", choices=["episode", "to_go"])
+    finetune.add_argument("--critic", default="none", choices=["none", "state_value"],
+                          help="with --credit to_go: subtract a learned V(s, t) from each cost-to-go")  # fmt: skip
+    finetune.add_argument("--correlation", type=float, default=0.0,
+                          help="AR(1) coefficient of each episode's noise over its steps, in [0, 1)")  # fmt: skip
+    finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
+    finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
+    finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update")
+    finetune.add_argument("--imitation-weight", type=float, default=1.0, help="with --demos: the term's weight")
+    finetune.add_argument("--imitation-decay", type=float, default=1.0,
+                          help="with --demos: the weight's factor per update, in (0, 1]")  # fmt: skip
     finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
     finetune.add_argument("--workers", type=positive_int)
     finetune.add_argument("--step-timeout", type=seconds_or_none, default=60.0, metavar="SECONDS",
@@ -139,11 +149,13 @@ def _train(args) -> dict:
 
 
 def _finetune(args) -> dict:
+    from bbopt.envs.aloha.demos import load_demos
     from bbopt.envs.aloha.finetune import finetune
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
+    demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs
     before = _report(task, policy, args.eval_episodes, not args.no_progress, "before fine-tuning")
     curve = args.out.with_suffix(".csv")
     curve.unlink(missing_ok=True)
@@ -151,7 +163,12 @@ def _finetune(args) -> dict:
     with tensorboard_or_none(args.tensorboard) as tracker:
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
                                               population=args.population, sigma=args.sigma, lr=args.lr,
-                                              credit=args.credit, seed=args.seed, validate_every=args.validate_every,
+                                              credit=args.credit, critic=args.critic,
+                                              correlation=args.correlation, reuse=args.reuse,
+                                              lr_schedule=args.lr_schedule, demos=demos,
+                                              imitation_weight=args.imitation_weight,
+                                              imitation_decay=args.imitation_decay, seed=args.seed,
+                                              validate_every=args.validate_every,
                                               validation_episodes=args.validation_episodes, pool=args.pool,
                                               workers=args.workers, step_timeout=args.step_timeout, curve=curve,
                                               progress=not args.no_progress, tracker=tracker)  # fmt: skip

@@ -30,13 +30,17 @@ import numpy as np
 
 import bbopt
 from bbopt.arguments import renamed_keywords
+from bbopt.envs.aloha.demos import Demos, action_chunks
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import pinch_point
+from bbopt.envs.aloha.imitation import ChunkL1
 from bbopt.envs.aloha.placements import VALIDATION_SEED
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
+from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import Trainer
+from bbopt.rollout.imitation import ImitationLoss
 from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 from bbopt.seeding import derive
 from bbopt.tracking import Tracker
@@ -117,7 +121,9 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
 
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
              population: int | None = None, sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1,
-             credit: str = "episode", seed: int = 0,
+             credit: str = "episode", critic: str = "none", correlation: float = 0.0, reuse: int = 1,
+             lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
+             imitation_decay: float = 1.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
              workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
              progress: bool = True, tracker: Tracker | None = None,
@@ -128,7 +134,12 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     FutureWarning).
 
     The noise is per action dimension, ``sigma`` times the action's std over the demos. Training
-    placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``).
+    placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``). The
+    Trainer's options apply as in ``bbopt train``: ``credit="to_go"`` with ``critic="state_value"``
+    (a `StateValue` baseline), ``correlation`` (AR(1) noise over each episode's steps), ``reuse``
+    (extra clipped-ratio passes), ``lr_schedule``. ``demos``: mix their imitation loss (the chunk
+    L1 of behaviour cloning, `ChunkL1`, on a 256-pair minibatch per update) into every update at
+    ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`).
     Every ``validate_every`` updates (and before the first) the noiseless policy runs
     ``validation_episodes`` episodes on placements from ``VALIDATION_SEED`` (apart from the
     demonstration seeds 0, 1, ... and the evaluation seeds from 1,000,000); the weights with the
@@ -151,11 +162,22 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid method {method!r}: expected one of {methods}")
     bbopt.checks.check_int(env_steps, "env_steps", minimum=1)
     bbopt.checks.check_int(seed, "seed", minimum=0)
+    if critic not in ("none", "state_value"):
+        raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
     if validate_every < 0 or (validate_every and validation_episodes < 1):
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
     scale = sigma * policy.action_std.repeat(policy.chunk)
     preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
-    solver = preset.build(method, policy, episodes=population, seed=seed)
+    extra = {"correlation": correlation} if correlation else {}
+    extra |= {"reuse": reuse} if reuse != 1 else {}
+    solver = preset.build(method, policy, episodes=population, seed=seed, **extra)
+    imitation = None
+    if demos is not None:
+        if demos.task != task:
+            raise ValueError(f"Invalid demos: they show {demos.task!r}, the fine-tuning task is {task!r}")
+        inputs, targets = action_chunks(demos, policy.chunk)
+        imitation = ImitationLoss(inputs, targets, ChunkL1(policy.action_std, policy.chunk), weight=imitation_weight,
+                                  decay=imitation_decay, seed=derive(seed, 2))  # fmt: skip
     factory = EnvFactory(make_finetune_env, (("task", task), ("chunk", policy.chunk), ("decay", decay)))
     selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0}
     best = {"key": None, "state": None}
@@ -181,7 +203,9 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         validate(0, 0)
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=derive(seed, 0), credit=credit,
-                 checkpoint=checkpoint, pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
+                 critic=StateValue(seed=derive(seed, 1)) if critic == "state_value" else None, lr_schedule=lr_schedule,
+                 imitation=imitation, checkpoint=checkpoint,
+                 pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
         history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update, tracker=tracker)
     policy.eval()
     if validate_every:
