@@ -33,9 +33,9 @@ counts it (`benchmarks._report.peak_allocated_mib`): gradients, Adam's state and
 autograd graph (backprop, OVLR's one VJP), every chosen layer's input and noise for the n copies
 (layer-wise LR), the perturbed parameters (parameter-space ES).
 
-    python -m benchmarks.layerwise         # about 13 minutes here, one thread
+    python -m benchmarks.layerwise         # about 35 minutes here, one thread
     python -m benchmarks.layerwise --models mlp,cnn --methods hybrid --out /tmp/hybrid.json   # a subset
-    python -m benchmarks.layerwise --methods backprop,param_es --out benchmarks/results/layerwise_param_es.json
+    python -m benchmarks.layerwise --methods backprop,param_es --out /tmp/param_es.json
 """
 
 from __future__ import annotations
