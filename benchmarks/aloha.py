@@ -12,9 +12,15 @@ Per task (transfer-cube, insertion):
                     the weights kept are the best on 20 validation placements, checked every
                     10 updates, the start included)
   (N demos)         the same from the first ``--low-data`` demos only (policies that leave
-                    room); the BC-BP start is also fine-tuned with ES and with CEM
-Success = stage 4 within 300 steps, over ``--eval-episodes`` placements from seed 1,000,000
-(never a demo seed). Fine-tuning placements come from their own seed stream.
+                    room); the BC-BP start is also fine-tuned by each of ``--ft-methods``
+                    (default OVLR, ES and CEM)
+Fine-tuning starts from the first ``--finetune-seeds`` imitation policies (each run seeded by its
+start's seed); ``--ft-credit``, ``--ft-critic``, ``--ft-correlation`` and
+``--ft-imitation-weight`` (the start's own demos mixed in, `bbopt.rollout.imitation`) pass the
+Trainer's options; ``--low-data-only`` skips the full-data setting. Success = stage 4 within 300
+steps, over ``--eval-episodes`` placements from seed 1,000,000 (never a demo seed). Fine-tuning
+placements come from their own seed stream. ``<out>_curves.png``: validation success vs env
+steps of every fine-tuning run.
 
     python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
@@ -35,10 +41,11 @@ import bbopt
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
-from bbopt.envs.aloha.finetune import finetune
+from bbopt.envs.aloha.finetune import finetune, finetune_solver
 from bbopt.envs.aloha.imitation import behavior_clone
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
+from bbopt.policies.chunking import ChunkMLP
 from benchmarks import _report
 
 TASKS = ("transfer_cube", "insertion")
@@ -69,14 +76,17 @@ def bc_row(task: str, demos: Demos, method: str, args, label: str, seed: int):
     return policy, row
 
 
-def finetune_row(task: str, start, method: str, args, label: str, start_row: dict) -> dict:
+def finetune_row(task: str, start, method: str, args, label: str, start_row: dict, demos: Demos) -> dict:
     began = time.perf_counter()
+    imitation = {"demos": demos, "imitation_weight": args.ft_imitation_weight} if args.ft_imitation_weight else {}
     policy, history, selection = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
-                                          population=args.population, sigma=args.ft_sigma, lr=args.ft_lr, seed=0,
+                                          population=args.population, sigma=args.ft_sigma, lr=args.ft_lr,
+                                          credit=args.ft_credit, critic=args.ft_critic,
+                                          correlation=args.ft_correlation, seed=start_row["seed"],
                                           validate_every=args.validate_every,
-                                          validation_episodes=args.validation_episodes,
-                                          progress=args.progress)  # fmt: skip
-    return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=0,
+                                          validation_episodes=args.validation_episodes, progress=args.progress,
+                                          **imitation)  # fmt: skip
+    return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=start_row["seed"],
                      train_seconds=time.perf_counter() - began, env_steps=history[-1]["env_steps"],
                      start_success_rate=start_row["success_rate"], selection=selection,
                      curve=[[h["env_steps"], round(h["return_mean"], 3)] for h in history])  # fmt: skip
@@ -91,17 +101,18 @@ def run_task(task: str, args) -> list[dict]:
     print(f"  scripted on seeds 0..{args.demos - 1}: {demos.episodes}/{demos.attempted}, {demos.seconds:.1f} s")
     scripted = SCRIPTED[task](AlohaStateEnv(task).physics.model.ptr)
     rows.append(evaluated(task, scripted, args, policy="scripted", demos=0))
-    settings = [("", demos, {"bp": ("ovlr",), "ovlr": ("ovlr",)})]
+    settings = [] if args.low_data_only else [("", demos, {"bp": ("ovlr",), "ovlr": ("ovlr",)})]
     if args.low_data:
         few = first_episodes(demos, args.low_data)
-        settings.append((f" ({args.low_data} demos)", few, {"bp": LOW_DATA_METHODS, "ovlr": ("ovlr",)}))
+        settings.append((f" ({args.low_data} demos)", few, {"bp": args.ft_methods, "ovlr": ("ovlr",)}))
     for suffix, data, fine_tuners in settings:
         for method in ("bp", "ovlr"):
             label = f"bc-{method}{suffix}"
             starts = [bc_row(task, data, method, args, label, seed) for seed in range(args.bc_seeds)]
             rows += [row for _, row in starts]
-            for tuner in fine_tuners[method]:  # from the seed-0 imitation policy
-                rows.append(finetune_row(task, starts[0][0], tuner, args, f"{label}+ft-{tuner}", starts[0][1]))
+            for tuner in fine_tuners[method]:  # from the first --finetune-seeds imitation policies
+                for start, start_row in starts[: args.finetune_seeds]:
+                    rows.append(finetune_row(task, start, tuner, args, f"{label}+ft-{tuner}", start_row, data))
     return rows
 
 
@@ -136,6 +147,34 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Validation success vs env steps of every fine-tuning run (the start at 0 steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tuned = [row for row in rows if row.get("selection", {}).get("validation_curve")]
+    tasks = list(dict.fromkeys(row["task"] for row in tuned))
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        labels = list(dict.fromkeys(row["policy"] for row in tuned if row["task"] == task))
+        for k, label in enumerate(labels):
+            for n, row in enumerate(r for r in tuned if r["task"] == task and r["policy"] == label):
+                curve = np.asarray(row["selection"]["validation_curve"], dtype=float)
+                ax.plot(curve[:, 0], 100 * curve[:, 1], color=f"C{k}", alpha=0.8, label=label if n == 0 else None)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("validation success (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{task}: fine-tuning, one line per imitation seed")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -151,9 +190,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-lr", type=float, default=3e-5)
     parser.add_argument("--validate-every", type=int, default=10)
     parser.add_argument("--validation-episodes", type=int, default=20)
+    parser.add_argument("--finetune-seeds", type=int, default=1, help="imitation seeds fine-tuned (the first k)")
+    parser.add_argument("--ft-methods", default=",".join(LOW_DATA_METHODS),
+                        help="solvers fine-tuning the low-data BC-BP start (BC-OVLR's: ovlr)")  # fmt: skip
+    parser.add_argument("--low-data-only", action="store_true", help="skip the --demos setting (its demos are kept)")
+    parser.add_argument("--ft-credit", default="episode", choices=["episode", "to_go"])
+    parser.add_argument("--ft-critic", default="none", choices=["none", "state_value"])
+    parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
+    parser.add_argument("--ft-imitation-weight", type=float, default=0.0,
+                        help="mix the start's demos' imitation loss in at this weight (0: off)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
+    args.ft_methods = tuple(args.ft_methods.split(","))
+    for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
+        try:
+            finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population, sigma=args.ft_sigma,
+                            lr=args.ft_lr, correlation=args.ft_correlation)  # fmt: skip
+        except (ValueError, KeyError) as error:
+            parser.error(f"fine-tuning by {method}: {error}")
     torch.set_num_threads(1)
     rows = []
     for task in args.tasks.split(","):
@@ -163,6 +218,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = summarize(rows)
     _report.write(args.out, config, rows, summary)
     plot(summary, args.out.with_suffix(".png"))
+    plot_curves(rows, args.out.with_name(args.out.stem + "_curves.png"))
     print(f"wrote {args.out.with_suffix('.png')}")
     return rows
 

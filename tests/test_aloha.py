@@ -407,8 +407,9 @@ def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
     assert validations == [(0, 0.5)] + [(r["env_steps"], v) for r, v in zip(history, [0.7, 0.6, 0.7], strict=True)]
     assert [step for step, s in logged if "return_mean" in s] == [r["env_steps"] for r in history]
     # The first of the two best (update 1) is kept, not the last weights.
+    curve = [[step, success, 1.0] for step, success in validations]
     assert selection == {"update": 1, "validation_success": 0.7, "start_validation_success": 0.5,
-                         "validation_steps": 120}  # fmt: skip
+                         "validation_steps": 120, "validation_curve": curve}  # fmt: skip
     for name, value in policy.state_dict().items():
         torch.testing.assert_close(value, seen[1][name])
     assert any(not torch.equal(seen[1][k], seen[3][k]) for k in seen[1])

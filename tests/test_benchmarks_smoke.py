@@ -232,6 +232,28 @@ def test_aloha_benchmark_smoke(tmp_path):
     payload = json.loads(out.read_text())
     assert payload["rows"] == rows and out.with_suffix(".png").exists()
     assert payload["summary"]["transfer_cube/bc-bp"]["success"] == [r["success_rate"] for r in rows[2:4]]
+    assert (tmp_path / "aloha_curves.png").exists()
+    assert [point[0] for point in rows[4]["selection"]["validation_curve"]] == [0, rows[4]["env_steps"]]
+
+
+def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, capsys):
+    pytest.importorskip("gym_aloha", reason="gym-aloha is not installed (pip install 'bbopt[aloha]')")
+    from benchmarks import aloha
+
+    rows = aloha.main(["--tasks", "transfer_cube", "--demos", "2", "--low-data", "2", "--low-data-only", "--epochs",
+                       "1", "--bc-seeds", "2", "--finetune-seeds", "2", "--eval-episodes", "1", "--finetune-steps",
+                       "300", "--population", "2", "--validation-episodes", "1", "--ft-methods", "ovlr,es",
+                       "--ft-credit", "to_go", "--ft-critic",
+                       "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5", "--no-progress",
+                       "--out", str(tmp_path / "aloha.json")])  # fmt: skip
+    tuned = [row for row in rows if row["policy"] == "bc-bp (2 demos)+ft-ovlr"]
+    assert [row["seed"] for row in tuned] == [0, 1]  # each from its own imitation seed
+    assert not any(row["policy"] == "bc-bp" for row in rows)  # the full-data setting skipped
+    assert {row["policy"] for row in rows if "+ft-" in row["policy"]} == {
+        "bc-bp (2 demos)+ft-ovlr", "bc-bp (2 demos)+ft-es", "bc-ovlr (2 demos)+ft-ovlr"}  # fmt: skip
+    with pytest.raises(SystemExit):  # CEM learns its sigma: AR(1) noise refused before anything runs
+        aloha.main(["--ft-correlation", "0.5", "--out", str(tmp_path / "never.json")])
+    assert "fine-tuning by cem: Invalid correlation" in capsys.readouterr().err
 
 
 def test_randomized_vjp_benchmark_smoke(tmp_path):

@@ -45,7 +45,7 @@ from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
-__all__ = ["StageShaping", "finetune", "make_finetune_env"]
+__all__ = ["StageShaping", "finetune", "finetune_solver", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
 RENAMED = {"episodes": "population"}  # finetune's old keyword names
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
@@ -119,6 +119,18 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
     return StageShaping(ChunkedActions(AlohaStateEnv(task), chunk, decay=decay))
 
 
+def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigma: float = 0.02, lr: float = 3e-5,
+                    correlation: float = 0.0, reuse: int = 1, seed: int = 0):  # fmt: skip
+    """The episode-mode solver `finetune` trains ``policy`` with: ``method``'s preset at noise
+    ``sigma`` times each action's std over the demos and Adam at ``lr`` (refuses what the solver
+    refuses, e.g. AR(1) noise for a solver that learns its sigma)."""
+    scale = sigma * policy.action_std.repeat(policy.chunk)
+    preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
+    extra = {"correlation": correlation} if correlation else {}
+    extra |= {"reuse": reuse} if reuse != 1 else {}
+    return preset.build(method, policy, episodes=population, seed=seed, **extra)
+
+
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
              population: int | None = None, sigma: float = 0.02, lr: float = 3e-5, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", correlation: float = 0.0, reuse: int = 1,
@@ -148,7 +160,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     not kept. ``validate_every=0`` keeps the last weights.
 
     Returns the policy, the Trainer's history (``return_mean`` is the mean shaped value) and the
-    selection: ``update`` kept, its ``validation_success``, the start's, ``validation_steps``.
+    selection: ``update`` kept, its ``validation_success``, the start's, ``validation_steps``,
+    ``validation_curve`` (``[env_steps, success, mean stage]`` of every validation).
     ``tracker`` (`bbopt.tracking`) gets each update's record and each validation's
     ``validation_success`` / ``validation_stage`` at their env steps.
     """
@@ -166,11 +179,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
     if validate_every < 0 or (validate_every and validation_episodes < 1):
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
-    scale = sigma * policy.action_std.repeat(policy.chunk)
-    preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
-    extra = {"correlation": correlation} if correlation else {}
-    extra |= {"reuse": reuse} if reuse != 1 else {}
-    solver = preset.build(method, policy, episodes=population, seed=seed, **extra)
+    solver = finetune_solver(policy, method, population=population, sigma=sigma, lr=lr, correlation=correlation,
+                             reuse=reuse, seed=seed)  # fmt: skip
     imitation = None
     if demos is not None:
         if demos.task != task:
@@ -179,7 +189,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         imitation = ImitationLoss(inputs, targets, ChunkL1(policy.action_std, policy.chunk), weight=imitation_weight,
                                   decay=imitation_decay, seed=derive(seed, 2))  # fmt: skip
     factory = EnvFactory(make_finetune_env, (("task", task), ("chunk", policy.chunk), ("decay", decay)))
-    selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0}
+    selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0,
+                 "validation_curve": []}  # fmt: skip
     best = {"key": None, "state": None}
 
     def validate(update: int, env_steps: int) -> None:
@@ -187,6 +198,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
                                   progress=False)  # fmt: skip
         selection["validation_steps"] += sum(r["steps"] for r in result["records"])
         key = (result["success_rate"], result["mean_stage"])
+        selection["validation_curve"].append([env_steps, key[0], key[1]])
         if tracker is not None:
             tracker.log({"validation_success": key[0], "validation_stage": key[1]}, step=env_steps)
         if update == 0:
