@@ -17,10 +17,10 @@ Per task (transfer-cube, insertion):
 Fine-tuning starts from the first ``--finetune-seeds`` imitation policies (each run seeded by its
 start's seed); ``--ft-credit``, ``--ft-critic``, ``--ft-correlation`` and
 ``--ft-imitation-weight`` (the start's own demos mixed in, `bbopt.rollout.imitation`) pass the
-Trainer's options; ``--low-data-only`` skips the full-data setting. Success = stage 4 within 300
-steps, over ``--eval-episodes`` placements from seed 1,000,000 (never a demo seed). Fine-tuning
-placements come from their own seed stream. ``<out>_curves.png``: validation success vs env
-steps of every fine-tuning run.
+Trainer's options; ``--ft-starts bp`` fine-tunes only the BC-BP policies; ``--low-data-only``
+skips the full-data setting. Success = stage 4 within 300 steps, over ``--eval-episodes``
+placements from seed 1,000,000 (never a demo seed). Fine-tuning placements come from their own
+seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run.
 
     python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
@@ -110,7 +110,7 @@ def run_task(task: str, args) -> list[dict]:
             label = f"bc-{method}{suffix}"
             starts = [bc_row(task, data, method, args, label, seed) for seed in range(args.bc_seeds)]
             rows += [row for _, row in starts]
-            for tuner in fine_tuners[method]:  # from the first --finetune-seeds imitation policies
+            for tuner in fine_tuners[method] if method in args.ft_starts else ():  # the first --finetune-seeds
                 for start, start_row in starts[: args.finetune_seeds]:
                     rows.append(finetune_row(task, start, tuner, args, f"{label}+ft-{tuner}", start_row, data))
     return rows
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-methods", default=",".join(LOW_DATA_METHODS),
                         help="solvers fine-tuning the low-data BC-BP start (BC-OVLR's: ovlr)")  # fmt: skip
     parser.add_argument("--low-data-only", action="store_true", help="skip the --demos setting (its demos are kept)")
+    parser.add_argument("--ft-starts", default="bp,ovlr", help="which imitation methods' policies are fine-tuned")
     parser.add_argument("--ft-credit", default="episode", choices=["episode", "to_go"])
     parser.add_argument("--ft-critic", default="none", choices=["none", "state_value"])
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
@@ -202,7 +203,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    args.ft_methods = tuple(args.ft_methods.split(","))
+    args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
+    if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
+        parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
     for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
         try:
             finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population, sigma=args.ft_sigma,

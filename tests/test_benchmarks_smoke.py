@@ -243,6 +243,7 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     rows = aloha.main(["--tasks", "transfer_cube", "--demos", "2", "--low-data", "2", "--low-data-only", "--epochs",
                        "1", "--bc-seeds", "2", "--finetune-seeds", "2", "--eval-episodes", "1", "--finetune-steps",
                        "300", "--population", "2", "--validation-episodes", "1", "--ft-methods", "ovlr,es",
+                       "--ft-starts", "bp",
                        "--ft-credit", "to_go", "--ft-critic",
                        "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5", "--no-progress",
                        "--out", str(tmp_path / "aloha.json")])  # fmt: skip
@@ -250,7 +251,9 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     assert [row["seed"] for row in tuned] == [0, 1]  # each from its own imitation seed
     assert not any(row["policy"] == "bc-bp" for row in rows)  # the full-data setting skipped
     assert {row["policy"] for row in rows if "+ft-" in row["policy"]} == {
-        "bc-bp (2 demos)+ft-ovlr", "bc-bp (2 demos)+ft-es", "bc-ovlr (2 demos)+ft-ovlr"}  # fmt: skip
+        "bc-bp (2 demos)+ft-ovlr",
+        "bc-bp (2 demos)+ft-es",
+    }  # BC-OVLR's start not fine-tuned: --ft-starts bp
     with pytest.raises(SystemExit):  # CEM learns its sigma: AR(1) noise refused before anything runs
         aloha.main(["--ft-correlation", "0.5", "--out", str(tmp_path / "never.json")])
     assert "fine-tuning by cem: Invalid correlation" in capsys.readouterr().err
