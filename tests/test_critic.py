@@ -11,7 +11,7 @@ import torch
 
 from bbopt.rollout import Trainer
 from bbopt.rollout.critic import StateValue
-from tests.test_rollout import FACTORY, flat, make_solver
+from tests.test_rollout import FACTORY, flat, make_solver, straight_and_resumed
 
 
 def gradient(solver):
@@ -91,20 +91,10 @@ def test_a_run_with_a_critic_resumes_bit_for_bit_and_mismatched_checkpoints_are_
         return Trainer(FACTORY, make_solver("ovlr", seed=2), eval_every=0, credit="to_go", seed=3,
                        critic=StateValue(hidden=(8,), seed=4) if critic else None)  # fmt: skip
 
-    with trainer() as straight:
-        for _ in range(4):
-            straight.update()
-    with trainer() as first:
-        for _ in range(2):
-            first.update()
-        state = first.state_dict()
-    with trainer() as resumed:
-        resumed.load_state_dict(state)
-        for _ in range(2):
-            resumed.update()
-        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
-        assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
-        assert resumed.critic.scale == straight.critic.scale
+    straight, resumed, state = straight_and_resumed(trainer)
+    assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+    assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
+    assert resumed.critic.scale == straight.critic.scale
     with trainer(critic=False) as plain, pytest.raises(ValueError, match="it holds a critic, this trainer has none"):
         plain.load_state_dict(state)
 

@@ -13,7 +13,7 @@ import torch
 import bbopt
 from bbopt.rollout import Trainer, control_policy
 from bbopt.rollout.imitation import ImitationLoss
-from tests.test_rollout import FACTORY, SPACE, flat
+from tests.test_rollout import FACTORY, SPACE, flat, straight_and_resumed
 
 OBS, ACT = SPACE.observation_space.shape[0], SPACE.action_space.shape[0]
 
@@ -73,19 +73,9 @@ def test_a_run_with_imitation_resumes_bit_for_bit_and_mismatched_checkpoints_are
         imitation = ImitationLoss(inputs, targets, squared, weight=0.3, decay=0.9, batch_size=4, seed=7)
         return Trainer(FACTORY, sgd_solver(seed=2), eval_every=0, seed=3, imitation=imitation if mixed else None)
 
-    with trainer() as straight:
-        for _ in range(4):
-            straight.update()
-    with trainer() as first:
-        for _ in range(2):
-            first.update()
-        state = first.state_dict()
-    with trainer() as resumed:
-        resumed.load_state_dict(state)
-        for _ in range(2):
-            resumed.update()
-        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
-        assert torch.equal(resumed.imitation.generator.get_state(), straight.imitation.generator.get_state())
+    straight, resumed, state = straight_and_resumed(trainer)
+    assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+    assert torch.equal(resumed.imitation.generator.get_state(), straight.imitation.generator.get_state())
     with trainer(mixed=False) as plain, pytest.raises(ValueError, match="holds an imitation loss, this trainer has"):
         plain.load_state_dict(state)
     with trainer(mixed=False) as plain:

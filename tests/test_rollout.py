@@ -39,6 +39,23 @@ def flat(module):
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
+def straight_and_resumed(make_trainer, updates: int = 4):
+    """Trainers from ``make_trainer()`` run ``updates`` updates straight, and half of them, saved
+    and resumed in a fresh trainer for the rest: (straight, resumed, the halfway state), closed."""
+    with make_trainer() as straight:
+        for _ in range(updates):
+            straight.update()
+    with make_trainer() as first:
+        for _ in range(updates // 2):
+            first.update()
+        state = first.state_dict()
+    with make_trainer() as resumed:
+        resumed.load_state_dict(state)
+        for _ in range(updates - updates // 2):
+            resumed.update()
+    return straight, resumed, state
+
+
 def scripted_rollout(pool, seeds, steps=40, before_step=None):
     """Reset with seeds and step every live episode with fixed actions (calling
     ``before_step(t)`` first); returns per-episode (rewards list, final observation)."""
