@@ -120,6 +120,9 @@ def _worker(rank, world, port, job, name, folder):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=60))  # fmt: skip
         WORKERS[job](rank, name, out)
+        # both ranks done before either tears down: rank 0 hosts the TCP store, and a rank still
+        # talking to it when it goes aborted once in CI ("terminate called without an active exception")
+        dist.barrier()
     except BaseException:
         torch.save({"error": traceback.format_exc()}, out)
         raise
