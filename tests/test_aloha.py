@@ -443,6 +443,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
 
     refused(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.pt")],
             "bbopt aloha train: No demonstrations file")  # fmt: skip
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--imitation-weight", "0.5", "--out",
+             str(tmp_path / "f.pt")], "add --demos FILE")  # fmt: skip
     with pytest.raises(SystemExit):  # argparse
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
     (tmp_path / "junk.pt").write_text("not a policy")

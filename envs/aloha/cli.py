@@ -153,6 +153,8 @@ def _finetune(args) -> dict:
     from bbopt.envs.aloha.finetune import finetune
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 
+    if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
+        raise ValueError("--imitation-weight and --imitation-decay weigh the demos' imitation term: add --demos FILE")
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs
