@@ -4,6 +4,7 @@ the concatenated batch, refusals that reach every rank, and the seeds' contract.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 import traceback
@@ -120,8 +121,11 @@ def _worker(rank, world, port, job, name, folder):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=60))  # fmt: skip
         WORKERS[job](rank, name, out)
-        # both ranks done before either tears down: rank 0 hosts the TCP store, and a rank still
-        # talking to it when it goes aborted once in CI ("terminate called without an active exception")
+        # The job's DDP model and solver hold the process group and sit in reference cycles: left to
+        # the interpreter's finalization, gloo's threads die with it and a rank aborted twice in CI
+        # ("terminate called without an active exception"). Free them while the interpreter is alive,
+        # and let both ranks get there before either tears down (rank 0 hosts the TCP store).
+        gc.collect()
         dist.barrier()
     except BaseException:
         torch.save({"error": traceback.format_exc()}, out)
