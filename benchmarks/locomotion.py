@@ -2,9 +2,9 @@
 PGPE vs Stable-Baselines3 PPO and sb3-contrib ARS, at one env-step budget per run.
 
 HalfCheetah-v5 and Hopper-v5, seeds 0-2. bbopt methods go through `bbopt.rollout.Trainer`
-(serial pool, population 64, an MLP 64-64 policy with observation normalization, the
-"episodes" presets, `bbopt.presets`); the parameter-space baseline is
-`bbopt.baselines.ParameterES` in the same harness. EvoTorch PGPE uses its GymNE problem with
+(serial pool, an MLP 64-64 policy with observation normalization, the "episodes" presets,
+`bbopt.presets`, and `bbopt train`'s defaults or the spelled-out variants of `VARIANTS`); the
+parameter-space baseline is `bbopt.baselines.ParameterES` in the same harness. EvoTorch PGPE uses its GymNE problem with
 the settings of EvoTorch's own MuJoCo examples (examples/scripts/rl_clipup.py, the Walker2d
 preset: linear policy, ClipUp, max speed 0.015, center lr 0.01125, radius 0.225, stdev lr
 0.1, popsize 100, observation normalization, alive bonus removed for Hopper), in-process.
@@ -41,21 +41,30 @@ from bbopt.arguments import step_count
 from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
-# Every registered solver with an episodes preset, EvoTorch's PGPE, per-step credit variants (-togo),
-# per-step credit with the state-value critic (-critic: bbopt.rollout.critic.StateValue) and the SB3 peers.
-METHODS = (*bbopt.presets.names("episodes"), "pgpe", "ovlr-togo", "es-togo", "ovlr-critic", "es-critic",
+# A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES:
+# per-step credit with the critic, GAE, population 16, reuse 20: `bbopt.rollout.runs.RECIPES`), or a
+# solver with a variant: the settings of earlier results, spelled out so that their names keep
+# their meaning when the defaults move. Then EvoTorch's PGPE and the SB3 peers.
+_TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1}
+VARIANTS = {
+    "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
+    "togo": _TO_GO,
+    "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0},
+}
+METHODS = (*bbopt.presets.names("episodes"), "pgpe",
+           *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
            *_locomotion_peers.METHODS)  # fmt: skip
 
 
-def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int) -> dict:
+def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int,
+              milestones: tuple[int, ...] = ()) -> dict:  # fmt: skip
     from bbopt.rollout.runs import RunConfig, make_trainer
 
     solver, _, variant = method.partition("-")
-    config = RunConfig(env=env, solver=solver, population=population, env_steps=budget, eval_every=0,
-                       pool="serial", checkpoint_every=0, seed=seed,
-                       credit="to_go" if variant in ("togo", "critic") else "episode",
-                       critic="state_value" if variant == "critic" else None)  # fmt: skip
-    curve, clock = [], _report.TrainingClock()
+    settings = VARIANTS.get(variant, {}) | ({"population": population} if population else {})
+    config = RunConfig(env=env, solver=solver, env_steps=budget, eval_every=0, pool="serial", checkpoint_every=0,
+                       seed=seed, **settings)  # fmt: skip
+    curve, clock, reached = [], _report.TrainingClock(), {}
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
 
@@ -63,15 +72,22 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             if record["env_steps"] >= (len(curve) + 1) * eval_every or record["env_steps"] >= budget:
                 with clock.paused():
                     curve.append((record["env_steps"], trainer.evaluate(3, seed=VALIDATION_EPISODES), *clock.read()))
+            for milestone in milestones:  # evaluated as at the end: 10 test episodes
+                if record["env_steps"] >= milestone and str(milestone) not in reached:
+                    with clock.paused():
+                        reached[str(milestone)] = (record["env_steps"], trainer.evaluate(10, seed=TEST_EPISODES),
+                                                   *clock.read())  # fmt: skip
 
         with clock.running():
             trainer.train(budget, progress=False, callback=evaluate_now)
         final = trainer.evaluate(10, seed=TEST_EPISODES)
     return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": clock.wall,
+            "milestones": reached,
             "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
             "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
-            "credit": config.credit, "critic": config.critic,
-            "population": population, "hidden": config.hidden}}  # fmt: skip
+            "credit": config.credit, "critic": config.critic, "discount": config.discount,
+            "gae_lambda": config.gae_lambda, "reuse": config.reuse,
+            "population": config.population, "hidden": config.hidden}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:
@@ -125,7 +141,7 @@ def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 1
 
 
 def run_one(job: tuple) -> dict:
-    env, method, seed, budget, eval_every, population, pgpe_popsize = job
+    env, method, seed, budget, eval_every, population, pgpe_popsize, milestones = job
     torch.set_num_threads(1)
     began = time.perf_counter()
     if method == "pgpe":
@@ -133,7 +149,7 @@ def run_one(job: tuple) -> dict:
     elif method in _locomotion_peers.METHODS:
         result = _locomotion_peers.run(method, env, seed, budget, eval_every)
     else:
-        result = run_bbopt(env, method, seed, budget, eval_every, population)
+        result = run_bbopt(env, method, seed, budget, eval_every, population, milestones)
     row = {"env": env, "method": method, "seed": seed, "commit": _report.STARTED_AT, **result}
     print(f"{env:<15} {method:<5} seed {seed}: final {row['final_return']:9.1f} after {row['env_steps']:,} steps "
           f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
@@ -145,6 +161,15 @@ def return_at_cpu(curve: list, cpu_seconds: float) -> float:
     time (NaN before its first evaluation): what it would hand over if stopped then."""
     seen = [point[1] for point in curve if point[3] <= cpu_seconds]
     return seen[-1] if seen else float("nan")
+
+
+def milestone_spreads(rows: list[dict]) -> dict:
+    """``return_at_<steps>_mean`` / ``_std`` ... for each milestone every one of these runs reached."""
+    common = set.intersection(*(set(r.get("milestones", {})) for r in rows))
+    spreads = {}
+    for milestone in sorted(common, key=int):
+        spreads |= _report.spread(f"return_at_{milestone}", [r["milestones"][milestone][1] for r in rows])
+    return spreads
 
 
 def summarize(rows: list[dict], envs: list[str], methods: list[str]) -> list[dict]:
@@ -166,6 +191,7 @@ def summarize(rows: list[dict], envs: list[str], methods: list[str]) -> list[dic
                                                                    for r in mine])),
                             "return_per_cpu_minute": float(np.mean([r["final_return"] / (r["cpu_seconds"] / 60)
                                                                     for r in mine])),
+                            **milestone_spreads(mine),
                             "equal_cpu_seconds": float(cheapest),
                             "return_at_equal_cpu": float(np.mean([return_at_cpu(r["curve"], cheapest)
                                                                   for r in mine]))})  # fmt: skip
@@ -215,7 +241,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=step_count, default=2_000_000, help="env steps per run")
     parser.add_argument("--eval-every", type=step_count, default=None, help="env steps between evaluations")
-    parser.add_argument("--population", type=int, default=64, help="episodes per update of the bbopt methods")
+    parser.add_argument(
+        "--population",
+        type=int,
+        default=None,
+        help="episodes per update of every bbopt method (default: each method's own)",
+    )
+    parser.add_argument("--milestones", type=step_count, nargs="+", default=[],
+                        help="env steps below --budget at which each bbopt run is also evaluated as at its end (10 "
+                             "test episodes): e.g. --budget 3e6 --milestones 1e6 gives the 1M and 3M returns of one "
+                             "run (with a constant lr the first 1M steps are those of a 1M run)")  # fmt: skip
     parser.add_argument("--pgpe-popsize", type=int, default=100, help="EvoTorch's preset: 100")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "mujoco.json")
@@ -223,6 +258,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "(an interrupted run's <out>.partial.jsonl, or earlier JSON results), merged")  # fmt: skip
     args = parser.parse_args(argv)
     eval_every = args.eval_every or max(args.budget // 20, 1)
+    if any(not 0 < milestone < args.budget for milestone in args.milestones):
+        parser.error(f"--milestones must lie in (0, --budget {args.budget}): got {args.milestones}")
     if args.rows:
         rows = read_rows(args.rows)
         envs, methods = list(dict.fromkeys(r["env"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
@@ -230,18 +267,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         config = {"rows_from": [str(path) for path in args.rows], "commits": commits}
     else:
         envs, methods = args.envs.split(","), args.methods.split(",")
+        unknown = [method for method in methods if method not in METHODS]
+        if unknown:
+            parser.error(f"unknown methods {unknown} (expected some of {', '.join(METHODS)})")
         rows = run_all(envs, methods, [int(s) for s in args.seeds.split(",")], args, eval_every)
         config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
-                  "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs,
+                  "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs, "milestones": args.milestones,
                   "seeds": args.seeds, "envs": args.envs, "methods": args.methods}  # fmt: skip
     summary = summarize(rows, envs, methods)
+    reached = sorted({milestone for r in rows for milestone in r.get("milestones", {})}, key=int)
     print()
     _report.table(summary, [("env", "env", "s"), ("method", "method", "s"), ("final_return_mean", "final", ".1f"),
                             ("final_return_std", "std", ".1f"), ("final_return_min", "min", ".1f"),
                             ("final_return_max", "max", ".1f"), ("train_seconds_mean", "wall s", ".0f"),
                             ("cpu_seconds_mean", "CPU s", ".0f"), ("env_steps_per_second", "steps/s", ",.0f"),
                             ("return_per_cpu_minute", "ret/CPU-min", ".1f"),
-                            ("return_at_equal_cpu", "at equal CPU", ".1f")])  # fmt: skip
+                            ("return_at_equal_cpu", "at equal CPU", ".1f"),
+                            *((f"return_at_{m}_mean", f"at {int(m):,}", ".1f") for m in reached)])  # fmt: skip
     _report.write(args.out, config, rows, {"table": summary})
     plot(rows, args.out.with_suffix(".png"))
     if not args.rows:
@@ -252,7 +294,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_every: int) -> list[dict]:
     """Every (seed, env, method) run, seed-major (a benchmark stopped early has whole seeds of every
     env and method); each finished run is appended to <out>.partial.jsonl as it ends, in any order."""
-    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize)
+    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize, tuple(args.milestones))
             for seed in seeds for env in envs for method in methods]  # fmt: skip
     partial = args.out.with_suffix(".partial.jsonl")
     partial.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,10 @@ def trainer_rate(kind: str, env: str, workers: int, steps: int) -> float:
     per update) with this pool; the first update (envs being built) is not timed."""
     from bbopt.rollout.runs import RunConfig, make_trainer
 
-    config = RunConfig(env=env, env_steps=steps, eval_every=0, checkpoint_every=0, pool=kind, workers=workers)
+    # episode credit, population 64: the loop these figures have measured (the per-step defaults add a critic
+    # fit and 20 optimizer steps per population, training costs that do not depend on the pool)
+    config = RunConfig(env=env, env_steps=steps, eval_every=0, checkpoint_every=0, pool=kind, workers=workers,
+                       credit="episode")  # fmt: skip
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
         trainer.update()

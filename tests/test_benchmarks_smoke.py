@@ -141,11 +141,24 @@ def test_mujoco_benchmark_smoke(tmp_path):
     out = tmp_path / "mujoco.json"
     methods = ",".join(locomotion.METHODS)
     rows = locomotion.main(["--budget", "3000", "--envs", "Hopper-v5", "--seeds", "0", "--population", "8",
-                            "--pgpe-popsize", "4", "--methods", methods, "--out", str(out)])  # fmt: skip
+                            "--pgpe-popsize", "4", "--methods", methods, "--milestones", "1000",
+                            "--out", str(out)])  # fmt: skip
     assert {r["method"] for r in rows} == set(locomotion.METHODS)
     assert all(r["env_steps"] >= 3000 and r["curve"] for r in rows)
     assert {r["settings"]["credit"] for r in rows if r["method"].endswith(("-togo", "-critic"))} == {"to_go"}
-    assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {"ovlr-critic", "es-critic"}
+    assert {r["settings"]["credit"] for r in rows if r["method"].endswith("-episode")} == {"episode"}
+    assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {
+        "ovlr", "es", "ovlr-critic", "es-critic"}  # fmt: skip
+    assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {"ovlr", "es"}  # the train defaults
+    bbopt_rows = [r for r in rows if r["method"] in locomotion.METHODS and "milestones" in r]
+    assert {r["method"] for r in bbopt_rows} >= {"ovlr", "es", "cem", "param_es", "ovlr-episode"}
+    for r in bbopt_rows:  # evaluated once past 1,000 steps, before the end, with the CPU time then
+        steps, value, _, cpu = r["milestones"]["1000"]
+        assert 1000 <= steps < r["env_steps"] and cpu < r["cpu_seconds"] and np.isfinite(value)
+    with pytest.raises(SystemExit):
+        locomotion.main(["--budget", "3000", "--milestones", "3000", "--out", str(tmp_path / "none.json")])
+    with pytest.raises(SystemExit):
+        locomotion.main(["--methods", "ovlr-bogus", "--out", str(tmp_path / "none.json")])
     assert all(r["cpu_seconds"] > 0 and 0 < r["train_seconds"] <= r["wall_seconds"] for r in rows)
     assert all(len(point) == 4 for r in rows for point in r["curve"])  # env steps, return, wall s, CPU s
     assert {r["method"]: r["settings"].get("zoo") for r in rows if r["method"].startswith("ppo")} == {
@@ -155,6 +168,7 @@ def test_mujoco_benchmark_smoke(tmp_path):
     table = json.loads(out.read_text())["summary"]["table"]
     assert {row["method"] for row in table} == set(locomotion.METHODS)
     assert all(row["equal_cpu_seconds"] == min(r["cpu_seconds_mean"] for r in table) for row in table)
+    assert {row["method"] for row in table if "return_at_1000_mean" in row} == {r["method"] for r in bbopt_rows}
     assert out.with_suffix(".png").exists() and not out.with_suffix(".partial.jsonl").exists()
     # --rows reports kept runs without running: a partial JSON-lines file merged with a JSON result
     kept = tmp_path / "kept.partial.jsonl"

@@ -31,7 +31,7 @@ import bbopt
 from bbopt.arguments import count, positive_int, renamed_keywords, step_count, widths
 from bbopt.checks import check_float, check_int
 from bbopt.plugins import load_problems, make_env
-from bbopt.registry import canonical
+from bbopt.registry import SOLVERS, canonical
 from bbopt.rollout.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -65,6 +65,20 @@ __all__ = [
 # 0.02-0.05 x lr 0.01-0.03, linear or MLP policy; at 2M steps OVLR lr 0.01 rose to 2,400 by
 # 0.6M and then collapsed, lr 0.003 reached 1,750, and lr 0.01 decaying linearly to 0 reached
 # 1,200). Hopper-v5 untuned.
+#
+# The rest of a run's recipe follows its credit. Per-step credit (the default of the solvers that
+# have it, OVLR and ES) comes with PPO's machinery on our one-VJP update: a state-value critic with
+# GAE(0.95) and gamma 0.99, small populations (many updates per million steps) and 20 optimizer
+# steps per population on its recorded steps (clipped likelihood ratios). Picked from 1M-step runs
+# on HalfCheetah-v5 and Hopper-v5, seed 0 only (README, "MuJoCo locomotion"); episode credit keeps
+# the earlier recipe. A run's config.json holds every resolved value, so its resumes keep it.
+RECIPES = {
+    "to_go": {"population": 16, "discount": 0.99, "critic": "state_value", "gae_lambda": 0.95, "reuse": 20},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1},
+}
+# Options added after runs were saved: a config.json without them had them off (and population 64).
+BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
+                     "reuse": 1}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -88,7 +102,8 @@ class RunConfig:
     env: str = _option("HalfCheetah-v5", help="a Gymnasium id (default HalfCheetah-v5)")
     solver: str = _option("ovlr", help="default ovlr; param_es: parameter-space ES (the baseline)",
                           type=canonical, choices=lambda: bbopt.presets.names("episodes"))  # fmt: skip
-    population: int = _option(64, help="episodes per update (even; default 64)", type=positive_int)
+    population: int | None = _option(help="episodes per update (even; default 16 with per-step credit, else 64)",
+                                     type=positive_int)  # fmt: skip
     env_steps: int = _option(2_000_000, type=step_count,
                              help="total env steps, e.g. 2e6 (default 2e6; with --resume: a new total, else the "
                                   "run's own)")  # fmt: skip
@@ -102,20 +117,22 @@ class RunConfig:
     address: str | None = _option(help="Ray cluster address (default: start a local one)")
     lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps",
                                choices=lambda: ["constant", "linear"])  # fmt: skip
-    credit: str | None = _option(help="to_go: each step credited with the cost still to come (OVLR, ES); default "
-                                      "episode", choices=lambda: ["episode", "to_go"])  # fmt: skip
-    discount: float | None = _option(help="with --credit to_go: gamma of the costs-to-go, in (0, 1] (default 1; below "
-                                          "1 later costs count less: lower variance, biased)", type=float)  # fmt: skip
-    critic: str | None = _option(help="state_value: subtract a learned V(s, t) from each step's cost-to-go (needs "
-                                      "--credit to_go; unbiased); default none",
+    credit: str | None = _option(help="to_go: each step credited with the cost still to come (default for OVLR and "
+                                      "ES); episode: every step with its episode's loss (default for CEM, param_es)",
+                                 choices=lambda: ["episode", "to_go"])  # fmt: skip
+    discount: float | None = _option(help="with --credit to_go: gamma of the costs-to-go, in (0, 1] (default 0.99; "
+                                          "below 1 later costs count less: lower variance, biased)",
+                                     type=float)  # fmt: skip
+    critic: str | None = _option(help="state_value (default with --credit to_go): subtract a learned V(s, t) from "
+                                      "each step's cost-to-go; none",
                                  choices=lambda: ["none", "state_value"])  # fmt: skip
-    gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages; default 1 (cost-to-go minus V, "
-                                            "unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
+    gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages (default 0.95; 1: cost-to-go minus "
+                                            "V, unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
     correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's noise "
                                              "over its steps, in [0, 1) (OVLR, ES; default 0)", type=float)  # fmt: skip
     reuse: int | None = _option(help="optimizer steps per population on its recorded steps, the later ones "
-                                     "weighted by PPO-clipped likelihood ratios (default 1: no reuse)",
-                                type=positive_int)  # fmt: skip
+                                     "weighted by PPO-clipped likelihood ratios (default 20 with --credit to_go and "
+                                     "no --correlation, else 1: no reuse)", type=positive_int)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -132,30 +149,36 @@ class RunConfig:
         load_problems()  # the problem packages' ids are registered ids too
         if not isinstance(self.env, str) or self.env not in gym.registry:
             raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
-        check_int(self.population, "population", minimum=2, even=True)
         preset = bbopt.presets.get(self.solver, "episodes")
         self.sigma = check_float(preset.sigma if self.sigma is None else self.sigma, "sigma", above=0)
         self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
-        self.credit = "episode" if self.credit is None else self.credit
-        if self.credit not in ("episode", "to_go"):
+        if self.credit is None:
+            self.credit = "to_go" if getattr(SOLVERS[self.solver], "step_credit", False) else "episode"
+        if self.credit not in RECIPES:
             raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
-        self.discount = check_float(1.0 if self.discount is None else self.discount, "discount", above=0.0,
-                                    at_most=1.0)  # fmt: skip
+        recipe = RECIPES[self.credit]
+        self.population = recipe["population"] if self.population is None else self.population
+        check_int(self.population, "population", minimum=2, even=True)
+        self.discount = check_float(recipe["discount"] if self.discount is None else self.discount, "discount",
+                                    above=0.0, at_most=1.0)  # fmt: skip
         if self.discount != 1.0 and self.credit != "to_go":
             raise ValueError("Invalid discount: it discounts per-step credit (add --credit to_go)")
-        self.critic = "none" if self.critic is None else self.critic
+        self.critic = recipe["critic"] if self.critic is None else self.critic
         if self.critic not in ("none", "state_value"):
             raise ValueError(f"Invalid critic: {self.critic!r} (expected 'none' or 'state_value')")
         if self.critic != "none" and self.credit != "to_go":
             raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (add --credit to_go)")
-        self.gae_lambda = 1.0 if self.gae_lambda is None else self.gae_lambda
+        if self.gae_lambda is None:
+            self.gae_lambda = recipe["gae_lambda"] if self.critic != "none" else 1.0
         if not (isinstance(self.gae_lambda, int | float) and 0.0 <= self.gae_lambda <= 1.0):
             raise ValueError(f"Invalid gae_lambda: {self.gae_lambda!r} (expected a number in [0, 1])")
         if self.gae_lambda != 1.0 and self.critic == "none":
             raise ValueError("Invalid gae_lambda: GAE needs a critic (add --critic state_value)")
         self.correlation = check_float(0.0 if self.correlation is None else self.correlation, "correlation",
                                        at_least=0.0, below=1.0)  # fmt: skip
-        self.reuse = check_int(1 if self.reuse is None else self.reuse, "reuse", minimum=1)
+        if self.reuse is None:  # the reused steps' likelihood ratios need independent steps
+            self.reuse = recipe["reuse"] if not self.correlation else 1
+        self.reuse = check_int(self.reuse, "reuse", minimum=1)
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -174,7 +197,8 @@ def load_config(out: Path, *, doing: str = "No run") -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{doing} in {out} (config.json missing)")
     try:
-        return RunConfig(**renamed_keywords(json.loads(path.read_text()), RENAMED, str(path)))
+        settings = renamed_keywords(json.loads(path.read_text()), RENAMED, str(path))
+        return RunConfig(**(BEFORE_THE_OPTION | settings))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not a run's config ({error})") from None
 
