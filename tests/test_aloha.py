@@ -18,7 +18,7 @@ from bbopt.cli import main
 from bbopt.envs.aloha.demos import Demos, action_chunks, generate_demos, load_demos, save_demos
 from bbopt.envs.aloha.env import AlohaStateEnv, import_gym_aloha, policy_features
 from bbopt.envs.aloha.evaluation import evaluate_success
-from bbopt.envs.aloha.finetune import StageShaping, finetune, make_finetune_env
+from bbopt.envs.aloha.finetune import CORRELATION, StageShaping, finetune, finetune_solver, make_finetune_env
 from bbopt.envs.aloha.ik import ArmIK, orientation_error
 from bbopt.envs.aloha.imitation import ChunkL1, behavior_clone, make_chunk_policy
 from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
@@ -371,6 +371,21 @@ def test_finetune_runs_and_changes_the_policy(demos):
     assert old[-1]["env_steps"] == 2 * 300  # one update of 2 episodes of 300 steps
 
 
+def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
+    """The setting of the 10-demo results: AR(1) noise (0.95) for OVLR and ES; CEM, whose sigma
+    learns, refuses AR(1) and gets independent noise by default (and refuses it when asked), as
+    does a run asking for sample reuse."""
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    assert finetune_solver(policy, "ovlr").correlation == finetune_solver(policy, "es").correlation == CORRELATION
+    assert finetune_solver(policy, "cem").correlation == 0.0
+    assert finetune_solver(policy, "ovlr", correlation=0.0).correlation == 0.0
+    with pytest.raises(ValueError, match="Invalid correlation"):
+        finetune_solver(policy, "cem", correlation=0.5)
+    assert finetune_solver(policy, "ovlr", reuse=2).correlation == 0.0  # reuse asked for: independent steps
+    with pytest.raises(ValueError, match="Invalid reuse"):  # the other refusals still reach the caller
+        finetune_solver(policy, "ovlr", correlation=0.5, reuse=2)
+
+
 def test_finetune_mixes_the_demos_imitation_loss_with_a_critic_and_correlated_noise(demos):
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
     policy, history, _ = finetune(policy, "transfer_cube", env_steps=600, population=2, credit="to_go",
@@ -425,7 +440,7 @@ def test_cli_pipeline(tmp_path, capsys):
     assert "BC-OVLR: success" in capsys.readouterr().out
     assert main(["aloha", "finetune", "--policy", str(bc), "--env-steps", "600", "--population", "2",
                  "--eval-episodes", "1", "--out", str(tuned), "--no-progress", "--demos", str(demos_file),
-                 "--credit", "to_go", "--critic", "state_value", "--correlation", "0.5"]) == 0  # fmt: skip
+                 "--credit", "to_go", "--critic", "state_value"]) == 0  # the default AR(1) noise  # fmt: skip
     assert "after fine-tuning: success" in capsys.readouterr().out and tuned.with_suffix(".csv").is_file()
     report = tmp_path / "eval.json"
     assert main(["aloha", "evaluate", "--policy", str(tuned), "--episodes", "1", "--json", str(report),

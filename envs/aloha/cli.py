@@ -56,13 +56,15 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--method", default="ovlr", choices=presets.names("episodes", output_space=True))
     finetune.add_argument("--env-steps", type=step_count, default=300_000, help="simulator steps, e.g. 3e5")
     finetune.add_argument("--population", type=positive_int, default=32, help="episodes per update (even)")
-    finetune.add_argument("--sigma", type=float, default=0.02, help="noise std, in units of each action's std")
-    finetune.add_argument("--lr", type=float, default=3e-5, help="Adam's step size")
+    # None: finetune()'s defaults (bbopt.envs.aloha.finetune.SIGMA, LR, CORRELATION; not imported here: heavy)
+    finetune.add_argument("--sigma", type=float, help="noise std, in units of each action's std (default 0.05)")
+    finetune.add_argument("--lr", type=float, help="Adam's step size (default 1e-4)")
     finetune.add_argument("--credit", default="episode", choices=["episode", "to_go"])
     finetune.add_argument("--critic", default="none", choices=["none", "state_value"],
                           help="with --credit to_go: subtract a learned V(s, t) from each cost-to-go")  # fmt: skip
-    finetune.add_argument("--correlation", type=float, default=0.0,
-                          help="AR(1) coefficient of each episode's noise over its steps, in [0, 1)")  # fmt: skip
+    finetune.add_argument("--correlation", type=float,
+                          help="AR(1) coefficient of each episode's noise over its steps, in [0, 1) (default 0.95 "
+                               "for OVLR and ES; CEM, whose sigma learns: 0)")  # fmt: skip
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
     finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update")
@@ -163,8 +165,9 @@ def _finetune(args) -> dict:
     curve.unlink(missing_ok=True)
     began = time.perf_counter()
     with tensorboard_or_none(args.tensorboard) as tracker:
+        given = {name: getattr(args, name) for name in ("sigma", "lr") if getattr(args, name) is not None}
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
-                                              population=args.population, sigma=args.sigma, lr=args.lr,
+                                              population=args.population, **given,
                                               credit=args.credit, critic=args.critic,
                                               correlation=args.correlation, reuse=args.reuse,
                                               lr_schedule=args.lr_schedule, demos=demos,
