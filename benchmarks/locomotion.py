@@ -204,6 +204,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     envs = list(dict.fromkeys(r["env"] for r in rows))
     figure, axes = plt.subplots(2, len(envs), figsize=(5.5 * len(envs), 7.4), squeeze=False)
@@ -224,6 +225,10 @@ def plot(rows: list[dict], path: Path) -> None:
         axes[0][column].set_xlabel("env steps")
         axes[1][column].set_xlabel("training CPU minutes")
         axes[1][column].set_xscale("log")
+        # plain numbers on the log axis, and no labels on minor ticks (they overlapped within a decade)
+        axes[1][column].xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+        axes[1][column].xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axes[1][column].xaxis.set_minor_formatter(ticker.NullFormatter())
         for axis in axes[:, column]:
             axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("noiseless return (mean, min-max over seeds)")
