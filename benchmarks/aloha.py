@@ -17,8 +17,9 @@ Per task (transfer-cube, insertion):
 Fine-tuning starts from the first ``--finetune-seeds`` imitation policies (each run seeded by its
 start's seed); ``--ft-credit``, ``--ft-critic``, ``--ft-correlation`` and
 ``--ft-imitation-weight`` (the start's own demos mixed in, `bbopt.rollout.imitation`) pass the
-Trainer's options; ``--ft-starts bp`` fine-tunes only the BC-BP policies; ``--low-data-only``
-skips the full-data setting. Success = stage 4 within 300 steps, over ``--eval-episodes``
+Trainer's options; ``--ft-demo-starts F`` starts that fraction of the training episodes from the
+start's demos' states (`bbopt.envs.aloha.starts`); ``--ft-starts bp`` fine-tunes only the BC-BP
+policies; ``--low-data-only`` skips the full-data setting. Success = stage 4 within 300 steps, over ``--eval-episodes``
 placements from seed 1,000,000 (never a demo seed). Fine-tuning placements come from their own
 seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run.
 
@@ -78,14 +79,14 @@ def bc_row(task: str, demos: Demos, method: str, args, label: str, seed: int):
 
 def finetune_row(task: str, start, method: str, args, label: str, start_row: dict, demos: Demos) -> dict:
     began = time.perf_counter()
-    imitation = {"demos": demos, "imitation_weight": args.ft_imitation_weight} if args.ft_imitation_weight else {}
     policy, history, selection = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
                                           population=args.population, sigma=args.ft_sigma, lr=args.ft_lr,
                                           credit=args.ft_credit, critic=args.ft_critic,
                                           correlation=args.ft_correlation, seed=start_row["seed"],
                                           validate_every=args.validate_every,
                                           validation_episodes=args.validation_episodes, progress=args.progress,
-                                          **imitation)  # fmt: skip
+                                          demos=demos, imitation_weight=args.ft_imitation_weight,
+                                          demo_starts=args.ft_demo_starts)  # fmt: skip
     return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=start_row["seed"],
                      train_seconds=time.perf_counter() - began, env_steps=history[-1]["env_steps"],
                      start_success_rate=start_row["success_rate"], selection=selection,
@@ -200,12 +201,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
     parser.add_argument("--ft-imitation-weight", type=float, default=0.0,
                         help="mix the start's demos' imitation loss in at this weight (0: off)")  # fmt: skip
+    parser.add_argument("--ft-demo-starts", type=float, default=0.0,
+                        help="fraction of fine-tuning episodes started from a state of the start's demos")  # fmt: skip
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
     if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
         parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
+    if not 0 <= args.ft_demo_starts <= 1 or not args.ft_imitation_weight >= 0:
+        parser.error(f"--ft-demo-starts {args.ft_demo_starts} (a fraction in [0, 1]) or --ft-imitation-weight "
+                     f"{args.ft_imitation_weight} (>= 0) out of range")  # fmt: skip
     for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
         try:
             finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population, sigma=args.ft_sigma,

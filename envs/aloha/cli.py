@@ -67,10 +67,15 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
                                "for OVLR and ES; CEM, whose sigma learns: 0)")  # fmt: skip
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
     finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
-    finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update")
-    finetune.add_argument("--imitation-weight", type=float, default=1.0, help="with --demos: the term's weight")
+    finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
+                          "(and with --demo-starts, start episodes from their states)")  # fmt: skip
+    finetune.add_argument("--imitation-weight", type=float, default=1.0,
+                          help="with --demos: the term's weight (0: no imitation term)")  # fmt: skip
     finetune.add_argument("--imitation-decay", type=float, default=1.0,
                           help="with --demos: the weight's factor per update, in (0, 1]")  # fmt: skip
+    finetune.add_argument("--demo-starts", type=float, default=0.0, metavar="FRACTION",
+                          help="with --demos: the fraction of training episodes that start from a state of a "
+                               "demonstration (uniform over demos and steps; validation starts fresh)")  # fmt: skip
     finetune.add_argument("--pool", default="serial", choices=["serial", "process", "ray", "auto"])
     finetune.add_argument("--workers", type=positive_int)
     finetune.add_argument("--step-timeout", type=seconds_or_none, default=60.0, metavar="SECONDS",
@@ -157,6 +162,8 @@ def _finetune(args) -> dict:
 
     if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
         raise ValueError("--imitation-weight and --imitation-decay weigh the demos' imitation term: add --demos FILE")
+    if args.demos is None and args.demo_starts:
+        raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs
@@ -172,7 +179,8 @@ def _finetune(args) -> dict:
                                               correlation=args.correlation, reuse=args.reuse,
                                               lr_schedule=args.lr_schedule, demos=demos,
                                               imitation_weight=args.imitation_weight,
-                                              imitation_decay=args.imitation_decay, seed=args.seed,
+                                              imitation_decay=args.imitation_decay,
+                                              demo_starts=args.demo_starts, seed=args.seed,
                                               validate_every=args.validate_every,
                                               validation_episodes=args.validation_episodes, pool=args.pool,
                                               workers=args.workers, step_timeout=args.step_timeout, curve=curve,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from bbopt.envs.aloha.env import TASKS, AlohaStateEnv, observation_size
 from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.rollout.checkpoint import atomic_write
 
-__all__ = ["SCHEMA", "Demos", "action_chunks", "generate_demos", "load_demos", "save_demos"]
+__all__ = ["SCHEMA", "Demos", "action_chunks", "generate_demos", "load_demos", "save_demos", "scripted_episode"]
 
 SCHEMA = "bbopt.aloha.demos/1"
 ACTION_DIM = 14
@@ -102,30 +103,13 @@ def generate_demos(task: str, episodes: int, *, seed: int = 0, noise: float = 0.
     check_int(episodes, "episodes", minimum=1)
     if not noise >= 0:
         raise ValueError(f"Invalid noise: {noise!r} (expected >= 0)")
-    arms = np.r_[0:6, 7:13]
     env = AlohaStateEnv(task)
     policy = SCRIPTED[task](env.physics.model.ptr)
     observations, actions, lengths, seeds = [], [], [], []
     began = time.perf_counter()
     bar = tqdm(range(seed, seed + episodes), desc=f"demos {task}", disable=not progress)
     for placement in bar:
-        obs, info = env.reset(seed=placement)
-        policy.reset(obs)
-        rng = np.random.default_rng([placement, 1])
-        offset = rng.normal(0.0, noise, size=len(arms))
-        steps_obs, steps_act = [], []
-        done = False
-        while not done:
-            action = policy(obs)
-            steps_obs.append(obs)
-            steps_act.append(action)
-            executed = action.copy()
-            if noise > 0:
-                executed[arms] += offset
-                rho = NOISE_CORRELATION
-                offset = rho * offset + np.sqrt(1 - rho**2) * rng.normal(0.0, noise, size=len(arms))
-            obs, _, terminated, truncated, info = env.step(executed)
-            done = terminated or truncated
+        steps_obs, steps_act, info = scripted_episode(env, policy, placement, noise)
         if info["is_success"]:
             observations += steps_obs
             actions += steps_act
@@ -138,6 +122,35 @@ def generate_demos(task: str, episodes: int, *, seed: int = 0, noise: float = 0.
     return Demos(task, np.asarray(observations, dtype=np.float32), np.asarray(actions, dtype=np.float32),
                  np.asarray(lengths, dtype=np.int64), np.asarray(seeds, dtype=np.int64), attempted=episodes,
                  noise=noise, seconds=time.perf_counter() - began)  # fmt: skip
+
+
+def scripted_episode(env: AlohaStateEnv, policy, placement: int, noise: float = 0.0, *,
+                     before_step: Callable[[int], None] | None = None) -> tuple[list, list, dict]:  # fmt: skip
+    """One episode of the scripted ``policy`` on ``placement``, as `generate_demos` runs it (the
+    DART noise drawn from the placement seed, so an episode replays exactly): every step's
+    observation and recorded (clean) action, and the last step's info. ``before_step(k)`` is
+    called before the action of step ``k`` is taken."""
+    arms = np.r_[0:6, 7:13]
+    obs, info = env.reset(seed=placement)
+    policy.reset(obs)
+    rng = np.random.default_rng([placement, 1])
+    offset = rng.normal(0.0, noise, size=len(arms))
+    steps_obs, steps_act = [], []
+    done = False
+    while not done:
+        if before_step is not None:
+            before_step(len(steps_act))
+        action = policy(obs)
+        steps_obs.append(obs)
+        steps_act.append(action)
+        executed = action.copy()
+        if noise > 0:
+            executed[arms] += offset
+            rho = NOISE_CORRELATION
+            offset = rho * offset + np.sqrt(1 - rho**2) * rng.normal(0.0, noise, size=len(arms))
+        obs, _, terminated, truncated, info = env.step(executed)
+        done = terminated or truncated
+    return steps_obs, steps_act, info
 
 
 def save_demos(demos: Demos, path) -> Path:

@@ -14,12 +14,18 @@ Action: 14 absolute joint targets (6 per arm + a normalized gripper); the Box is
 true range (a gripper target g moves the fingers to 0.01844 + 0.03956 g m, clamped by the
 actuator to [0.021, 0.057] m, so g is bounded to [0.0647, 0.9747]).
 Reward: gym-aloha's stage 0..4 (4 = success; the episode then terminates).
+
+``snapshot()`` records the simulation mid-episode (MuJoCo's full integration state, the step
+count, the placement) and ``reset(options={"snapshot": s})`` starts an episode from it: the
+episode goes on from step ``s.steps`` as it would have (`bbopt.envs.aloha.starts` starts
+fine-tuning episodes from demonstrations' states this way).
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import os
+from dataclasses import dataclass
 from typing import ClassVar
 
 import gymnasium as gym
@@ -30,6 +36,7 @@ __all__ = [
     "EPISODE_STEPS",
     "TASKS",
     "AlohaStateEnv",
+    "Snapshot",
     "import_gym_aloha",
     "object_position",
     "observation_size",
@@ -41,6 +48,17 @@ OBJECTS_AT = 28  # observation layout: qpos [0, 14), qvel [14, 28), object poses
 OBJECT_COUNT = {"transfer_cube": 1, "insertion": 2}  # the cube; the peg, then the socket
 EPISODE_STEPS = 300
 _GRIPPER_OFFSET, _GRIPPER_SCALE = 0.01844, 0.05800 - 0.01844
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An episode's state at a step: ``physics`` is MuJoCo's full integration state
+    (``mj_getState(..., mjSTATE_INTEGRATION)``: time, qpos, qvel, actuation, warm start, controls)."""
+
+    task: str
+    placement_seed: int
+    steps: int
+    physics: np.ndarray
 
 
 def observation_size(task: str) -> int:
@@ -139,6 +157,9 @@ class AlohaStateEnv(gym.Env):
         self.stage = self.steps = 0
         self._ended, self._last_observation = True, None
         self._physics_error = control.PhysicsError
+        import mujoco  # dm_control's own dependency: present once gym-aloha imported
+
+        self._mujoco = mujoco
 
     def _observation(self, raw) -> np.ndarray:
         return np.concatenate([raw["qpos"], raw["qvel"], raw["env_state"], [self.steps / EPISODE_STEPS]])
@@ -149,20 +170,56 @@ class AlohaStateEnv(gym.Env):
             return self._utils.sample_box_pose(seed)
         return np.concatenate(self._utils.sample_insertion_pose(seed))
 
+    def snapshot(self) -> Snapshot:
+        """The episode's state now (see `Snapshot`); refused before the first reset."""
+        if self._last_observation is None:
+            raise RuntimeError("No episode to snapshot: call reset() first")
+        mujoco, spec = self._mujoco, self._mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.physics.model.ptr, spec))
+        mujoco.mj_getState(self.physics.model.ptr, self.physics.data.ptr, state, spec)
+        return Snapshot(self.task, int(self.placement_seed), int(self.steps), state)
+
+    def _check_snapshot(self, snapshot) -> None:
+        if not isinstance(snapshot, Snapshot) or snapshot.task != self.task:
+            raise ValueError(f"Invalid snapshot: expected a Snapshot of a {self.task!r} episode, got {snapshot!r:.80}")
+        if not 0 <= snapshot.steps < EPISODE_STEPS:
+            raise ValueError(f"Invalid snapshot: step {snapshot.steps} (expected 0 <= step < {EPISODE_STEPS})")
+        size = self._mujoco.mj_stateSize(self.physics.model.ptr, self._mujoco.mjtState.mjSTATE_INTEGRATION)
+        physics = np.asarray(snapshot.physics)
+        if physics.shape != (size,) or not np.all(np.isfinite(physics)):
+            raise ValueError(f"Invalid snapshot: physics state of shape {physics.shape} (expected ({size},), finite)")
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """A new episode: placement from ``seed`` (or ``options["placement_seed"]``), or, with
+        ``options["snapshot"]``, the recorded episode's state at its step (checked before
+        anything changes)."""
+        snapshot = (options or {}).get("snapshot")
+        if snapshot is not None:
+            self._check_snapshot(snapshot)
         super().reset(seed=seed)
         placement_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
         if options and "placement_seed" in options:
             placement_seed = int(options["placement_seed"])
+        if snapshot is not None:
+            placement_seed = snapshot.placement_seed
         self.placement_seed = placement_seed
         self._env.task.random.seed(placement_seed)
         # gym-aloha's task reads the start pose from this module-level list on reset.
         self._sim.BOX_POSE[0] = self.placement(placement_seed)
         raw = self._env.reset()
         self.stage = self.steps = 0
+        observation = raw.observation
+        if snapshot is not None:
+            self._mujoco.mj_setState(self.physics.model.ptr, self.physics.data.ptr, np.asarray(snapshot.physics),
+                                     self._mujoco.mjtState.mjSTATE_INTEGRATION)  # fmt: skip
+            self.physics.forward()  # positions, contacts and sensors of the restored state
+            self.steps = snapshot.steps
+            observation = self._env.task.get_observation(self.physics)
+            self.stage = int(self._env.task.get_reward(self.physics))
         self._ended = False
-        self._last_observation = self._observation(raw.observation)
-        return self._last_observation.copy(), {"is_success": False, "stage": 0, "placement_seed": placement_seed}
+        self._last_observation = self._observation(observation)
+        info = {"is_success": False, "stage": self.stage, "placement_seed": placement_seed}
+        return self._last_observation.copy(), info | ({"start_step": self.steps} if snapshot is not None else {})
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)

@@ -17,8 +17,10 @@ stage reached   transfer cube: next needs              insertion: next needs
 ==============  =====================================  ======================================
 
 A stage always outweighs any progress (0.5 < 1). `StageShaping` pays the increments of that
-value as rewards, so an episode's return is its value and per-step credit sees when it rose.
-`finetune` keeps the weights that did best on separate validation placements.
+value as rewards, so an episode's return is what its value gained over its start (the start's
+progress; for an episode started from a demonstration's state, `bbopt.envs.aloha.starts`, also
+the stage it starts in) and per-step credit sees when it rose. `finetune` keeps the weights that
+did best on separate validation placements.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ import numpy as np
 import bbopt
 from bbopt.arguments import renamed_keywords
 from bbopt.envs.aloha.demos import Demos, action_chunks
-from bbopt.envs.aloha.env import AlohaStateEnv
+from bbopt.envs.aloha.env import AlohaStateEnv, Snapshot
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import pinch_point
 from bbopt.envs.aloha.imitation import ChunkL1
 from bbopt.envs.aloha.placements import VALIDATION_SEED
+from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.critic import StateValue
@@ -98,8 +101,9 @@ class StageShaping(gym.Wrapper):
 
     def reset(self, **kwargs):
         observation, info = self.env.reset(**kwargs)
-        self.best_stage, self.best_progress = 0, self.progress(0)
-        self.value = PROGRESS_WEIGHT * self.best_progress
+        stage = int(info.get("stage", 0))  # a start from a demonstration's state may be past stage 0
+        self.best_stage, self.best_progress = stage, self.progress(stage)
+        self.value = self.best_stage + PROGRESS_WEIGHT * self.best_progress
         return observation, info | {"value": self.value}
 
     def step(self, action):
@@ -113,10 +117,15 @@ class StageShaping(gym.Wrapper):
         return observation, reward, terminated, truncated, info | {"value": value}
 
 
-def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float = 0.1) -> gym.Env:
-    """``StageShaping(ChunkedActions(AlohaStateEnv(task), chunk, decay))``: a top-level factory,
-    so worker processes can build it."""
-    return StageShaping(ChunkedActions(AlohaStateEnv(task), chunk, decay=decay))
+def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float = 0.1,
+                      starts: list[list[Snapshot]] | None = None, start_fraction: float = 0.0) -> gym.Env:  # fmt: skip
+    """``StageShaping(ChunkedActions(AlohaStateEnv(task), chunk, decay))``, with ``starts``
+    (`demo_states`) a ``start_fraction`` of the episodes starting from a demonstration's state
+    (`DemoStarts` around the `AlohaStateEnv`): a top-level factory, so worker processes can build it."""
+    env = AlohaStateEnv(task)
+    if starts is not None:
+        env = DemoStarts(env, starts, start_fraction)
+    return StageShaping(ChunkedActions(env, chunk, decay=decay))
 
 
 # Fine-tuning's defaults: the setting of the 10-demonstration results (README, "ALOHA from 10
@@ -154,7 +163,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", correlation: float | None = None, reuse: int = 1,
              lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
-             imitation_decay: float = 1.0, seed: int = 0,
+             imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
              workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
              progress: bool = True, tracker: Tracker | None = None,
@@ -172,7 +181,10 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     (a `StateValue` baseline), ``correlation`` (AR(1) noise over each episode's steps), ``reuse``
     (extra clipped-ratio passes), ``lr_schedule``. ``demos``: mix their imitation loss (the chunk
     L1 of behaviour cloning, `ChunkL1`, on a 256-pair minibatch per update) into every update at
-    ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`).
+    ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`;
+    ``imitation_weight=0``: no imitation term), and with ``demo_starts`` > 0 start that fraction
+    of the training episodes from their states (`bbopt.envs.aloha.starts`; validation starts
+    fresh).
     Every ``validate_every`` updates (and before the first) the noiseless policy runs
     ``validation_episodes`` episodes on placements from ``VALIDATION_SEED`` (apart from the
     demonstration seeds 0, 1, ... and the evaluation seeds from 1,000,000); the weights with the
@@ -200,16 +212,23 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
     if validate_every < 0 or (validate_every and validation_episodes < 1):
         raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
+    bbopt.checks.check_float(imitation_weight, "imitation_weight", at_least=0.0)
+    bbopt.checks.check_float(demo_starts, "demo_starts", at_least=0.0, at_most=1.0)
+    if demo_starts and demos is None:
+        raise ValueError(f"Invalid demo_starts: {demo_starts} needs demos to start from")
+    if demos is not None and demos.task != task:
+        raise ValueError(f"Invalid demos: they show {demos.task!r}, the fine-tuning task is {task!r}")
     solver = finetune_solver(policy, method, population=population, sigma=sigma, lr=lr, correlation=correlation,
                              reuse=reuse, seed=seed)  # fmt: skip
-    imitation = None
+    imitation, env_options = None, (("task", task), ("chunk", policy.chunk), ("decay", decay))
     if demos is not None:
-        if demos.task != task:
-            raise ValueError(f"Invalid demos: they show {demos.task!r}, the fine-tuning task is {task!r}")
         inputs, targets = action_chunks(demos, policy.chunk)
-        imitation = ImitationLoss(inputs, targets, ChunkL1(policy.action_std, policy.chunk), weight=imitation_weight,
-                                  decay=imitation_decay, seed=derive(seed, 2))  # fmt: skip
-    factory = EnvFactory(make_finetune_env, (("task", task), ("chunk", policy.chunk), ("decay", decay)))
+        if imitation_weight:
+            imitation = ImitationLoss(inputs, targets, ChunkL1(policy.action_std, policy.chunk),
+                                      weight=imitation_weight, decay=imitation_decay, seed=derive(seed, 2))  # fmt: skip
+        if demo_starts:
+            env_options += (("starts", demo_states(demos)), ("start_fraction", demo_starts))
+    factory = EnvFactory(make_finetune_env, env_options)
     selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0,
                  "validation_curve": []}  # fmt: skip
     best = {"key": None, "state": None}
