@@ -259,8 +259,9 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
                        "300", "--population", "2", "--validation-episodes", "1", "--ft-methods", "ovlr,es",
                        "--ft-starts", "bp",
                        "--ft-credit", "to_go", "--ft-critic",
-                       "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5", "--no-progress",
-                       "--out", str(tmp_path / "aloha.json")])  # fmt: skip
+                       "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5",
+                       "--ft-demo-starts", "0.5", "--no-progress", "--out", str(tmp_path / "aloha.json")])  # fmt: skip
+    assert json.loads((tmp_path / "aloha.json").read_text())["config"]["ft_demo_starts"] == 0.5
     tuned = [row for row in rows if row["policy"] == "bc-bp (2 demos)+ft-ovlr"]
     assert [row["seed"] for row in tuned] == [0, 1]  # each from its own imitation seed
     assert not any(row["policy"] == "bc-bp" for row in rows)  # the full-data setting skipped
@@ -271,6 +272,9 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     with pytest.raises(SystemExit):  # CEM learns its sigma: AR(1) noise refused before anything runs
         aloha.main(["--ft-correlation", "0.5", "--out", str(tmp_path / "never.json")])
     assert "fine-tuning by cem: Invalid correlation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        aloha.main(["--ft-demo-starts", "1.5", "--out", str(tmp_path / "never.json")])
+    assert "--ft-demo-starts 1.5 (a fraction in [0, 1])" in capsys.readouterr().err
 
 
 def test_randomized_vjp_benchmark_smoke(tmp_path):
