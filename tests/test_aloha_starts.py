@@ -59,6 +59,8 @@ def _scripted_run(env, placement: int, steps: int, snapshot_at: int):
 def test_a_restored_snapshot_steps_exactly_as_the_episode_went_on(task):
     snapshot, actions, results = _scripted_run(AlohaStateEnv(task), placement=3, steps=EPISODE_STEPS, snapshot_at=90)
     assert snapshot.steps == 90 and snapshot.placement_seed == 3
+    copied = dataclasses.replace(snapshot, physics=snapshot.physics.copy())
+    assert copied == snapshot and dataclasses.replace(snapshot, steps=91) != snapshot  # compared by value
     other = AlohaStateEnv(task)
     other.reset(seed=11)
     other.step(other.action_space.sample())

@@ -50,7 +50,7 @@ EPISODE_STEPS = 300
 _GRIPPER_OFFSET, _GRIPPER_SCALE = 0.01844, 0.05800 - 0.01844
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Snapshot:
     """An episode's state at a step: ``physics`` is MuJoCo's full integration state
     (``mj_getState(..., mjSTATE_INTEGRATION)``: time, qpos, qvel, actuation, warm start, controls)."""
@@ -59,6 +59,14 @@ class Snapshot:
     placement_seed: int
     steps: int
     physics: np.ndarray
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        same = (self.task, self.placement_seed, self.steps) == (other.task, other.placement_seed, other.steps)
+        return same and np.array_equal(self.physics, other.physics)
+
+    __hash__ = None  # mutable array inside: not a dict key
 
 
 def observation_size(task: str) -> int:
