@@ -91,6 +91,9 @@ def _stepped_env():
         (lambda s: dataclasses.replace(s, physics=np.where(np.arange(len(s.physics)) == 3, np.nan, s.physics)),
          "finite"),
         (lambda s: s.physics, "expected a Snapshot"),
+        (lambda s: dataclasses.replace(s, steps=5.5), "must be integers"),
+        (lambda s: dataclasses.replace(s, placement_seed="1"), "must be integers"),
+        (lambda s: dataclasses.replace(s, placement_seed=-1), "the placement >= 0"),
     ],
 )  # fmt: skip
 def test_a_bad_snapshot_is_refused_before_the_episode_changes(change, pattern):
@@ -245,6 +248,10 @@ def test_cli_refuses_demo_starts_without_demos(demos, tmp_path, capsys):
     code = main(["aloha", "finetune", "--policy", str(policy_file), "--demo-starts", "0.5", "--out",
                  str(tmp_path / "ft.pt"), "--no-progress"])  # fmt: skip
     assert code == 2 and "--demo-starts starts episodes from the demos' states: add --demos" in capsys.readouterr().err
+    for value in ("1.5", "nan"):  # refused before any file is read
+        code = main(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--demo-starts", value, "--out",
+                     str(tmp_path / "ft.pt"), "--no-progress"])  # fmt: skip
+        assert code == 2 and f"--demo-starts {value} must lie in [0, 1]" in capsys.readouterr().err
     demos_file = save_demos(demos, tmp_path / "demos.npz")
     code = main(["aloha", "finetune", "--policy", str(policy_file), "--demos", str(demos_file), "--demo-starts",
                  "0.5", "--imitation-weight", "0", "--env-steps", "600", "--population", "2", "--validate-every",

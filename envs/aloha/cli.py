@@ -162,6 +162,9 @@ def _finetune(args) -> dict:
 
     if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
         raise ValueError("--imitation-weight and --imitation-decay weigh the demos' imitation term: add --demos FILE")
+    if not (0 <= args.demo_starts <= 1 and args.imitation_weight >= 0):  # NaN fails both
+        raise ValueError(f"--demo-starts {args.demo_starts} must lie in [0, 1] and --imitation-weight "
+                         f"{args.imitation_weight} be >= 0")  # fmt: skip
     if args.demos is None and args.demo_starts:
         raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
     policy, meta = load_chunk_policy(args.policy)

@@ -190,6 +190,10 @@ class AlohaStateEnv(gym.Env):
     def _check_snapshot(self, snapshot) -> None:
         if not isinstance(snapshot, Snapshot) or snapshot.task != self.task:
             raise ValueError(f"Invalid snapshot: expected a Snapshot of a {self.task!r} episode, got {snapshot!r:.80}")
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool)
+                   for v in (snapshot.steps, snapshot.placement_seed)) or snapshot.placement_seed < 0:  # fmt: skip
+            raise ValueError(f"Invalid snapshot: step {snapshot.steps!r} and placement {snapshot.placement_seed!r} "
+                             "must be integers, the placement >= 0")  # fmt: skip
         if not 0 <= snapshot.steps < EPISODE_STEPS:
             raise ValueError(f"Invalid snapshot: step {snapshot.steps} (expected 0 <= step < {EPISODE_STEPS})")
         size = self._mujoco.mj_stateSize(self.physics.model.ptr, self._mujoco.mjtState.mjSTATE_INTEGRATION)

@@ -222,8 +222,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
                              reuse=reuse, seed=seed)  # fmt: skip
     imitation, env_options = None, (("task", task), ("chunk", policy.chunk), ("decay", decay))
     if demos is not None:
-        inputs, targets = action_chunks(demos, policy.chunk)
         if imitation_weight:
+            inputs, targets = action_chunks(demos, policy.chunk)
             imitation = ImitationLoss(inputs, targets, ChunkL1(policy.action_std, policy.chunk),
                                       weight=imitation_weight, decay=imitation_decay, seed=derive(seed, 2))  # fmt: skip
         if demo_starts:
