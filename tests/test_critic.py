@@ -68,6 +68,41 @@ def test_gae_lambda_one_is_cost_to_go_minus_value_and_zero_is_the_one_step_error
     np.testing.assert_allclose(critic.advantages(to_go, costs, values, alive), expected)
 
 
+def test_discounted_gae_against_a_hand_computation_and_telescoping_at_lambda_one():
+    """With gamma < 1: delta_t = c_t + gamma V(s_{t+1}) - V(s_t), A_t = delta_t + gamma lambda
+    A_{t+1}; as lambda -> 1 the sum telescopes to the discounted cost-to-go minus V."""
+    gamma = 0.9
+    costs = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    alive = np.array([[True, True], [True, True], [True, False]])
+    to_go = np.zeros_like(costs)
+    following = np.zeros(2)
+    for k in (2, 1, 0):
+        following = np.where(alive[k], costs[k] + gamma * following, 0.0)
+        to_go[k] = following
+    values = np.array([[2.0, 1.0], [1.0, 3.0], [4.0, 0.0]])
+    critic = StateValue(gae_lambda=0.5)
+    delta = np.array([[1 + gamma * 1 - 2, 2 + gamma * 3 - 1], [3 + gamma * 4 - 1, 4 + 0 - 3], [5 + 0 - 4, 0.0]])
+    expected = delta.copy()
+    expected[1] += gamma * 0.5 * np.where(alive[2], expected[2], 0)
+    expected[0] += gamma * 0.5 * expected[1]
+    np.testing.assert_allclose(critic.advantages(to_go, costs, values, alive, discount=gamma), expected)
+    critic.gae_lambda = 1.0 - 1e-12  # the recursion, not the lambda = 1 shortcut
+    np.testing.assert_allclose(critic.advantages(to_go, costs, values, alive, discount=gamma),
+                               np.where(alive, to_go - values, 0.0), atol=1e-9)  # fmt: skip
+    with pytest.raises(ValueError, match=r"Invalid discount: 0"):
+        critic.advantages(to_go, costs, values, alive, discount=0)
+
+
+def test_the_trainer_gives_the_critic_its_discount():
+    critic = frozen_critic()
+    seen = []
+    advantages = critic.advantages
+    critic.advantages = lambda *args, **kwargs: seen.append(kwargs.get("discount")) or advantages(*args, **kwargs)
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0, credit="to_go", critic=critic, discount=0.9) as trainer:
+        trainer.update()
+    assert seen == [0.9]
+
+
 def test_rescaling_the_targets_keeps_every_prediction_and_the_fit_learns():
     critic = StateValue(hidden=(16,), lr=1e-2, epochs=50, batch_size=64, seed=0)
     critic.setup(2, horizon=10)

@@ -9,10 +9,13 @@ advantages are formed before this update's fit), so ``E[V(s_t, t) * score(eps_t)
 estimate stays unbiased while the variance of what the state already decides is gone (the
 state-dependent baseline of REINFORCE and of PPO's critic, Williams 1992; Schulman et al. 2016).
 
-``gae_lambda < 1`` uses generalized advantage estimation (undiscounted):
-``A_t = sum_k lambda^k (c_{t+k} + V(s_{t+k+1}) - V(s_{t+k}))``, ``V = 0`` past the episode's
-end. Its ``V(s_{t+1})`` depends on step t's noise, so it is biased unless V is exact: it trades
-bias for variance. ``gae_lambda = 1`` (default) is ``G_t - V(s_t, t)``, exactly unbiased.
+``gae_lambda < 1`` uses generalized advantage estimation with the costs-to-go's discount gamma
+(the Trainer's ``discount``, 1 by default): ``A_t = sum_k (gamma lambda)^k delta_{t+k}``,
+``delta_t = c_t + gamma V(s_{t+1}) - V(s_t)``, ``V = 0`` past the episode's end; V learns the
+discounted cost-to-go, so the TD errors telescope and lambda = 1 gives ``G_t - V(s_t, t)``. Its
+``V(s_{t+1})`` depends on step t's noise, so it is biased unless V is exact: it trades bias for
+variance. ``gae_lambda = 1`` (default) is ``G_t - V(s_t, t)``, exactly unbiased (for the
+discounted cost-to-go the Trainer credits).
 
 The network sees the observation through the policy's `ObservationNormalizer` (when it has
 one) and the time step as ``t / horizon`` (the env's TimeLimit; left out when the env has none).
@@ -86,16 +89,20 @@ class StateValue:
         """``V(s, t)`` in cost units, ``[m]`` float64."""
         return self.offset + self.scale * self.network(self.features(observations, steps))[:, 0]
 
-    def advantages(self, to_go: np.ndarray, costs: np.ndarray, values: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    def advantages(self, to_go: np.ndarray, costs: np.ndarray, values: np.ndarray, alive: np.ndarray, *,
+                   discount: float = 1.0) -> np.ndarray:  # fmt: skip
         """Per call and episode ``[calls, N]``: ``G - V`` (lambda 1), or GAE(lambda) from the
-        per-step costs; ``alive[k, j]``: episode j was asked at call k (0 elsewhere)."""
+        per-step costs with the discount ``to_go`` was summed with; ``alive[k, j]``: episode j
+        was asked at call k (0 elsewhere)."""
+        if not (isinstance(discount, int | float) and 0.0 < discount <= 1.0):
+            raise ValueError(f"Invalid discount: {discount!r} (expected a number in (0, 1])")
         if self.gae_lambda == 1.0:
             return np.where(alive, to_go - values, 0.0)
         advantages = np.zeros_like(to_go)
         following_value, following = np.zeros(to_go.shape[1]), np.zeros(to_go.shape[1])
         for k in range(to_go.shape[0] - 1, -1, -1):
-            delta = costs[k] + following_value - values[k]
-            following = np.where(alive[k], delta + self.gae_lambda * following, 0.0)
+            delta = costs[k] + discount * following_value - values[k]
+            following = np.where(alive[k], delta + discount * self.gae_lambda * following, 0.0)
             advantages[k] = following
             following_value = np.where(alive[k], values[k], 0.0)
         return advantages

@@ -208,7 +208,7 @@ class Trainer:
         inputs = torch.cat(observed)
         values = np.zeros_like(to_go)
         values[steps.numpy(), np.concatenate(asked)] = self.critic.predict(inputs, steps).numpy()
-        advantages = self.critic.advantages(to_go, costs, values, alive)
+        advantages = self.critic.advantages(to_go, costs, values, alive, discount=self.discount)
         if failed.any():  # the worst cost-to-go, against the critic's value
             advantages[:, failed] = np.where(alive[:, failed], to_go[:, failed] - values[:, failed], 0.0)
         kept = ~np.concatenate([failed[ids] for ids in asked])
