@@ -94,8 +94,7 @@ class StateValue:
         """Per call and episode ``[calls, N]``: ``G - V`` (lambda 1), or GAE(lambda) from the
         per-step costs with the discount ``to_go`` was summed with; ``alive[k, j]``: episode j
         was asked at call k (0 elsewhere)."""
-        if not (isinstance(discount, int | float) and 0.0 < discount <= 1.0):
-            raise ValueError(f"Invalid discount: {discount!r} (expected a number in (0, 1])")
+        discount = check_float(discount, "discount", above=0.0, at_most=1.0)
         if self.gae_lambda == 1.0:
             return np.where(alive, to_go - values, 0.0)
         advantages = np.zeros_like(to_go)
