@@ -170,8 +170,7 @@ class RunConfig:
             raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (add --credit to_go)")
         if self.gae_lambda is None:
             self.gae_lambda = recipe["gae_lambda"] if self.critic != "none" else 1.0
-        if not (isinstance(self.gae_lambda, int | float) and 0.0 <= self.gae_lambda <= 1.0):
-            raise ValueError(f"Invalid gae_lambda: {self.gae_lambda!r} (expected a number in [0, 1])")
+        self.gae_lambda = check_float(self.gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
         if self.gae_lambda != 1.0 and self.critic == "none":
             raise ValueError("Invalid gae_lambda: GAE needs a critic (add --critic state_value)")
         self.correlation = check_float(0.0 if self.correlation is None else self.correlation, "correlation",
