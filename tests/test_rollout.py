@@ -547,8 +547,10 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", solver="cem", critic="state_value")
     with pytest.raises(ValueError, match="GAE needs a critic"):
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
-    for name, bad in [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
-                      ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")), ("correlation", 1.0)]:
+    bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
+                   ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
+                   ("correlation", 1.0)]  # fmt: skip
+    for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
