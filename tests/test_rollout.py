@@ -419,7 +419,7 @@ def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
         assert (out / name).exists(), name
     config = json.loads((out / "config.json").read_text())  # the defaults: per-step credit with critic and reuse
     assert (config["credit"], config["critic"], config["gae_lambda"], config["reuse"]) == ("to_go", "state_value",
-                                                                                           0.95, 20)  # fmt: skip
+                                                                                           0.98, 20)  # fmt: skip
     first = (out / "curve.csv").read_text().splitlines()
     done = bbopt_cli("train", "--resume", out, "--env-steps", 600, "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -527,7 +527,7 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
 
 
 def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_theirs(tmp_path):
-    """OVLR and ES default to per-step credit with its recipe (critic, GAE 0.95, gamma 0.99,
+    """OVLR and ES default to per-step credit with its recipe (critic, GAE 0.98, gamma 0.995,
     population 16, reuse 20); CEM, param_es and --credit episode to the episode recipe; what is
     given explicitly stands, and the defaults bend to it (no GAE without a critic, no reuse with
     correlated noise). A config.json saved before an option existed loads with that option off."""
@@ -537,10 +537,10 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         c = RunConfig(env="Pendulum-v1", **given)
         return c.credit, c.population, c.discount, c.critic, c.gae_lambda, c.reuse
 
-    per_step, per_episode = ("to_go", 16, 0.99, "state_value", 0.95, 20), ("episode", 64, 1.0, "none", 1.0, 1)
+    per_step, per_episode = ("to_go", 16, 0.995, "state_value", 0.98, 20), ("episode", 64, 1.0, "none", 1.0, 1)
     assert recipe() == recipe(solver="es") == per_step
     assert recipe(solver="cem") == recipe(solver="param_es") == recipe(credit="episode") == per_episode
-    assert recipe(critic="none") == ("to_go", 16, 0.99, "none", 1.0, 20)
+    assert recipe(critic="none") == ("to_go", 16, 0.995, "none", 1.0, 20)
     assert recipe(correlation=0.5)[-1] == 1 and recipe(correlation=0.5, reuse=3)[-1] == 3
     assert recipe(population=64, discount=1.0, gae_lambda=1.0) == ("to_go", 64, 1.0, "state_value", 1.0, 20)
     with pytest.raises(ValueError, match="Invalid critic"):
