@@ -139,6 +139,9 @@ def test_bad_critic_settings_are_refused():
         Trainer(FACTORY, make_solver("ovlr"), credit="episode", critic=StateValue())
     with pytest.raises(ValueError, match=r"Invalid gae_lambda: 1\.5"):
         StateValue(gae_lambda=1.5)
+    for bad in (True, float("nan"), "0.9", -0.1):
+        with pytest.raises(ValueError, match="Invalid gae_lambda"):
+            StateValue(gae_lambda=bad)
     with pytest.raises(ValueError, match="epochs"):
         StateValue(epochs=0)
     critic = StateValue()

@@ -53,9 +53,7 @@ class StateValue:
         self.lr = check_float(lr, "lr", above=0)
         self.epochs = check_int(epochs, "epochs", minimum=1)
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
-        if not (isinstance(gae_lambda, int | float) and 0.0 <= gae_lambda <= 1.0):
-            raise ValueError(f"Invalid gae_lambda: {gae_lambda!r} (expected a number in [0, 1])")
-        self.gae_lambda = float(gae_lambda)
+        self.gae_lambda = check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
         self.seed = check_int(seed, "seed", minimum=0)
         self.network: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
