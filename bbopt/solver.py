@@ -155,6 +155,11 @@ class Solver:
             make the later passes biased (PPO's approximation); they extract more from each
             population. Gaussian noise, fixed sigma, no correlation. Default 1: no reuse.
         clip: the ratio clip of ``reuse`` (default 0.2).
+        minibatches: with ``reuse``: each later pass takes this many optimizer steps, one per
+            part of a random split of the recorded steps (drawn from the solver's generator),
+            each part's weights scaled by ``minibatches`` so that its step has the whole batch's
+            scale (PPO's minibatches: more steps for the same compute). Default 1: one step on
+            all recorded steps per pass. The first pass is the plain estimate whatever this is.
     """
 
     natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
@@ -182,6 +187,7 @@ class Solver:
         correlation: float = 0.0,
         reuse: int = 1,
         clip: float = 0.2,
+        minibatches: int = 1,
     ):
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
@@ -237,6 +243,9 @@ class Solver:
             _check_correlation(self.noise, episodes)
         self.reuse = check_int(reuse, "reuse", minimum=1)
         self.clip = check_float(clip, "clip", above=0.0)
+        self.minibatches = check_int(minibatches, "minibatches", minimum=1)
+        if self.minibatches > 1 and self.reuse == 1:
+            raise ValueError("Invalid minibatches: they split the passes of reuse (add reuse=2 or more)")
         if self.reuse > 1:
             _check_reuse(self.noise, episodes, self.correlation)
         self.samples = samples
@@ -560,15 +569,29 @@ class Solver:
             raise
         for passes in range(1, self.reuse):  # the first step stands whatever a later pass meets
             try:
-                stats["reuse_active"] = self._reuse_pass(inputs, mu.detach(), noise, losses, counts,
-                                                         episode_of_record, record_weights)  # fmt: skip
+                stats["reuse_active"] = self._reuse_epoch(inputs, mu.detach(), noise, losses, counts,
+                                                          episode_of_record, record_weights)  # fmt: skip
             except ValueError as error:  # an overflowing ratio-weighted gradient: stop reusing this population
-                warnings.warn(f"reuse stopped after {passes} of {self.reuse} steps on this population: {error}",
+                warnings.warn(f"reuse stopped after {passes} of {self.reuse} passes on this population: {error}",
                               RuntimeWarning, stacklevel=2)  # fmt: skip
                 break
         record.clear()
         self.evaluations += self.episodes
         return stats
+
+    def _reuse_epoch(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights) -> float:
+        """One later pass of ``reuse``: a step on all recorded steps, or with ``minibatches`` one
+        step per part of a random split, each part's weights scaled up to the whole batch's.
+        Returns the share of records active in the pass."""
+        if self.minibatches == 1:
+            return self._reuse_pass(inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights)
+        order = torch.randperm(len(record_weights), generator=self.generator, device=self.generator.device)
+        active = 0.0
+        for part in order.tensor_split(self.minibatches):
+            here, weights = part.to(inputs.device), record_weights[part.to(record_weights.device)] * self.minibatches
+            active += len(part) * self._reuse_pass(inputs[here], behaviour_mu[here], noise[here], losses, counts,
+                                                   episode_of_record[here], weights)  # fmt: skip
+        return active / len(record_weights)
 
     def _reuse_pass(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights) -> float:
         """One more optimizer step on the recorded steps (``reuse``): the actions ``a = mu_old + sigma

@@ -122,9 +122,11 @@ def test_rescaling_the_targets_keeps_every_prediction_and_the_fit_learns():
 
 
 def test_a_run_with_a_critic_resumes_bit_for_bit_and_mismatched_checkpoints_are_refused():
+    """With the per-step recipe's parts: the critic, and reuse passes split into minibatches."""
+
     def trainer(critic=True):
-        return Trainer(FACTORY, make_solver("ovlr", seed=2), eval_every=0, credit="to_go", seed=3,
-                       critic=StateValue(hidden=(8,), seed=4) if critic else None)  # fmt: skip
+        return Trainer(FACTORY, make_solver("ovlr", seed=2, reuse=3, minibatches=2), eval_every=0, credit="to_go",
+                       seed=3, critic=StateValue(hidden=(8,), seed=4) if critic else None)  # fmt: skip
 
     straight, resumed, state = straight_and_resumed(trainer)
     assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))

@@ -283,10 +283,11 @@ def test_bad_correlation_settings_are_refused(options, message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
 
 
-def reuse_solver(reuse, lr=0.0, seed=0, episodes=8):
+def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1):
     policy = MLP(1, 2, hidden=(4,), seed=1)
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
-    return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, reuse=reuse)
+    return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, reuse=reuse,
+                              minibatches=minibatches)  # fmt: skip
 
 
 def test_reuse_passes_of_an_unmoved_policy_repeat_the_first_estimate():
@@ -336,6 +337,38 @@ def test_a_reuse_pass_weights_each_recorded_action_by_its_clipped_likelihood_rat
         torch.testing.assert_close(parameter.grad, grad, rtol=1e-4, atol=1e-5)
 
 
+def test_minibatched_passes_split_the_recorded_steps_and_sum_to_the_whole_batch_step():
+    """An unmoved policy (lr 0): every later pass takes one step per part of a random split of
+    the records, the parts disjoint and covering them all, each part's gradient scaled to the whole
+    batch's, so that they average to the plain estimate; the split differs from pass to pass."""
+    policy, solver = reuse_solver(3, minibatches=3)
+    losses, step_losses = run_toy_episodes(solver)
+    records = len(solver._record.inputs())
+    steps, parts = [], []
+    step = solver.optimizer.step
+
+    def keep_gradient(*args, **kwargs):
+        steps.append(torch.cat([p.grad.reshape(-1) for p in policy.parameters()]))
+        return step(*args, **kwargs)
+
+    pass_of = solver._reuse_pass
+
+    def keep_part(inputs, behaviour_mu, noise, *args):
+        parts.append(noise[:, 0].clone())  # each record's noise tells it from the others
+        return pass_of(inputs, behaviour_mu, noise, *args)
+
+    solver.optimizer.step, solver._reuse_pass = keep_gradient, keep_part
+    stats = solver.tell(losses, step_losses=step_losses)
+    assert len(steps) == 1 + 2 * 3 and solver.steps == 1 and stats["reuse_active"] == 1.0
+    for epoch in (parts[:3], parts[3:]):
+        assert sum(len(part) for part in epoch) == records and len(torch.cat(epoch).unique()) == records
+        assert abs(len(epoch[0]) - len(epoch[2])) <= 1
+    assert not torch.equal(parts[0], parts[3])  # a new split each pass
+    for epoch in (steps[1:4], steps[4:]):
+        assert not torch.allclose(epoch[0], steps[0])  # a part alone is not the whole batch's estimate
+        torch.testing.assert_close(sum(epoch) / 3, steps[0])
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -344,6 +377,9 @@ def test_a_reuse_pass_weights_each_recorded_action_by_its_clipped_likelihood_rat
         ({"episodes": 8, "correlation": 0.5}, "independent steps"),
         ({"episodes": 8, "reuse": 0}, "reuse"),
         ({"episodes": 8, "clip": 0.0}, "clip"),
+        ({"episodes": 8, "minibatches": 0}, "minibatches"),
+        ({"episodes": 8, "minibatches": 2.0}, "minibatches"),
+        ({"episodes": 8, "reuse": 1, "minibatches": 2}, "split the passes of reuse"),
     ],
 )
 def test_bad_reuse_settings_are_refused(options, message):
@@ -362,7 +398,7 @@ def test_a_reuse_pass_that_overflows_leaves_the_first_step_and_a_finished_tell()
 
     solver._reuse_pass = overflowing
     before = torch.cat([p.detach().reshape(-1) for p in policy.parameters()])
-    with pytest.warns(RuntimeWarning, match="reuse stopped after 1 of 3 steps"):
+    with pytest.warns(RuntimeWarning, match="reuse stopped after 1 of 3 passes"):
         solver.tell(losses, step_losses=step_losses)
     assert not torch.equal(before, torch.cat([p.detach().reshape(-1) for p in policy.parameters()]))  # step 1 stands
     assert solver.steps == 1 and not solver._record  # the tell finished: the next ask starts a new population

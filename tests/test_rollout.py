@@ -29,12 +29,12 @@ FACTORY = EnvFactory(point_mass)
 SPACE = PointMass()
 
 
-def make_solver(name="ovlr", episodes=8, seed=0):
+def make_solver(name="ovlr", episodes=8, seed=0, **options):
     policy = control_policy(SPACE.observation_space, SPACE.action_space, hidden=(16,), seed=seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=0.05)
     if name == "param_es":
         return ParameterES(policy, optimizer, sigma=0.1, episodes=episodes, seed=seed)
-    return bbopt.make_solver(name, policy, optimizer, sigma=0.3, episodes=episodes, seed=seed)
+    return bbopt.make_solver(name, policy, optimizer, sigma=0.3, episodes=episodes, seed=seed, **options)
 
 
 def flat(module):
@@ -547,17 +547,21 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", solver="cem", critic="state_value")
     with pytest.raises(ValueError, match="GAE needs a critic"):
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
+    with pytest.raises(ValueError, match="split the passes of --reuse"):
+        RunConfig(env="Pendulum-v1", reuse=1, minibatches=2)
+    assert RunConfig(env="Pendulum-v1", correlation=0.5).minibatches == 1  # no reuse: no minibatches
     bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
-                   ("correlation", 1.0)]  # fmt: skip
+                   ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0)]  # fmt: skip
     for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
-    for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse"):
+    for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "minibatches"):
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
+    assert loaded.minibatches == 1
     assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse) == (
         per_episode)  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({**old, "credit": "to_go"}))  # to-go credit, before discount

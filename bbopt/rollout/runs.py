@@ -75,12 +75,13 @@ __all__ = [
 # of before, left Hopper at its standing plateau); episode credit keeps the earlier recipe. A run's
 # config.json holds every resolved value, so its resumes keep it.
 RECIPES = {
-    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20},
-    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1},
-}
+    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
+              "minibatches": 1},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "minibatches": 1},
+}  # fmt: skip
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
-                     "reuse": 1}  # fmt: skip
+                     "reuse": 1, "minibatches": 1}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -135,6 +136,8 @@ class RunConfig:
     reuse: int | None = _option(help="optimizer steps per population on its recorded steps, the later ones "
                                      "weighted by PPO-clipped likelihood ratios (default 20 with --credit to_go and "
                                      "no --correlation, else 1: no reuse)", type=positive_int)  # fmt: skip
+    minibatches: int | None = _option(help="with --reuse: optimizer steps per later pass, one per part of a random "
+                                           "split of the recorded steps (default 1)", type=positive_int)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -180,6 +183,11 @@ class RunConfig:
         if self.reuse is None:  # the reused steps' likelihood ratios need independent steps
             self.reuse = recipe["reuse"] if not self.correlation else 1
         self.reuse = check_int(self.reuse, "reuse", minimum=1)
+        if self.minibatches is None:
+            self.minibatches = recipe["minibatches"] if self.reuse > 1 else 1
+        self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
+        if self.minibatches > 1 and self.reuse == 1:
+            raise ValueError("Invalid minibatches: they split the passes of --reuse (add --reuse 2 or more)")
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -209,6 +217,7 @@ def build_solver(config: RunConfig, env: gym.Env):
     preset = bbopt.presets.get(config.solver, "episodes").replace(sigma=config.sigma, lr=config.lr)
     extra = {"correlation": config.correlation} if config.correlation else {}  # runs from before keep their solver
     extra |= {"reuse": config.reuse} if config.reuse > 1 else {}
+    extra |= {"minibatches": config.minibatches} if config.minibatches > 1 else {}
     return preset.build(config.solver, policy, episodes=config.population, seed=config.seed, **extra)
 
 
