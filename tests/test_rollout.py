@@ -8,6 +8,7 @@ import os
 import signal
 from dataclasses import asdict
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -531,7 +532,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     population 16, reuse 20); CEM, param_es and --credit episode to the episode recipe; what is
     given explicitly stands, and the defaults bend to it (no GAE without a critic, no reuse with
     correlated noise). A config.json saved before an option existed loads with that option off."""
-    from bbopt.rollout.runs import RunConfig, load_config
+    from bbopt.rollout.runs import RECIPES, RunConfig, build_solver, load_config
 
     def recipe(**given):
         c = RunConfig(env="Pendulum-v1", **given)
@@ -549,19 +550,29 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
     with pytest.raises(ValueError, match="split the passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, minibatches=2)
+    preset_sigma = {name: bbopt.presets.get(name, "episodes").sigma for name in ("ovlr", "param_es")}
+    assert RunConfig(env="Pendulum-v1").sigma == RECIPES["to_go"]["sigma"]  # the per-step recipe's action noise
+    assert RunConfig(env="Pendulum-v1", credit="episode").sigma == preset_sigma["ovlr"]
+    assert RunConfig(env="Pendulum-v1", solver="param_es").sigma == preset_sigma["param_es"]  # parameter space
+    assert RunConfig(env="Pendulum-v1", sigma=0.7).sigma == 0.7
+    given = RunConfig(env="Pendulum-v1", clip=0.3, minibatches=2)
+    solver = build_solver(given, gymnasium.make("Pendulum-v1"))
+    assert (solver.clip, solver.minibatches) == (0.3, 2)
+    assert solver.noise.scale(torch.zeros(1, 1)).item() == pytest.approx(given.sigma)
     assert RunConfig(env="Pendulum-v1", correlation=0.5).minibatches == 1  # no reuse: no minibatches
     bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
-                   ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0)]  # fmt: skip
+                   ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0), ("clip", 0.0),
+                   ("clip", float("inf")), ("clip", True)]  # fmt: skip
     for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
-    for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "minibatches"):
+    for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches"):
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
-    assert loaded.minibatches == 1
+    assert (loaded.clip, loaded.minibatches, loaded.sigma) == (0.2, 1, old["sigma"])
     assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse) == (
         per_episode)  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({**old, "credit": "to_go"}))  # to-go credit, before discount

@@ -72,16 +72,20 @@ __all__ = [
 # steps per population on its recorded steps (clipped likelihood ratios). Picked from 1M-step runs
 # on HalfCheetah-v5 and Hopper-v5, seed 0 only (README, "MuJoCo locomotion"): population and reuse
 # before GAE used the discount (3b6c4b7), gamma and lambda after (gamma 0.99 with GAE 0.95, the pick
-# of before, left Hopper at its standing plateau); episode credit keeps the earlier recipe. A run's
-# config.json holds every resolved value, so its resumes keep it.
+# of before, left Hopper at its standing plateau), sigma 0.4 for OVLR and ES last (seeds 0-2: HalfCheetah
+# 4,334 against 3,955 at the presets' 0.3, Hopper as often off its standing plateau; 0.5 fell to 2,350 on
+# HalfCheetah seed 0; a clip of 0.3 lifted HalfCheetah to 4,743 but left Hopper standing on more seeds).
+# Episode credit keeps the earlier recipe. A run's config.json holds every resolved value, so its resumes
+# keep it.
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
-              "minibatches": 1},
-    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "minibatches": 1},
+              "clip": 0.2, "minibatches": 1, "sigma": 0.4},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "clip": 0.2,
+                "minibatches": 1, "sigma": None},  # sigma None: the solver's preset
 }  # fmt: skip
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
-                     "reuse": 1, "minibatches": 1}  # fmt: skip
+                     "reuse": 1, "clip": 0.2, "minibatches": 1}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -110,7 +114,8 @@ class RunConfig:
     env_steps: int = _option(2_000_000, type=step_count,
                              help="total env steps, e.g. 2e6 (default 2e6; with --resume: a new total, else the "
                                   "run's own)")  # fmt: skip
-    sigma: float | None = _option(help="noise scale (default per solver)", type=float)  # None: the preset's
+    sigma: float | None = _option(help="noise scale (default 0.4 with --credit to_go, else per solver)",
+                                  type=float)  # fmt: skip
     lr: float | None = _option(help="Adam's step (default per solver)", type=float)
     hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=_meta(
         "hidden widths (default 64,64; '' for a linear policy)", widths))  # fmt: skip
@@ -136,6 +141,8 @@ class RunConfig:
     reuse: int | None = _option(help="optimizer steps per population on its recorded steps, the later ones "
                                      "weighted by PPO-clipped likelihood ratios (default 20 with --credit to_go and "
                                      "no --correlation, else 1: no reuse)", type=positive_int)  # fmt: skip
+    clip: float | None = _option(help="with --reuse: PPO's clip of the likelihood ratios (default 0.2)",
+                                 type=float)  # fmt: skip
     minibatches: int | None = _option(help="with --reuse: optimizer steps per later pass, one per part of a random "
                                            "split of the recorded steps (default 1)", type=positive_int)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
@@ -154,14 +161,17 @@ class RunConfig:
         load_problems()  # the problem packages' ids are registered ids too
         if not isinstance(self.env, str) or self.env not in gym.registry:
             raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
-        preset = bbopt.presets.get(self.solver, "episodes")
-        self.sigma = check_float(preset.sigma if self.sigma is None else self.sigma, "sigma", above=0)
-        self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
         if self.credit is None:
             self.credit = "to_go" if getattr(SOLVERS[self.solver], "step_credit", False) else "episode"
         if self.credit not in RECIPES:
             raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
         recipe = RECIPES[self.credit]
+        preset = bbopt.presets.get(self.solver, "episodes")
+        if self.sigma is None:  # the recipe's action-space sigma, else the preset's (param_es: parameter space)
+            output_space = self.solver in bbopt.presets.names("episodes", output_space=True)
+            self.sigma = recipe["sigma"] if recipe["sigma"] is not None and output_space else preset.sigma
+        self.sigma = check_float(self.sigma, "sigma", above=0)
+        self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
         self.population = recipe["population"] if self.population is None else self.population
         check_int(self.population, "population", minimum=2, even=True)
         self.discount = check_float(recipe["discount"] if self.discount is None else self.discount, "discount",
@@ -183,6 +193,7 @@ class RunConfig:
         if self.reuse is None:  # the reused steps' likelihood ratios need independent steps
             self.reuse = recipe["reuse"] if not self.correlation else 1
         self.reuse = check_int(self.reuse, "reuse", minimum=1)
+        self.clip = check_float(recipe["clip"] if self.clip is None else self.clip, "clip", above=0.0)
         if self.minibatches is None:
             self.minibatches = recipe["minibatches"] if self.reuse > 1 else 1
         self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
@@ -216,7 +227,7 @@ def build_solver(config: RunConfig, env: gym.Env):
     policy = control_policy(env.observation_space, env.action_space, hidden=config.hidden, seed=config.seed)
     preset = bbopt.presets.get(config.solver, "episodes").replace(sigma=config.sigma, lr=config.lr)
     extra = {"correlation": config.correlation} if config.correlation else {}  # runs from before keep their solver
-    extra |= {"reuse": config.reuse} if config.reuse > 1 else {}
+    extra |= {"reuse": config.reuse, "clip": config.clip} if config.reuse > 1 else {}
     extra |= {"minibatches": config.minibatches} if config.minibatches > 1 else {}
     return preset.build(config.solver, policy, episodes=config.population, seed=config.seed, **extra)
 
