@@ -550,11 +550,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
     with pytest.raises(ValueError, match="split the passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, minibatches=2)
-    preset_sigma = {name: bbopt.presets.get(name, "episodes").sigma for name in ("ovlr", "param_es")}
-    assert RunConfig(env="Pendulum-v1").sigma == RECIPES["to_go"]["sigma"]  # the per-step recipe's action noise
-    assert RunConfig(env="Pendulum-v1", credit="episode").sigma == preset_sigma["ovlr"]
-    assert RunConfig(env="Pendulum-v1", solver="param_es").sigma == preset_sigma["param_es"]  # parameter space
-    assert RunConfig(env="Pendulum-v1", sigma=0.7).sigma == 0.7
+    assert RunConfig(env="Pendulum-v1").clip == RECIPES["to_go"]["clip"]
     given = RunConfig(env="Pendulum-v1", clip=0.3, minibatches=2)
     solver = build_solver(given, gymnasium.make("Pendulum-v1"))
     assert (solver.clip, solver.minibatches) == (0.3, 2)
