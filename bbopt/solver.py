@@ -157,8 +157,9 @@ class Solver:
         clip: the ratio clip of ``reuse`` (default 0.2).
         minibatches: with ``reuse``: each later pass takes this many optimizer steps, one per
             part of a random split of the recorded steps (drawn from the solver's generator),
-            each part's weights scaled by ``minibatches`` so that its step has the whole batch's
-            scale (PPO's minibatches: more steps for the same compute). Default 1: one step on
+            each part's weights scaled by the number of parts so that its step has the whole
+            batch's scale (PPO's minibatches: more steps for the same compute; at most one part
+            per recorded step). Default 1: one step on
             all recorded steps per pass. The first pass is the plain estimate whatever this is.
     """
 
@@ -586,9 +587,10 @@ class Solver:
         if self.minibatches == 1:
             return self._reuse_pass(inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights)
         order = torch.randperm(len(record_weights), generator=self.generator, device=self.generator.device)
+        parts = order.tensor_split(min(self.minibatches, len(order)))  # no empty part when records are few
         active = 0.0
-        for part in order.tensor_split(self.minibatches):
-            here, weights = part.to(inputs.device), record_weights[part.to(record_weights.device)] * self.minibatches
+        for part in parts:
+            here, weights = part.to(inputs.device), record_weights[part.to(record_weights.device)] * len(parts)
             active += len(part) * self._reuse_pass(inputs[here], behaviour_mu[here], noise[here], losses, counts,
                                                    episode_of_record[here], weights)  # fmt: skip
         return active / len(record_weights)

@@ -369,6 +369,25 @@ def test_minibatched_passes_split_the_recorded_steps_and_sum_to_the_whole_batch_
         torch.testing.assert_close(sum(epoch) / 3, steps[0])
 
 
+def test_more_minibatches_than_recorded_steps_take_one_step_per_step():
+    """minibatches above the record count: one part per record, none empty (an empty part would
+    step on nothing and report a share of nan), and the parts still average to the plain step."""
+    policy, solver = reuse_solver(2, minibatches=10_000)
+    losses, step_losses = run_toy_episodes(solver)
+    records = len(solver._record.inputs())
+    steps = []
+    step = solver.optimizer.step
+
+    def keep_gradient(*args, **kwargs):
+        steps.append(torch.cat([p.grad.reshape(-1) for p in policy.parameters()]))
+        return step(*args, **kwargs)
+
+    solver.optimizer.step = keep_gradient
+    stats = solver.tell(losses, step_losses=step_losses)
+    assert len(steps) == 1 + records and stats["reuse_active"] == 1.0
+    torch.testing.assert_close(sum(steps[1:]) / records, steps[0])
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

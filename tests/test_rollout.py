@@ -532,7 +532,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     population 16, reuse 20); CEM, param_es and --credit episode to the episode recipe; what is
     given explicitly stands, and the defaults bend to it (no GAE without a critic, no reuse with
     correlated noise). A config.json saved before an option existed loads with that option off."""
-    from bbopt.rollout.runs import RECIPES, RunConfig, build_solver, load_config
+    from bbopt.rollout.runs import RunConfig, build_solver, load_config
 
     def recipe(**given):
         c = RunConfig(env="Pendulum-v1", **given)
@@ -550,7 +550,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
     with pytest.raises(ValueError, match="split the passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, minibatches=2)
-    assert RunConfig(env="Pendulum-v1").clip == RECIPES["to_go"]["clip"]
+    assert RunConfig(env="Pendulum-v1").clip == 0.2
     given = RunConfig(env="Pendulum-v1", clip=0.3, minibatches=2)
     solver = build_solver(given, gymnasium.make("Pendulum-v1"))
     assert (solver.clip, solver.minibatches) == (0.3, 2)

@@ -78,14 +78,12 @@ __all__ = [
 # seed. Episode credit keeps the earlier recipe. A run's config.json holds every resolved value, so its
 # resumes keep it.
 RECIPES = {
-    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
-              "clip": 0.2, "minibatches": 1},
-    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "clip": 0.2,
-                "minibatches": 1},
-}  # fmt: skip
+    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1},
+}
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
-                     "reuse": 1, "clip": 0.2, "minibatches": 1}  # fmt: skip
+                     "reuse": 1}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -140,10 +138,9 @@ class RunConfig:
     reuse: int | None = _option(help="optimizer steps per population on its recorded steps, the later ones "
                                      "weighted by PPO-clipped likelihood ratios (default 20 with --credit to_go and "
                                      "no --correlation, else 1: no reuse)", type=positive_int)  # fmt: skip
-    clip: float | None = _option(help="with --reuse: PPO's clip of the likelihood ratios (default 0.2)",
-                                 type=float)  # fmt: skip
-    minibatches: int | None = _option(help="with --reuse: optimizer steps per later pass, one per part of a random "
-                                           "split of the recorded steps (default 1)", type=positive_int)  # fmt: skip
+    clip: float = _option(0.2, help="with --reuse: PPO's clip of the likelihood ratios (default 0.2)", type=float)
+    minibatches: int = _option(1, help="with --reuse: optimizer steps per later pass, one per part of a random split "
+                                       "of the recorded steps (default 1)", type=positive_int)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -160,14 +157,14 @@ class RunConfig:
         load_problems()  # the problem packages' ids are registered ids too
         if not isinstance(self.env, str) or self.env not in gym.registry:
             raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
+        preset = bbopt.presets.get(self.solver, "episodes")
+        self.sigma = check_float(preset.sigma if self.sigma is None else self.sigma, "sigma", above=0)
+        self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
         if self.credit is None:
             self.credit = "to_go" if getattr(SOLVERS[self.solver], "step_credit", False) else "episode"
         if self.credit not in RECIPES:
             raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
         recipe = RECIPES[self.credit]
-        preset = bbopt.presets.get(self.solver, "episodes")
-        self.sigma = check_float(preset.sigma if self.sigma is None else self.sigma, "sigma", above=0)
-        self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
         self.population = recipe["population"] if self.population is None else self.population
         check_int(self.population, "population", minimum=2, even=True)
         self.discount = check_float(recipe["discount"] if self.discount is None else self.discount, "discount",
@@ -189,9 +186,7 @@ class RunConfig:
         if self.reuse is None:  # the reused steps' likelihood ratios need independent steps
             self.reuse = recipe["reuse"] if not self.correlation else 1
         self.reuse = check_int(self.reuse, "reuse", minimum=1)
-        self.clip = check_float(recipe["clip"] if self.clip is None else self.clip, "clip", above=0.0)
-        if self.minibatches is None:
-            self.minibatches = recipe["minibatches"] if self.reuse > 1 else 1
+        self.clip = check_float(self.clip, "clip", above=0.0)
         self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
         if self.minibatches > 1 and self.reuse == 1:
             raise ValueError("Invalid minibatches: they split the passes of --reuse (add --reuse 2 or more)")
