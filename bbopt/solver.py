@@ -153,7 +153,8 @@ class Solver:
             as PPO's surrogate is (Schulman et al. 2017: a step whose ratio left ``[1 - clip,
             1 + clip]`` in the direction its weight pushes gets no gradient). Per-step ratios
             make the later passes biased (PPO's approximation); they extract more from each
-            population. Gaussian noise, fixed sigma, no correlation. Default 1: no reuse.
+            population. Gaussian noise, a sigma that does not learn (fixed, or `bbopt.sigma.Scheduled`:
+            it advances once per tell, after the passes), no correlation. Default 1: no reuse.
         clip: the ratio clip of ``reuse`` (default 0.2).
         minibatches: with ``reuse``: each later pass takes this many optimizer steps, one per
             part of a random split of the recorded steps (drawn from the solver's generator),
@@ -564,7 +565,7 @@ class Solver:
                 record_weights = self._group_weights(losses, counts)[0, episode_of_record.cpu()]
             stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise,
                                  episode_of_record=episode_of_record, record_weights=record_weights,
-                                 autograd_loss=autograd_loss)  # fmt: skip
+                                 autograd_loss=autograd_loss, noise_step=self.reuse == 1)  # fmt: skip
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
             raise
@@ -576,6 +577,9 @@ class Solver:
                 warnings.warn(f"reuse stopped after {passes} of {self.reuse} passes on this population: {error}",
                               RuntimeWarning, stacklevel=2)  # fmt: skip
                 break
+        if self.reuse > 1:  # sigma (fixed or scheduled) advances once, after every pass used the behaviour sigma
+            self.noise.update(record_weights[None].to(device=self.device, dtype=mu.dtype), noise[None], pairs=False)
+            stats["sigma"] = self.noise.mean_sigma()
         record.clear()
         self.evaluations += self.episodes
         return stats
@@ -610,7 +614,8 @@ class Solver:
         # max(r w, clip(r) w) is r w where the clipped term is not the larger, else 0
         active = torch.where(weights > 0, ratio > 1 - self.clip, ratio < 1 + self.clip)
         self._update(mu=mu, losses=losses, counts=counts, noise=shifted, episode_of_record=episode_of_record,
-                     record_weights=torch.where(active, ratio * weights, 0.0), counted=False)  # fmt: skip
+                     record_weights=torch.where(active, ratio * weights, 0.0), counted=False,
+                     noise_step=False)  # fmt: skip
         return float(active.to(torch.float64).mean())
 
     def _step_weights(self, step_losses) -> torch.Tensor:
@@ -626,8 +631,11 @@ class Solver:
         return weights
 
     def _update(self, *, mu, losses, counts, noise, episode_of_record=None, record_weights=None,
-                paired=False, raw_weights=None, autograd_loss=None, counted=True) -> dict[str, float]:  # fmt: skip
-        """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update.
+                paired=False, raw_weights=None, autograd_loss=None, counted=True,
+                noise_step=True) -> dict[str, float]:  # fmt: skip
+        """Weights -> output signal v -> one VJP -> one optimizer step -> noise model update
+        (``noise_step=False``: the caller updates the noise model, as a tell with reuse does after
+        its passes).
 
         Group mode: ``mu[G, d]``, ``noise[G, n, width]`` (``paired``: ``[G, n/2, width]``, the
         first of each antithetic pair). Episode mode: ``mu[R, d]`` and ``noise[R, width]`` for
@@ -678,7 +686,8 @@ class Solver:
         self.optimizer.step()
         if self._shard is not None and self.noise.learns:  # from the whole batch, in one process's scale
             by_group = (self._shard.gather(by_group[0]) / self._shard.world, self._shard.gather(by_group[1]))
-        self.noise.update(*by_group, pairs=pairs)
+        if noise_step:
+            self.noise.update(*by_group, pairs=pairs)
         self.steps += int(counted)  # a reuse pass is part of its tell
         values = losses.numpy()  # float64 on the CPU (as_losses): numpy's reductions cost a tenth of torch's here
         return {
@@ -835,13 +844,14 @@ def _check_correlation(noise: NoiseModel, episodes: int | None) -> None:
 
 
 def _check_reuse(noise: NoiseModel, episodes: int | None, correlation: float) -> None:
-    """Sample reuse needs episodes and the per-step Gaussian density of a fixed-sigma default model."""
+    """Sample reuse needs episodes and the per-step Gaussian density of the default model with a
+    sigma that does not learn (fixed or scheduled: constant within each tell)."""
     if episodes is None:
         raise ValueError("Invalid reuse: reusing recorded steps is for episode mode (episodes=N)")
     if noise.family.name != "gaussian" or type(noise) is not Scaled or noise.learns or correlation:
         raise ValueError(
-            "Invalid reuse: the likelihood ratios need the default model with Gaussian noise, a fixed sigma and "
-            f"independent steps (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns}, "
+            "Invalid reuse: the likelihood ratios need the default model with Gaussian noise, a fixed or scheduled "
+            f"sigma and independent steps (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns}, "
             f"correlation={correlation})"
         )
 

@@ -388,12 +388,31 @@ def test_more_minibatches_than_recorded_steps_take_one_step_per_step():
     torch.testing.assert_close(sum(steps[1:]) / records, steps[0])
 
 
+def test_a_scheduled_sigma_steps_once_per_tell_and_its_reuse_passes_see_the_behaviour_sigma():
+    """A schedule is a sigma that does not learn, so reuse accepts it: every pass of one tell must
+    use the sigma the actions were drawn with, and the schedule advance once, after the passes.
+    The parameters then equal a fixed sigma's run; only the next population's sigma differs."""
+    results = []
+    for sigma in (0.5, bbopt.sigma.Scheduled(lambda t: 0.5 * 0.5**t)):
+        policy = MLP(1, 2, hidden=(4,), seed=1)
+        solver = bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=1.0), sigma=sigma, episodes=8, seed=0,
+                            reuse=3)  # fmt: skip
+        losses, step_losses = run_toy_episodes(solver)
+        stats = solver.tell(losses, step_losses=step_losses)
+        results.append((torch.cat([p.detach().reshape(-1) for p in policy.parameters()]), solver, stats))
+    (fixed, _, _), (scheduled, solver, stats) = results
+    torch.testing.assert_close(scheduled, fixed)
+    assert solver.noise.sigma.steps == 1 and stats["sigma"] == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"samples": 8}, "for episode mode"),
         ({"episodes": 8, "noise": "laplace"}, "Gaussian noise"),
         ({"episodes": 8, "correlation": 0.5}, "independent steps"),
+        ({"episodes": 8, "sigma": bbopt.sigma.CSA(0.5)}, "a fixed or scheduled sigma"),
+        ({"episodes": 8, "sigma": bbopt.sigma.Learned(0.5)}, "a fixed or scheduled sigma"),
         ({"episodes": 8, "reuse": 0}, "reuse"),
         ({"episodes": 8, "clip": 0.0}, "clip"),
         ({"episodes": 8, "minibatches": 0}, "minibatches"),
