@@ -386,6 +386,24 @@ def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
         finetune_solver(policy, "ovlr", correlation=0.5, reuse=2)
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("sigma", -1.0, r"Invalid sigma: -1.0 \(expected a finite float > 0"),
+        ("sigma", float("nan"), r"Invalid sigma: nan"),
+        ("lr", 0.0, r"Invalid lr: 0.0 \(expected a finite float > 0"),
+        ("lr", float("inf"), r"Invalid lr: inf"),
+    ],
+)
+def test_finetune_solver_refuses_a_bad_sigma_or_lr_by_its_given_value(demos, option, value, message):
+    """Refused as given, before sigma is scaled by each action's std (which printed a tensor of
+    every dimension) and before an Adam step of 0 ran a whole fine-tuning that moved nothing, or
+    one of inf ended in 'Invalid action'."""
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    with pytest.raises(ValueError, match=message):
+        finetune_solver(policy, "ovlr", **{option: value})
+
+
 def test_finetune_mixes_the_demos_imitation_loss_with_a_critic_and_correlated_noise(demos):
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
     policy, history, _ = finetune(policy, "transfer_cube", env_steps=600, population=2, credit="to_go",

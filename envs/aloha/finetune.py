@@ -142,6 +142,8 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     refuses, e.g. AR(1) noise for a solver that learns its sigma). ``correlation=None``: AR(1)
     noise at `CORRELATION` where the solver takes it (OVLR, ES) and no ``reuse`` is asked for (its
     likelihood ratios need independent steps), else independent noise (CEM)."""
+    sigma = bbopt.checks.check_float(sigma, "sigma", above=0.0)  # as given: not a tensor of every dimension
+    lr = bbopt.checks.check_float(lr, "lr", above=0.0)  # 0 would run a whole fine-tuning that moves nothing
     if correlation is None and reuse > 1:
         correlation = 0.0
     if correlation is None:
