@@ -242,6 +242,32 @@ def test_missing_demos_file_says_how_to_make_one(tmp_path):
         load_demos(tmp_path / "nothing.npz")
 
 
+@pytest.mark.parametrize("content", [b"not an archive at all", b"\x80\x04K\x01.", b"PK\x03\x04 truncated zip"])
+def test_a_file_that_is_no_npz_archive_is_refused_as_not_demos(tmp_path, content):
+    """A policy file, a pickle or a torn archive given as demos: one plain refusal naming the file
+    (numpy's own message for a pickle advised loading it with allow_pickle)."""
+    path = tmp_path / "policy.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"Invalid demos file .*policy\.pt: not an \.npz archive") as caught:
+        load_demos(path)
+    assert "allow_pickle" not in str(caught.value)
+
+
+def test_a_single_npy_array_or_a_damaged_member_is_refused_as_demos(demos, tmp_path):
+    array = tmp_path / "demos.npz"
+    with array.open("wb") as handle:
+        np.save(handle, np.zeros(3))
+    with pytest.raises(ValueError, match=r"not an \.npz archive"):
+        load_demos(array)
+    damaged = save_demos(demos, tmp_path / "good.npz")
+    raw = bytearray(damaged.read_bytes())
+    start = raw.index(b"observations.npy") + 200  # inside that member's stored data: its CRC no longer matches
+    raw[start : start + 64] = bytes(64)
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="an unreadable member"):
+        load_demos(damaged)
+
+
 def test_action_chunks_repeat_the_last_action(demos):
     inputs, targets = action_chunks(demos, 4)
     (_, actions), length = demos.split()[0], int(demos.episode_lengths[0])
@@ -326,9 +352,19 @@ def test_behavior_cloning_lowers_the_chunk_loss(demos, method):
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
 
 
-def test_behavior_cloning_bad_method(demos):
-    with pytest.raises(ValueError, match="method"):
-        behavior_clone(demos, "adam", epochs=1)
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"method": "adam"}, "method"),
+        ({"method": "ovlr", "sigma": 0.0}, r"Invalid sigma: 0\.0 \(expected a finite float > 0"),
+        ({"method": "ovlr", "sigma": float("nan")}, r"Invalid sigma: nan"),
+        ({"lr": -1.0}, r"Invalid lr: -1\.0"),
+        ({"lr": float("inf")}, r"Invalid lr: inf"),
+    ],
+)
+def test_behavior_cloning_refuses_bad_settings_as_given(demos, options, message):
+    with pytest.raises(ValueError, match=message):  # a sigma not first scaled to a tensor of every dimension
+        behavior_clone(demos, epochs=1, progress=False, **options)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -476,6 +512,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
 
     refused(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.pt")],
             "bbopt aloha train: No demonstrations file")  # fmt: skip
+    refused(["aloha", "train", "--demos", str(tmp_path / "none.npz"), "--out", str(tmp_path / "none.npz")],
+            "would overwrite the demos file")  # fmt: skip
     refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--imitation-weight", "0.5", "--out",
              str(tmp_path / "f.pt")], "add --demos FILE")  # fmt: skip
     with pytest.raises(SystemExit):  # argparse
@@ -484,6 +522,16 @@ def test_cli_errors_are_messages(tmp_path, capsys):
     refused(["aloha", "evaluate", "--policy", str(tmp_path / "junk.pt")], "junk.pt: not a checkpoint")
     refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--out", str(tmp_path / "f.pt")],
             "bbopt aloha finetune: No policy file")  # fmt: skip
+    (tmp_path / "bc.pt").write_text("the start policy")  # refused before it is read: it stays as it was
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "bc.pt"), "--out", str(tmp_path / "." / "bc.pt")],
+            "would overwrite the start policy's file")  # fmt: skip
+    (tmp_path / "bc.csv").write_text("a policy named .csv")  # the curve's name (--out with .csv) is checked too
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "bc.csv"), "--out", str(tmp_path / "bc.pt")],
+            "with the curve")  # fmt: skip
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "bc.pt"), "--demos", str(tmp_path / "d.npz"), "--out",
+             str(tmp_path / "d.npz")], "would overwrite the demos file")  # fmt: skip
+    assert (tmp_path / "bc.pt").read_text() == "the start policy"
+    assert (tmp_path / "bc.csv").read_text() == "a policy named .csv"
 
 
 def test_video_of_an_evaluation(tmp_path):

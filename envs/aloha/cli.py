@@ -137,6 +137,8 @@ def _train(args) -> dict:
     from bbopt.envs.aloha.imitation import behavior_clone
     from bbopt.envs.aloha.policy_files import save_chunk_policy
 
+    if args.out.resolve() == args.demos.resolve():
+        raise ValueError(f"--out {args.out} would overwrite the demos file with the policy: give another --out")
     demos = load_demos(args.demos)
     began = time.perf_counter()
     with tensorboard_or_none(args.tensorboard) as tracker:
@@ -167,6 +169,13 @@ def _finetune(args) -> dict:
                          f"{args.imitation_weight} be >= 0")  # fmt: skip
     if args.demos is None and args.demo_starts:
         raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
+    read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
+    for written in (args.out, args.out.with_suffix(".csv")):  # the policy and its curve
+        for what, path in read.items():
+            if written.resolve() == path.resolve():
+                raise ValueError(f"--out {args.out} would overwrite {what} ({path}) with "
+                                 f"{'the curve' if written.suffix == '.csv' else 'the fine-tuned policy'}: "
+                                 "give another --out")  # fmt: skip
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs

@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from bbopt.rollout.checkpoint import atomic_write
 __all__ = ["SCHEMA", "Demos", "action_chunks", "generate_demos", "load_demos", "save_demos", "scripted_episode"]
 
 SCHEMA = "bbopt.aloha.demos/1"
+UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)  # what reading a bad .npz raises
 ACTION_DIM = 14
 NOISE_CORRELATION = 0.95
 
@@ -167,14 +170,25 @@ def load_demos(path) -> Demos:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No demonstrations file at {path} (make one with: bbopt aloha demos --out {path})")
-    with np.load(path, allow_pickle=False) as data:
+    not_npz = f"Invalid demos file {path}: not an .npz archive of demonstrations (make one with: bbopt aloha demos)"
+    try:
+        data = np.load(path, allow_pickle=False)
+    except UNREADABLE:  # a pickle, a torch file, a torn archive, text
+        raise ValueError(not_npz) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a single .npy array
+        raise ValueError(not_npz)
+    with data:
         missing = {"observations", "actions", "episode_lengths", "placement_seeds", "meta"} - set(data.files)
         if missing:
             raise ValueError(f"Invalid demos file {path}: missing {sorted(missing)}")
-        meta = json.loads(str(data["meta"]))
-        if meta.get("schema") != SCHEMA:
-            raise ValueError(f"Invalid demos file {path}: schema {meta.get('schema')!r} (expected {SCHEMA!r})")
-        fields = {name: data[name] for name in ("observations", "actions", "episode_lengths", "placement_seeds")}
+        try:
+            meta = json.loads(str(data["meta"]))
+            fields = {name: data[name] for name in ("observations", "actions", "episode_lengths", "placement_seeds")}
+        except UNREADABLE as error:  # a damaged member (CRC, truncation), bad JSON
+            raise ValueError(f"Invalid demos file {path}: an unreadable member ({error})") from None
+        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+            schema = meta.get("schema") if isinstance(meta, dict) else None
+            raise ValueError(f"Invalid demos file {path}: schema {schema!r} (expected {SCHEMA!r})")
     for name, kind in (("observations", "f"), ("actions", "f"), ("episode_lengths", "i"), ("placement_seeds", "i")):
         if fields[name].dtype.kind != kind:
             raise ValueError(f"Invalid demos file {path}: {name} has dtype {fields[name].dtype}")

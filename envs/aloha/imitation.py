@@ -57,6 +57,8 @@ def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=
     """
     if method not in METHODS:
         raise ValueError(f"Invalid method {method!r}: expected one of {METHODS}")
+    lr = bbopt.checks.check_float(lr, "lr", above=0.0)
+    sigma = bbopt.checks.check_float(sigma, "sigma", above=0.0)  # as given, before it is scaled per dimension
     policy = make_chunk_policy(demos, chunk=chunk, hidden=hidden, seed=seed)
     inputs, targets = action_chunks(demos, chunk)
     generator = torch.Generator().manual_seed(seed)
