@@ -25,6 +25,7 @@ from bbopt.envs.ioh import (
     preset_for,
     solve,
 )
+from bbopt.envs.ioh.suite import parse_ids
 
 IOH_IDS = sorted(id for id, spec in gymnasium.registry.items() if "envs.ioh" in str(spec.entry_point))
 
@@ -118,6 +119,9 @@ BAD = {
     "algorithm": (lambda: IOHAlgorithm("pso"),
                   r"Invalid solver name: 'pso' \(expected one of \['cem', 'es', 'ovlr'\]\)"),
     "log dir": (lambda: attach_analyzer(get_problem("bbob", 1, 1, 2), None, algorithm_name="x"), r"Invalid out"),
+    "ids twice": (lambda: parse_ids("1,1", "functions"), r"Invalid functions: '1,1' names 1 twice"),
+    "ranges overlap": (lambda: parse_ids("1-5,3-7", "instances"), r"Invalid instances: '1-5,3-7' names 3, 4, 5 twice"),
+    "ids malformed": (lambda: parse_ids("1-x", "functions"), r"Invalid functions: '1-x' \(expected ids like"),
 }  # fmt: skip
 
 

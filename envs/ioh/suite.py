@@ -6,6 +6,7 @@ that spends ``objective.budget`` (bbopt solvers via `optimize`; peers in the ben
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -43,6 +44,9 @@ def parse_ids(text: str, argument: str) -> list[int]:
         raise ValueError(f"Invalid {argument}: {text!r} (expected ids like 1-24 or 5,20)") from error
     if not ids:
         raise ValueError(f"Invalid {argument}: {text!r} is empty")
+    twice = sorted(i for i, count in collections.Counter(ids).items() if count > 1)
+    if twice:  # each would run (and count in the ECDF) twice
+        raise ValueError(f"Invalid {argument}: {text!r} names {', '.join(map(str, twice))} twice")
     return ids
 
 
