@@ -199,6 +199,9 @@ def test_a_local_ray_pool_listens_on_the_loopback_only(ray_pool):
 
 def test_a_stopped_ray_actor_is_killed_replaced_and_replayed(ray_pool, expected):
     ray = ray_pool.ray
+    # the pool is the module's: count this test's restarts only (under load, the actors' first
+    # reset in the loopback test has taken more than its 62 s and been restarted once each)
+    before = ray_pool.restarts
     pids = [ray.get(actor.__ray_call__.remote(lambda self: os.getpid())) for actor in ray_pool.actors]
 
     def stop_at_four(t):
@@ -207,4 +210,4 @@ def test_a_stopped_ray_actor_is_killed_replaced_and_replayed(ray_pool, expected)
 
     with pytest.warns(RuntimeWarning, match=r"worker 1 \(Ray actor\) did not answer a step call within 2 s"):
         got = scripted_rollout(ray_pool, SEEDS, before_step=stop_at_four)
-    assert ray_pool.restarts == 1 and same(got, expected)
+    assert ray_pool.restarts - before == 1 and same(got, expected)
