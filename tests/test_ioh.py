@@ -122,6 +122,7 @@ BAD = {
     "ids twice": (lambda: parse_ids("1,1", "functions"), r"Invalid functions: '1,1' names 1 twice"),
     "ranges overlap": (lambda: parse_ids("1-5,3-7", "instances"), r"Invalid instances: '1-5,3-7' names 3, 4, 5 twice"),
     "ids malformed": (lambda: parse_ids("1-x", "functions"), r"Invalid functions: '1-x' \(expected ids like"),
+    "ids too many": (lambda: parse_ids("1-1000000000", "instances"), r"names more than 100,000 ids"),
 }  # fmt: skip
 
 

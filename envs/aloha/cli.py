@@ -132,13 +132,20 @@ def _report(task: str, policy, episodes: int, progress: bool, label: str) -> dic
     return {k: v for k, v in result.items() if k != "records"}
 
 
+def _refuse_overwriting(written: dict[str, Path], read: dict[str, Path], out: Path) -> None:
+    """Refuse an ``--out`` whose files (``written``: what -> path) would replace a file the command reads."""
+    for made, target in written.items():
+        for what, path in read.items():
+            if target.resolve() == path.resolve():
+                raise ValueError(f"--out {out} would overwrite {what} ({path}) with {made}: give another --out")
+
+
 def _train(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
     from bbopt.envs.aloha.imitation import behavior_clone
     from bbopt.envs.aloha.policy_files import save_chunk_policy
 
-    if args.out.resolve() == args.demos.resolve():
-        raise ValueError(f"--out {args.out} would overwrite the demos file with the policy: give another --out")
+    _refuse_overwriting({"the policy": args.out}, {"the demos file": args.demos}, args.out)
     demos = load_demos(args.demos)
     began = time.perf_counter()
     with tensorboard_or_none(args.tensorboard) as tracker:
@@ -170,12 +177,7 @@ def _finetune(args) -> dict:
     if args.demos is None and args.demo_starts:
         raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
-    for written in (args.out, args.out.with_suffix(".csv")):  # the policy and its curve
-        for what, path in read.items():
-            if written.resolve() == path.resolve():
-                raise ValueError(f"--out {args.out} would overwrite {what} ({path}) with "
-                                 f"{'the curve' if written.suffix == '.csv' else 'the fine-tuned policy'}: "
-                                 "give another --out")  # fmt: skip
+    _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs

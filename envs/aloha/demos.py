@@ -35,7 +35,7 @@ from bbopt.rollout.checkpoint import atomic_write
 __all__ = ["SCHEMA", "Demos", "action_chunks", "generate_demos", "load_demos", "save_demos", "scripted_episode"]
 
 SCHEMA = "bbopt.aloha.demos/1"
-UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)  # what reading a bad .npz raises
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)  # what reading a bad .npz raises
 ACTION_DIM = 14
 NOISE_CORRELATION = 0.95
 
@@ -173,7 +173,7 @@ def load_demos(path) -> Demos:
     not_npz = f"Invalid demos file {path}: not an .npz archive of demonstrations (make one with: bbopt aloha demos)"
     try:
         data = np.load(path, allow_pickle=False)
-    except UNREADABLE:  # a pickle, a torch file, a torn archive, text
+    except _UNREADABLE:  # a pickle, a torch file, a torn archive, text
         raise ValueError(not_npz) from None
     if not isinstance(data, np.lib.npyio.NpzFile):  # a single .npy array
         raise ValueError(not_npz)
@@ -184,7 +184,7 @@ def load_demos(path) -> Demos:
         try:
             meta = json.loads(str(data["meta"]))
             fields = {name: data[name] for name in ("observations", "actions", "episode_lengths", "placement_seeds")}
-        except UNREADABLE as error:  # a damaged member (CRC, truncation), bad JSON
+        except _UNREADABLE as error:  # a damaged member (CRC, truncation), bad JSON
             raise ValueError(f"Invalid demos file {path}: an unreadable member ({error})") from None
         if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
             schema = meta.get("schema") if isinstance(meta, dict) else None

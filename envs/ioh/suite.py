@@ -31,17 +31,21 @@ from bbopt.tracking import Tracker
 __all__ = ["bbopt_runner", "line_style", "merge_rows", "parse_ids", "plot_ecdf", "read_rows", "run_suite", "summarize"]
 
 Runner = Callable[[Objective, int], None]
+MAX_IDS = 100_000  # ids one --functions / --instances / --dimensions may name
 
 
 def parse_ids(text: str, argument: str) -> list[int]:
     """``"1-3,7"`` -> ``[1, 2, 3, 7]``."""
-    ids: list[int] = []
+    spans = []
     try:
         for part in text.split(","):
             low, _, high = part.partition("-")
-            ids.extend(range(int(low), int(high or low) + 1))
+            spans.append(range(int(low), int(high or low) + 1))
     except ValueError as error:
         raise ValueError(f"Invalid {argument}: {text!r} (expected ids like 1-24 or 5,20)") from error
+    if sum(len(span) for span in spans) > MAX_IDS:  # before the list is built: '1-1000000000' would fill the memory
+        raise ValueError(f"Invalid {argument}: {text!r} names more than {MAX_IDS:,} ids")
+    ids = [i for span in spans for i in span]
     if not ids:
         raise ValueError(f"Invalid {argument}: {text!r} is empty")
     twice = sorted(i for i, count in collections.Counter(ids).items() if count > 1)
