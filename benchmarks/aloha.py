@@ -9,8 +9,9 @@ Per task (transfer-cube, insertion):
                     ``--bc-seeds`` training seeds each
   +ft-ovlr          the seed-0 BC policy fine-tuned through the simulator with OVLR in episode
                     mode (loss = -(highest stage + 0.5 progress), see bbopt.envs.aloha.finetune;
-                    the weights kept are the best on 20 validation placements, checked every
-                    10 updates, the start included)
+                    20 validation placements screen the weights every 10 updates; the start
+                    and the 3 best screened run on 100 fresh placements, and the best there is
+                    kept, bbopt.envs.aloha.selection)
   (N demos)         the same from the first ``--low-data`` demos only (policies that leave
                     room); the BC-BP start is also fine-tuned by each of ``--ft-methods``
                     (default OVLR, ES and CEM)
@@ -25,7 +26,7 @@ seed stream. ``<out>_curves.png``: validation success vs env steps of every fine
 
     python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
-        --finetune-steps 600 --population 8 --validation-episodes 1   # smoke
+        --finetune-steps 600 --population 8 --validation-episodes 1 --confirmation-episodes 1   # smoke
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from bbopt.envs.aloha.finetune import finetune, finetune_solver
 from bbopt.envs.aloha.imitation import behavior_clone
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
+from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.policies.chunking import ChunkMLP
 from benchmarks import _report
 
@@ -84,7 +86,8 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
                                           credit=args.ft_credit, critic=args.ft_critic,
                                           correlation=args.ft_correlation, seed=start_row["seed"],
                                           validate_every=args.validate_every,
-                                          validation_episodes=args.validation_episodes, progress=args.progress,
+                                          validation_episodes=args.validation_episodes,
+                                          confirmation_episodes=args.confirmation_episodes, progress=args.progress,
                                           demos=demos, imitation_weight=args.ft_imitation_weight,
                                           demo_starts=args.ft_demo_starts)  # fmt: skip
     return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=start_row["seed"],
@@ -191,6 +194,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-lr", type=float, default=3e-5)
     parser.add_argument("--validate-every", type=int, default=10)
     parser.add_argument("--validation-episodes", type=int, default=20)
+    parser.add_argument("--confirmation-episodes", type=int, default=CONFIRMATION_EPISODES,
+                        help="placements the start and the screen's shortlist run at the end "
+                             "(0: keep the screen's best)")  # fmt: skip
     parser.add_argument("--finetune-seeds", type=int, default=1, help="imitation seeds fine-tuned (the first k)")
     parser.add_argument("--ft-methods", default=",".join(LOW_DATA_METHODS),
                         help="solvers fine-tuning the low-data BC-BP start (BC-OVLR's: ovlr)")  # fmt: skip
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
     if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
         parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
+    if args.confirmation_episodes < 0:
+        parser.error(f"--confirmation-episodes {args.confirmation_episodes} (expected >= 0)")
     if not 0 <= args.ft_demo_starts <= 1 or not args.ft_imitation_weight >= 0:
         parser.error(f"--ft-demo-starts {args.ft_demo_starts} (a fraction in [0, 1]) or --ft-imitation-weight "
                      f"{args.ft_imitation_weight} (>= 0) out of range")  # fmt: skip

@@ -394,8 +394,10 @@ def test_finetune_runs_and_changes_the_policy(demos):
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
     with pytest.raises(ValueError, match="method"):
         finetune(policy, "transfer_cube", method="sgd")
-    with pytest.raises(ValueError, match="validation"):
+    with pytest.raises(ValueError, match="Invalid validate_every: -1"):
         finetune(policy, "transfer_cube", validate_every=-1)
+    with pytest.raises(ValueError, match="Invalid confirmation_episodes: -1"):
+        finetune(policy, "transfer_cube", confirmation_episodes=-1)
     with pytest.raises(ValueError, match="env_steps"):
         finetune(policy, "transfer_cube", env_steps=0)
     with pytest.raises(ValueError, match="both 'episodes' and its new name 'population'"):
@@ -453,34 +455,46 @@ def test_finetune_mixes_the_demos_imitation_loss_with_a_critic_and_correlated_no
         finetune(policy, "transfer_cube", critic="yes")
 
 
-def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch):
+@pytest.mark.parametrize("confirmation_episodes", [0, 4])
+def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch, confirmation_episodes):
+    """Screened after every update; without a confirmation the first of the two best screens
+    (update 1) is kept; with one, the start and the shortlist (updates 1, 3, 2) run on fresh
+    placements and update 3, best there, is kept. Not the last weights either way."""
     from bbopt.envs.aloha import finetune as module
+    from bbopt.envs.aloha.selection import CONFIRMATION_SEED, VALIDATION_SEED
 
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
-    scores, seen = iter([0.5, 0.7, 0.6, 0.7]), []  # start, updates 1, 2, 3
+    screens, confirmations, seen = iter([0.5, 0.7, 0.6, 0.7]), iter([0.5, 0.4, 0.75, 0.5]), []
 
     def fake_validation(task, agent, episodes, *, seed, progress):
-        assert seed == module.VALIDATION_SEED and episodes == 3
+        assert (seed, episodes) in ((VALIDATION_SEED, 3), (CONFIRMATION_SEED, confirmation_episodes))
         seen.append(copy.deepcopy(agent.policy.state_dict()))
-        return {"success_rate": next(scores), "mean_stage": 1.0, "records": [{"steps": 10}] * episodes}
+        success = next(screens if seed == VALIDATION_SEED else confirmations)
+        return {"success_rate": success, "mean_stage": 1.0, "records": [{"steps": 10}] * episodes}
 
     monkeypatch.setattr(module, "evaluate_success", fake_validation)
     logged = []
     tracker = type("Tracker", (), {"log": lambda self, scalars, step: logged.append((step, dict(scalars))),
                                    "close": lambda self: None})()  # fmt: skip
     policy, history, selection = finetune(policy, "transfer_cube", env_steps=3 * 2 * 300 - 1, population=2, lr=0.01,
-                                          validate_every=1, validation_episodes=3, progress=False,
+                                          validate_every=1, validation_episodes=3,
+                                          confirmation_episodes=confirmation_episodes, progress=False,
                                           tracker=tracker)  # fmt: skip
-    assert len(history) == 3 and len(seen) == 4
+    assert len(history) == 3 and len(seen) == 4 + 4 * bool(confirmation_episodes)
     validations = [(step, s["validation_success"]) for step, s in logged if "validation_success" in s]
     assert validations == [(0, 0.5)] + [(r["env_steps"], v) for r, v in zip(history, [0.7, 0.6, 0.7], strict=True)]
     assert [step for step, s in logged if "return_mean" in s] == [r["env_steps"] for r in history]
-    # The first of the two best (update 1) is kept, not the last weights.
     curve = [[step, success, 1.0] for step, success in validations]
-    assert selection == {"update": 1, "validation_success": 0.7, "start_validation_success": 0.5,
-                         "validation_steps": 120, "validation_curve": curve}  # fmt: skip
+    expected = {"update": 1, "validation_success": 0.7, "start_validation_success": 0.5, "validation_steps": 120,
+                "validation_curve": curve}  # fmt: skip
+    if confirmation_episodes:
+        expected |= {"update": 3, "validation_steps": 120 + 4 * 40, "confirmation_success": 0.75,
+                     "confirmation": [[0, 0.5, 1.0], [1, 0.4, 1.0], [3, 0.75, 1.0], [2, 0.5, 1.0]]}  # fmt: skip
+        for name, value in seen[0].items():  # the start's weights were confirmed first
+            torch.testing.assert_close(value, seen[4][name])
+    assert selection == expected
     for name, value in policy.state_dict().items():
-        torch.testing.assert_close(value, seen[1][name])
+        torch.testing.assert_close(value, seen[expected["update"]][name])
     assert any(not torch.equal(seen[1][k], seen[3][k]) for k in seen[1])
 
 
@@ -494,8 +508,11 @@ def test_cli_pipeline(tmp_path, capsys):
     assert "BC-OVLR: success" in capsys.readouterr().out
     assert main(["aloha", "finetune", "--policy", str(bc), "--env-steps", "600", "--population", "2",
                  "--eval-episodes", "1", "--out", str(tuned), "--no-progress", "--demos", str(demos_file),
-                 "--credit", "to_go", "--critic", "state_value"]) == 0  # the default AR(1) noise  # fmt: skip
-    assert "after fine-tuning: success" in capsys.readouterr().out and tuned.with_suffix(".csv").is_file()
+                 "--credit", "to_go", "--critic", "state_value", "--validation-episodes", "1",
+                 "--confirmation-episodes", "2"]) == 0  # the default AR(1) noise  # fmt: skip
+    out = capsys.readouterr().out
+    assert "after fine-tuning: success" in out and tuned.with_suffix(".csv").is_file()
+    assert "on 2 fresh placements" in out and len(load_chunk_policy(tuned)[1]["selection"]["confirmation"]) == 2
     report = tmp_path / "eval.json"
     assert main(["aloha", "evaluate", "--policy", str(tuned), "--episodes", "1", "--json", str(report),
                  "--no-progress"]) == 0  # fmt: skip

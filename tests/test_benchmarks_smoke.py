@@ -232,7 +232,7 @@ def test_aloha_benchmark_smoke(tmp_path):
     out = tmp_path / "aloha.json"
     rows = aloha.main(["--tasks", "transfer_cube", "--demos", "3", "--low-data", "2", "--epochs", "1",
                        "--bc-seeds", "2", "--eval-episodes", "1", "--finetune-steps", "300", "--population", "8",
-                       "--validation-episodes", "1",
+                       "--validation-episodes", "1", "--confirmation-episodes", "2",
                        "--no-progress", "--out", str(out)])  # fmt: skip
     policies = [r["policy"] for r in rows]
     assert policies[:5] == ["scripted (demo seeds)", "scripted", "bc-bp", "bc-bp", "bc-bp+ft-ovlr"]
@@ -248,6 +248,9 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert payload["summary"]["transfer_cube/bc-bp"]["success"] == [r["success_rate"] for r in rows[2:4]]
     assert (tmp_path / "aloha_curves.png").exists()
     assert [point[0] for point in rows[4]["selection"]["validation_curve"]] == [0, rows[4]["env_steps"]]
+    assert [point[0] for point in rows[4]["selection"]["confirmation"]] == [0, 1]  # the start, then the one update
+    with pytest.raises(SystemExit):
+        aloha.main(["--confirmation-episodes", "-1", "--out", str(tmp_path / "never.json")])
 
 
 def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, capsys):
@@ -256,7 +259,8 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
 
     rows = aloha.main(["--tasks", "transfer_cube", "--demos", "2", "--low-data", "2", "--low-data-only", "--epochs",
                        "1", "--bc-seeds", "2", "--finetune-seeds", "2", "--eval-episodes", "1", "--finetune-steps",
-                       "300", "--population", "2", "--validation-episodes", "1", "--ft-methods", "ovlr,es",
+                       "300", "--population", "2", "--validation-episodes", "1", "--confirmation-episodes", "1",
+                       "--ft-methods", "ovlr,es",
                        "--ft-starts", "bp",
                        "--ft-credit", "to_go", "--ft-critic",
                        "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5",

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from bbopt import presets
-from bbopt.arguments import positive_int, seconds_or_none, step_count, widths
+from bbopt.arguments import count, positive_int, seconds_or_none, step_count, widths
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
+from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 __all__ = ["COMMAND"]
@@ -87,7 +88,11 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
         default=10,
         help="updates between validations; the best validated weights are kept (0: keep the last)",
     )
-    finetune.add_argument("--validation-episodes", type=positive_int, default=20)
+    finetune.add_argument("--validation-episodes", type=positive_int, default=20,
+                          help="placements of each validation (the screen)")  # fmt: skip
+    finetune.add_argument("--confirmation-episodes", type=count, default=CONFIRMATION_EPISODES,
+                          help="at the end, the start and the 3 best screened weights run on this many fresh "
+                               "placements; the best there is kept (0: keep the screen's best)")  # fmt: skip
     finetune.add_argument("--eval-episodes", type=int, default=50, help="success rate before and after (0: skip)")
     finetune.add_argument("--out", type=Path, required=True, help="the fine-tuned policy file (.pt); a curve "
                           "CSV is written next to it")  # fmt: skip
@@ -196,16 +201,19 @@ def _finetune(args) -> dict:
                                               imitation_decay=args.imitation_decay,
                                               demo_starts=args.demo_starts, seed=args.seed,
                                               validate_every=args.validate_every,
-                                              validation_episodes=args.validation_episodes, pool=args.pool,
+                                              validation_episodes=args.validation_episodes,
+                                              confirmation_episodes=args.confirmation_episodes, pool=args.pool,
                                               workers=args.workers, step_timeout=args.step_timeout, curve=curve,
                                               progress=not args.no_progress, tracker=tracker)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"fine-tuned by {args.method.upper()}: {history[-1]['env_steps']:,} env steps, {len(history)} updates, "
           f"{seconds:.0f} s")  # fmt: skip
     if args.validate_every:
+        confirmed = selection.get("confirmation_success")
         print(f"kept the weights of update {selection['update']}: validation success "
-              f"{selection['validation_success']:.1%} (start {selection['start_validation_success']:.1%}; "
-              f"{selection['validation_steps']:,} validation steps)")  # fmt: skip
+              f"{selection['validation_success']:.1%} (start {selection['start_validation_success']:.1%})"
+              + ("" if confirmed is None else f", confirmed at {confirmed:.1%} on {args.confirmation_episodes} "
+                 f"fresh placements") + f"; {selection['validation_steps']:,} validation steps")  # fmt: skip
     after = _report(task, policy, args.eval_episodes, not args.no_progress, "after fine-tuning")
     record = {"task": task, "trained_by": f"{meta.get('trained_by')}+finetune-{args.method}",
               "source": str(args.policy), "env_steps": history[-1]["env_steps"], "seconds": seconds,

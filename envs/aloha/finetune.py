@@ -20,12 +20,11 @@ A stage always outweighs any progress (0.5 < 1). `StageShaping` pays the increme
 value as rewards, so an episode's return is what its value gained over its start (the start's
 progress; for an episode started from a demonstration's state, `bbopt.envs.aloha.starts`, also
 the stage it starts in) and per-step credit sees when it rose. `finetune` keeps the weights that
-did best on separate validation placements.
+did best on separate validation placements (`bbopt.envs.aloha.selection`: a screen, then a
+confirmation of the shortlist on fresh placements).
 """
 
 from __future__ import annotations
-
-import copy
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +36,7 @@ from bbopt.envs.aloha.env import AlohaStateEnv, Snapshot
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import pinch_point
 from bbopt.envs.aloha.imitation import ChunkL1
-from bbopt.envs.aloha.placements import VALIDATION_SEED
+from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES, Selection
 from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
@@ -166,7 +165,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              credit: str = "episode", critic: str = "none", correlation: float | None = None, reuse: int = 1,
              lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
-             validate_every: int = 10, validation_episodes: int = 20, pool: str = "serial",
+             validate_every: int = 10, validation_episodes: int = 20,
+             confirmation_episodes: int = CONFIRMATION_EPISODES, pool: str = "serial",
              workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
              progress: bool = True, tracker: Tracker | None = None,
              **renamed) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
@@ -189,14 +189,19 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     fresh).
     Every ``validate_every`` updates (and before the first) the noiseless policy runs
     ``validation_episodes`` episodes on placements from ``VALIDATION_SEED`` (apart from the
-    demonstration seeds 0, 1, ... and the evaluation seeds from 1,000,000); the weights with the
-    best validation success (then mean stage; the earlier on ties, so the start policy is kept
-    unless something beats it) are the ones returned: a noisy update that loses successes is
-    not kept. ``validate_every=0`` keeps the last weights.
+    demonstration seeds 0, 1, ... and the evaluation seeds from 1,000,000): a screen. At the end
+    the start and the 3 best screened weights run ``confirmation_episodes`` episodes on fresh
+    placements (``CONFIRMATION_SEED``), and the best there (success, then mean stage; the start
+    on ties) is returned: neither a noisy update that loses successes nor weights that were
+    lucky on the screen's few placements are kept (`bbopt.envs.aloha.selection`).
+    ``confirmation_episodes=0`` keeps the screen's best (the start unless something beat it);
+    ``validate_every=0`` keeps the last weights.
 
     Returns the policy, the Trainer's history (``return_mean`` is the mean shaped value) and the
-    selection: ``update`` kept, its ``validation_success``, the start's, ``validation_steps``,
-    ``validation_curve`` (``[env_steps, success, mean stage]`` of every validation).
+    selection: ``update`` kept, its ``validation_success`` (screen), the start's,
+    ``validation_steps`` (screen and confirmation), ``validation_curve`` (``[env_steps, success,
+    mean stage]`` of every screen), ``confirmation`` (``[update, success, mean stage]`` of each
+    weights confirmed) and the kept weights' ``confirmation_success``.
     ``tracker`` (`bbopt.tracking`) gets each update's record and each validation's
     ``validation_success`` / ``validation_stage`` at their env steps.
     """
@@ -212,8 +217,14 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     bbopt.checks.check_int(seed, "seed", minimum=0)
     if critic not in ("none", "state_value"):
         raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
-    if validate_every < 0 or (validate_every and validation_episodes < 1):
-        raise ValueError(f"Invalid validation: validate_every={validate_every}, episodes={validation_episodes}")
+    bbopt.checks.check_int(validate_every, "validate_every", minimum=0)
+    selection = None
+    if validate_every:
+
+        def run(episodes: int, seed: int) -> dict:
+            return evaluate_success(task, ChunkAgent(policy, decay=decay), episodes, seed=seed, progress=False)
+
+        selection = Selection(policy, run, validation_episodes, confirmation_episodes)
     bbopt.checks.check_float(imitation_weight, "imitation_weight", at_least=0.0)
     bbopt.checks.check_float(demo_starts, "demo_starts", at_least=0.0, at_most=1.0)
     if demo_starts and demos is None:
@@ -231,23 +242,11 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         if demo_starts:
             env_options += (("starts", demo_states(demos)), ("start_fraction", demo_starts))
     factory = EnvFactory(make_finetune_env, env_options)
-    selection = {"update": 0, "validation_success": None, "start_validation_success": None, "validation_steps": 0,
-                 "validation_curve": []}  # fmt: skip
-    best = {"key": None, "state": None}
 
     def validate(update: int, env_steps: int) -> None:
-        result = evaluate_success(task, ChunkAgent(policy, decay=decay), validation_episodes, seed=VALIDATION_SEED,
-                                  progress=False)  # fmt: skip
-        selection["validation_steps"] += sum(r["steps"] for r in result["records"])
-        key = (result["success_rate"], result["mean_stage"])
-        selection["validation_curve"].append([env_steps, key[0], key[1]])
+        success, stage = selection.screen(update, env_steps)
         if tracker is not None:
-            tracker.log({"validation_success": key[0], "validation_stage": key[1]}, step=env_steps)
-        if update == 0:
-            selection["start_validation_success"] = result["success_rate"]
-        if best["key"] is None or key > best["key"]:
-            best["key"], best["state"] = key, copy.deepcopy(policy.state_dict())
-            selection["update"], selection["validation_success"] = update, result["success_rate"]
+            tracker.log({"validation_success": success, "validation_stage": stage}, step=env_steps)
 
     def after_update(record: dict) -> None:
         if validate_every and record["update"] % validate_every == 0:
@@ -265,5 +264,6 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     if validate_every:
         if trainer.updates % validate_every:
             validate(trainer.updates, trainer.env_steps)
-        policy.load_state_dict(best["state"])
-    return policy, history, selection
+        return policy, history, selection.choose()
+    return policy, history, {"update": trainer.updates, "validation_success": None, "start_validation_success": None,
+                             "validation_steps": 0, "validation_curve": []}  # fmt: skip
