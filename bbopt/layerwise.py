@@ -29,6 +29,7 @@ only; its input is detached), while the layers below it keep their layer-wise es
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 
@@ -259,7 +260,7 @@ class LayerwiseLR:
         if self.sampler is not None:
             Sobol().set_extra_state(state["sampler"])  # checked before anything is loaded
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # torch.optim keeps the given tensors
         self.generator.set_state(state["generator"])
         self.steps, self.evaluations = int(state["steps"]), int(state["evaluations"])
         if self.sampler is not None:

@@ -132,6 +132,13 @@ def test_a_run_with_a_critic_resumes_bit_for_bit_and_mismatched_checkpoints_are_
     assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
     assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
     assert resumed.critic.scale == straight.critic.scale
+    # The state the resumed run loaded is still the halfway state: a second resume from it
+    # continues identically (Adam's moments were aliased into the critic and changed by its fits).
+    with trainer() as again:
+        again.load_state_dict(state)
+        for _ in range(2):
+            again.update()
+    assert torch.equal(flat(again.critic.network), flat(straight.critic.network))
     with trainer(critic=False) as plain, pytest.raises(ValueError, match="it holds a critic, this trainer has none"):
         plain.load_state_dict(state)
 

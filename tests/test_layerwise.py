@@ -117,6 +117,11 @@ def test_same_seed_same_run_and_state_round_trip():
     fresh = LayerwiseLR(fresh_model, torch.optim.Adam(fresh_model.parameters(), lr=0.01), sigma=0.3, samples=4)
     fresh.load_state_dict(state)
     assert torch.equal(torch.cat([p.detach().reshape(-1) for p in fresh_model.parameters()]), runs[1])
+    saved = copy.deepcopy(fresh.optimizer.state_dict()["state"])
+    fresh.tell(squared(fresh.ask(inputs), torch.zeros(3, 2, dtype=torch.float64)))
+    for moments, kept in zip(saved.values(), state["optimizer"]["state"].values(), strict=True):
+        for name, value in moments.items():  # the loaded state is a copy: the step left it alone
+            assert torch.equal(kept[name], value)
 
 
 def test_training_through_fit_learns_blobs_under_the_zero_one_loss():

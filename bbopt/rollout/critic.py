@@ -25,6 +25,7 @@ last layer is rescaled so that the predictions stay the same (PopArt, van Hassel
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -150,7 +151,8 @@ class StateValue:
         if not (math.isfinite(state["offset"]) and math.isfinite(state["scale"]) and state["scale"] > 0):
             raise ValueError(f"Invalid critic state: offset {state['offset']!r}, scale {state['scale']!r}")
         self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # a copy: torch's Adam keeps the given state's tensors as its own, and later fits would change them
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.offset, self.scale = float(state["offset"]), float(state["scale"])
         self.generator.set_state(state["generator"])
         self.last_error = float(state.get("last_error", float("nan")))
