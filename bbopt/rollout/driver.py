@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bbopt.checks import check_float
+from bbopt.checks import check_float, check_int
 from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.policy import normalizer_of
 from bbopt.rollout.pools import EnvFactory, make_pool
+from bbopt.rollout.segments import segment_credit
 from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
 
@@ -62,12 +63,22 @@ class Trainer:
     imitation: a `bbopt.rollout.imitation.ImitationLoss`: each update also descends its weighted
         imitation loss on a minibatch of demonstrations (the solver's ``autograd_loss``, in the
         same backward and step; its minibatch stream kept in the checkpoint).
+    horizon: None (default): an update runs whole episodes. T: an update steps each of the N
+        env slots T times, whatever episode it is in (PPO's rollouts): an episode that ends
+        is followed at once by the next in its slot (seeded from ``(seed, slot, its count)``),
+        and the unfinished ends are closed with the critic's value
+        (`bbopt.rollout.segments`; needs ``credit="to_go"`` and a critic). ``return_mean`` is
+        then the mean return of the episodes that ended in the update (the last such mean
+        when none did). The episodes in flight are kept in the checkpoint (seeds, actions,
+        observations) and replayed on resume, so a resumed run continues bit for bit where
+        the envs are deterministic.
     """
 
     def __init__(self, env, solver, *, pool="serial", workers: int | None = None, eval_every: int = 10,
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
-                 credit: str = "episode", critic=None, discount: float = 1.0, imitation=None):  # fmt: skip
+                 credit: str = "episode", critic=None, discount: float = 1.0, imitation=None,
+                 horizon: int | None = None):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -100,6 +111,14 @@ class Trainer:
         if imitation is not None and not callable(getattr(imitation, "state_dict", None)):
             raise ValueError(f"Invalid imitation: {imitation!r} (expected a bbopt.rollout.imitation.ImitationLoss)")
         self.imitation = imitation
+        if horizon is not None:
+            horizon = check_int(horizon, "horizon", minimum=1)
+            if critic is None:
+                raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
+                                 "(credit='to_go' with critic=StateValue(...))")  # fmt: skip
+        self.horizon = horizon
+        self._slots: dict | None = None  # horizon: each slot's episode in flight (see `_segment`)
+        self._ended_returns: float | None = None  # horizon: the last mean return of ended episodes
         if critic is not None:
             horizon = getattr(self.eval_env.spec, "max_episode_steps", None) if self.eval_env.spec else None
             critic.setup(int(np.prod(self.eval_env.observation_space.shape)), horizon=horizon,
@@ -120,7 +139,9 @@ class Trainer:
 
     def update(self, *, on_step: Callable[[int], None] | None = None) -> dict:
         """One population of episodes, one tell. ``on_step(t)`` is called before step t (tests
-        use it to kill a worker mid-update)."""
+        use it to kill a worker mid-update). With a ``horizon``: one segment (`_segment`)."""
+        if self.horizon is not None:
+            return self._segment(on_step)
         began = time.perf_counter()
         observations = self.pool.reset(self.episode_seeds(self.updates))
         returns = np.zeros(self.population)
@@ -181,6 +202,98 @@ class Trainer:
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
                 "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())} | (
+            {} if imitated is None else {"imitation_loss": imitated})  # fmt: skip
+
+    # ------------------------------------------------------------------------- segments
+    def slot_seed(self, slot: int, count: int) -> int:
+        """The reset seed of the ``count``-th episode (from 0) run in ``slot`` (``horizon`` mode)."""
+        return int(np.random.SeedSequence([self.seed, slot, count]).generate_state(1)[0] % (2**31 - 1))
+
+    def _start_slots(self) -> None:
+        """Every slot's first episode, or after a resume the episodes in flight at the checkpoint."""
+        saved = self._slots
+        if saved is not None and "actions" in saved:  # from load_state_dict: replay them
+            self.pool.restore(saved["seeds"], saved["actions"])
+            self._slots = {k: np.array(saved[k]) for k in ("observations", "times", "returns", "counts")}
+            return
+        seeds = [self.slot_seed(slot, 0) for slot in range(self.population)]
+        self._slots = {"observations": self.pool.reset(seeds), "times": np.zeros(self.population, dtype=np.int64),
+                       "returns": np.zeros(self.population),
+                       "counts": np.ones(self.population, dtype=np.int64)}  # fmt: skip
+
+    def _segment(self, on_step: Callable[[int], None] | None) -> dict:
+        """One update of ``horizon`` steps in every slot, one tell (see ``horizon``)."""
+        began = time.perf_counter()
+        if self._slots is None or "actions" in self._slots:
+            self._start_slots()
+        slots, ids = self._slots, np.arange(self.population)
+        horizon, population = self.horizon, self.population
+        costs, ends = np.zeros((horizon, population)), np.zeros((horizon, population), dtype=bool)
+        times = np.zeros((horizon, population), dtype=np.int64)
+        failed = np.zeros((horizon, population), dtype=bool)  # steps of an episode that raised
+        started = np.zeros(population, dtype=np.int64)  # the step at which each slot's episode began here
+        observed, ended_returns = [], []
+        for step in range(horizon):
+            if on_step is not None:
+                on_step(step)
+            inputs = torch.as_tensor(slots["observations"])
+            observed.append(inputs)
+            if self.normalizer is not None:
+                self.normalizer.observe(inputs)
+            with torch.no_grad():
+                actions = self.solver.ask(inputs, episode_ids=torch.as_tensor(ids)).detach().cpu().numpy()
+            result = self.pool.step(ids, np.clip(actions, self.low, self.high))
+            costs[step], ends[step], times[step] = -result.rewards, result.done, slots["times"]
+            slots["returns"] += result.rewards
+            slots["times"] += 1
+            slots["observations"] = np.array(result.observations)
+            for slot, error in enumerate(result.errors):
+                if error is not None:
+                    failed[started[slot] : step + 1, slot] = True
+                    warnings.warn(f"the episode in slot {slot} failed (its steps in this update get the worst "
+                                  f"advantage):\n{error}", RuntimeWarning, stacklevel=2)  # fmt: skip
+            done = np.flatnonzero(result.done)
+            if done.size:
+                ended_returns += [slots["returns"][j] for j in done if result.errors[j] is None]
+                seeds = [self.slot_seed(int(j), int(slots["counts"][j])) for j in done]
+                slots["observations"][done] = self.pool.reset(seeds, ids=done)
+                slots["times"][done], slots["returns"][done] = 0, 0.0
+                slots["counts"][done] += 1
+                started[done] = step + 1
+        inputs, steps = torch.cat(observed), torch.as_tensor(times.reshape(-1))
+        values = self.critic.predict(inputs, steps).numpy().reshape(horizon, population)
+        bootstrap = self.critic.predict(torch.as_tensor(slots["observations"]),
+                                        torch.as_tensor(slots["times"])).numpy()  # fmt: skip
+        advantages, to_go = segment_credit(costs, ends, values, bootstrap, discount=self.discount,
+                                           gae_lambda=self.critic.gae_lambda)  # fmt: skip
+        if failed.any() and (~failed).any():  # as whole episodes: a failed episode's steps count as the worst
+            worst = np.where(failed, -np.inf, advantages).max(axis=1, keepdims=True)
+            advantages = np.where(failed, np.where(np.isfinite(worst), worst, 0.0), advantages)
+        told = {"step_losses": [torch.as_tensor(row) for row in advantages]}
+        imitated = None
+        if self.imitation is not None:
+            drawn_from = self.imitation.state_dict()
+            told["autograd_loss"] = self.imitation(self.solver.policy)
+            imitated = self.imitation.last_loss
+        try:
+            stats = self.solver.tell(torch.as_tensor(costs.sum(axis=0)), **told)
+        except BaseException:
+            if self.imitation is not None:
+                self.imitation.load_state_dict(drawn_from)
+            raise
+        kept = ~failed.reshape(-1)
+        self.critic.fit(inputs[kept], steps[kept], torch.as_tensor(to_go.reshape(-1)[kept]))
+        if self.normalizer is not None:
+            self.normalizer.commit()
+        if ended_returns:
+            self._ended_returns = float(np.mean(ended_returns))
+        self.updates += 1
+        self.env_steps += horizon * population
+        self.seconds += time.perf_counter() - began
+        mean = self._ended_returns if self._ended_returns is not None else float(slots["returns"].mean())
+        return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
+                "return_mean": mean, "return_max": float(max(ended_returns, default=mean)), "eval_return": None,
+                "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.any(axis=0).sum())} | (
             {} if imitated is None else {"imitation_loss": imitated})  # fmt: skip
 
     def _step_credit(self, rewards: list, asked: list, observed: list, failed: np.ndarray):
@@ -281,6 +394,15 @@ class Trainer:
             state["critic"] = self.critic.state_dict()
         if self.imitation is not None:
             state["imitation"] = self.imitation.state_dict()
+        if self.horizon is not None:
+            state["horizon"] = self.horizon
+            if self._slots is not None:  # the episodes in flight: replayed on resume
+                slots = self._slots if "actions" in self._slots else self._slots | {
+                    "seeds": self.pool.seeds.copy(), "actions": [list(a) for a in self.pool.actions]}  # fmt: skip
+                state["slots"] = {k: (torch.as_tensor(np.array(v)) if k != "actions" else  # tensors: weights_only
+                                      [torch.as_tensor(np.array(a, dtype=np.float32)) for a in v])
+                                  for k, v in slots.items()}  # fmt: skip
+                state["ended_returns"] = self._ended_returns
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -295,10 +417,20 @@ class Trainer:
         if (self.imitation is not None) != ("imitation" in state):
             held = "holds an imitation loss" if "imitation" in state else "holds no imitation loss"
             raise ValueError(f"Invalid checkpoint: it {held}, this trainer {'has' if self.imitation else 'has none'}")
+        if state.get("horizon") != self.horizon:
+            raise ValueError(f"Invalid checkpoint: horizon {state.get('horizon')} (this trainer has {self.horizon})")
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         if self.imitation is not None:
             self.imitation.load_state_dict(state["imitation"])
+        if self.horizon is not None:
+            self._slots = None
+            if "slots" in state:
+                slots = state["slots"]
+                self._slots = {k: (torch.as_tensor(v).numpy().copy() if k != "actions" else
+                                   [list(torch.as_tensor(a).numpy().copy()) for a in v])
+                               for k, v in slots.items()}  # fmt: skip
+            self._ended_returns = state.get("ended_returns")
         self.solver.load_state_dict(state["solver"])
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
         self.history = [dict(r) for r in state["history"]]

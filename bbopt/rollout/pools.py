@@ -185,21 +185,43 @@ class _Pool:
                         break
         return results
 
-    def reset(self, seeds) -> np.ndarray:
+    def reset(self, seeds, ids=None) -> np.ndarray:
+        """Start episodes: every env with ``seeds[i]`` (``ids=None``), or only envs ``ids`` with
+        ``seeds[k]`` each (the others keep running). Returns their first observations, in order."""
+        ids = np.arange(self.num_envs) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
-        if seeds.shape != (self.num_envs,):
-            raise ValueError(f"Invalid seeds: {seeds.shape[0]} seeds for {self.num_envs} envs")
+        if seeds.shape != ids.shape:
+            raise ValueError(f"Invalid seeds: {seeds.shape[0]} seeds for {ids.shape[0]} envs")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs or np.unique(ids).size != ids.size):
+            raise ValueError(f"Invalid ids: {ids.tolist()} (expected distinct ids in [0, {self.num_envs}))")
+        self.seeds[ids] = seeds
+        for i in ids:
+            self.actions[i] = []
+        self.live[ids] = True
+        workers = self.worker_of[ids]
+        shares = {int(w): np.flatnonzero(workers == w) for w in np.unique(workers)}  # positions in ids, per worker
+        results = self._call_all({w: ("reset", ([(int(ids[k]), int(seeds[k])) for k in mine],))
+                                  for w, mine in shares.items()})  # fmt: skip
+        observations = [None] * ids.shape[0]
+        for w, mine in shares.items():
+            for k, observation in zip(mine, results[w], strict=True):
+                observations[k] = observation
+        return np.stack(observations) if observations else np.zeros((0,), dtype=np.float32)
+
+    def restore(self, seeds, actions: list[list[np.ndarray]]) -> None:
+        """Bring every env back to an earlier pool's episodes: env i reset with ``seeds[i]``,
+        then ``actions[i]`` replayed (a resumed run's episodes in flight; the envs must be
+        deterministic for the same states)."""
+        seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+        if seeds.shape != (self.num_envs,) or len(actions) != self.num_envs:
+            raise ValueError(f"Invalid episodes: {seeds.shape[0]} seeds and {len(actions)} action lists for "
+                             f"{self.num_envs} envs")  # fmt: skip
         self.seeds[:] = seeds
-        self.actions = [[] for _ in range(self.num_envs)]
+        self.actions = [[np.asarray(a, dtype=np.float32) for a in episode] for episode in actions]
         self.live[:] = True
-        calls = {w: ("reset", ([(int(i), int(seeds[i])) for i in np.flatnonzero(self.worker_of == w)],))
-                 for w in range(self.workers)}  # fmt: skip
-        results = self._call_all(calls)
-        observations = [None] * self.num_envs
-        for w in range(self.workers):
-            for i, observation in zip(np.flatnonzero(self.worker_of == w), results[w], strict=True):
-                observations[i] = observation
-        return np.stack(observations)
+        self._call_all({w: ("replay", ([(int(i), int(seeds[i]), self.actions[i])
+                                        for i in np.flatnonzero(self.worker_of == w)],))
+                        for w in range(self.workers)})  # fmt: skip
 
     def step(self, ids, actions) -> StepResult:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)

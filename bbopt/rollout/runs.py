@@ -141,6 +141,9 @@ class RunConfig:
     clip: float = _option(0.2, help="with --reuse: PPO's clip of the likelihood ratios (default 0.2)", type=float)
     minibatches: int = _option(1, help="with --reuse: optimizer steps per later pass, one per part of a random split "
                                        "of the recorded steps (default 1)", type=positive_int)  # fmt: skip
+    horizon: int | None = _option(help="with --critic: steps per env slot per update, whatever episode each is in "
+                                       "(PPO's rollouts; the unfinished ends closed with the critic's value); "
+                                       "default: whole episodes", type=positive_int)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -190,6 +193,11 @@ class RunConfig:
         self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
         if self.minibatches > 1 and self.reuse == 1:
             raise ValueError("Invalid minibatches: they split the passes of --reuse (add --reuse 2 or more)")
+        if self.horizon is not None:
+            self.horizon = check_int(self.horizon, "horizon", minimum=1)
+            if self.critic == "none":
+                raise ValueError("Invalid horizon: segments of episodes need the critic (--critic state_value) to "
+                                 "close their unfinished ends")  # fmt: skip
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -238,7 +246,7 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    lr_schedule=config.lr_schedule, credit=config.credit, discount=config.discount,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
-                   if config.critic == "state_value" else None)  # fmt: skip
+                   if config.critic == "state_value" else None, horizon=config.horizon)  # fmt: skip
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
