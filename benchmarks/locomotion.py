@@ -42,10 +42,11 @@ from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
 # A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES:
-# per-step credit with the critic, GAE, population 16, reuse 20: `bbopt.rollout.runs.RECIPES`), or a
+# per-step credit with the critic, GAE, population 16, reuse 20, 256-step segments: `bbopt.rollout.runs.RECIPES`), or a
 # solver with a variant: the settings of earlier results, spelled out so that their names keep
 # their meaning when the defaults move. Then EvoTorch's PGPE and the SB3 peers.
-_TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3}
+_TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
+          "horizon": 0}  # fmt: skip
 VARIANTS = {
     "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
     "togo": _TO_GO,
@@ -87,7 +88,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
             "credit": config.credit, "critic": config.critic, "discount": config.discount,
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
-            "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden}}  # fmt: skip
+            "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,
+            "horizon": config.horizon}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

@@ -529,21 +529,25 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
 
 def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_theirs(tmp_path):
     """OVLR and ES default to per-step credit with its recipe (critic, GAE 0.98, gamma 0.995,
-    population 16, reuse 20); CEM, param_es and --credit episode to the episode recipe; what is
-    given explicitly stands, and the defaults bend to it (no GAE without a critic, no reuse with
-    correlated noise). A config.json saved before an option existed loads with that option off."""
+    population 16, reuse 20, segments of 256 steps); CEM, param_es and --credit episode to the
+    episode recipe; what is given explicitly stands, and the defaults bend to it (no GAE and no
+    segments without a critic, no reuse with correlated noise). A config.json saved before an
+    option existed loads with that option off."""
     from bbopt.rollout.runs import RunConfig, build_solver, load_config
 
     def recipe(**given):
         c = RunConfig(env="Pendulum-v1", **given)
-        return c.credit, c.population, c.discount, c.critic, c.gae_lambda, c.reuse
+        return c.credit, c.population, c.discount, c.critic, c.gae_lambda, c.reuse, c.horizon
 
-    per_step, per_episode = ("to_go", 16, 0.995, "state_value", 0.98, 20), ("episode", 64, 1.0, "none", 1.0, 1)
+    per_step, per_episode = ("to_go", 16, 0.995, "state_value", 0.98, 20, 256), ("episode", 64, 1.0, "none", 1.0, 1, 0)
     assert recipe() == recipe(solver="es") == per_step
     assert recipe(solver="cem") == recipe(solver="param_es") == recipe(credit="episode") == per_episode
-    assert recipe(critic="none") == ("to_go", 16, 0.995, "none", 1.0, 20)
-    assert recipe(correlation=0.5)[-1] == 1 and recipe(correlation=0.5, reuse=3)[-1] == 3
-    assert recipe(population=64, discount=1.0, gae_lambda=1.0) == ("to_go", 64, 1.0, "state_value", 1.0, 20)
+    assert recipe(critic="none") == ("to_go", 16, 0.995, "none", 1.0, 20, 0)
+    assert recipe(correlation=0.5)[-2] == 1 and recipe(correlation=0.5, reuse=3)[-2] == 3
+    assert recipe(population=64, discount=1.0, gae_lambda=1.0) == ("to_go", 64, 1.0, "state_value", 1.0, 20, 256)
+    assert recipe(horizon=0)[-1] == 0 and recipe(horizon=64)[-1] == 64
+    with pytest.raises(ValueError, match="Invalid horizon: segments of episodes need the critic"):
+        RunConfig(env="Pendulum-v1", critic="none", horizon=64)
     with pytest.raises(ValueError, match="Invalid critic"):
         RunConfig(env="Pendulum-v1", solver="cem", critic="state_value")
     with pytest.raises(ValueError, match="GAE needs a critic"):
@@ -564,15 +568,19 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
-    for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches"):
+    for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
+                 "horizon"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
     assert (loaded.clip, loaded.minibatches, loaded.sigma) == (0.2, 1, old["sigma"])
-    assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse) == (
-        per_episode)  # fmt: skip
+    assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse,
+            loaded.horizon) == per_episode  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({**old, "credit": "to_go"}))  # to-go credit, before discount
     assert load_config(tmp_path).discount == 1.0 and load_config(tmp_path).critic == "none"
+    before_segments = {**old, "credit": "to_go", "critic": "state_value", "gae_lambda": 0.98, "reuse": 20}
+    (tmp_path / "config.json").write_text(json.dumps(before_segments))  # the per-step recipe before --horizon
+    assert load_config(tmp_path).horizon == 0  # its runs resume with whole episodes
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):

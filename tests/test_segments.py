@@ -156,8 +156,9 @@ def test_run_config_refuses_a_horizon_without_the_critic():
     assert RunConfig(env="Pendulum-v1", horizon=64).horizon == 64
     with pytest.raises(ValueError, match="Invalid horizon: segments of episodes need the critic"):
         RunConfig(env="Pendulum-v1", horizon=64, critic="none")
-    with pytest.raises(ValueError, match="Invalid horizon: 0"):
-        RunConfig(env="Pendulum-v1", horizon=0)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="Invalid horizon"):
+            RunConfig(env="Pendulum-v1", horizon=bad)
 
 
 @pytest.mark.parametrize("kind", ["serial", "process"])

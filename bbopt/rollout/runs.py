@@ -75,15 +75,22 @@ __all__ = [
 # of before, left Hopper at its standing plateau). Sigma stays the presets' 0.3: 0.4 lifted HalfCheetah
 # (seeds 0-2: 4,334 against 3,955) and left Hopper level, but lowered Walker2d, never tuned on, on every
 # seed (2,695 against 3,292); a clip of 0.3 lifted HalfCheetah further and kept Hopper standing on every
-# seed. Episode credit keeps the earlier recipe. A run's config.json holds every resolved value, so its
-# resumes keep it.
+# seed. Since --horizon, an update is 256 steps of each of the 16 env slots, whatever episode each is in
+# (244 updates per million steps where 16 whole episodes gave 62 on HalfCheetah), the unfinished ends
+# closed with the critic's value. Picked from 1M-step runs on HalfCheetah-v5 and Hopper-v5, seed 0 (and
+# Hopper seed 1): horizon 256 / 128 / 64 x reuse 10 / 15 / 20; HalfCheetah did best at fewer optimizer
+# steps (256 x 10: 5,338; 128 x 10: 5,561; 256 x 20: 4,034; 128 x 20: 2,316) and Hopper only at 20
+# (256 x 20: 3,156, seed 1 3,167; 256 x 10: 1,060, the standing plateau): 256 x 20 beat the whole-episode
+# recipe (3,963 / 2,458) on both. Episode credit keeps the earlier recipe. A run's config.json holds every
+# resolved value, so its resumes keep it (a run saved before --horizon resumes with whole episodes).
 RECIPES = {
-    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20},
-    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1},
-}
+    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
+              "horizon": 256},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0},
+}  # fmt: skip
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
-                     "reuse": 1}  # fmt: skip
+                     "reuse": 1, "horizon": 0}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -142,8 +149,9 @@ class RunConfig:
     minibatches: int = _option(1, help="with --reuse: optimizer steps per later pass, one per part of a random split "
                                        "of the recorded steps (default 1)", type=positive_int)  # fmt: skip
     horizon: int | None = _option(help="with --critic: steps per env slot per update, whatever episode each is in "
-                                       "(PPO's rollouts; the unfinished ends closed with the critic's value); "
-                                       "default: whole episodes", type=positive_int)  # fmt: skip
+                                       "(PPO's rollouts; the unfinished ends closed with the critic's value; "
+                                       "default 256 with the critic, else 0); 0: whole episodes",
+                                  type=count)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -193,11 +201,12 @@ class RunConfig:
         self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
         if self.minibatches > 1 and self.reuse == 1:
             raise ValueError("Invalid minibatches: they split the passes of --reuse (add --reuse 2 or more)")
-        if self.horizon is not None:
-            self.horizon = check_int(self.horizon, "horizon", minimum=1)
-            if self.critic == "none":
-                raise ValueError("Invalid horizon: segments of episodes need the critic (--critic state_value) to "
-                                 "close their unfinished ends")  # fmt: skip
+        if self.horizon is None:
+            self.horizon = recipe["horizon"] if self.critic != "none" else 0
+        self.horizon = check_int(self.horizon, "horizon", minimum=0)
+        if self.horizon and self.critic == "none":
+            raise ValueError("Invalid horizon: segments of episodes need the critic (--critic state_value) to close "
+                             "their unfinished ends (--horizon 0: whole episodes)")  # fmt: skip
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -246,7 +255,7 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    lr_schedule=config.lr_schedule, credit=config.credit, discount=config.discount,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
-                   if config.critic == "state_value" else None, horizon=config.horizon)  # fmt: skip
+                   if config.critic == "state_value" else None, horizon=config.horizon or None)  # fmt: skip
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
