@@ -412,7 +412,8 @@ def bbopt_cli(*arguments, cwd):
 def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
     pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'bbopt[mujoco]')")
     out = tmp_path / "run"
-    common = ["--population", 4, "--eval-every", 1, "--eval-episodes", 1, "--checkpoint-every", 1, "--no-progress"]
+    common = ["--population", 4, "--eval-every", 1, "--eval-episodes", 1, "--checkpoint-every", 1, "--no-progress",
+              "--horizon", 50]  # fmt: skip
     done = bbopt_cli("train", "--env", "Hopper-v5", "--env-steps", 300, "--out", out, *common, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Hopper-v5 ovlr" in done.stdout
@@ -421,12 +422,13 @@ def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
     config = json.loads((out / "config.json").read_text())  # the defaults: per-step credit with critic and reuse
     assert (config["credit"], config["critic"], config["gae_lambda"], config["reuse"]) == ("to_go", "state_value",
                                                                                            0.98, 20)  # fmt: skip
+    assert [line.split(",")[1] for line in (out / "curve.csv").read_text().splitlines()[1:]] == ["200", "400"]
     first = (out / "curve.csv").read_text().splitlines()
     done = bbopt_cli("train", "--resume", out, "--env-steps", 600, "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = (out / "curve.csv").read_text().splitlines()
     assert rows[: len(first)] == first and len(rows) > len(first)  # continued, nothing repeated
-    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, len(rows)))
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, len(rows))) and rows[-1].split(",")[1] == "600"
     done = bbopt_cli("train", "--env", "Hopper-v5", "--env-steps", 300, "--out", out, *common, cwd=tmp_path)
     assert done.returncode == 2 and "already holds a run" in done.stderr
     done = bbopt_cli("evaluate", out, "--episodes", 2, cwd=tmp_path)

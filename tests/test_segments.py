@@ -197,3 +197,28 @@ def test_a_pool_resets_some_envs_and_restores_episodes_in_flight(kind):
             pool.reset([1], ids=[4])
         with pytest.raises(ValueError, match="Invalid episodes: 3 seeds and 4 action lists for 4 envs"):
             pool.restore([1, 2, 3], [[], [], [], []])
+
+
+def test_a_worker_that_dies_before_a_reset_of_some_envs_replays_its_other_episodes():
+    """Worker 0 holds envs 0 and 1; it dies, and env 1 is restarted: env 0's episode in flight
+    must be replayed, not lost (a whole-pool reset needs no replay)."""
+    from bbopt.rollout import make_pool
+
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, size=(4, 4, 2)).astype(np.float32)
+    with make_pool("serial", FACTORY, 4) as reference:
+        reference.reset([1, 2, 3, 4])
+        for step in range(2):
+            reference.step(np.arange(4), actions[step])
+        reference.reset([9], ids=[1])
+        expected = [reference.step(np.arange(4), actions[step]).observations for step in (2, 3)]
+    with make_pool("process", FACTORY, 4, 2) as pool:
+        pool.reset([1, 2, 3, 4])
+        for step in range(2):
+            pool.step(np.arange(4), actions[step])
+        pool.processes[0].kill()
+        pool.processes[0].join()
+        with pytest.warns(RuntimeWarning, match="replaced, its 1 live episodes replayed and its reset sent again"):
+            pool.reset([9], ids=[1])
+        for step, observations in zip((2, 3), expected, strict=True):
+            np.testing.assert_array_equal(pool.step(np.arange(4), actions[step]).observations, observations)

@@ -23,7 +23,8 @@ from bbopt.training import accuracy
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 SMALL_TRAIN = ["--env", "Pendulum-v1", "--population", "4", "--hidden", "8", "--pool", "serial",
-               "--eval-every", "1", "--eval-episodes", "1", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+               "--eval-every", "1", "--eval-episodes", "1", "--checkpoint-every", "1", "--no-progress",
+               "--horizon", "200"]  # 4 slots x 200 steps per update, the 200 steps of a Pendulum episode  # fmt: skip
 
 
 class ListTracker:

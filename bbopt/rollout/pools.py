@@ -163,7 +163,7 @@ class _Pool:
             results.update(done)
             pending = {worker: pending[worker] for worker in failed}
             for worker, (method, args) in pending.items():
-                asked = {episode for episode, _ in args[0]} if method == "step" else set()
+                asked = {episode for episode, *_ in args[0]} if method in ("step", "reset") else set()
                 why = failed[worker]
                 while True:
                     attempts[worker] += 1
@@ -172,12 +172,15 @@ class _Pool:
                                            f"(last: {why}); giving up")  # fmt: skip
                     self._restart(worker)
                     self.restarts += 1
-                    if method == "reset":
-                        warnings.warn(f"Pool worker {worker} {why}; replaced, its reset sent again",
-                                      RuntimeWarning, stacklevel=4)  # fmt: skip
-                        break
-                    replays = [(int(e), int(self.seeds[e]), self.actions[e][:-1] if e in asked else self.actions[e])
-                               for e in np.flatnonzero((self.worker_of == worker) & self.live)]  # fmt: skip
+                    live = [int(e) for e in np.flatnonzero((self.worker_of == worker) & self.live)]
+                    if method == "reset":  # the episodes it does not restart are replayed (a reset of some envs)
+                        live = [e for e in live if e not in asked]
+                        if not live:
+                            warnings.warn(f"Pool worker {worker} {why}; replaced, its reset sent again",
+                                          RuntimeWarning, stacklevel=4)  # fmt: skip
+                            break
+                    replays = [(e, int(self.seeds[e]), self.actions[e][:-1] if method == "step" and e in asked
+                                else self.actions[e]) for e in live]  # fmt: skip
                     warnings.warn(f"Pool worker {worker} {why}; replaced, its {len(replays)} live episodes replayed "
                                   f"and its {method} sent again", RuntimeWarning, stacklevel=4)  # fmt: skip
                     why = self._run({worker: ("replay", (replays,))})[1].get(worker)
