@@ -81,7 +81,7 @@ __all__ = [
 # Hopper seed 1): horizon 256 / 128 / 64 x reuse 10 / 15 / 20; HalfCheetah did best at fewer optimizer
 # steps (256 x 10: 5,338; 128 x 10: 5,561; 256 x 20: 4,034; 128 x 20: 2,316) and Hopper only at 20
 # (256 x 20: 3,156, seed 1 3,167; 256 x 10: 1,060, the standing plateau): 256 x 20 beat the whole-episode
-# recipe (3,963 / 2,458) on both. Episode credit keeps the earlier recipe. A run's config.json holds every
+# recipe (3,889 / 2,458) on both. Episode credit keeps the earlier recipe. A run's config.json holds every
 # resolved value, so its resumes keep it (a run saved before --horizon resumes with whole episodes).
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
