@@ -156,11 +156,7 @@ class Trainer:
             ids = np.flatnonzero(live)
             inputs = torch.as_tensor(observations[ids])
             observed.append(inputs)
-            if self.normalizer is not None:
-                self.normalizer.observe(inputs)
-            with torch.no_grad():
-                actions = self.solver.ask(inputs, episode_ids=torch.as_tensor(ids)).detach().cpu().numpy()
-            result = self.pool.step(ids, np.clip(actions, self.low, self.high))
+            result = self._act(inputs, ids)
             returns[ids] += result.rewards
             rewards.append(np.asarray(result.rewards, dtype=np.float64))
             asked.append(ids)
@@ -179,18 +175,7 @@ class Trainer:
         step_losses, fit = None, None
         if self.credit == "to_go":
             step_losses, fit = self._step_credit(rewards, asked, observed, failed)
-        told = {"step_losses": step_losses} if step_losses else {}
-        imitated = None
-        if self.imitation is not None:  # this update's demonstration minibatch, undone if the tell is refused
-            drawn_from = self.imitation.state_dict()
-            told["autograd_loss"] = self.imitation(self.solver.policy)
-            imitated = self.imitation.last_loss
-        try:
-            stats = self.solver.tell(torch.as_tensor(losses), **told)
-        except BaseException:
-            if self.imitation is not None:
-                self.imitation.load_state_dict(drawn_from)
-            raise
+        stats, imitated = self._tell(losses, {"step_losses": step_losses} if step_losses else {})
         if fit is not None:  # after the advantages were formed and told: V never saw this update's noise
             self.critic.fit(*fit)
         if self.normalizer is not None:
@@ -203,6 +188,31 @@ class Trainer:
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
                 "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())} | (
             {} if imitated is None else {"imitation_loss": imitated})  # fmt: skip
+
+    def _act(self, inputs: torch.Tensor, ids: np.ndarray):
+        """One ask for the episodes ``ids`` at ``inputs`` (which the normalizer observes), the
+        actions clipped to the box, one pool step; returns the pool's `StepResult`."""
+        if self.normalizer is not None:
+            self.normalizer.observe(inputs)
+        with torch.no_grad():
+            actions = self.solver.ask(inputs, episode_ids=torch.as_tensor(ids)).detach().cpu().numpy()
+        return self.pool.step(ids, np.clip(actions, self.low, self.high))
+
+    def _tell(self, losses, told: dict) -> tuple[dict, float | None]:
+        """The solver's tell, with this update's imitation minibatch when there is an imitation
+        loss (its draw undone if the tell is refused); returns the tell's stats and that loss."""
+        imitated = None
+        if self.imitation is not None:
+            drawn_from = self.imitation.state_dict()
+            told["autograd_loss"] = self.imitation(self.solver.policy)
+            imitated = self.imitation.last_loss
+        try:
+            stats = self.solver.tell(torch.as_tensor(losses), **told)
+        except BaseException:
+            if self.imitation is not None:
+                self.imitation.load_state_dict(drawn_from)
+            raise
+        return stats, imitated
 
     # ------------------------------------------------------------------------- segments
     def slot_seed(self, slot: int, count: int) -> int:
@@ -238,11 +248,7 @@ class Trainer:
                 on_step(step)
             inputs = torch.as_tensor(slots["observations"])
             observed.append(inputs)
-            if self.normalizer is not None:
-                self.normalizer.observe(inputs)
-            with torch.no_grad():
-                actions = self.solver.ask(inputs, episode_ids=torch.as_tensor(ids)).detach().cpu().numpy()
-            result = self.pool.step(ids, np.clip(actions, self.low, self.high))
+            result = self._act(inputs, ids)
             costs[step], ends[step], times[step] = -result.rewards, result.done, slots["times"]
             slots["returns"] += result.rewards
             slots["times"] += 1
@@ -269,18 +275,7 @@ class Trainer:
         if failed.any() and (~failed).any():  # as whole episodes: a failed episode's steps count as the worst
             worst = np.where(failed, -np.inf, advantages).max(axis=1, keepdims=True)
             advantages = np.where(failed, np.where(np.isfinite(worst), worst, 0.0), advantages)
-        told = {"step_losses": [torch.as_tensor(row) for row in advantages]}
-        imitated = None
-        if self.imitation is not None:
-            drawn_from = self.imitation.state_dict()
-            told["autograd_loss"] = self.imitation(self.solver.policy)
-            imitated = self.imitation.last_loss
-        try:
-            stats = self.solver.tell(torch.as_tensor(costs.sum(axis=0)), **told)
-        except BaseException:
-            if self.imitation is not None:
-                self.imitation.load_state_dict(drawn_from)
-            raise
+        stats, imitated = self._tell(costs.sum(axis=0), {"step_losses": [torch.as_tensor(row) for row in advantages]})
         kept = ~failed.reshape(-1)
         self.critic.fit(inputs[kept], steps[kept], torch.as_tensor(to_go.reshape(-1)[kept]))
         if self.normalizer is not None:
