@@ -94,7 +94,7 @@ def test_slots_run_on_across_updates_and_reseed_each_new_episode():
             counts[ids] += 1
         assert np.array_equal(counts, trainer._slots["counts"])
         assert counts.sum() > 4  # PointMass episodes last 5-30 steps: some ended
-        assert (trainer._slots["times"] < 31).all() and np.isfinite(records[-1]["return_mean"])
+        assert (trainer._episode_times() < 31).all() and np.isfinite(records[-1]["return_mean"])
         # an episode running for longer than one update carried its steps over
         assert any(len(actions) > 12 for actions in trainer.pool.actions) or (counts > 1).all()
 
@@ -222,3 +222,26 @@ def test_a_worker_that_dies_before_a_reset_of_some_envs_replays_its_other_episod
             pool.reset([9], ids=[1])
         for step, observations in zip((2, 3), expected, strict=True):
             np.testing.assert_array_equal(pool.step(np.arange(4), actions[step]).observations, observations)
+
+
+def test_a_checkpoint_whose_episodes_in_flight_do_not_fit_is_refused_before_anything_loads():
+    with segment_trainer() as trainer:
+        trainer.update()
+        state = trainer.state_dict()
+    bad_states = [
+        {"observations": torch.zeros(3, 2)},  # 3 slots for 4
+        {"observations": torch.zeros(4, 5)},  # another observation space
+        {"returns": torch.tensor([0.0, float("nan"), 0.0, 0.0])},
+        {"counts": torch.zeros(4, dtype=torch.int64)},
+        {"actions": state["slots"]["actions"][:3]},
+        {"actions": [torch.full((2, 2), float("inf"))] * 4},
+        {"actions": [torch.zeros(3)] * 4},  # not whole actions of 2
+    ]
+    for change in bad_states:
+        with segment_trainer() as fresh:
+            before = flat(fresh.solver.policy).clone()
+            with pytest.raises(ValueError, match="Invalid checkpoint: its episodes in flight"):
+                fresh.load_state_dict(state | {"slots": state["slots"] | change})
+            assert fresh.updates == 0 and torch.equal(flat(fresh.solver.policy), before)
+    with segment_trainer() as fresh, pytest.raises(ValueError, match="unreadable"):
+        fresh.load_state_dict(state | {"slots": {k: v for k, v in state["slots"].items() if k != "seeds"}})

@@ -117,7 +117,8 @@ class Trainer:
                 raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
                                  "(credit='to_go' with critic=StateValue(...))")  # fmt: skip
         self.horizon = horizon
-        self._slots: dict | None = None  # horizon: each slot's episode in flight (see `_segment`)
+        self._slots: dict | None = None  # horizon: each slot's observation, running return and episode count
+        self._restore: dict | None = None  # horizon: a loaded checkpoint's episodes in flight, for the next update
         self._ended_returns: float | None = None  # horizon: the last mean return of ended episodes
         if critic is not None:
             horizon = getattr(self.eval_env.spec, "max_episode_steps", None) if self.eval_env.spec else None
@@ -221,20 +222,22 @@ class Trainer:
 
     def _start_slots(self) -> None:
         """Every slot's first episode, or after a resume the episodes in flight at the checkpoint."""
-        saved = self._slots
-        if saved is not None and "actions" in saved:  # from load_state_dict: replay them
-            self.pool.restore(saved["seeds"], saved["actions"])
-            self._slots = {k: np.array(saved[k]) for k in ("observations", "times", "returns", "counts")}
+        if self._restore is not None:  # from load_state_dict: replay them
+            self.pool.restore(self._restore["seeds"], self._restore["actions"])
+            self._slots, self._restore = self._restore["slots"], None
             return
         seeds = [self.slot_seed(slot, 0) for slot in range(self.population)]
-        self._slots = {"observations": self.pool.reset(seeds), "times": np.zeros(self.population, dtype=np.int64),
-                       "returns": np.zeros(self.population),
+        self._slots = {"observations": self.pool.reset(seeds), "returns": np.zeros(self.population),
                        "counts": np.ones(self.population, dtype=np.int64)}  # fmt: skip
+
+    def _episode_times(self) -> np.ndarray:
+        """``[N]``: the steps each slot's episode has taken (the pool's actions since its reset)."""
+        return np.array([len(actions) for actions in self.pool.actions], dtype=np.int64)
 
     def _segment(self, on_step: Callable[[int], None] | None) -> dict:
         """One update of ``horizon`` steps in every slot, one tell (see ``horizon``)."""
         began = time.perf_counter()
-        if self._slots is None or "actions" in self._slots:
+        if self._slots is None:
             self._start_slots()
         slots, ids = self._slots, np.arange(self.population)
         horizon, population = self.horizon, self.population
@@ -248,11 +251,11 @@ class Trainer:
                 on_step(step)
             inputs = torch.as_tensor(slots["observations"])
             observed.append(inputs)
+            times[step] = self._episode_times()
             result = self._act(inputs, ids)
-            costs[step], ends[step], times[step] = -result.rewards, result.done, slots["times"]
+            costs[step], ends[step] = -result.rewards, result.done
             slots["returns"] += result.rewards
-            slots["times"] += 1
-            slots["observations"] = np.array(result.observations)
+            slots["observations"] = result.observations
             for slot, error in enumerate(result.errors):
                 if error is not None:
                     failed[started[slot] : step + 1, slot] = True
@@ -263,13 +266,13 @@ class Trainer:
                 ended_returns += [slots["returns"][j] for j in done if result.errors[j] is None]
                 seeds = [self.slot_seed(int(j), int(slots["counts"][j])) for j in done]
                 slots["observations"][done] = self.pool.reset(seeds, ids=done)
-                slots["times"][done], slots["returns"][done] = 0, 0.0
+                slots["returns"][done] = 0.0
                 slots["counts"][done] += 1
                 started[done] = step + 1
         inputs, steps = torch.cat(observed), torch.as_tensor(times.reshape(-1))
         values = self.critic.predict(inputs, steps).numpy().reshape(horizon, population)
         bootstrap = self.critic.predict(torch.as_tensor(slots["observations"]),
-                                        torch.as_tensor(slots["times"])).numpy()  # fmt: skip
+                                        torch.as_tensor(self._episode_times())).numpy()  # fmt: skip
         advantages, to_go = segment_credit(costs, ends, values, bootstrap, discount=self.discount,
                                            gae_lambda=self.critic.gae_lambda)  # fmt: skip
         if failed.any() and (~failed).any():  # as whole episodes: a failed episode's steps count as the worst
@@ -391,12 +394,12 @@ class Trainer:
             state["imitation"] = self.imitation.state_dict()
         if self.horizon is not None:
             state["horizon"] = self.horizon
-            if self._slots is not None:  # the episodes in flight: replayed on resume
-                slots = self._slots if "actions" in self._slots else self._slots | {
-                    "seeds": self.pool.seeds.copy(), "actions": [list(a) for a in self.pool.actions]}  # fmt: skip
-                state["slots"] = {k: (torch.as_tensor(np.array(v)) if k != "actions" else  # tensors: weights_only
-                                      [torch.as_tensor(np.array(a, dtype=np.float32)) for a in v])
-                                  for k, v in slots.items()}  # fmt: skip
+            flight = self._restore or (self._slots and {"slots": self._slots, "seeds": self.pool.seeds,
+                                                                       "actions": self.pool.actions})  # fmt: skip
+            if flight:  # the episodes in flight (a loaded checkpoint's if not yet replayed), replayed on resume
+                state["slots"] = {k: torch.as_tensor(np.array(v)) for k, v in flight["slots"].items()} | {
+                    "seeds": torch.as_tensor(np.array(flight["seeds"])),  # tensors: the checkpoint loads weights_only
+                    "actions": [torch.as_tensor(np.array(a, dtype=np.float32)) for a in flight["actions"]]}  # fmt: skip
                 state["ended_returns"] = self._ended_returns
         return state
 
@@ -414,21 +417,37 @@ class Trainer:
             raise ValueError(f"Invalid checkpoint: it {held}, this trainer {'has' if self.imitation else 'has none'}")
         if state.get("horizon") != self.horizon:
             raise ValueError(f"Invalid checkpoint: horizon {state.get('horizon')} (this trainer has {self.horizon})")
+        restore = self._parse_slots(state["slots"]) if self.horizon is not None and "slots" in state else None
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         if self.imitation is not None:
             self.imitation.load_state_dict(state["imitation"])
         if self.horizon is not None:
-            self._slots = None
-            if "slots" in state:
-                slots = state["slots"]
-                self._slots = {k: (torch.as_tensor(v).numpy().copy() if k != "actions" else
-                                   [list(torch.as_tensor(a).numpy().copy()) for a in v])
-                               for k, v in slots.items()}  # fmt: skip
+            self._slots, self._restore = None, restore
             self._ended_returns = state.get("ended_returns")
         self.solver.load_state_dict(state["solver"])
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
         self.history = [dict(r) for r in state["history"]]
+
+    def _parse_slots(self, slots) -> dict:
+        """A checkpoint's episodes in flight as arrays, checked against this trainer (before
+        anything is loaded): ``slots`` (observations, returns, counts), ``seeds``, ``actions``."""
+        population, shape = self.population, (self.population, *self.eval_env.observation_space.shape)
+        try:
+            arrays = {k: torch.as_tensor(slots[k]).numpy().copy() for k in ("observations", "returns", "counts",
+                                                                              "seeds")}  # fmt: skip
+            actions = [torch.as_tensor(a).numpy().astype(np.float32).reshape(-1, *self.low.shape)
+                       for a in slots["actions"]]  # fmt: skip
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"Invalid checkpoint: its episodes in flight are unreadable ({error!r})") from None
+        fits = arrays["observations"].shape == shape and len(actions) == population
+        fits = fits and all(arrays[k].shape == (population,) for k in ("returns", "counts", "seeds"))
+        fits = fits and all(np.isfinite(v).all() for v in (arrays["observations"], arrays["returns"], *actions))
+        if not (fits and (arrays["counts"] >= 1).all()):
+            raise ValueError(f"Invalid checkpoint: its episodes in flight do not fit this trainer ({population} slots, "
+                             f"observations of shape {shape[1:]}, finite values, episode counts >= 1)")  # fmt: skip
+        return {"slots": {k: arrays[k] for k in ("observations", "returns", "counts")}, "seeds": arrays["seeds"],
+                "actions": [list(a) for a in actions]}  # fmt: skip
 
     def resume(self, path) -> None:
         """Continue from the checkpoint at ``path`` (verified; the previous one beside it if

@@ -36,7 +36,7 @@ from bbopt.envs.aloha.env import AlohaStateEnv, Snapshot
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
 from bbopt.envs.aloha.ik import pinch_point
 from bbopt.envs.aloha.imitation import ChunkL1
-from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES, Selection
+from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES, Selection, unselected
 from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
@@ -265,5 +265,4 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         if trainer.updates % validate_every:
             validate(trainer.updates, trainer.env_steps)
         return policy, history, selection.choose()
-    return policy, history, {"update": trainer.updates, "validation_success": None, "start_validation_success": None,
-                             "validation_steps": 0, "validation_curve": []}  # fmt: skip
+    return policy, history, unselected(trainer.updates)

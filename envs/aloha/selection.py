@@ -19,9 +19,15 @@ from collections.abc import Callable
 from bbopt.checks import check_int
 from bbopt.envs.aloha.placements import CONFIRMATION_SEED, VALIDATION_SEED
 
-__all__ = ["CONFIRMATION_EPISODES", "SHORTLIST", "Selection"]
+__all__ = ["CONFIRMATION_EPISODES", "SHORTLIST", "Selection", "unselected"]
 SHORTLIST = 3  # screened weights confirmed besides the start
 CONFIRMATION_EPISODES = 100  # fine-tuning's default: placements each confirmed weights run
+
+
+def unselected(update: int) -> dict:
+    """The record of a run that validated nothing and kept the weights of ``update``."""
+    return {"update": update, "validation_success": None, "start_validation_success": None, "validation_steps": 0,
+            "validation_curve": []}  # fmt: skip
 
 
 class Selection:
@@ -44,8 +50,7 @@ class Selection:
         self.shortlist = check_int(shortlist, "shortlist", minimum=1)
         self.start: dict | None = None  # {"key", "update", "state"} of the first screen
         self.screened: list[dict] = []  # the best later screens, best first, at most `shortlist`
-        self.record = {"update": 0, "validation_success": None, "start_validation_success": None,
-                       "validation_steps": 0, "validation_curve": []}  # fmt: skip
+        self.record = unselected(0)
 
     def _evaluate(self, episodes: int, seed: int) -> tuple[float, float]:
         result = self.run(episodes, seed)
