@@ -162,6 +162,12 @@ class Solver:
             batch's scale (PPO's minibatches: more steps for the same compute; at most one part
             per recorded step). Default 1: one step on
             all recorded steps per pass. The first pass is the plain estimate whatever this is.
+        target_kl: with ``reuse``: stop a population's later passes once the mean KL divergence of
+            the current policy's action density from the behaviour density over the recorded
+            steps, ``mean_t |mu_new(s_t) - mu_old(s_t)|^2 / (2 sigma^2)`` (exact for Gaussian
+            noise at one sigma), exceeds it, checked before each later step (PPO implementations'
+            early stop). The passes then adapt to how far each population moves the policy.
+            Default None: always ``reuse`` passes.
     """
 
     natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
@@ -190,6 +196,7 @@ class Solver:
         reuse: int = 1,
         clip: float = 0.2,
         minibatches: int = 1,
+        target_kl: float | None = None,
     ):
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
@@ -250,6 +257,9 @@ class Solver:
             raise ValueError("Invalid minibatches: they split the passes of reuse (add reuse=2 or more)")
         if self.reuse > 1:
             _check_reuse(self.noise, episodes, self.correlation)
+        self.target_kl = None if target_kl is None else check_float(target_kl, "target_kl", above=0.0)
+        if self.target_kl is not None and self.reuse == 1:
+            raise ValueError("Invalid target_kl: it stops the later passes of reuse (add reuse=2 or more)")
         self.samples = samples
         self.episodes = episodes
         self.group_size = int(group_size)
@@ -569,14 +579,22 @@ class Solver:
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
             raise
+        passes = 1
         for passes in range(1, self.reuse):  # the first step stands whatever a later pass meets
             try:
-                stats["reuse_active"] = self._reuse_epoch(inputs, mu.detach(), noise, losses, counts,
-                                                          episode_of_record, record_weights)  # fmt: skip
+                active, stats["reuse_kl"] = self._reuse_epoch(inputs, mu.detach(), noise, losses, counts,
+                                                              episode_of_record, record_weights)  # fmt: skip
             except ValueError as error:  # an overflowing ratio-weighted gradient: stop reusing this population
                 warnings.warn(f"reuse stopped after {passes} of {self.reuse} passes on this population: {error}",
                               RuntimeWarning, stacklevel=2)  # fmt: skip
                 break
+            if active is None:  # past target_kl: this pass took no step
+                break
+            stats["reuse_active"] = active
+        else:
+            passes = self.reuse
+        if self.reuse > 1:
+            stats["reuse_passes"] = float(passes)
         if self.reuse > 1:  # sigma (fixed or scheduled) advances once, after every pass used the behaviour sigma
             self.noise.update(record_weights[None].to(device=self.device, dtype=mu.dtype), noise[None], pairs=False)
             stats["sigma"] = self.noise.mean_sigma()
@@ -584,10 +602,13 @@ class Solver:
         self.evaluations += self.episodes
         return stats
 
-    def _reuse_epoch(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights) -> float:
+    def _reuse_epoch(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record,
+                     record_weights) -> tuple[float | None, float]:  # fmt: skip
         """One later pass of ``reuse``: a step on all recorded steps, or with ``minibatches`` one
         step per part of a random split, each part's weights scaled up to the whole batch's.
-        Returns the share of records active in the pass."""
+        Returns the share of records active in the pass, or None where a part found the policy past
+        ``target_kl`` (the parts before it took their steps; the rest of the population's passes
+        stop), and the mean KL the last part measured."""
         if self.minibatches == 1:
             return self._reuse_pass(inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights)
         order = torch.randperm(len(record_weights), generator=self.generator, device=self.generator.device)
@@ -595,19 +616,29 @@ class Solver:
         active = 0.0
         for part in parts:
             here, weights = part.to(inputs.device), record_weights[part.to(record_weights.device)] * len(parts)
-            active += len(part) * self._reuse_pass(inputs[here], behaviour_mu[here], noise[here], losses, counts,
-                                                   episode_of_record[here], weights)  # fmt: skip
-        return active / len(record_weights)
+            share, divergence = self._reuse_pass(inputs[here], behaviour_mu[here], noise[here], losses, counts,
+                                                 episode_of_record[here], weights)  # fmt: skip
+            if share is None:
+                return None, divergence
+            active += len(part) * share
+        return active / len(record_weights), divergence
 
-    def _reuse_pass(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights) -> float:
+    def _reuse_pass(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record,
+                    record_weights) -> tuple[float | None, float]:  # fmt: skip
         """One more optimizer step on the recorded steps (``reuse``): the actions ``a = mu_old + sigma
         eps`` seen from the current policy, ``eps' = (a - mu_new) / sigma``, each weighted by its
         clipped likelihood ratio ``r = exp((|eps|^2 - |eps'|^2) / 2)``. Returns the share of
-        records still active (inside the clip, or outside it against their weight's push)."""
+        records still active (inside the clip, or outside it against their weight's push), or None
+        without a step where the mean KL from the behaviour density, ``|eps' - eps|^2 / 2``, is past
+        ``target_kl``; and that KL."""
         with torch.enable_grad():
             mu = self.policy(inputs)
         sigma = self.noise.scale(mu)
-        shifted = noise + (behaviour_mu - mu.detach()) / sigma  # eps' of the same actions
+        moved = (behaviour_mu - mu.detach()) / sigma
+        divergence = float(0.5 * moved.square().sum(dim=1).mean())
+        if self.target_kl is not None and divergence > self.target_kl:
+            return None, divergence
+        shifted = noise + moved  # eps' of the same actions
         ratio = torch.exp(0.5 * (noise.square().sum(dim=1) - shifted.square().sum(dim=1))).to(torch.float64).cpu()
         weights = record_weights.to(torch.float64).cpu()
         # PPO's clip in cost terms (w > 0: a bad step, the update lowers its ratio): the gradient of
@@ -616,7 +647,7 @@ class Solver:
         self._update(mu=mu, losses=losses, counts=counts, noise=shifted, episode_of_record=episode_of_record,
                      record_weights=torch.where(active, ratio * weights, 0.0), counted=False,
                      noise_step=False)  # fmt: skip
-        return float(active.to(torch.float64).mean())
+        return float(active.to(torch.float64).mean()), divergence
 
     def _step_weights(self, step_losses) -> torch.Tensor:
         if not self.step_credit:

@@ -283,11 +283,11 @@ def test_bad_correlation_settings_are_refused(options, message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
 
 
-def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1):
+def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1, target_kl=None):
     policy = MLP(1, 2, hidden=(4,), seed=1)
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
     return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, reuse=reuse,
-                              minibatches=minibatches)  # fmt: skip
+                              minibatches=minibatches, target_kl=target_kl)  # fmt: skip
 
 
 def test_reuse_passes_of_an_unmoved_policy_repeat_the_first_estimate():
@@ -405,6 +405,63 @@ def test_a_scheduled_sigma_steps_once_per_tell_and_its_reuse_passes_see_the_beha
     assert solver.noise.sigma.steps == 1 and stats["sigma"] == pytest.approx(0.25)
 
 
+def divergences_of_the_passes(solver, policy) -> tuple[list[float], list[float]]:
+    """A tell of the toy episodes; the mean KL each later pass measured, and the same by hand:
+    ``|mu_now - mu_behaviour|^2 / (2 sigma^2)`` over the recorded steps, from the policy as the
+    pass found it."""
+    losses, step_losses = run_toy_episodes(solver)
+    inputs = solver._record.inputs()
+    with torch.no_grad():
+        behaviour = policy(inputs).double()
+    measured, by_hand = [], []
+    pass_of = solver._reuse_pass
+
+    def keep(*args):
+        with torch.no_grad():
+            now = policy(inputs).double()
+        by_hand.append(float(((now - behaviour) / 0.5).square().sum(1).mean() / 2))
+        share, divergence = pass_of(*args)
+        measured.append(divergence)
+        return share, divergence
+
+    solver._reuse_pass = keep
+    solver.stats = solver.tell(losses, step_losses=step_losses)
+    return measured, by_hand
+
+
+def test_target_kl_stops_the_passes_at_the_first_policy_past_it_as_reuse_of_that_many_would():
+    """Without a target, every later pass measures the policy's mean KL from the acting one (by
+    hand above); with a target between two of those, the tell stops at the first pass past it,
+    without its step: the parameters equal a plain run with that many passes."""
+    policy, solver = reuse_solver(8, lr=0.05, seed=3)
+    measured, by_hand = divergences_of_the_passes(solver, policy)
+    assert measured == pytest.approx(by_hand, rel=1e-5) and len(measured) == 7
+    assert measured[0] > 0 and solver.stats["reuse_passes"] == 8.0
+    # the first later pass that found the policy further than every pass before it
+    first = next(k for k in range(1, 7) if measured[k] > max(measured[:k]))
+    target = (max(measured[:first]) + measured[first]) / 2
+    stopped_policy, stopped = reuse_solver(8, lr=0.05, seed=3, target_kl=target)
+    stopped_measured, _ = divergences_of_the_passes(stopped, stopped_policy)
+    assert stopped_measured == pytest.approx(measured[: first + 1]) and stopped.stats["reuse_passes"] == first + 1
+    plain_policy, plain = reuse_solver(first + 1, lr=0.05, seed=3)
+    losses, step_losses = run_toy_episodes(plain)
+    plain.tell(losses, step_losses=step_losses)
+    for a, b in zip(stopped_policy.parameters(), plain_policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_target_kl_below_any_move_keeps_only_the_first_step_with_or_without_minibatches():
+    for minibatches in (1, 3):
+        stopped_policy, stopped = reuse_solver(5, lr=1.0, seed=4, minibatches=minibatches, target_kl=1e-12)
+        plain_policy, plain = reuse_solver(1, lr=1.0, seed=4)
+        for solver in (stopped, plain):
+            losses, step_losses = run_toy_episodes(solver)
+            solver.stats = solver.tell(losses, step_losses=step_losses)
+        assert stopped.stats["reuse_passes"] == 1.0 and "reuse_active" not in stopped.stats
+        for a, b in zip(stopped_policy.parameters(), plain_policy.parameters(), strict=True):
+            torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -418,6 +475,11 @@ def test_a_scheduled_sigma_steps_once_per_tell_and_its_reuse_passes_see_the_beha
         ({"episodes": 8, "minibatches": 0}, "minibatches"),
         ({"episodes": 8, "minibatches": 2.0}, "minibatches"),
         ({"episodes": 8, "reuse": 1, "minibatches": 2}, "split the passes of reuse"),
+        ({"episodes": 8, "target_kl": 0.0}, "target_kl"),
+        ({"episodes": 8, "target_kl": -0.01}, "target_kl"),
+        ({"episodes": 8, "target_kl": float("nan")}, "target_kl"),
+        ({"episodes": 8, "target_kl": "0.01"}, "target_kl"),
+        ({"episodes": 8, "reuse": 1, "target_kl": 0.01}, "stops the later passes of reuse"),
     ],
 )
 def test_bad_reuse_settings_are_refused(options, message):

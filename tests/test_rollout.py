@@ -562,16 +562,22 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert (solver.clip, solver.minibatches) == (0.3, 2)
     assert solver.noise.scale(torch.zeros(1, 1)).item() == pytest.approx(given.sigma)
     assert RunConfig(env="Pendulum-v1", correlation=0.5).minibatches == 1  # no reuse: no minibatches
+    assert RunConfig(env="Pendulum-v1").target_kl == 0.0 and solver.target_kl is None  # 0: every pass
+    kl = build_solver(RunConfig(env="Pendulum-v1", target_kl=0.02), gymnasium.make("Pendulum-v1"))
+    assert kl.target_kl == 0.02 and kl.reuse == 20
+    with pytest.raises(ValueError, match="stops the later passes of --reuse"):
+        RunConfig(env="Pendulum-v1", reuse=1, target_kl=0.02)
     bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
                    ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0), ("clip", 0.0),
-                   ("clip", float("inf")), ("clip", True)]  # fmt: skip
+                   ("clip", float("inf")), ("clip", True), ("target_kl", -0.01), ("target_kl", float("nan")),
+                   ("target_kl", "0.01")]  # fmt: skip
     for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
-                 "horizon"):  # fmt: skip
+                 "horizon", "target_kl"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
@@ -583,6 +589,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     before_segments = {**old, "credit": "to_go", "critic": "state_value", "gae_lambda": 0.98, "reuse": 20}
     (tmp_path / "config.json").write_text(json.dumps(before_segments))  # the per-step recipe before --horizon
     assert load_config(tmp_path).horizon == 0  # its runs resume with whole episodes
+    assert load_config(tmp_path).target_kl == 0.0  # and every pass of reuse
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):

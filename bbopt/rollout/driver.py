@@ -187,7 +187,7 @@ class Trainer:
         ok = returns[~failed] if (~failed).any() else returns
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
-                "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.sum())} | (
+                **_solver_figures(stats), "failed": int(failed.sum())} | (
             {} if imitated is None else {"imitation_loss": imitated})  # fmt: skip
 
     def _act(self, inputs: torch.Tensor, ids: np.ndarray):
@@ -291,7 +291,7 @@ class Trainer:
         mean = self._ended_returns if self._ended_returns is not None else float(slots["returns"].mean())
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": mean, "return_max": float(max(ended_returns, default=mean)), "eval_return": None,
-                "sigma": float(stats.get("sigma", float("nan"))), "failed": int(failed.any(axis=0).sum())} | (
+                **_solver_figures(stats), "failed": int(failed.any(axis=0).sum())} | (
             {} if imitated is None else {"imitation_loss": imitated})  # fmt: skip
 
     def _step_credit(self, rewards: list, asked: list, observed: list, failed: np.ndarray):
@@ -486,3 +486,10 @@ def _append_csv(path: Path, record: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in CURVE_FIELDS})
+
+
+def _solver_figures(stats: dict) -> dict:
+    """An update record's figures from the solver's tell: sigma, and with reuse its passes and the
+    policy's mean KL from the acting one where the last pass began (not in the curve CSV)."""
+    figures = {"sigma": float(stats.get("sigma", float("nan")))}
+    return figures | {key: float(stats[key]) for key in ("reuse_passes", "reuse_kl") if key in stats}
