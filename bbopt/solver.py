@@ -579,7 +579,6 @@ class Solver:
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
             raise
-        passes = 1
         for passes in range(1, self.reuse):  # the first step stands whatever a later pass meets
             try:
                 active, stats["reuse_kl"] = self._reuse_epoch(inputs, mu.detach(), noise, losses, counts,
@@ -593,9 +592,8 @@ class Solver:
             stats["reuse_active"] = active
         else:
             passes = self.reuse
-        if self.reuse > 1:
-            stats["reuse_passes"] = float(passes)
         if self.reuse > 1:  # sigma (fixed or scheduled) advances once, after every pass used the behaviour sigma
+            stats["reuse_passes"] = float(passes)  # optimizer steps taken, the first included
             self.noise.update(record_weights[None].to(device=self.device, dtype=mu.dtype), noise[None], pairs=False)
             stats["sigma"] = self.noise.mean_sigma()
         record.clear()

@@ -85,13 +85,12 @@ __all__ = [
 # resolved value, so its resumes keep it (a run saved before --horizon resumes with whole episodes).
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
-              "horizon": 256, "target_kl": 0.0},
-    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0,
-                "target_kl": 0.0},
+              "horizon": 256},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0},
 }  # fmt: skip
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
-                     "reuse": 1, "horizon": 0, "target_kl": 0.0}  # fmt: skip
+                     "reuse": 1, "horizon": 0}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -149,9 +148,9 @@ class RunConfig:
     clip: float = _option(0.2, help="with --reuse: PPO's clip of the likelihood ratios (default 0.2)", type=float)
     minibatches: int = _option(1, help="with --reuse: optimizer steps per later pass, one per part of a random split "
                                        "of the recorded steps (default 1)", type=positive_int)  # fmt: skip
-    target_kl: float | None = _option(help="with --reuse: stop a population's later passes once the policy's mean KL "
-                                           "divergence from the one that acted passes this (default 0: never)",
-                                      type=float)  # fmt: skip
+    target_kl: float = _option(0.0, help="with --reuse: stop a population's later passes once the policy's mean KL "
+                                         "divergence from the one that acted passes this (default 0: never)",
+                               type=float)  # fmt: skip
     horizon: int | None = _option(help="with --critic: steps per env slot per update, whatever episode each is in "
                                        "(PPO's rollouts; the unfinished ends closed with the critic's value; "
                                        "default 256 with the critic, else 0); 0: whole episodes",
@@ -205,8 +204,6 @@ class RunConfig:
         self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
         if self.minibatches > 1 and self.reuse == 1:
             raise ValueError("Invalid minibatches: they split the passes of --reuse (add --reuse 2 or more)")
-        if self.target_kl is None:
-            self.target_kl = recipe["target_kl"] if self.reuse > 1 else 0.0
         self.target_kl = check_float(self.target_kl, "target_kl", at_least=0.0)
         if self.target_kl and self.reuse == 1:
             raise ValueError("Invalid target_kl: it stops the later passes of --reuse (add --reuse 2 or more)")
