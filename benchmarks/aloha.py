@@ -43,7 +43,7 @@ import bbopt
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
-from bbopt.envs.aloha.finetune import finetune, finetune_solver
+from bbopt.envs.aloha.finetune import check_credit_options, finetune, finetune_solver
 from bbopt.envs.aloha.imitation import behavior_clone
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
@@ -83,8 +83,10 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
     began = time.perf_counter()
     policy, history, selection = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
                                           population=args.population, sigma=args.ft_sigma, lr=args.ft_lr,
-                                          credit=args.ft_credit, critic=args.ft_critic,
-                                          correlation=args.ft_correlation, seed=start_row["seed"],
+                                          credit=args.ft_credit, critic=args.ft_critic, discount=args.ft_discount,
+                                          gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
+                                          reuse=args.ft_reuse, correlation=args.ft_correlation,
+                                          seed=start_row["seed"],
                                           validate_every=args.validate_every,
                                           validation_episodes=args.validation_episodes,
                                           confirmation_episodes=args.confirmation_episodes, progress=args.progress,
@@ -204,6 +206,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-starts", default="bp,ovlr", help="which imitation methods' policies are fine-tuned")
     parser.add_argument("--ft-credit", default="episode", choices=["episode", "to_go"])
     parser.add_argument("--ft-critic", default="none", choices=["none", "state_value"])
+    parser.add_argument("--ft-discount", type=float, default=1.0, help="with --ft-credit to_go: gamma")
+    parser.add_argument("--ft-gae-lambda", type=float, default=1.0, help="with --ft-critic: GAE(lambda)")
+    parser.add_argument("--ft-horizon", type=int, help="with --ft-critic: steps per env slot per update")
+    parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
     parser.add_argument("--ft-imitation-weight", type=float, default=0.0,
                         help="mix the start's demos' imitation loss in at this weight (0: off)")  # fmt: skip
@@ -223,7 +229,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
         try:
             finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population, sigma=args.ft_sigma,
-                            lr=args.ft_lr, correlation=args.ft_correlation)  # fmt: skip
+                            lr=args.ft_lr, correlation=args.ft_correlation, reuse=args.ft_reuse)  # fmt: skip
+            check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
+                                 gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon)  # fmt: skip
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
     torch.set_num_threads(1)

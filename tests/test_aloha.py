@@ -455,6 +455,26 @@ def test_finetune_mixes_the_demos_imitation_loss_with_a_critic_and_correlated_no
         finetune(policy, "transfer_cube", critic="yes")
 
 
+def test_finetune_runs_the_locomotion_recipe_in_segments(demos):
+    """``bbopt train``'s per-step recipe reaches fine-tuning: GAE with a discount, updates of
+    ``horizon`` steps per env slot whatever episode each is in (ALOHA's are 300 steps), and
+    clipped-ratio reuse; the options the Trainer refuses are refused here, before any step."""
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    _, history, _ = finetune(policy, "transfer_cube", env_steps=2 * 2 * 50, population=2, credit="to_go",
+                             critic="state_value", discount=0.99, gae_lambda=0.95, horizon=50, reuse=3,
+                             validate_every=0, progress=False)  # fmt: skip
+    assert [record["env_steps"] for record in history] == [100, 200]  # two updates of 50 steps in 2 slots
+    assert all(record["reuse_passes"] == 3 for record in history)
+    with pytest.raises(ValueError, match="Invalid gae_lambda: GAE needs a critic"):
+        finetune(policy, "transfer_cube", gae_lambda=0.9, progress=False)
+    with pytest.raises(ValueError, match=r"Invalid gae_lambda: 1\.5"):
+        finetune(policy, "transfer_cube", credit="to_go", critic="state_value", gae_lambda=1.5, progress=False)
+    with pytest.raises(ValueError, match="Invalid horizon: segments of episodes need a critic"):
+        finetune(policy, "transfer_cube", credit="to_go", horizon=50, progress=False)
+    with pytest.raises(ValueError, match="Invalid discount: it discounts per-step credit"):
+        finetune(policy, "transfer_cube", discount=0.99, progress=False)
+
+
 @pytest.mark.parametrize("confirmation_episodes", [0, 4])
 def test_finetune_keeps_the_best_validated_weights(demos, monkeypatch, confirmation_episodes):
     """Screened after every update; without a confirmation the first of the two best screens

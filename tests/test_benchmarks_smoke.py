@@ -279,6 +279,10 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     with pytest.raises(SystemExit):
         aloha.main(["--ft-demo-starts", "1.5", "--out", str(tmp_path / "never.json")])
     assert "--ft-demo-starts 1.5 (a fraction in [0, 1])" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # segments without the critic that closes them: refused before any imitation
+        aloha.main(["--ft-methods", "ovlr", "--ft-credit", "to_go", "--ft-horizon", "100",
+                    "--out", str(tmp_path / "never.json")])  # fmt: skip
+    assert "fine-tuning by ovlr: Invalid horizon: segments of episodes need a critic" in capsys.readouterr().err
 
 
 def test_randomized_vjp_benchmark_smoke(tmp_path):

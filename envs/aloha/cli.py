@@ -66,6 +66,13 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--correlation", type=float,
                           help="AR(1) coefficient of each episode's noise over its steps, in [0, 1) (default 0.95 "
                                "for OVLR and ES; CEM, whose sigma learns: 0)")  # fmt: skip
+    finetune.add_argument("--discount", type=float, default=1.0, help="with --credit to_go: gamma of the costs-to-go")
+    finetune.add_argument("--gae-lambda", type=float, default=1.0, help="with --critic: GAE(lambda) advantages")
+    finetune.add_argument(
+        "--horizon",
+        type=positive_int,
+        help="with --critic: steps per env slot per update, whatever episode each is in (default: whole episodes)",
+    )
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
     finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
@@ -194,7 +201,8 @@ def _finetune(args) -> dict:
         given = {name: getattr(args, name) for name in ("sigma", "lr") if getattr(args, name) is not None}
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
                                               population=args.population, **given,
-                                              credit=args.credit, critic=args.critic,
+                                              credit=args.credit, critic=args.critic, discount=args.discount,
+                                              gae_lambda=args.gae_lambda, horizon=args.horizon,
                                               correlation=args.correlation, reuse=args.reuse,
                                               lr_schedule=args.lr_schedule, demos=demos,
                                               imitation_weight=args.imitation_weight,

@@ -47,7 +47,7 @@ from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
-__all__ = ["StageShaping", "finetune", "finetune_solver", "make_finetune_env"]
+__all__ = ["StageShaping", "check_credit_options", "finetune", "finetune_solver", "make_finetune_env"]
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
 RENAMED = {"episodes": "population"}  # finetune's old keyword names
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
@@ -160,9 +160,33 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     return preset.build(method, policy, episodes=population, seed=seed, **extra)
 
 
+def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae_lambda: float = 1.0,
+                         horizon: int | None = None) -> None:  # fmt: skip
+    """Refuse a combination of `finetune`'s credit options that the Trainer would refuse, before
+    the first validation screen (or, in the benchmark, before the imitation runs) has run."""
+    if credit not in ("episode", "to_go"):
+        raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
+    if critic not in ("none", "state_value"):
+        raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
+    if critic != "none" and credit != "to_go":
+        raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
+    discount = bbopt.checks.check_float(discount, "discount", above=0.0, at_most=1.0)
+    if discount != 1.0 and credit != "to_go":
+        raise ValueError("Invalid discount: it discounts per-step credit (credit='to_go')")
+    gae_lambda = bbopt.checks.check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
+    if gae_lambda != 1.0 and critic == "none":
+        raise ValueError("Invalid gae_lambda: GAE needs a critic (critic='state_value')")
+    if horizon is not None:
+        bbopt.checks.check_int(horizon, "horizon", minimum=1)
+        if critic == "none":
+            raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
+                             "(critic='state_value')")  # fmt: skip
+
+
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
-             credit: str = "episode", critic: str = "none", correlation: float | None = None, reuse: int = 1,
+             credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
+             horizon: int | None = None, correlation: float | None = None, reuse: int = 1,
              lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20,
@@ -180,9 +204,11 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     takes it, see `finetune_solver`). Training
     placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``). The
     Trainer's options apply as in ``bbopt train``: ``credit="to_go"`` with ``critic="state_value"``
-    (a `StateValue` baseline), ``correlation`` (AR(1) noise over each episode's steps), ``reuse``
-    (extra clipped-ratio passes), ``lr_schedule``. ``demos``: mix their imitation loss (the chunk
-    L1 of behaviour cloning, `ChunkL1`, on a 256-pair minibatch per update) into every update at
+    (a `StateValue` baseline; ``discount`` gamma of the costs-to-go, ``gae_lambda`` its GAE, and
+    ``horizon`` steps per env slot per update instead of whole episodes), ``correlation`` (AR(1)
+    noise over each episode's steps), ``reuse`` (extra clipped-ratio passes), ``lr_schedule``.
+    ``demos``: mix their imitation loss (the chunk L1 of behaviour cloning, `ChunkL1`, on a
+    256-pair minibatch per update) into every update at
     ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`;
     ``imitation_weight=0``: no imitation term), and with ``demo_starts`` > 0 start that fraction
     of the training episodes from their states (`bbopt.envs.aloha.starts`; validation starts
@@ -215,8 +241,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid method {method!r}: expected one of {methods}")
     bbopt.checks.check_int(env_steps, "env_steps", minimum=1)
     bbopt.checks.check_int(seed, "seed", minimum=0)
-    if critic not in ("none", "state_value"):
-        raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
+    check_credit_options(credit, critic, discount=discount, gae_lambda=gae_lambda, horizon=horizon)
     bbopt.checks.check_int(validate_every, "validate_every", minimum=0)
     selection = None
     if validate_every:
@@ -256,8 +281,9 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         validate(0, 0)
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=derive(seed, 0), credit=credit,
-                 critic=StateValue(seed=derive(seed, 1)) if critic == "state_value" else None, lr_schedule=lr_schedule,
-                 imitation=imitation, checkpoint=checkpoint,
+                 critic=StateValue(gae_lambda=gae_lambda, seed=derive(seed, 1)) if critic == "state_value" else None,
+                 discount=discount, horizon=horizon, lr_schedule=lr_schedule, imitation=imitation,
+                 checkpoint=checkpoint,
                  pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
         history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update, tracker=tracker)
     policy.eval()
