@@ -42,7 +42,7 @@ from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
 # A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES:
-# per-step credit with the critic, GAE, population 32, reuse 20, 128-step segments: `bbopt.rollout.runs.RECIPES`), or a
+# per-step credit with the critic, GAE, population 16, reuse 20, 256-step segments: `bbopt.rollout.runs.RECIPES`), or a
 # solver with a variant: the settings of earlier results, spelled out so that their names keep
 # their meaning when the defaults move. Then EvoTorch's PGPE and the SB3 peers.
 _TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
@@ -51,7 +51,6 @@ VARIANTS = {
     "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
     "togo": _TO_GO,
     "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0},
-    "seg256": {"population": 16, "horizon": 256},  # the defaults of a9d4fc0 (mujoco_segments*.json)
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),

@@ -75,20 +75,17 @@ __all__ = [
 # of before, left Hopper at its standing plateau). Sigma stays the presets' 0.3: 0.4 lifted HalfCheetah
 # (seeds 0-2: 4,334 against 3,955) and left Hopper level, but lowered Walker2d, never tuned on, on every
 # seed (2,695 against 3,292); a clip of 0.3 lifted HalfCheetah further and kept Hopper standing on every
-# seed. Since --horizon, an update is 256 steps of each of the 16 env slots (now 128 of 32), whatever episode
-# each is in (244 updates per million steps where 16 whole episodes gave 62 on HalfCheetah), the unfinished ends
+# seed. Since --horizon, an update is 256 steps of each of the 16 env slots, whatever episode each is in
+# (244 updates per million steps where 16 whole episodes gave 62 on HalfCheetah), the unfinished ends
 # closed with the critic's value. Picked from 1M-step runs on HalfCheetah-v5 and Hopper-v5, seed 0 (and
 # Hopper seed 1): horizon 256 / 128 / 64 x reuse 10 / 15 / 20; HalfCheetah did best at fewer optimizer
 # steps (256 x 10: 5,338; 128 x 10: 5,561; 256 x 20: 4,034; 128 x 20: 2,316) and Hopper only at 20
 # (256 x 20: 3,156, seed 1 3,167; 256 x 10: 1,060, the standing plateau): 256 x 20 beat the whole-episode
-# recipe (3,889 / 2,458) on both. Then the same 4,096 steps per update split across more slots (seed 0,
-# and seed 1 for the pick): 32 slots x 128 steps: HalfCheetah 4,778 / 4,625 (seeds 0 / 1; 16 x 256: 4,034 /
-# 3,491), Hopper 3,153 / 3,122 (3,156 / 3,167); 64 x 64: 5,404 but Hopper 675. Episode credit keeps the
-# earlier recipe. A run's config.json holds every resolved value, so its resumes keep it (a run saved
-# before --horizon resumes with whole episodes, one saved with 16 x 256 segments with those).
+# recipe (3,889 / 2,458) on both. Episode credit keeps the earlier recipe. A run's config.json holds every
+# resolved value, so its resumes keep it (a run saved before --horizon resumes with whole episodes).
 RECIPES = {
-    "to_go": {"population": 32, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
-              "horizon": 128},
+    "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
+              "horizon": 256},
     "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0},
 }  # fmt: skip
 # Options added after runs were saved: a config.json without them had them off (and population 64).
@@ -117,7 +114,7 @@ class RunConfig:
     env: str = _option("HalfCheetah-v5", help="a Gymnasium id (default HalfCheetah-v5)")
     solver: str = _option("ovlr", help="default ovlr; param_es: parameter-space ES (the baseline)",
                           type=canonical, choices=lambda: bbopt.presets.names("episodes"))  # fmt: skip
-    population: int | None = _option(help="episodes per update (even; default 32 with per-step credit, else 64)",
+    population: int | None = _option(help="episodes per update (even; default 16 with per-step credit, else 64)",
                                      type=positive_int)  # fmt: skip
     env_steps: int = _option(2_000_000, type=step_count,
                              help="total env steps, e.g. 2e6 (default 2e6; with --resume: a new total, else the "
@@ -156,7 +153,7 @@ class RunConfig:
                                type=float)  # fmt: skip
     horizon: int | None = _option(help="with --critic: steps per env slot per update, whatever episode each is in "
                                        "(PPO's rollouts; the unfinished ends closed with the critic's value; "
-                                       "default 128 with the critic, else 0); 0: whole episodes",
+                                       "default 256 with the critic, else 0); 0: whole episodes",
                                   type=count)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
