@@ -52,6 +52,7 @@ VARIANTS = {
     "togo": _TO_GO,
     "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0},
     "slots32": {"population": 32, "horizon": 128},  # the same 4,096 steps per update in more, shorter segments
+    "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000},  # the full step for 1M steps, then to 0
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
@@ -87,6 +88,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "milestones": reached,
             "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
             "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
+            "lr_decay_after": config.lr_decay_after,
             "credit": config.credit, "critic": config.critic, "discount": config.discount,
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,

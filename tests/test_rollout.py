@@ -460,6 +460,29 @@ def test_linear_lr_schedule_decays_with_env_steps():
     assert [lr for _, lr in seen] == pytest.approx([0.05 * max(0.0, 1 - steps / 600) for steps, _ in seen])
 
 
+def test_linear_lr_schedule_can_hold_the_step_for_a_number_of_env_steps_first():
+    """``lr_decay_after=A``: the full step until A env steps, then linear to 0 at the run's total,
+    ``1 - (steps - A) / (total - A)``; a run that ends before A never decays."""
+    seen = []
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0, lr_schedule="linear", lr_decay_after=300) as trainer:
+        trainer.train(
+            env_steps=900,
+            progress=False,
+            callback=lambda r: seen.append((r["env_steps"], trainer.solver.optimizer.param_groups[0]["lr"])),
+        )
+    assert any(steps <= 300 for steps, _ in seen) and any(300 < steps < 900 for steps, _ in seen)
+    expected = [0.05 * min(1.0, max(0.0, 1 - (steps - 300) / 600)) for steps, _ in seen]
+    assert [lr for _, lr in seen] == pytest.approx(expected)
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0, lr_schedule="linear", lr_decay_after=10_000) as short:
+        short.train(env_steps=400, progress=False)
+        assert short.solver.optimizer.param_groups[0]["lr"] == 0.05
+    for bad in (-1, 1.5, "300", True):
+        with pytest.raises(ValueError, match="Invalid lr_decay_after"):
+            Trainer(FACTORY, make_solver("ovlr"), lr_schedule="linear", lr_decay_after=bad)
+    with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
+        Trainer(FACTORY, make_solver("ovlr"), lr_decay_after=300)
+
+
 def test_linear_lr_schedule_resumes_bit_for_bit(tmp_path):
     def trainer(path):
         return Trainer(FACTORY, make_solver("ovlr"), eval_every=0, checkpoint=path, checkpoint_every=2,
@@ -521,8 +544,10 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
         action = options[field.name]
         assert action.option_strings == ["--" + field.name.replace("_", "-")] and action.default is None
         assert action.help == field.metadata["help"] and action.type is field.metadata["type"]
-    args = train.parse_args(["--hidden", "", "--env-steps", "3e3", "--lr-schedule", "linear", "--out", "x"])
+    args = train.parse_args(["--hidden", "", "--env-steps", "3e3", "--lr-schedule", "linear", "--lr-decay-after",
+                             "1e3", "--out", "x"])  # fmt: skip
     assert args.hidden == [] and args.env_steps == 3000 and args.lr_schedule == "linear"
+    assert args.lr_decay_after == 1000
     (tmp_path / "run").mkdir()
     code = cli.main(["train", "--resume", str(tmp_path / "run"), "--sigma", "0.5", "--seed", "1", "--env-steps", "9"])
     assert code == 2
@@ -567,17 +592,20 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert kl.target_kl == 0.02 and kl.reuse == 20
     with pytest.raises(ValueError, match="stops the later passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, target_kl=0.02)
+    assert RunConfig(env="Pendulum-v1", lr_schedule="linear", lr_decay_after=1000).lr_decay_after == 1000
+    with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
+        RunConfig(env="Pendulum-v1", lr_decay_after=1000)
     bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
                    ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0), ("clip", 0.0),
                    ("clip", float("inf")), ("clip", True), ("target_kl", -0.01), ("target_kl", float("nan")),
-                   ("target_kl", "0.01")]  # fmt: skip
+                   ("target_kl", "0.01"), ("lr_decay_after", -1), ("lr_decay_after", 1.5)]  # fmt: skip
     for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
-                 "horizon", "target_kl"):  # fmt: skip
+                 "horizon", "target_kl", "lr_decay_after"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
@@ -590,6 +618,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     (tmp_path / "config.json").write_text(json.dumps(before_segments))  # the per-step recipe before --horizon
     assert load_config(tmp_path).horizon == 0  # its runs resume with whole episodes
     assert load_config(tmp_path).target_kl == 0.0  # and every pass of reuse
+    assert load_config(tmp_path).lr_decay_after == 0  # and a linear schedule from the start
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):

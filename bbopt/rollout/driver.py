@@ -50,6 +50,9 @@ class Trainer:
         from its initial value to 0 at the run's ``env_steps`` total (a
         `torch.optim.lr_scheduler.LambdaLR` stepped after each update, as torch orders it:
         it sets the next update's step from the env steps so far).
+    lr_decay_after: with ``lr_schedule="linear"``, env steps at the full step before the decay
+        starts (default 0); from there the step falls linearly to 0 at the run's total, so a run
+        that ends before it keeps the full step (hold, then decay).
     credit: "episode" (every step of an episode is credited with the episode's loss), or
         "to_go": each step with the negated rewards from that step on, against the other
         episodes' at the same step (``solver.tell(step_losses=...)``; OVLR and ES). A failed
@@ -78,7 +81,7 @@ class Trainer:
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
                  credit: str = "episode", critic=None, discount: float = 1.0, imitation=None,
-                 horizon: int | None = None):  # fmt: skip
+                 horizon: int | None = None, lr_decay_after: int = 0):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -96,6 +99,9 @@ class Trainer:
         if lr_schedule not in ("constant", "linear"):
             raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected 'constant' or 'linear')")
         self.lr_schedule = lr_schedule
+        self.lr_decay_after = check_int(lr_decay_after, "lr_decay_after", minimum=0)
+        if self.lr_decay_after and lr_schedule != "linear":
+            raise ValueError("Invalid lr_decay_after: it delays the linear schedule (lr_schedule='linear')")
         if credit not in ("episode", "to_go"):
             raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
         if credit == "to_go" and not getattr(solver, "step_credit", False):
@@ -381,8 +387,12 @@ class Trainer:
         return self.history
 
     def _lr_factor(self, _: int) -> float:
-        """The linear schedule: the share of the initial step left at the env steps so far."""
-        return 1.0 if self._total_steps is None else max(0.0, 1.0 - self.env_steps / self._total_steps)
+        """The linear schedule: the share of the initial step left at the env steps so far (the
+        full step until ``lr_decay_after``)."""
+        start = self.lr_decay_after
+        if self._total_steps is None or self.env_steps <= start or self._total_steps <= start:
+            return 1.0
+        return max(0.0, 1.0 - (self.env_steps - start) / (self._total_steps - start))
 
     # ------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -129,6 +129,9 @@ class RunConfig:
     address: str | None = _option(help="Ray cluster address (default: start a local one)")
     lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps",
                                choices=lambda: ["constant", "linear"])  # fmt: skip
+    lr_decay_after: int = _option(0, type=step_count,
+                                  help="with --lr-schedule linear: env steps at the full step before the decay "
+                                       "starts, e.g. 1e6 (default 0)")  # fmt: skip
     credit: str | None = _option(help="to_go: each step credited with the cost still to come (default for OVLR and "
                                       "ES); episode: every step with its episode's loss (default for CEM, param_es)",
                                  choices=lambda: ["episode", "to_go"])  # fmt: skip
@@ -216,6 +219,9 @@ class RunConfig:
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
+        self.lr_decay_after = check_int(self.lr_decay_after, "lr_decay_after", minimum=0)
+        if self.lr_decay_after and self.lr_schedule != "linear":
+            raise ValueError("Invalid lr_decay_after: it delays the linear schedule (add --lr-schedule linear)")
         self.hidden = [check_int(width, "hidden width", minimum=1) for width in self.hidden]
         for name in ("eval_every", "eval_episodes", "checkpoint_every", "seed"):
             check_int(getattr(self, name), name, minimum=0)
@@ -259,7 +265,8 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
     return Trainer(config.env, solver, pool=config.pool, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
-                   lr_schedule=config.lr_schedule, credit=config.credit, discount=config.discount,
+                   lr_schedule=config.lr_schedule, lr_decay_after=config.lr_decay_after, credit=config.credit,
+                   discount=config.discount,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
                    if config.critic == "state_value" else None, horizon=config.horizon or None)  # fmt: skip
