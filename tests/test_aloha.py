@@ -553,6 +553,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
             "would overwrite the demos file")  # fmt: skip
     refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--imitation-weight", "0.5", "--out",
              str(tmp_path / "f.pt")], "add --demos FILE")  # fmt: skip
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--credit", "to_go", "--horizon", "100",
+             "--out", str(tmp_path / "f.pt")], "Invalid horizon: segments of episodes need a critic")  # fmt: skip
     with pytest.raises(SystemExit):  # argparse
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
     (tmp_path / "junk.pt").write_text("not a policy")

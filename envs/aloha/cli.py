@@ -178,7 +178,7 @@ def _train(args) -> dict:
 
 def _finetune(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
-    from bbopt.envs.aloha.finetune import finetune
+    from bbopt.envs.aloha.finetune import check_credit_options, finetune
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 
     if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
@@ -188,6 +188,8 @@ def _finetune(args) -> dict:
                          f"{args.imitation_weight} be >= 0")  # fmt: skip
     if args.demos is None and args.demo_starts:
         raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
+    check_credit_options(args.credit, args.critic, discount=args.discount, gae_lambda=args.gae_lambda,
+                         horizon=args.horizon)  # before the start policy's evaluation  # fmt: skip
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
     _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
     policy, meta = load_chunk_policy(args.policy)
