@@ -31,9 +31,29 @@ from bbopt.rollout.segments import segment_credit
 from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "check_credit"]
 
 CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "failed"]
+
+
+def check_credit(credit: str, *, critic: bool, discount: float = 1.0,
+                 horizon: int | None = None) -> tuple[float, int | None]:  # fmt: skip
+    """Refuse a combination of the Trainer's credit options (``critic``: whether one is given);
+    returns the checked ``discount`` and ``horizon``. Callers that build a Trainer late (ALOHA
+    fine-tuning screens its start first) call it up front."""
+    if credit not in ("episode", "to_go"):
+        raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
+    discount = check_float(discount, "discount", above=0.0, at_most=1.0)
+    if discount != 1.0 and credit != "to_go":
+        raise ValueError("Invalid discount: it discounts per-step credit (credit='to_go')")
+    if critic and credit != "to_go":
+        raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
+    if horizon is not None:
+        horizon = check_int(horizon, "horizon", minimum=1)
+        if not critic:
+            raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
+                             "(credit='to_go' with critic=StateValue(...))")  # fmt: skip
+    return float(discount), horizon
 
 
 class Trainer:
@@ -102,27 +122,13 @@ class Trainer:
         self.lr_decay_after = check_int(lr_decay_after, "lr_decay_after", minimum=0)
         if self.lr_decay_after and lr_schedule != "linear":
             raise ValueError("Invalid lr_decay_after: it delays the linear schedule (lr_schedule='linear')")
-        if credit not in ("episode", "to_go"):
-            raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
+        discount, horizon = check_credit(credit, critic=critic is not None, discount=discount, horizon=horizon)
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
-        self.credit = credit
-        discount = check_float(discount, "discount", above=0.0, at_most=1.0)
-        if discount != 1.0 and credit != "to_go":
-            raise ValueError("Invalid discount: it discounts per-step credit (credit='to_go')")
-        self.discount = float(discount)
-        if critic is not None and credit != "to_go":
-            raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
-        self.critic = critic
+        self.credit, self.discount, self.critic, self.horizon = credit, discount, critic, horizon
         if imitation is not None and not callable(getattr(imitation, "state_dict", None)):
             raise ValueError(f"Invalid imitation: {imitation!r} (expected a bbopt.rollout.imitation.ImitationLoss)")
         self.imitation = imitation
-        if horizon is not None:
-            horizon = check_int(horizon, "horizon", minimum=1)
-            if critic is None:
-                raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
-                                 "(credit='to_go' with critic=StateValue(...))")  # fmt: skip
-        self.horizon = horizon
         self._slots: dict | None = None  # horizon: each slot's observation, running return and episode count
         self._restore: dict | None = None  # horizon: a loaded checkpoint's episodes in flight, for the next update
         self._ended_returns: float | None = None  # horizon: the last mean return of ended episodes

@@ -41,7 +41,7 @@ from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.critic import StateValue
-from bbopt.rollout.driver import Trainer
+from bbopt.rollout.driver import Trainer, check_credit
 from bbopt.rollout.imitation import ImitationLoss
 from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 from bbopt.seeding import derive
@@ -162,25 +162,15 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
 
 def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae_lambda: float = 1.0,
                          horizon: int | None = None) -> None:  # fmt: skip
-    """Refuse a combination of `finetune`'s credit options that the Trainer would refuse, before
-    the first validation screen (or, in the benchmark, before the imitation runs) has run."""
-    if credit not in ("episode", "to_go"):
-        raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
+    """Refuse a combination of `finetune`'s credit options before the first validation screen (or,
+    in the benchmark, before the imitation runs): the Trainer's own checks (`check_credit`), the
+    critic's name and its GAE lambda."""
     if critic not in ("none", "state_value"):
         raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
-    if critic != "none" and credit != "to_go":
-        raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (credit='to_go')")
-    discount = bbopt.checks.check_float(discount, "discount", above=0.0, at_most=1.0)
-    if discount != 1.0 and credit != "to_go":
-        raise ValueError("Invalid discount: it discounts per-step credit (credit='to_go')")
+    check_credit(credit, critic=critic != "none", discount=discount, horizon=horizon)
     gae_lambda = bbopt.checks.check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
     if gae_lambda != 1.0 and critic == "none":
         raise ValueError("Invalid gae_lambda: GAE needs a critic (critic='state_value')")
-    if horizon is not None:
-        bbopt.checks.check_int(horizon, "horizon", minimum=1)
-        if critic == "none":
-            raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
-                             "(critic='state_value')")  # fmt: skip
 
 
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
