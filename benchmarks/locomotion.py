@@ -53,6 +53,7 @@ VARIANTS = {
     "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0},
     "slots32": {"population": 32, "horizon": 128},  # the same 4,096 steps per update in more, shorter segments
     "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000},  # the full step for 1M steps, then to 0
+    "wide": {"hidden": (256, 256), "lr": 0.001},  # hidden layers of 256, a smaller Adam step
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
