@@ -403,6 +403,16 @@ class Solver:
         self.evaluations += groups * samples
         return stats
 
+    def discard(self) -> None:
+        """Episode mode: drop the episodes recorded since the last tell, without an update. The
+        policy, its optimizer, the noise model and the counters stay as they are; the next ask
+        starts a new population (fresh AR(1) sequences too). A Trainer's critic warm-up uses
+        it: the episodes train the critic while the policy stays put."""
+        if self._record is None:
+            raise RuntimeError("discard() is for episode mode (episodes=N): there, tell or discard each population")
+        self._record.clear()
+        self._refused = False
+
     # ------------------------------------------------------------------- allocated batches
     def _ask_allocated(self, inputs) -> torch.Tensor:
         if inputs is None:

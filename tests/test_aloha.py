@@ -457,14 +457,20 @@ def test_finetune_mixes_the_demos_imitation_loss_with_a_critic_and_correlated_no
 
 def test_finetune_runs_the_locomotion_recipe_in_segments(demos):
     """``bbopt train``'s per-step recipe reaches fine-tuning: GAE with a discount, updates of
-    ``horizon`` steps per env slot whatever episode each is in (ALOHA's are 300 steps), and
-    clipped-ratio reuse; the options the Trainer refuses are refused here, before any step."""
+    ``horizon`` steps per env slot whatever episode each is in (ALOHA's are 300 steps),
+    clipped-ratio reuse, a critic warm-up; the options the Trainer refuses are refused here,
+    before any step."""
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
-    _, history, _ = finetune(policy, "transfer_cube", env_steps=2 * 2 * 50, population=2, credit="to_go",
+    start = copy.deepcopy(policy.state_dict())
+    _, history, _ = finetune(policy, "transfer_cube", env_steps=3 * 2 * 50, population=2, credit="to_go",
                              critic="state_value", discount=0.99, gae_lambda=0.95, horizon=50, reuse=3,
-                             validate_every=0, progress=False)  # fmt: skip
-    assert [record["env_steps"] for record in history] == [100, 200]  # two updates of 50 steps in 2 slots
-    assert all(record["reuse_passes"] == 3 for record in history)
+                             critic_warmup=100, validate_every=0, progress=False)  # fmt: skip
+    assert [record["env_steps"] for record in history] == [100, 200, 300]  # updates of 50 steps in 2 slots
+    assert [record.get("critic_warmup", False) for record in history] == [True, False, False]
+    assert [record.get("reuse_passes") for record in history] == [None, 3, 3]
+    assert any(not torch.equal(policy.state_dict()[k], start[k]) for k in start)
+    with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
+        finetune(policy, "transfer_cube", credit="to_go", critic_warmup=100, progress=False)
     with pytest.raises(ValueError, match="Invalid gae_lambda: GAE needs a critic"):
         finetune(policy, "transfer_cube", gae_lambda=0.9, progress=False)
     with pytest.raises(ValueError, match=r"Invalid gae_lambda: 1\.5"):
@@ -555,6 +561,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
              str(tmp_path / "f.pt")], "add --demos FILE")  # fmt: skip
     refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--credit", "to_go", "--horizon", "100",
              "--out", str(tmp_path / "f.pt")], "Invalid horizon: segments of episodes need a critic")  # fmt: skip
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--credit", "to_go", "--critic-warmup",
+             "1e4", "--out", str(tmp_path / "f.pt")], "Invalid critic_warmup: it trains the critic")  # fmt: skip
     with pytest.raises(SystemExit):  # argparse
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
     (tmp_path / "junk.pt").write_text("not a policy")

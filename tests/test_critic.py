@@ -143,9 +143,64 @@ def test_a_run_with_a_critic_resumes_bit_for_bit_and_mismatched_checkpoints_are_
         plain.load_state_dict(state)
 
 
+def warmup_trainer(warmup, horizon=12, imitation=None):
+    return Trainer(FACTORY, make_solver("ovlr", episodes=4, seed=1, reuse=2), eval_every=0, credit="to_go", seed=5,
+                   critic=StateValue(hidden=(8,), seed=2), horizon=horizon, critic_warmup=warmup,
+                   imitation=imitation)  # fmt: skip
+
+
+@pytest.mark.parametrize("horizon", [None, 12])
+def test_a_critic_warmup_fits_the_critic_while_the_policy_stays_put(horizon):
+    """Updates that begin before ``critic_warmup`` env steps run the episodes a run without a
+    warm-up would (the first update's are the same), fit the critic and the normalizer, and
+    leave the policy, Adam and the imitation stream as they were; the first update after it
+    moves the policy."""
+    from bbopt.rollout.imitation import ImitationLoss
+
+    generator = torch.Generator().manual_seed(0)
+    demos = torch.randn(20, 2, generator=generator), torch.randn(20, 2, generator=generator)
+    imitation = ImitationLoss(*demos, lambda outputs, targets: ((outputs - targets) ** 2).sum(-1), weight=0.5, seed=3)
+    with warmup_trainer(100, horizon, imitation) as warm, warmup_trainer(0, horizon) as plain:
+        policy, critic = flat(warm.solver.policy).clone(), flat(warm.critic.network).clone()
+        stream = imitation.state_dict()["generator"].clone(), imitation.updates
+        records = [warm.update()]
+        assert records[0]["return_mean"] == plain.update()["return_mean"]  # the same episodes
+        while warm.env_steps < 100:
+            records.append(warm.update())
+            plain.update()
+        assert len(records) >= 2 and all(r["critic_warmup"] and r["sigma"] == 0.3 for r in records)
+        assert torch.equal(flat(warm.solver.policy), policy) and not warm.solver.optimizer.state
+        assert warm.solver.evaluations == 0 and imitation.updates == stream[1]
+        assert torch.equal(imitation.state_dict()["generator"], stream[0])
+        assert not torch.equal(flat(warm.critic.network), critic) and warm.normalizer.count > 0
+        assert not torch.equal(flat(plain.solver.policy), policy)  # the plain run moved all along
+        moved = warm.update()
+        assert "critic_warmup" not in moved and not torch.equal(flat(warm.solver.policy), policy)
+        assert warm.solver.evaluations == 4 and imitation.updates == stream[1] + 1
+
+
+def test_a_run_with_a_critic_warmup_resumes_bit_for_bit_across_its_end():
+    """48 steps per update: updates 1-4 (from 0, 48, 96 and 144 steps) are the warm-up; the run is
+    saved after update 3 and resumed for updates 4-6."""
+    with warmup_trainer(150) as fresh:
+        start = flat(fresh.solver.policy).clone()
+    straight, resumed, state = straight_and_resumed(lambda: warmup_trainer(150), updates=6)
+    with warmup_trainer(150) as halfway:
+        halfway.load_state_dict(state)
+        assert halfway.env_steps == 144 and torch.equal(flat(halfway.solver.policy), start)
+    assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+    assert not torch.equal(flat(resumed.solver.policy), start)
+    assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
+
+
 def test_bad_critic_settings_are_refused():
     with pytest.raises(ValueError, match="acts on per-step credit"):
         Trainer(FACTORY, make_solver("ovlr"), credit="episode", critic=StateValue())
+    for bad in (-1, 1.5, "100", True):
+        with pytest.raises(ValueError, match="Invalid critic_warmup"):
+            Trainer(FACTORY, make_solver("ovlr"), credit="to_go", critic=StateValue(), critic_warmup=bad)
+    with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
+        Trainer(FACTORY, make_solver("ovlr"), credit="to_go", critic_warmup=100)
     with pytest.raises(ValueError, match=r"Invalid gae_lambda: 1\.5"):
         StateValue(gae_lambda=1.5)
     for bad in (True, float("nan"), "0.9", -0.1):

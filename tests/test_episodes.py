@@ -244,6 +244,34 @@ def test_ar1_noise_is_stationary_correlated_over_time_and_antithetic():
     assert abs(lag[0] - 0.8) < 0.1 and abs(lag[1] - 0.64) < 0.12 and abs(lag[2] - 0.8) < 0.1, lag
 
 
+def test_discard_drops_the_recorded_episodes_and_changes_nothing_else():
+    """A population asked and discarded leaves policy, optimizer, noise and counters as they were;
+    tell then has nothing to tell, and the next population starts fresh AR(1) sequences."""
+    _, solver = correlated_solver(episodes=4)
+    before = copy.deepcopy(solver.state_dict())
+    for t in range(3):
+        solver.ask(torch.full((4, 1), t / 3.0))
+    solver.discard()
+    after = solver.state_dict()  # allowed: nothing is pending
+    assert all(torch.equal(a, b) for a, b in zip(after["policy"].values(), before["policy"].values(), strict=True))
+    assert after["optimizer"] == before["optimizer"] and (after["steps"], after["evaluations"]) == (0, 0)
+    with pytest.raises(RuntimeError, match="tell\\(\\) called before ask\\(\\)"):
+        solver.tell(torch.zeros(4))
+    _, kept = correlated_solver(episodes=4)  # the same draws, its three steps kept
+    for t in range(3):
+        kept.ask(torch.full((4, 1), t / 3.0))
+    last = kept._record.steps[-1].noise
+    solver.ask(torch.zeros(4, 1))
+    kept.ask(torch.zeros(4, 1))
+    assert len(solver._record.steps) == 1  # the new population's first step: xi, where kept continues
+    torch.testing.assert_close(solver._record.steps[0].noise, (kept._record.steps[-1].noise - 0.8 * last) / 0.6)
+    solver.tell(torch.arange(4.0))
+    assert solver.evaluations == 4
+    plain = bbopt.OVLR(MLP(2, 2, hidden=(4,)), torch.optim.Adam(MLP(2, 2, hidden=(4,)).parameters()), samples=4)
+    with pytest.raises(RuntimeError, match="discard\\(\\) is for episode mode"):
+        plain.discard()
+
+
 @pytest.mark.parametrize("credit", ["episode", "to_go"])
 def test_ar1_noise_keeps_the_estimate_unbiased(credit):
     """600 draws of the gradient with correlated noise against the exact gradient of the expected

@@ -545,9 +545,9 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
         assert action.option_strings == ["--" + field.name.replace("_", "-")] and action.default is None
         assert action.help == field.metadata["help"] and action.type is field.metadata["type"]
     args = train.parse_args(["--hidden", "", "--env-steps", "3e3", "--lr-schedule", "linear", "--lr-decay-after",
-                             "1e3", "--out", "x"])  # fmt: skip
+                             "1e3", "--critic-warmup", "5e2", "--out", "x"])  # fmt: skip
     assert args.hidden == [] and args.env_steps == 3000 and args.lr_schedule == "linear"
-    assert args.lr_decay_after == 1000
+    assert args.lr_decay_after == 1000 and args.critic_warmup == 500
     (tmp_path / "run").mkdir()
     code = cli.main(["train", "--resume", str(tmp_path / "run"), "--sigma", "0.5", "--seed", "1", "--env-steps", "9"])
     assert code == 2
@@ -595,17 +595,21 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert RunConfig(env="Pendulum-v1", lr_schedule="linear", lr_decay_after=1000).lr_decay_after == 1000
     with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
         RunConfig(env="Pendulum-v1", lr_decay_after=1000)
+    assert RunConfig(env="Pendulum-v1", critic_warmup=1000).critic_warmup == 1000
+    with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
+        RunConfig(env="Pendulum-v1", critic="none", critic_warmup=1000)
     bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
                    ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0), ("clip", 0.0),
                    ("clip", float("inf")), ("clip", True), ("target_kl", -0.01), ("target_kl", float("nan")),
-                   ("target_kl", "0.01"), ("lr_decay_after", -1), ("lr_decay_after", 1.5)]  # fmt: skip
+                   ("target_kl", "0.01"), ("lr_decay_after", -1), ("lr_decay_after", 1.5), ("critic_warmup", -1),
+                   ("critic_warmup", 2.5), ("critic_warmup", True)]  # fmt: skip
     for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
-                 "horizon", "target_kl", "lr_decay_after"):  # fmt: skip
+                 "horizon", "target_kl", "lr_decay_after", "critic_warmup"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
@@ -619,6 +623,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert load_config(tmp_path).horizon == 0  # its runs resume with whole episodes
     assert load_config(tmp_path).target_kl == 0.0  # and every pass of reuse
     assert load_config(tmp_path).lr_decay_after == 0  # and a linear schedule from the start
+    assert load_config(tmp_path).critic_warmup == 0  # and no critic warm-up
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):

@@ -83,6 +83,13 @@ class Trainer:
     critic: with ``credit="to_go"``, a `bbopt.rollout.critic.StateValue`: the solver is told
         each step's cost-to-go minus the critic's ``V(s_t, t)`` (fitted after each tell on that
         update's steps; kept in the checkpoint). Unbiased: see `bbopt.rollout.critic`.
+    critic_warmup: with a critic, env steps at the start during which only the critic learns
+        (default 0): each update that begins before then fits the critic and the observation
+        normalizer and drops its episodes (`Solver.discard`), so the policy, its optimizer and
+        any imitation stream stay put. The critic starts at V = 0, so without a warm-up the first
+        updates are told the raw costs-to-go; a policy that already works (fine-tuning from
+        imitation) can lose much of what it knows to them. The warm-up's steps count in the
+        run's ``env_steps`` and its records carry ``critic_warmup: True``.
     imitation: a `bbopt.rollout.imitation.ImitationLoss`: each update also descends its weighted
         imitation loss on a minibatch of demonstrations (the solver's ``autograd_loss``, in the
         same backward and step; its minibatch stream kept in the checkpoint).
@@ -101,7 +108,7 @@ class Trainer:
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
                  credit: str = "episode", critic=None, discount: float = 1.0, imitation=None,
-                 horizon: int | None = None, lr_decay_after: int = 0):  # fmt: skip
+                 horizon: int | None = None, lr_decay_after: int = 0, critic_warmup: int = 0):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -126,6 +133,9 @@ class Trainer:
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit, self.discount, self.critic, self.horizon = credit, discount, critic, horizon
+        self.critic_warmup = check_int(critic_warmup, "critic_warmup", minimum=0)
+        if self.critic_warmup and critic is None:
+            raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (needs critic=)")
         if imitation is not None and not callable(getattr(imitation, "state_dict", None)):
             raise ValueError(f"Invalid imitation: {imitation!r} (expected a bbopt.rollout.imitation.ImitationLoss)")
         self.imitation = imitation
@@ -213,7 +223,11 @@ class Trainer:
 
     def _tell(self, losses, told: dict) -> tuple[dict, float | None]:
         """The solver's tell, with this update's imitation minibatch when there is an imitation
-        loss (its draw undone if the tell is refused); returns the tell's stats and that loss."""
+        loss (its draw undone if the tell is refused); returns the tell's stats and that loss.
+        During the critic's warm-up the episodes are dropped instead (``critic_warmup``)."""
+        if self.env_steps < self.critic_warmup:
+            self.solver.discard()
+            return {"sigma": self.solver.noise.mean_sigma(), "critic_warmup": True}, None
         imitated = None
         if self.imitation is not None:
             drawn_from = self.imitation.state_dict()
@@ -506,6 +520,8 @@ def _append_csv(path: Path, record: dict) -> None:
 
 def _solver_figures(stats: dict) -> dict:
     """An update record's figures from the solver's tell: sigma, and with reuse its passes and the
-    policy's mean KL from the acting one where the last pass began (not in the curve CSV)."""
+    policy's mean KL from the acting one where the last pass began; ``critic_warmup`` on the
+    warm-up's updates (not in the curve CSV)."""
     figures = {"sigma": float(stats.get("sigma", float("nan")))}
-    return figures | {key: float(stats[key]) for key in ("reuse_passes", "reuse_kl") if key in stats}
+    figures |= {key: float(stats[key]) for key in ("reuse_passes", "reuse_kl") if key in stats}
+    return figures | ({"critic_warmup": True} if stats.get("critic_warmup") else {})

@@ -158,6 +158,9 @@ class RunConfig:
                                        "(PPO's rollouts; the unfinished ends closed with the critic's value; "
                                        "default 256 with the critic, else 0); 0: whole episodes",
                                   type=count)  # fmt: skip
+    critic_warmup: int = _option(0, type=step_count,
+                                 help="with --critic: env steps at the start during which only the critic learns "
+                                      "and the policy stays put, e.g. 1e5 (default 0)")  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -216,6 +219,10 @@ class RunConfig:
         if self.horizon and self.critic == "none":
             raise ValueError("Invalid horizon: segments of episodes need the critic (--critic state_value) to close "
                              "their unfinished ends (--horizon 0: whole episodes)")  # fmt: skip
+        self.critic_warmup = check_int(self.critic_warmup, "critic_warmup", minimum=0)
+        if self.critic_warmup and self.critic == "none":
+            raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (add --critic "
+                             "state_value)")  # fmt: skip
         self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
@@ -266,7 +273,7 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
                    lr_schedule=config.lr_schedule, lr_decay_after=config.lr_decay_after, credit=config.credit,
-                   discount=config.discount,
+                   discount=config.discount, critic_warmup=config.critic_warmup,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
                    if config.critic == "state_value" else None, horizon=config.horizon or None)  # fmt: skip

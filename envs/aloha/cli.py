@@ -73,6 +73,8 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="with --critic: steps per env slot per update, whatever episode each is in (default: whole episodes)",
     )
+    finetune.add_argument("--critic-warmup", type=step_count, default=0,
+                          help="with --critic: env steps at the start that train only the critic")  # fmt: skip
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
     finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
@@ -188,8 +190,9 @@ def _finetune(args) -> dict:
                          f"{args.imitation_weight} be >= 0")  # fmt: skip
     if args.demos is None and args.demo_starts:
         raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
+    # refused before the start is evaluated
     check_credit_options(args.credit, args.critic, discount=args.discount, gae_lambda=args.gae_lambda,
-                         horizon=args.horizon)  # before the start policy's evaluation  # fmt: skip
+                         horizon=args.horizon, critic_warmup=args.critic_warmup)  # fmt: skip
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
     _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
     policy, meta = load_chunk_policy(args.policy)
@@ -205,6 +208,7 @@ def _finetune(args) -> dict:
                                               population=args.population, **given,
                                               credit=args.credit, critic=args.critic, discount=args.discount,
                                               gae_lambda=args.gae_lambda, horizon=args.horizon,
+                                              critic_warmup=args.critic_warmup,
                                               correlation=args.correlation, reuse=args.reuse,
                                               lr_schedule=args.lr_schedule, demos=demos,
                                               imitation_weight=args.imitation_weight,

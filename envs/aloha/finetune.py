@@ -161,23 +161,25 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
 
 
 def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae_lambda: float = 1.0,
-                         horizon: int | None = None) -> None:  # fmt: skip
+                         horizon: int | None = None, critic_warmup: int = 0) -> None:  # fmt: skip
     """Refuse a combination of `finetune`'s credit options before the first validation screen (or,
     in the benchmark, before the imitation runs): the Trainer's own checks (`check_credit`), the
-    critic's name and its GAE lambda."""
+    critic's name, its GAE lambda and its warm-up."""
     if critic not in ("none", "state_value"):
         raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
     check_credit(credit, critic=critic != "none", discount=discount, horizon=horizon)
     gae_lambda = bbopt.checks.check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
     if gae_lambda != 1.0 and critic == "none":
         raise ValueError("Invalid gae_lambda: GAE needs a critic (critic='state_value')")
+    if bbopt.checks.check_int(critic_warmup, "critic_warmup", minimum=0) and critic == "none":
+        raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (critic='state_value')")
 
 
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
-             horizon: int | None = None, correlation: float | None = None, reuse: int = 1,
-             lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
+             horizon: int | None = None, critic_warmup: int = 0, correlation: float | None = None,
+             reuse: int = 1, lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20,
              confirmation_episodes: int = CONFIRMATION_EPISODES, pool: str = "serial",
@@ -195,7 +197,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``). The
     Trainer's options apply as in ``bbopt train``: ``credit="to_go"`` with ``critic="state_value"``
     (a `StateValue` baseline; ``discount`` gamma of the costs-to-go, ``gae_lambda`` its GAE, and
-    ``horizon`` steps per env slot per update instead of whole episodes), ``correlation`` (AR(1)
+    ``horizon`` steps per env slot per update instead of whole episodes; ``critic_warmup`` env
+    steps at the start fit only the critic, the policy unchanged), ``correlation`` (AR(1)
     noise over each episode's steps), ``reuse`` (extra clipped-ratio passes), ``lr_schedule``.
     ``demos``: mix their imitation loss (the chunk L1 of behaviour cloning, `ChunkL1`, on a
     256-pair minibatch per update) into every update at
@@ -231,7 +234,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid method {method!r}: expected one of {methods}")
     bbopt.checks.check_int(env_steps, "env_steps", minimum=1)
     bbopt.checks.check_int(seed, "seed", minimum=0)
-    check_credit_options(credit, critic, discount=discount, gae_lambda=gae_lambda, horizon=horizon)
+    check_credit_options(credit, critic, discount=discount, gae_lambda=gae_lambda, horizon=horizon,
+                         critic_warmup=critic_warmup)  # fmt: skip
     bbopt.checks.check_int(validate_every, "validate_every", minimum=0)
     selection = None
     if validate_every:
@@ -272,7 +276,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=derive(seed, 0), credit=credit,
                  critic=StateValue(gae_lambda=gae_lambda, seed=derive(seed, 1)) if critic == "state_value" else None,
-                 discount=discount, horizon=horizon, lr_schedule=lr_schedule, imitation=imitation,
+                 discount=discount, horizon=horizon, critic_warmup=critic_warmup, lr_schedule=lr_schedule,
+                 imitation=imitation,
                  checkpoint=checkpoint,
                  pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
         history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update, tracker=tracker)
