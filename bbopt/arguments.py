@@ -52,12 +52,22 @@ def seconds_or_none(text: str) -> float | None:
 
 def step_count(text: str) -> int:
     """A whole number of env steps, '2e6' or '2000000'."""
+    return _steps(text, minimum=1)
+
+
+def steps_or_zero(text: str) -> int:
+    """A whole number of env steps or 0 (an option that counts steps, written out as off)."""
+    return _steps(text, minimum=0)
+
+
+def _steps(text: str, *, minimum: int) -> int:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 1 or value != int(value):
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of steps, got {text}")
+    if not math.isfinite(value) or value < minimum or value != int(value):
+        kind = "positive" if minimum else "non-negative"
+        raise argparse.ArgumentTypeError(f"expected a {kind} whole number of steps, got {text}")
     return int(value)
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import bbopt
-from bbopt.arguments import step_count
+from bbopt.arguments import steps_or_zero
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-discount", type=float, default=1.0, help="with --ft-credit to_go: gamma")
     parser.add_argument("--ft-gae-lambda", type=float, default=1.0, help="with --ft-critic: GAE(lambda)")
     parser.add_argument("--ft-horizon", type=int, help="with --ft-critic: steps per env slot per update")
-    parser.add_argument("--ft-critic-warmup", type=step_count, default=0,
+    parser.add_argument("--ft-critic-warmup", type=steps_or_zero, default=0,
                         help="with --ft-critic: env steps at the start that train only the critic")  # fmt: skip
     parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             lr=args.ft_lr, correlation=args.ft_correlation, reuse=args.ft_reuse)  # fmt: skip
             check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
                                  gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
-                                 critic_warmup=args.ft_critic_warmup)  # fmt: skip
+                                 critic_warmup=args.ft_critic_warmup, env_steps=args.finetune_steps)  # fmt: skip
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
     torch.set_num_threads(1)

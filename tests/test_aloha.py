@@ -471,6 +471,9 @@ def test_finetune_runs_the_locomotion_recipe_in_segments(demos):
     assert any(not torch.equal(policy.state_dict()[k], start[k]) for k in start)
     with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
         finetune(policy, "transfer_cube", credit="to_go", critic_warmup=100, progress=False)
+    with pytest.raises(ValueError, match="Invalid critic_warmup: 300 env steps of warm-up in a run of 300"):
+        finetune(policy, "transfer_cube", env_steps=300, credit="to_go", critic="state_value", critic_warmup=300,
+                 progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="Invalid gae_lambda: GAE needs a critic"):
         finetune(policy, "transfer_cube", gae_lambda=0.9, progress=False)
     with pytest.raises(ValueError, match=r"Invalid gae_lambda: 1\.5"):

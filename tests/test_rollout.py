@@ -548,6 +548,12 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
                              "1e3", "--critic-warmup", "5e2", "--out", "x"])  # fmt: skip
     assert args.hidden == [] and args.env_steps == 3000 and args.lr_schedule == "linear"
     assert args.lr_decay_after == 1000 and args.critic_warmup == 500
+    off = train.parse_args(["--lr-decay-after", "0", "--critic-warmup", "0", "--out", "x"])  # written out as off
+    assert (off.lr_decay_after, off.critic_warmup) == (0, 0)
+    for bad in ("-1", "1.5", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--critic-warmup", bad, "--out", "x"])
+    capsys.readouterr()
     (tmp_path / "run").mkdir()
     code = cli.main(["train", "--resume", str(tmp_path / "run"), "--sigma", "0.5", "--seed", "1", "--env-steps", "9"])
     assert code == 2
@@ -598,6 +604,8 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert RunConfig(env="Pendulum-v1", critic_warmup=1000).critic_warmup == 1000
     with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
         RunConfig(env="Pendulum-v1", critic="none", critic_warmup=1000)
+    with pytest.raises(ValueError, match="Invalid critic_warmup: 2000 env steps of warm-up in a run of 2000"):
+        RunConfig(env="Pendulum-v1", env_steps=2000, critic_warmup=2000)
     bad_numbers = [("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_lambda", float("nan")), ("gae_lambda", True),
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
                    ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0), ("clip", 0.0),

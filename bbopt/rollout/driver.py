@@ -36,11 +36,12 @@ __all__ = ["Trainer", "check_credit"]
 CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "failed"]
 
 
-def check_credit(credit: str, *, critic: bool, discount: float = 1.0,
-                 horizon: int | None = None) -> tuple[float, int | None]:  # fmt: skip
+def check_credit(credit: str, *, critic: bool, discount: float = 1.0, horizon: int | None = None,
+                 critic_warmup: int = 0, env_steps: int | None = None) -> tuple[float, int | None, int]:  # fmt: skip
     """Refuse a combination of the Trainer's credit options (``critic``: whether one is given);
-    returns the checked ``discount`` and ``horizon``. Callers that build a Trainer late (ALOHA
-    fine-tuning screens its start first) call it up front."""
+    returns the checked ``discount``, ``horizon`` and ``critic_warmup``. Callers that build a
+    Trainer late (ALOHA fine-tuning screens its start first) call it up front, with the run's
+    ``env_steps`` when they know it: a warm-up that long would leave the policy where it was."""
     if credit not in ("episode", "to_go"):
         raise ValueError(f"Invalid credit: {credit!r} (expected 'episode' or 'to_go')")
     discount = check_float(discount, "discount", above=0.0, at_most=1.0)
@@ -53,7 +54,13 @@ def check_credit(credit: str, *, critic: bool, discount: float = 1.0,
         if not critic:
             raise ValueError("Invalid horizon: segments of episodes need a critic to close their unfinished ends "
                              "(credit='to_go' with critic=StateValue(...))")  # fmt: skip
-    return float(discount), horizon
+    critic_warmup = check_int(critic_warmup, "critic_warmup", minimum=0)
+    if critic_warmup and not critic:
+        raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (needs a critic)")
+    if env_steps is not None and critic_warmup >= env_steps:
+        raise ValueError(f"Invalid critic_warmup: {critic_warmup} env steps of warm-up in a run of {env_steps} "
+                         "would never move the policy")  # fmt: skip
+    return float(discount), horizon, critic_warmup
 
 
 class Trainer:
@@ -129,13 +136,12 @@ class Trainer:
         self.lr_decay_after = check_int(lr_decay_after, "lr_decay_after", minimum=0)
         if self.lr_decay_after and lr_schedule != "linear":
             raise ValueError("Invalid lr_decay_after: it delays the linear schedule (lr_schedule='linear')")
-        discount, horizon = check_credit(credit, critic=critic is not None, discount=discount, horizon=horizon)
+        discount, horizon, critic_warmup = check_credit(credit, critic=critic is not None, discount=discount,
+                                                        horizon=horizon, critic_warmup=critic_warmup)  # fmt: skip
         if credit == "to_go" and not getattr(solver, "step_credit", False):
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit, self.discount, self.critic, self.horizon = credit, discount, critic, horizon
-        self.critic_warmup = check_int(critic_warmup, "critic_warmup", minimum=0)
-        if self.critic_warmup and critic is None:
-            raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (needs critic=)")
+        self.critic_warmup = critic_warmup
         if imitation is not None and not callable(getattr(imitation, "state_dict", None)):
             raise ValueError(f"Invalid imitation: {imitation!r} (expected a bbopt.rollout.imitation.ImitationLoss)")
         self.imitation = imitation

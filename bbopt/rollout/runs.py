@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import bbopt
-from bbopt.arguments import count, positive_int, renamed_keywords, step_count, widths
+from bbopt.arguments import count, positive_int, renamed_keywords, step_count, steps_or_zero, widths
 from bbopt.checks import check_float, check_int
 from bbopt.plugins import load_problems, make_env
 from bbopt.registry import SOLVERS, canonical
@@ -129,7 +129,7 @@ class RunConfig:
     address: str | None = _option(help="Ray cluster address (default: start a local one)")
     lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps",
                                choices=lambda: ["constant", "linear"])  # fmt: skip
-    lr_decay_after: int = _option(0, type=step_count,
+    lr_decay_after: int = _option(0, type=steps_or_zero,
                                   help="with --lr-schedule linear: env steps at the full step before the decay "
                                        "starts, e.g. 1e6 (default 0)")  # fmt: skip
     credit: str | None = _option(help="to_go: each step credited with the cost still to come (default for OVLR and "
@@ -158,7 +158,7 @@ class RunConfig:
                                        "(PPO's rollouts; the unfinished ends closed with the critic's value; "
                                        "default 256 with the critic, else 0); 0: whole episodes",
                                   type=count)  # fmt: skip
-    critic_warmup: int = _option(0, type=step_count,
+    critic_warmup: int = _option(0, type=steps_or_zero,
                                  help="with --critic: env steps at the start during which only the critic learns "
                                       "and the policy stays put, e.g. 1e5 (default 0)")  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
@@ -219,11 +219,14 @@ class RunConfig:
         if self.horizon and self.critic == "none":
             raise ValueError("Invalid horizon: segments of episodes need the critic (--critic state_value) to close "
                              "their unfinished ends (--horizon 0: whole episodes)")  # fmt: skip
+        self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
         self.critic_warmup = check_int(self.critic_warmup, "critic_warmup", minimum=0)
         if self.critic_warmup and self.critic == "none":
             raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (add --critic "
                              "state_value)")  # fmt: skip
-        self.env_steps = check_int(self.env_steps, "env_steps", minimum=1)
+        if self.critic_warmup >= self.env_steps:
+            raise ValueError(f"Invalid critic_warmup: {self.critic_warmup} env steps of warm-up in a run of "
+                             f"{self.env_steps} would never move the policy")  # fmt: skip
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
         self.lr_decay_after = check_int(self.lr_decay_after, "lr_decay_after", minimum=0)

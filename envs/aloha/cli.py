@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bbopt import presets
-from bbopt.arguments import count, positive_int, seconds_or_none, step_count, widths
+from bbopt.arguments import count, positive_int, seconds_or_none, step_count, steps_or_zero, widths
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
@@ -73,7 +73,7 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="with --critic: steps per env slot per update, whatever episode each is in (default: whole episodes)",
     )
-    finetune.add_argument("--critic-warmup", type=step_count, default=0,
+    finetune.add_argument("--critic-warmup", type=steps_or_zero, default=0,
                           help="with --critic: env steps at the start that train only the critic")  # fmt: skip
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
     finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
@@ -192,7 +192,7 @@ def _finetune(args) -> dict:
         raise ValueError("--demo-starts starts episodes from the demos' states: add --demos FILE")
     # refused before the start is evaluated
     check_credit_options(args.credit, args.critic, discount=args.discount, gae_lambda=args.gae_lambda,
-                         horizon=args.horizon, critic_warmup=args.critic_warmup)  # fmt: skip
+                         horizon=args.horizon, critic_warmup=args.critic_warmup, env_steps=args.env_steps)  # fmt: skip
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
     _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
     policy, meta = load_chunk_policy(args.policy)

@@ -161,18 +161,18 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
 
 
 def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae_lambda: float = 1.0,
-                         horizon: int | None = None, critic_warmup: int = 0) -> None:  # fmt: skip
+                         horizon: int | None = None, critic_warmup: int = 0,
+                         env_steps: int | None = None) -> None:  # fmt: skip
     """Refuse a combination of `finetune`'s credit options before the first validation screen (or,
-    in the benchmark, before the imitation runs): the Trainer's own checks (`check_credit`), the
-    critic's name, its GAE lambda and its warm-up."""
+    in the benchmark, before the imitation runs): the Trainer's own checks (`check_credit`, with
+    the run's ``env_steps`` for the warm-up), the critic's name and its GAE lambda."""
     if critic not in ("none", "state_value"):
         raise ValueError(f"Invalid critic: {critic!r} (expected 'none' or 'state_value')")
-    check_credit(credit, critic=critic != "none", discount=discount, horizon=horizon)
+    check_credit(credit, critic=critic != "none", discount=discount, horizon=horizon, critic_warmup=critic_warmup,
+                 env_steps=env_steps)  # fmt: skip
     gae_lambda = bbopt.checks.check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
     if gae_lambda != 1.0 and critic == "none":
         raise ValueError("Invalid gae_lambda: GAE needs a critic (critic='state_value')")
-    if bbopt.checks.check_int(critic_warmup, "critic_warmup", minimum=0) and critic == "none":
-        raise ValueError("Invalid critic_warmup: it trains the critic before the policy moves (critic='state_value')")
 
 
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
@@ -235,7 +235,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     bbopt.checks.check_int(env_steps, "env_steps", minimum=1)
     bbopt.checks.check_int(seed, "seed", minimum=0)
     check_credit_options(credit, critic, discount=discount, gae_lambda=gae_lambda, horizon=horizon,
-                         critic_warmup=critic_warmup)  # fmt: skip
+                         critic_warmup=critic_warmup, env_steps=env_steps)  # fmt: skip
     bbopt.checks.check_int(validate_every, "validate_every", minimum=0)
     selection = None
     if validate_every:
