@@ -54,6 +54,7 @@ VARIANTS = {
     "slots32": {"population": 32, "horizon": 128},  # the same 4,096 steps per update in more, shorter segments
     "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000},  # the full step for 1M steps, then to 0
     "wide": {"hidden": (256, 256), "lr": 0.001},  # hidden layers of 256, a smaller Adam step
+    "kl": {"lr_schedule": "kl", "lr_kl": 0.02},  # the step adapted to each update's KL (bbopt.schedules.KLAdaptiveLR)
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
@@ -89,7 +90,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "milestones": reached,
             "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
             "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
-            "lr_decay_after": config.lr_decay_after,
+            "lr_decay_after": config.lr_decay_after, "lr_kl": config.lr_kl,
             "credit": config.credit, "critic": config.critic, "discount": config.discount,
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,

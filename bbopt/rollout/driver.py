@@ -28,11 +28,14 @@ from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.policy import normalizer_of
 from bbopt.rollout.pools import EnvFactory, make_pool
 from bbopt.rollout.segments import segment_credit
+from bbopt.schedules import KLAdaptiveLR
 from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
 
 __all__ = ["Trainer", "check_credit"]
 
+LR_SCHEDULES = ("constant", "linear", "kl")
+LR_KL = 0.02  # lr_schedule="kl": the mean KL per update aimed at (chosen on HalfCheetah and Hopper, seeds 0-1)
 CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "failed"]
 
 
@@ -77,9 +80,15 @@ class Trainer:
         from its initial value to 0 at the run's ``env_steps`` total (a
         `torch.optim.lr_scheduler.LambdaLR` stepped after each update, as torch orders it:
         it sets the next update's step from the env steps so far).
+        "kl": after each update the step is adapted to the policy's movement, divided by 1.5
+        where the update's mean KL from the acting policy was above ``2 * lr_kl`` and multiplied
+        by 1.5 where it was below ``lr_kl / 2``, within 0.01-3 times the initial step
+        (`bbopt.schedules.KLAdaptiveLR`; the KL is the one the last ``reuse`` pass measured, so
+        the solver needs ``reuse`` >= 2).
     lr_decay_after: with ``lr_schedule="linear"``, env steps at the full step before the decay
         starts (default 0); from there the step falls linearly to 0 at the run's total, so a run
         that ends before it keeps the full step (hold, then decay).
+    lr_kl: with ``lr_schedule="kl"``, the mean KL per update the step is adapted to (default 0.02).
     credit: "episode" (every step of an episode is credited with the episode's loss), or
         "to_go": each step with the negated rewards from that step on, against the other
         episodes' at the same step (``solver.tell(step_losses=...)``; OVLR and ES). A failed
@@ -115,7 +124,8 @@ class Trainer:
                  eval_episodes: int = 5, checkpoint=None, checkpoint_every: int = 10, seed: int = 0,
                  pool_options: dict | None = None, lr_schedule: str = "constant",
                  credit: str = "episode", critic=None, discount: float = 1.0, imitation=None,
-                 horizon: int | None = None, lr_decay_after: int = 0, critic_warmup: int = 0):  # fmt: skip
+                 horizon: int | None = None, lr_decay_after: int = 0, critic_warmup: int = 0,
+                 lr_kl: float | None = None):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -130,12 +140,18 @@ class Trainer:
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
         self.checkpoint, self.checkpoint_every = (Path(checkpoint) if checkpoint else None), checkpoint_every
         self.seed = seed
-        if lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected 'constant' or 'linear')")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected one of {LR_SCHEDULES})")
         self.lr_schedule = lr_schedule
         self.lr_decay_after = check_int(lr_decay_after, "lr_decay_after", minimum=0)
         if self.lr_decay_after and lr_schedule != "linear":
             raise ValueError("Invalid lr_decay_after: it delays the linear schedule (lr_schedule='linear')")
+        if lr_kl is not None and lr_schedule != "kl":
+            raise ValueError("Invalid lr_kl: it is the KL the adaptive step aims at (lr_schedule='kl')")
+        lr_kl = LR_KL if lr_kl is None else check_float(lr_kl, "lr_kl", above=0.0)
+        if lr_schedule == "kl" and getattr(solver, "reuse", 1) < 2:
+            raise ValueError("Invalid lr_schedule: 'kl' adapts the step to the KL the reuse passes measure (give the "
+                             "solver reuse=2 or more)")  # fmt: skip
         discount, horizon, critic_warmup = check_credit(credit, critic=critic is not None, discount=discount,
                                                         horizon=horizon, critic_warmup=critic_warmup)  # fmt: skip
         if credit == "to_go" and not getattr(solver, "step_credit", False):
@@ -156,6 +172,9 @@ class Trainer:
         self.scheduler = None
         if lr_schedule == "linear":
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(solver.optimizer, self._lr_factor)
+        self.kl_schedule = None
+        if lr_schedule == "kl":
+            self.kl_schedule = KLAdaptiveLR(solver.optimizer, lr_kl)
         self.updates, self.env_steps, self.seconds = 0, 0, 0.0
         self.history: list[dict] = []
 
@@ -389,8 +408,11 @@ class Trainer:
             before = self.env_steps
             self._total_steps = int(env_steps)
             record = self.update()
+            record["lr"] = float(self.solver.optimizer.param_groups[0]["lr"])  # the step this update took
             if self.scheduler is not None:
                 self.scheduler.step()
+            if self.kl_schedule is not None:
+                self.kl_schedule.step(record.get("reuse_kl"))
             if self.eval_every and self.eval_episodes and self.updates % self.eval_every == 0:
                 record["eval_return"] = self.evaluate()
             self.history.append(record)

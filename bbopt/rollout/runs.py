@@ -40,7 +40,7 @@ from bbopt.rollout.checkpoint import (
     save_checkpoint,
 )
 from bbopt.rollout.critic import StateValue
-from bbopt.rollout.driver import CURVE_FIELDS, Trainer, rollout_return
+from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, LR_SCHEDULES, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
 from bbopt.rollout.pools import STEP_TIMEOUT
@@ -127,8 +127,11 @@ class RunConfig:
                         choices=lambda: ["auto", "serial", "process", "ray"])  # fmt: skip
     workers: int | None = _option(help="worker processes / Ray actors (default: CPU count)", type=positive_int)
     address: str | None = _option(help="Ray cluster address (default: start a local one)")
-    lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps",
-                               choices=lambda: ["constant", "linear"])  # fmt: skip
+    lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps; "
+                                                "kl (with --reuse): the step adapts to each update's mean KL "
+                                                "(--lr-kl)", choices=lambda: list(LR_SCHEDULES))  # fmt: skip
+    lr_kl: float | None = _option(help=f"with --lr-schedule kl: the mean KL per update the step aims at (default "
+                                       f"{LR_KL})", type=float)  # fmt: skip
     lr_decay_after: int = _option(0, type=steps_or_zero,
                                   help="with --lr-schedule linear: env steps at the full step before the decay "
                                        "starts, e.g. 1e6 (default 0)")  # fmt: skip
@@ -227,8 +230,15 @@ class RunConfig:
         if self.critic_warmup >= self.env_steps:
             raise ValueError(f"Invalid critic_warmup: {self.critic_warmup} env steps of warm-up in a run of "
                              f"{self.env_steps} would never move the policy")  # fmt: skip
-        if self.lr_schedule not in ("linear", "constant"):
-            raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected 'linear' or 'constant')")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected one of {LR_SCHEDULES})")
+        if self.lr_kl is not None and self.lr_schedule != "kl":
+            raise ValueError("Invalid lr_kl: it is the KL the adaptive step aims at (add --lr-schedule kl)")
+        if self.lr_schedule == "kl":
+            self.lr_kl = check_float(LR_KL if self.lr_kl is None else self.lr_kl, "lr_kl", above=0.0)
+            if self.reuse == 1:
+                raise ValueError("Invalid lr_schedule: kl adapts the step to the KL the passes of --reuse measure "
+                                 "(add --reuse 2 or more)")  # fmt: skip
         self.lr_decay_after = check_int(self.lr_decay_after, "lr_decay_after", minimum=0)
         if self.lr_decay_after and self.lr_schedule != "linear":
             raise ValueError("Invalid lr_decay_after: it delays the linear schedule (add --lr-schedule linear)")
@@ -275,7 +285,8 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
     return Trainer(config.env, solver, pool=config.pool, workers=config.workers, eval_every=config.eval_every,
                    eval_episodes=config.eval_episodes, checkpoint=out / "checkpoint.pt",
                    checkpoint_every=config.checkpoint_every, seed=config.seed, pool_options=options,
-                   lr_schedule=config.lr_schedule, lr_decay_after=config.lr_decay_after, credit=config.credit,
+                   lr_schedule=config.lr_schedule, lr_decay_after=config.lr_decay_after, lr_kl=config.lr_kl,
+                   credit=config.credit,
                    discount=config.discount, critic_warmup=config.critic_warmup,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
