@@ -483,10 +483,11 @@ def test_linear_lr_schedule_can_hold_the_step_for_a_number_of_env_steps_first():
         Trainer(FACTORY, make_solver("ovlr"), lr_decay_after=300)
 
 
-def test_linear_lr_schedule_resumes_bit_for_bit(tmp_path):
+@pytest.mark.parametrize(("schedule", "options"), [("linear", {}), ("kl", {"reuse": 3})])
+def test_lr_schedules_resume_bit_for_bit(tmp_path, schedule, options):
     def trainer(path):
-        return Trainer(FACTORY, make_solver("ovlr"), eval_every=0, checkpoint=path, checkpoint_every=2,
-                       lr_schedule="linear")  # fmt: skip
+        return Trainer(FACTORY, make_solver("ovlr", **options), eval_every=0, checkpoint=path, checkpoint_every=2,
+                       lr_schedule=schedule)  # fmt: skip
 
     def stop_after_two(record):
         if record["update"] == 2:
@@ -503,8 +504,39 @@ def test_linear_lr_schedule_resumes_bit_for_bit(tmp_path):
         assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
         lrs = [t.solver.optimizer.param_groups[0]["lr"] for t in (resumed, straight)]
         assert lrs[0] == lrs[1]
+        assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
+        assert len({r["lr"] for r in straight.history}) > 1  # the schedule moved the step
     with pytest.raises(ValueError, match="Invalid lr_schedule: 'cosine'"):
         Trainer(FACTORY, make_solver("ovlr"), lr_schedule="cosine")
+
+
+def test_kl_lr_schedule_sets_each_step_from_the_kl_the_update_before_measured():
+    """``lr_schedule="kl"``: after an update whose last reuse pass measured a mean KL above
+    ``2 * lr_kl`` the step is divided by 1.5, below ``lr_kl / 2`` multiplied by 1.5, within
+    0.01-3 times the initial step (`bbopt.schedules.KLAdaptiveLR`)."""
+    for target in (1e-4, 10.0):  # each way: the policy moves more, then less, than the target
+        with Trainer(FACTORY, make_solver("ovlr", reuse=3), eval_every=0, lr_schedule="kl", lr_kl=target) as trainer:
+            trainer.train(env_steps=1_000, progress=False)
+        history = trainer.history
+        assert len(history) >= 4 and history[0]["lr"] == 0.05
+        for before, after in itertools.pairwise(history):
+            kl = before["reuse_kl"]
+            change = 1 / 1.5 if kl > 2 * target else 1.5 if kl < target / 2 else 1.0
+            assert after["lr"] == pytest.approx(min(max(before["lr"] * change, 0.0005), 0.15))
+        assert history[-1]["lr"] > 0.05 if target == 10.0 else history[-1]["lr"] < 0.05
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"lr_kl": 0.02}, "Invalid lr_kl: it is the KL the adaptive step aims at"),
+    ({"lr_schedule": "linear", "lr_kl": 0.02}, "Invalid lr_kl: it is the KL the adaptive step aims at"),
+    ({"lr_schedule": "kl", "lr_kl": 0.0}, "Invalid lr_kl"), ({"lr_schedule": "kl", "lr_kl": -1.0}, "Invalid lr_kl"),
+    ({"lr_schedule": "kl", "lr_kl": float("nan")}, "Invalid lr_kl"),
+])  # fmt: skip
+def test_kl_lr_schedule_refuses_bad_settings(options, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(FACTORY, make_solver("ovlr", reuse=3), **options)
+    with pytest.raises(ValueError, match="Invalid lr_schedule: 'kl' adapts the step to the KL the reuse passes"):
+        Trainer(FACTORY, make_solver("ovlr"), lr_schedule="kl")
 
 
 def test_to_go_credit_hands_the_solver_each_steps_remaining_cost():
@@ -548,6 +580,8 @@ def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_e
                              "1e3", "--critic-warmup", "5e2", "--out", "x"])  # fmt: skip
     assert args.hidden == [] and args.env_steps == 3000 and args.lr_schedule == "linear"
     assert args.lr_decay_after == 1000 and args.critic_warmup == 500
+    adaptive = train.parse_args(["--lr-schedule", "kl", "--lr-kl", "0.01", "--out", "x"])
+    assert (adaptive.lr_schedule, adaptive.lr_kl) == ("kl", 0.01)
     off = train.parse_args(["--lr-decay-after", "0", "--critic-warmup", "0", "--out", "x"])  # written out as off
     assert (off.lr_decay_after, off.critic_warmup) == (0, 0)
     for bad in ("-1", "1.5", "nan", "inf"):
@@ -601,6 +635,15 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert RunConfig(env="Pendulum-v1", lr_schedule="linear", lr_decay_after=1000).lr_decay_after == 1000
     with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
         RunConfig(env="Pendulum-v1", lr_decay_after=1000)
+    assert RunConfig(env="Pendulum-v1", lr_schedule="kl").lr_kl == 0.02
+    assert RunConfig(env="Pendulum-v1", lr_schedule="kl", lr_kl=0.01).lr_kl == 0.01
+    with pytest.raises(ValueError, match="Invalid lr_kl: it is the KL the adaptive step aims at"):
+        RunConfig(env="Pendulum-v1", lr_kl=0.01)
+    with pytest.raises(ValueError, match="Invalid lr_schedule: kl adapts the step to the KL the passes of --reuse"):
+        RunConfig(env="Pendulum-v1", lr_schedule="kl", reuse=1)
+    for bad in (0.0, -0.01, float("nan"), float("inf"), "0.01", True):
+        with pytest.raises(ValueError, match="Invalid lr_kl"):
+            RunConfig(env="Pendulum-v1", lr_schedule="kl", lr_kl=bad)
     assert RunConfig(env="Pendulum-v1", critic_warmup=1000).critic_warmup == 1000
     with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
         RunConfig(env="Pendulum-v1", critic="none", critic_warmup=1000)
