@@ -34,17 +34,19 @@ class KLAdaptiveLR:
     the updated policy from the one that acted, it divides every group's ``lr`` by ``factor``
     where the KL was above ``2 * target`` and multiplies it by ``factor`` where it was below
     ``target / 2``, within ``bounds`` times the group's initial step (the adaptive step of
-    rl_games' PPO, after the KL penalty's adaptation of Schulman et al. 2017).
+    rl_games' PPO, after the KL penalty's adaptation of Schulman et al. 2017). The default bounds
+    (0.01, 1) make the initial step the largest: the schedule takes a smaller one while the policy
+    moves too far per update and returns to it when it moves less.
 
-    A fixed step moves different policies by very different amounts: on Hopper the same Adam step
-    moves the policy a third as far as on HalfCheetah, where a smaller one learns more. The
-    current step lives in the optimizer's param groups (``initial_lr`` beside it), so the
-    optimizer's state dict carries the schedule and a resumed run goes on bit for bit. ``step``
-    with ``None`` or a non-finite KL (an update that measured none) leaves the step as it is.
+    A fixed step moves different policies by very different amounts: on HalfCheetah the same Adam
+    step moves the policy about three times as far as on Hopper, and a smaller one learns more
+    there. The current step lives in the optimizer's param groups (``initial_lr`` beside it), so
+    the optimizer's state dict carries the schedule and a resumed run goes on bit for bit.
+    ``step`` with ``None`` or a non-finite KL (an update that measured none) leaves the step as it is.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, target: float, *, factor: float = 1.5,
-                 bounds: tuple[float, float] = (0.01, 3.0)):  # fmt: skip
+                 bounds: tuple[float, float] = (0.01, 1.0)):  # fmt: skip
         self.optimizer = optimizer
         self.target = check_float(target, "target", above=0.0)
         self.factor = check_float(factor, "factor", above=1.0)

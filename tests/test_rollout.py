@@ -513,8 +513,8 @@ def test_lr_schedules_resume_bit_for_bit(tmp_path, schedule, options):
 def test_kl_lr_schedule_sets_each_step_from_the_kl_the_update_before_measured():
     """``lr_schedule="kl"``: after an update whose last reuse pass measured a mean KL above
     ``2 * lr_kl`` the step is divided by 1.5, below ``lr_kl / 2`` multiplied by 1.5, within
-    0.01-3 times the initial step (`bbopt.schedules.KLAdaptiveLR`)."""
-    for target in (1e-4, 10.0):  # each way: the policy moves more, then less, than the target
+    0.01-1 times the initial step (`bbopt.schedules.KLAdaptiveLR`)."""
+    for target in (1e-4, 10.0):  # the policy moving more than the target, then less
         with Trainer(FACTORY, make_solver("ovlr", reuse=3), eval_every=0, lr_schedule="kl", lr_kl=target) as trainer:
             trainer.train(env_steps=1_000, progress=False)
         history = trainer.history
@@ -522,8 +522,11 @@ def test_kl_lr_schedule_sets_each_step_from_the_kl_the_update_before_measured():
         for before, after in itertools.pairwise(history):
             kl = before["reuse_kl"]
             change = 1 / 1.5 if kl > 2 * target else 1.5 if kl < target / 2 else 1.0
-            assert after["lr"] == pytest.approx(min(max(before["lr"] * change, 0.0005), 0.15))
-        assert history[-1]["lr"] > 0.05 if target == 10.0 else history[-1]["lr"] < 0.05
+            assert after["lr"] == pytest.approx(min(max(before["lr"] * change, 0.0005), 0.05))
+        if target == 10.0:  # never past the step given
+            assert {r["lr"] for r in history} == {0.05}
+        else:
+            assert history[-1]["lr"] < 0.05
 
 
 @pytest.mark.parametrize(("options", "message"), [

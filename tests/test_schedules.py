@@ -17,8 +17,21 @@ def optimizer(lr=0.01, groups=1):
                                             (0.01, 1.0), (0.0099, 1.5), (0.0, 1.5)])  # fmt: skip
 def test_the_step_shrinks_past_twice_the_target_grows_under_half_and_holds_between(kl, factor):
     adam = optimizer(0.01, groups=2)
-    KLAdaptiveLR(adam, 0.02).step(kl)
+    KLAdaptiveLR(adam, 0.02, bounds=(0.01, 3.0)).step(kl)
     assert [group["lr"] for group in adam.param_groups] == pytest.approx([0.01 * factor] * 2)
+
+
+def test_by_default_the_initial_step_is_the_largest_and_the_step_returns_to_it():
+    adam = optimizer(0.01)
+    schedule = KLAdaptiveLR(adam, 0.02)
+    schedule.step(0.0)
+    assert adam.param_groups[0]["lr"] == 0.01
+    schedule.step(1.0)
+    schedule.step(1.0)
+    assert adam.param_groups[0]["lr"] == pytest.approx(0.01 / 1.5**2)
+    for _ in range(3):
+        schedule.step(0.001)
+    assert adam.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
 def test_the_step_stays_within_its_bounds_times_the_initial_step():

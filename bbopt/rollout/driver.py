@@ -82,7 +82,8 @@ class Trainer:
         it sets the next update's step from the env steps so far).
         "kl": after each update the step is adapted to the policy's movement, divided by 1.5
         where the update's mean KL from the acting policy was above ``2 * lr_kl`` and multiplied
-        by 1.5 where it was below ``lr_kl / 2``, within 0.01-3 times the initial step
+        by 1.5 where it was below ``lr_kl / 2``, within 0.01-1 times the initial step (the step
+        given is the largest)
         (`bbopt.schedules.KLAdaptiveLR`; the KL is the one the last ``reuse`` pass measured, so
         the solver needs ``reuse`` >= 2).
     lr_decay_after: with ``lr_schedule="linear"``, env steps at the full step before the decay
