@@ -50,6 +50,7 @@ from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.policies.chunking import ChunkMLP
+from bbopt.rollout.driver import check_lr_schedule
 from benchmarks import _report
 
 TASKS = ("transfer_cube", "insertion")
@@ -87,6 +88,7 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
                                           credit=args.ft_credit, critic=args.ft_critic, discount=args.ft_discount,
                                           gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                           critic_warmup=args.ft_critic_warmup, reuse=args.ft_reuse,
+                                          lr_schedule=args.ft_lr_schedule, lr_kl=args.ft_lr_kl,
                                           correlation=args.ft_correlation,
                                           seed=start_row["seed"],
                                           validate_every=args.validate_every,
@@ -215,6 +217,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="with --ft-critic: env steps at the start that train only the critic")  # fmt: skip
     parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
+    parser.add_argument("--ft-lr-schedule", default="constant", choices=["constant", "linear", "kl"],
+                        help="kl (with --ft-reuse): the step adapts to each update's mean KL")  # fmt: skip
+    parser.add_argument("--ft-lr-kl", type=float, help="with --ft-lr-schedule kl: the mean KL per update aimed at")
     parser.add_argument("--ft-imitation-weight", type=float, default=0.0,
                         help="mix the start's demos' imitation loss in at this weight (0: off)")  # fmt: skip
     parser.add_argument("--ft-demo-starts", type=float, default=0.0,
@@ -237,6 +242,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
                                  gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                  critic_warmup=args.ft_critic_warmup, env_steps=args.finetune_steps)  # fmt: skip
+            check_lr_schedule(args.ft_lr_schedule, lr_kl=args.ft_lr_kl, reuse=args.ft_reuse)
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
     torch.set_num_threads(1)

@@ -18,7 +18,14 @@ from bbopt.cli import main
 from bbopt.envs.aloha.demos import Demos, action_chunks, generate_demos, load_demos, save_demos
 from bbopt.envs.aloha.env import AlohaStateEnv, import_gym_aloha, policy_features
 from bbopt.envs.aloha.evaluation import evaluate_success
-from bbopt.envs.aloha.finetune import CORRELATION, StageShaping, finetune, finetune_solver, make_finetune_env
+from bbopt.envs.aloha.finetune import (
+    CORRELATION,
+    LR,
+    StageShaping,
+    finetune,
+    finetune_solver,
+    make_finetune_env,
+)
 from bbopt.envs.aloha.ik import ArmIK, orientation_error
 from bbopt.envs.aloha.imitation import ChunkL1, behavior_clone, make_chunk_policy
 from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
@@ -464,11 +471,18 @@ def test_finetune_runs_the_locomotion_recipe_in_segments(demos):
     start = copy.deepcopy(policy.state_dict())
     _, history, _ = finetune(policy, "transfer_cube", env_steps=3 * 2 * 50, population=2, credit="to_go",
                              critic="state_value", discount=0.99, gae_lambda=0.95, horizon=50, reuse=3,
-                             critic_warmup=100, validate_every=0, progress=False)  # fmt: skip
+                             critic_warmup=100, lr_schedule="kl", lr_kl=1e-9, validate_every=0,
+                             progress=False)  # fmt: skip
     assert [record["env_steps"] for record in history] == [100, 200, 300]  # updates of 50 steps in 2 slots
     assert [record.get("critic_warmup", False) for record in history] == [True, False, False]
     assert [record.get("reuse_passes") for record in history] == [None, 3, 3]
     assert any(not torch.equal(policy.state_dict()[k], start[k]) for k in start)
+    # the KL-adaptive step: the warm-up measured no KL, the first real update moved past 2e-9
+    assert [record["lr"] for record in history] == pytest.approx([LR, LR, LR / 1.5])
+    with pytest.raises(ValueError, match="Invalid lr_schedule: 'kl' adapts the step to the KL the reuse passes"):
+        finetune(policy, "transfer_cube", lr_schedule="kl", progress=False)
+    with pytest.raises(ValueError, match="Invalid lr_kl: it is the KL the adaptive step aims at"):
+        finetune(policy, "transfer_cube", reuse=3, lr_kl=0.01, progress=False)
     with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
         finetune(policy, "transfer_cube", credit="to_go", critic_warmup=100, progress=False)
     with pytest.raises(ValueError, match="Invalid critic_warmup: 300 env steps of warm-up in a run of 300"):
@@ -566,6 +580,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
              "--out", str(tmp_path / "f.pt")], "Invalid horizon: segments of episodes need a critic")  # fmt: skip
     refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--credit", "to_go", "--critic-warmup",
              "1e4", "--out", str(tmp_path / "f.pt")], "Invalid critic_warmup: it trains the critic")  # fmt: skip
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--lr-schedule", "kl", "--out",
+             str(tmp_path / "f.pt")], "Invalid lr_schedule: 'kl' adapts the step")  # fmt: skip
     with pytest.raises(SystemExit):  # argparse
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
     (tmp_path / "junk.pt").write_text("not a policy")

@@ -66,6 +66,24 @@ def check_credit(credit: str, *, critic: bool, discount: float = 1.0, horizon: i
     return float(discount), horizon, critic_warmup
 
 
+def check_lr_schedule(lr_schedule: str, *, lr_decay_after: int = 0, lr_kl: float | None = None,
+                      reuse: int = 1) -> tuple[int, float]:  # fmt: skip
+    """Refuse a bad combination of the Trainer's step-schedule options (before anything runs);
+    returns ``(lr_decay_after, lr_kl)`` with the KL target's default filled in."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected one of {LR_SCHEDULES})")
+    lr_decay_after = check_int(lr_decay_after, "lr_decay_after", minimum=0)
+    if lr_decay_after and lr_schedule != "linear":
+        raise ValueError("Invalid lr_decay_after: it delays the linear schedule (lr_schedule='linear')")
+    if lr_kl is not None and lr_schedule != "kl":
+        raise ValueError("Invalid lr_kl: it is the KL the adaptive step aims at (lr_schedule='kl')")
+    lr_kl = LR_KL if lr_kl is None else check_float(lr_kl, "lr_kl", above=0.0)
+    if lr_schedule == "kl" and reuse < 2:
+        raise ValueError("Invalid lr_schedule: 'kl' adapts the step to the KL the reuse passes measure (give the "
+                         "solver reuse=2 or more)")  # fmt: skip
+    return lr_decay_after, lr_kl
+
+
 class Trainer:
     """Args:
     env: a Gymnasium id or an `EnvFactory` / top-level callable returning an env.
@@ -141,18 +159,9 @@ class Trainer:
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
         self.checkpoint, self.checkpoint_every = (Path(checkpoint) if checkpoint else None), checkpoint_every
         self.seed = seed
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected one of {LR_SCHEDULES})")
         self.lr_schedule = lr_schedule
-        self.lr_decay_after = check_int(lr_decay_after, "lr_decay_after", minimum=0)
-        if self.lr_decay_after and lr_schedule != "linear":
-            raise ValueError("Invalid lr_decay_after: it delays the linear schedule (lr_schedule='linear')")
-        if lr_kl is not None and lr_schedule != "kl":
-            raise ValueError("Invalid lr_kl: it is the KL the adaptive step aims at (lr_schedule='kl')")
-        lr_kl = LR_KL if lr_kl is None else check_float(lr_kl, "lr_kl", above=0.0)
-        if lr_schedule == "kl" and getattr(solver, "reuse", 1) < 2:
-            raise ValueError("Invalid lr_schedule: 'kl' adapts the step to the KL the reuse passes measure (give the "
-                             "solver reuse=2 or more)")  # fmt: skip
+        self.lr_decay_after, lr_kl = check_lr_schedule(lr_schedule, lr_decay_after=lr_decay_after, lr_kl=lr_kl,
+                                                       reuse=getattr(solver, "reuse", 1))  # fmt: skip
         discount, horizon, critic_warmup = check_credit(credit, critic=critic is not None, discount=discount,
                                                         horizon=horizon, critic_warmup=critic_warmup)  # fmt: skip
         if credit == "to_go" and not getattr(solver, "step_credit", False):

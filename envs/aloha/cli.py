@@ -76,7 +76,9 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--critic-warmup", type=steps_or_zero, default=0,
                           help="with --critic: env steps at the start that train only the critic")  # fmt: skip
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
-    finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"])
+    finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "kl"],
+                          help="kl (with --reuse): the step adapts to each update's mean KL (--lr-kl)")  # fmt: skip
+    finetune.add_argument("--lr-kl", type=float, help="with --lr-schedule kl: the mean KL per update aimed at")
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
                           "(and with --demo-starts, start episodes from their states)")  # fmt: skip
     finetune.add_argument("--imitation-weight", type=float, default=1.0,
@@ -182,6 +184,7 @@ def _finetune(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
     from bbopt.envs.aloha.finetune import check_credit_options, finetune
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
+    from bbopt.rollout.driver import check_lr_schedule
 
     if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
         raise ValueError("--imitation-weight and --imitation-decay weigh the demos' imitation term: add --demos FILE")
@@ -193,6 +196,7 @@ def _finetune(args) -> dict:
     # refused before the start is evaluated
     check_credit_options(args.credit, args.critic, discount=args.discount, gae_lambda=args.gae_lambda,
                          horizon=args.horizon, critic_warmup=args.critic_warmup, env_steps=args.env_steps)  # fmt: skip
+    check_lr_schedule(args.lr_schedule, lr_kl=args.lr_kl, reuse=args.reuse)
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
     _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
     policy, meta = load_chunk_policy(args.policy)
@@ -210,7 +214,7 @@ def _finetune(args) -> dict:
                                               gae_lambda=args.gae_lambda, horizon=args.horizon,
                                               critic_warmup=args.critic_warmup,
                                               correlation=args.correlation, reuse=args.reuse,
-                                              lr_schedule=args.lr_schedule, demos=demos,
+                                              lr_schedule=args.lr_schedule, lr_kl=args.lr_kl, demos=demos,
                                               imitation_weight=args.imitation_weight,
                                               imitation_decay=args.imitation_decay,
                                               demo_starts=args.demo_starts, seed=args.seed,

@@ -41,7 +41,7 @@ from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions
 from bbopt.rollout.critic import StateValue
-from bbopt.rollout.driver import Trainer, check_credit
+from bbopt.rollout.driver import Trainer, check_credit, check_lr_schedule
 from bbopt.rollout.imitation import ImitationLoss
 from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 from bbopt.seeding import derive
@@ -179,7 +179,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
              horizon: int | None = None, critic_warmup: int = 0, correlation: float | None = None,
-             reuse: int = 1, lr_schedule: str = "constant", demos: Demos | None = None, imitation_weight: float = 1.0,
+             reuse: int = 1, lr_schedule: str = "constant", lr_kl: float | None = None, demos: Demos | None = None,
+             imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20,
              confirmation_episodes: int = CONFIRMATION_EPISODES, pool: str = "serial",
@@ -199,7 +200,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     (a `StateValue` baseline; ``discount`` gamma of the costs-to-go, ``gae_lambda`` its GAE, and
     ``horizon`` steps per env slot per update instead of whole episodes; ``critic_warmup`` env
     steps at the start fit only the critic, the policy unchanged), ``correlation`` (AR(1)
-    noise over each episode's steps), ``reuse`` (extra clipped-ratio passes), ``lr_schedule``.
+    noise over each episode's steps), ``reuse`` (extra clipped-ratio passes), ``lr_schedule``
+    (with ``lr_kl`` for "kl", which needs ``reuse``).
     ``demos``: mix their imitation loss (the chunk L1 of behaviour cloning, `ChunkL1`, on a
     256-pair minibatch per update) into every update at
     ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`;
@@ -236,6 +238,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     bbopt.checks.check_int(seed, "seed", minimum=0)
     check_credit_options(credit, critic, discount=discount, gae_lambda=gae_lambda, horizon=horizon,
                          critic_warmup=critic_warmup, env_steps=env_steps)  # fmt: skip
+    check_lr_schedule(lr_schedule, lr_kl=lr_kl, reuse=reuse)
     bbopt.checks.check_int(validate_every, "validate_every", minimum=0)
     selection = None
     if validate_every:
@@ -277,6 +280,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=derive(seed, 0), credit=credit,
                  critic=StateValue(gae_lambda=gae_lambda, seed=derive(seed, 1)) if critic == "state_value" else None,
                  discount=discount, horizon=horizon, critic_warmup=critic_warmup, lr_schedule=lr_schedule,
+                 lr_kl=lr_kl,
                  imitation=imitation,
                  checkpoint=checkpoint,
                  pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
