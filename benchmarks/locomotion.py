@@ -51,10 +51,11 @@ VARIANTS = {
     "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
     "togo": _TO_GO,
     "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0},
-    "slots32": {"population": 32, "horizon": 128},  # the same 4,096 steps per update in more, shorter segments
+    "constant": {"lr_schedule": "constant"},  # the defaults before the KL-adaptive step (a9d4fc0 to 6f18e5f)
+    "slots32": {"population": 32, "horizon": 128, "lr_schedule": "constant"},  # 4,096 steps per update, 32 x 128
     "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000},  # the full step for 1M steps, then to 0
-    "wide": {"hidden": (256, 256), "lr": 0.001},  # hidden layers of 256, a smaller Adam step
-    "kl": {"lr_schedule": "kl", "lr_kl": 0.02},  # the step adapted to each update's KL (bbopt.schedules.KLAdaptiveLR)
+    "wide": {"hidden": (256, 256), "lr": 0.001, "lr_schedule": "constant"},  # hidden layers of 256, a smaller step
+    "kl": {"lr_schedule": "kl", "lr_kl": 0.02},  # the step adapted to each update's KL (the default since then)
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),

@@ -149,16 +149,17 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert {r["settings"]["credit"] for r in rows if r["method"].endswith("-episode")} == {"episode"}
     assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {
         "ovlr", "es", "ovlr-critic", "es-critic", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m",
-        "ovlr-wide", "es-wide", "ovlr-kl", "es-kl"}  # fmt: skip
+        "ovlr-wide", "es-wide", "ovlr-kl", "es-kl", "ovlr-constant", "es-constant"}  # fmt: skip
     assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {
         "ovlr", "es", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m", "ovlr-wide", "es-wide", "ovlr-kl",
-        "es-kl"}  # fmt: skip
+        "es-kl", "ovlr-constant", "es-constant"}  # fmt: skip
     assert {r["settings"]["lr_decay_after"] for r in rows if r["method"].endswith("-hold1m")} == {1_000_000}
     assert {r["settings"]["horizon"] for r in rows if r["method"].endswith("-slots32")} == {128}
     assert {(tuple(r["settings"]["hidden"]), r["settings"]["lr"]) for r in rows if r["method"].endswith("-wide")} == {
         ((256, 256), 0.001)}  # fmt: skip
-    assert {(r["settings"]["lr_schedule"], r["settings"]["lr_kl"]) for r in rows if r["method"].endswith("-kl")} == {
-        ("kl", 0.02)}  # fmt: skip
+    schedules = {r["method"]: (r["settings"]["lr_schedule"], r["settings"]["lr_kl"]) for r in rows}
+    assert {schedules[m] for m in ("ovlr", "es", "ovlr-kl", "es-kl")} == {("kl", 0.02)}  # the default since b3912ec
+    assert {schedules[f"{s}-{v}"][0] for s in ("ovlr", "es") for v in ("constant", "slots32", "wide")} == {"constant"}
     bbopt_rows = [r for r in rows if r["method"] in locomotion.METHODS and "milestones" in r]
     assert {r["method"] for r in bbopt_rows} >= {"ovlr", "es", "cem", "param_es", "ovlr-episode"}
     for r in bbopt_rows:  # evaluated once past 1,000 steps, before the end, with the CPU time then

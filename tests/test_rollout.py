@@ -612,6 +612,19 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     per_step, per_episode = ("to_go", 16, 0.995, "state_value", 0.98, 20, 256), ("episode", 64, 1.0, "none", 1.0, 1, 0)
     assert recipe() == recipe(solver="es") == per_step
     assert recipe(solver="cem") == recipe(solver="param_es") == recipe(credit="episode") == per_episode
+
+    def schedule(**given):
+        c = RunConfig(env="Pendulum-v1", **given)
+        return c.lr_schedule, c.lr_kl
+
+    assert schedule() == schedule(solver="es") == schedule(reuse=3) == ("kl", 0.02)  # with reuse: the adaptive step
+    assert schedule(lr_kl=0.01) == ("kl", 0.01)
+    for without_reuse in ({"solver": "cem"}, {"solver": "param_es"}, {"credit": "episode"}, {"correlation": 0.5},
+                          {"reuse": 1}):  # fmt: skip
+        assert schedule(**without_reuse) == ("constant", None)
+    assert schedule(lr_schedule="constant") == ("constant", None)
+    with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
+        RunConfig(env="Pendulum-v1", lr_decay_after=1000)  # the default kl does not take it
     assert recipe(critic="none") == ("to_go", 16, 0.995, "none", 1.0, 20, 0)
     assert recipe(correlation=0.5)[-2] == 1 and recipe(correlation=0.5, reuse=3)[-2] == 3
     assert recipe(population=64, discount=1.0, gae_lambda=1.0) == ("to_go", 64, 1.0, "state_value", 1.0, 20, 256)
@@ -640,8 +653,9 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", lr_decay_after=1000)
     assert RunConfig(env="Pendulum-v1", lr_schedule="kl").lr_kl == 0.02
     assert RunConfig(env="Pendulum-v1", lr_schedule="kl", lr_kl=0.01).lr_kl == 0.01
-    with pytest.raises(ValueError, match="Invalid lr_kl: it is the KL the adaptive step aims at"):
-        RunConfig(env="Pendulum-v1", lr_kl=0.01)
+    for constant in ({"lr_schedule": "constant"}, {"credit": "episode"}):
+        with pytest.raises(ValueError, match="Invalid lr_kl: it is the KL the adaptive step aims at"):
+            RunConfig(env="Pendulum-v1", lr_kl=0.01, **constant)
     with pytest.raises(ValueError, match="Invalid lr_schedule: kl adapts the step to the KL the passes of --reuse"):
         RunConfig(env="Pendulum-v1", lr_schedule="kl", reuse=1)
     for bad in (0.0, -0.01, float("nan"), float("inf"), "0.01", True):
@@ -663,7 +677,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
-                 "horizon", "target_kl", "lr_decay_after", "critic_warmup"):  # fmt: skip
+                 "horizon", "target_kl", "lr_decay_after", "critic_warmup", "lr_schedule", "lr_kl"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
@@ -678,6 +692,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert load_config(tmp_path).target_kl == 0.0  # and every pass of reuse
     assert load_config(tmp_path).lr_decay_after == 0  # and a linear schedule from the start
     assert load_config(tmp_path).critic_warmup == 0  # and no critic warm-up
+    assert load_config(tmp_path).lr_schedule == "constant"  # and a constant step
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):

@@ -85,12 +85,13 @@ __all__ = [
 # resolved value, so its resumes keep it (a run saved before --horizon resumes with whole episodes).
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
-              "horizon": 256},
-    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0},
+              "horizon": 256, "lr_schedule": "kl"},
+    "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0,
+                "lr_schedule": "constant"},
 }  # fmt: skip
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
-                     "reuse": 1, "horizon": 0}  # fmt: skip
+                     "reuse": 1, "horizon": 0, "lr_schedule": "constant"}  # fmt: skip
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -127,9 +128,10 @@ class RunConfig:
                         choices=lambda: ["auto", "serial", "process", "ray"])  # fmt: skip
     workers: int | None = _option(help="worker processes / Ray actors (default: CPU count)", type=positive_int)
     address: str | None = _option(help="Ray cluster address (default: start a local one)")
-    lr_schedule: str = _option("constant", help="default constant; linear: Adam's step decays to 0 at --env-steps; "
-                                                "kl (with --reuse): the step adapts to each update's mean KL "
-                                                "(--lr-kl)", choices=lambda: list(LR_SCHEDULES))  # fmt: skip
+    lr_schedule: str | None = _option(help="kl (default with --reuse): the step adapts to each update's mean KL "
+                                           "(--lr-kl), never past --lr; constant (default without --reuse); linear: "
+                                           "Adam's step decays to 0 at --env-steps",
+                                      choices=lambda: list(LR_SCHEDULES))  # fmt: skip
     lr_kl: float | None = _option(help=f"with --lr-schedule kl: the mean KL per update the step aims at (default "
                                        f"{LR_KL})", type=float)  # fmt: skip
     lr_decay_after: int = _option(0, type=steps_or_zero,
@@ -230,6 +232,8 @@ class RunConfig:
         if self.critic_warmup >= self.env_steps:
             raise ValueError(f"Invalid critic_warmup: {self.critic_warmup} env steps of warm-up in a run of "
                              f"{self.env_steps} would never move the policy")  # fmt: skip
+        if self.lr_schedule is None:  # the adaptive step needs the KL the reuse passes measure
+            self.lr_schedule = recipe["lr_schedule"] if self.reuse > 1 else "constant"
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"Invalid lr_schedule: {self.lr_schedule!r} (expected one of {LR_SCHEDULES})")
         if self.lr_kl is not None and self.lr_schedule != "kl":
