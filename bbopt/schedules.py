@@ -8,7 +8,9 @@ import torch
 
 from bbopt.checks import check_float
 
-__all__ = ["KLAdaptiveLR", "LRFollowsSigma"]
+__all__ = ["LR_SCHEDULES", "KLAdaptiveLR", "LRFollowsSigma"]
+
+LR_SCHEDULES = ("constant", "linear", "kl")  # the Trainer's lr_schedule values (bbopt.rollout.driver)
 
 
 class LRFollowsSigma(torch.optim.lr_scheduler.LRScheduler):

@@ -51,6 +51,7 @@ from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.driver import check_lr_schedule
+from bbopt.schedules import LR_SCHEDULES
 from benchmarks import _report
 
 TASKS = ("transfer_cube", "insertion")
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="with --ft-critic: env steps at the start that train only the critic")  # fmt: skip
     parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
-    parser.add_argument("--ft-lr-schedule", default="constant", choices=["constant", "linear", "kl"],
+    parser.add_argument("--ft-lr-schedule", default="constant", choices=LR_SCHEDULES,
                         help="kl (with --ft-reuse): the step adapts to each update's mean KL")  # fmt: skip
     parser.add_argument("--ft-lr-kl", type=float, help="with --ft-lr-schedule kl: the mean KL per update aimed at")
     parser.add_argument("--ft-imitation-weight", type=float, default=0.0,

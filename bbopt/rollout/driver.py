@@ -28,13 +28,12 @@ from bbopt.rollout.checkpoint import load_checkpoint, save_checkpoint
 from bbopt.rollout.policy import normalizer_of
 from bbopt.rollout.pools import EnvFactory, make_pool
 from bbopt.rollout.segments import segment_credit
-from bbopt.schedules import KLAdaptiveLR
+from bbopt.schedules import LR_SCHEDULES, KLAdaptiveLR
 from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
 
 __all__ = ["Trainer", "check_credit"]
 
-LR_SCHEDULES = ("constant", "linear", "kl")
 LR_KL = 0.02  # lr_schedule="kl": the mean KL per update aimed at (chosen on HalfCheetah and Hopper, seeds 0-1)
 CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "failed"]
 
@@ -100,10 +99,9 @@ class Trainer:
         it sets the next update's step from the env steps so far).
         "kl": after each update the step is adapted to the policy's movement, divided by 1.5
         where the update's mean KL from the acting policy was above ``2 * lr_kl`` and multiplied
-        by 1.5 where it was below ``lr_kl / 2``, within 0.01-1 times the initial step (the step
-        given is the largest)
-        (`bbopt.schedules.KLAdaptiveLR`; the KL is the one the last ``reuse`` pass measured, so
-        the solver needs ``reuse`` >= 2).
+        by 1.5 where it was below ``lr_kl / 2``, within 0.01-1 times the initial step, so the
+        step given is the largest (`bbopt.schedules.KLAdaptiveLR`; the KL is the one the last
+        ``reuse`` pass measured, so the solver needs ``reuse`` >= 2).
     lr_decay_after: with ``lr_schedule="linear"``, env steps at the full step before the decay
         starts (default 0); from there the step falls linearly to 0 at the run's total, so a run
         that ends before it keeps the full step (hold, then decay).

@@ -40,11 +40,12 @@ from bbopt.rollout.checkpoint import (
     save_checkpoint,
 )
 from bbopt.rollout.critic import StateValue
-from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, LR_SCHEDULES, Trainer, rollout_return
+from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
 from bbopt.rollout.pools import STEP_TIMEOUT
 from bbopt.rollout.video import write_video
+from bbopt.schedules import LR_SCHEDULES
 from bbopt.seeding import TEST_EPISODES, derive
 from bbopt.tracking import tensorboard_or_none
 

@@ -18,6 +18,7 @@ from bbopt.arguments import count, positive_int, seconds_or_none, step_count, st
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
+from bbopt.schedules import LR_SCHEDULES
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
 __all__ = ["COMMAND"]
@@ -76,7 +77,7 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--critic-warmup", type=steps_or_zero, default=0,
                           help="with --critic: env steps at the start that train only the critic")  # fmt: skip
     finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
-    finetune.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "kl"],
+    finetune.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                           help="kl (with --reuse): the step adapts to each update's mean KL (--lr-kl)")  # fmt: skip
     finetune.add_argument("--lr-kl", type=float, help="with --lr-schedule kl: the mean KL per update aimed at")
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
