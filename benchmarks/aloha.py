@@ -50,6 +50,7 @@ from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.policies.chunking import ChunkMLP
+from bbopt.rollout.chunking import CHUNK_NOISES
 from bbopt.rollout.driver import check_lr_schedule
 from bbopt.schedules import LR_SCHEDULES
 from benchmarks import _report
@@ -90,7 +91,7 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
                                           gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                           critic_warmup=args.ft_critic_warmup, reuse=args.ft_reuse,
                                           lr_schedule=args.ft_lr_schedule, lr_kl=args.ft_lr_kl,
-                                          correlation=args.ft_correlation,
+                                          correlation=args.ft_correlation, chunk_noise=args.ft_chunk_noise,
                                           seed=start_row["seed"],
                                           validate_every=args.validate_every,
                                           validation_episodes=args.validation_episodes,
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="with --ft-critic: env steps at the start that train only the critic")  # fmt: skip
     parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
     parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
+    parser.add_argument("--ft-chunk-noise", default="independent", choices=CHUNK_NOISES,
+                        help="shared: one noise draw per step over the whole chunk (bbopt.noise.Tiled)")  # fmt: skip
     parser.add_argument("--ft-lr-schedule", default="constant", choices=LR_SCHEDULES,
                         help="kl (with --ft-reuse): the step adapts to each update's mean KL")  # fmt: skip
     parser.add_argument("--ft-lr-kl", type=float, help="with --ft-lr-schedule kl: the mean KL per update aimed at")
@@ -239,7 +242,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
         try:
             finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population, sigma=args.ft_sigma,
-                            lr=args.ft_lr, correlation=args.ft_correlation, reuse=args.ft_reuse)  # fmt: skip
+                            lr=args.ft_lr, correlation=args.ft_correlation, reuse=args.ft_reuse,
+                            chunk_noise=args.ft_chunk_noise)  # fmt: skip
             check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
                                  gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                  critic_warmup=args.ft_critic_warmup, env_steps=args.finetune_steps)  # fmt: skip

@@ -30,6 +30,7 @@ from bbopt.envs.aloha.ik import ArmIK, orientation_error
 from bbopt.envs.aloha.imitation import ChunkL1, behavior_clone, make_chunk_policy
 from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 from bbopt.envs.aloha.scripted import RIGHT_DOWN, SCRIPTED
+from bbopt.noise import Tiled
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions, TemporalEnsemble
 
@@ -431,6 +432,27 @@ def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
         finetune_solver(policy, "ovlr", correlation=0.5, reuse=2)
 
 
+def test_finetune_with_noise_shared_over_the_chunk(demos):
+    """chunk_noise="shared": one draw per step repeated over the chunk (`Tiled`), with AR(1) noise by
+    default; a run moves the policy; CEM (its sigma learns), reuse and unknown names are refused."""
+    policy = make_chunk_policy(demos, chunk=3, hidden=(16,))
+    for method in ("ovlr", "es"):
+        solver = finetune_solver(policy, method, chunk_noise="shared")
+        assert isinstance(solver.noise, Tiled) and solver.noise.repeats == 3 and solver.correlation == CORRELATION
+    assert not isinstance(finetune_solver(policy, "ovlr").noise, Tiled)
+    with pytest.raises(ValueError, match="Invalid chunk_noise: 'shared' keeps sigma fixed, and cem learns its sigma"):
+        finetune_solver(policy, "cem", chunk_noise="shared")
+    with pytest.raises(ValueError, match="Invalid chunk_noise: 'shared' with reuse 2"):
+        finetune_solver(policy, "ovlr", chunk_noise="shared", reuse=2)
+    with pytest.raises(ValueError, match=r"Invalid chunk_noise: 'whole' \(expected one of"):
+        finetune(policy, "transfer_cube", chunk_noise="whole", progress=False)
+    before = [p.detach().clone() for p in policy.parameters()]
+    policy, history, _ = finetune(policy, "transfer_cube", env_steps=600, population=2, chunk_noise="shared",
+                                  validate_every=0, progress=False)  # fmt: skip
+    assert [record["env_steps"] for record in history] == [600]
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [
@@ -555,6 +577,12 @@ def test_cli_pipeline(tmp_path, capsys):
                  "--confirmation-episodes", "2"]) == 0  # the default AR(1) noise  # fmt: skip
     out = capsys.readouterr().out
     assert "after fine-tuning: success" in out and tuned.with_suffix(".csv").is_file()
+    refused = tmp_path / "refused.pt"  # a solver's refusal comes before the start's evaluation
+    assert main(["aloha", "finetune", "--policy", str(bc), "--method", "cem", "--chunk-noise", "shared",
+                 "--out", str(refused), "--no-progress"]) == 2  # fmt: skip
+    captured = capsys.readouterr()
+    assert "cem learns its sigma" in captured.err and "before fine-tuning" not in captured.out
+    assert not refused.exists()
     assert "on 2 fresh placements" in out and len(load_chunk_policy(tuned)[1]["selection"]["confirmation"]) == 2
     report = tmp_path / "eval.json"
     assert main(["aloha", "evaluate", "--policy", str(tuned), "--episodes", "1", "--json", str(report),

@@ -275,8 +275,10 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
                        "--ft-starts", "bp",
                        "--ft-credit", "to_go", "--ft-critic",
                        "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5",
-                       "--ft-demo-starts", "0.5", "--no-progress", "--out", str(tmp_path / "aloha.json")])  # fmt: skip
-    assert json.loads((tmp_path / "aloha.json").read_text())["config"]["ft_demo_starts"] == 0.5
+                       "--ft-demo-starts", "0.5", "--ft-chunk-noise", "shared", "--no-progress",
+                       "--out", str(tmp_path / "aloha.json")])  # fmt: skip
+    config = json.loads((tmp_path / "aloha.json").read_text())["config"]
+    assert config["ft_demo_starts"] == 0.5 and config["ft_chunk_noise"] == "shared"
     tuned = [row for row in rows if row["policy"] == "bc-bp (2 demos)+ft-ovlr"]
     assert [row["seed"] for row in tuned] == [0, 1]  # each from its own imitation seed
     assert not any(row["policy"] == "bc-bp" for row in rows)  # the full-data setting skipped
@@ -287,6 +289,9 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     with pytest.raises(SystemExit):  # CEM learns its sigma: AR(1) noise refused before anything runs
         aloha.main(["--ft-correlation", "0.5", "--out", str(tmp_path / "never.json")])
     assert "fine-tuning by cem: Invalid correlation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # CEM learns its sigma: noise shared over the chunk refused before anything runs
+        aloha.main(["--ft-chunk-noise", "shared", "--out", str(tmp_path / "never.json")])
+    assert "fine-tuning by cem: Invalid chunk_noise: 'shared' keeps sigma fixed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         aloha.main(["--ft-demo-starts", "1.5", "--out", str(tmp_path / "never.json")])
     assert "--ft-demo-starts 1.5 (a fraction in [0, 1])" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import bbopt
+from bbopt.noise import Tiled
 from bbopt.policies import MLP, LearnedVector
 
 EPISODES = 8
@@ -224,10 +225,12 @@ def test_step_losses_are_checked():
         plain.tell(torch.zeros(4), step_losses=[torch.zeros(4)])
 
 
-def correlated_solver(seed=0, correlation=0.8, episodes=8):
+def correlated_solver(seed=0, correlation=0.8, episodes=8, tiled=False):
+    """A linear policy of two outputs under AR(1) noise (``tiled``: one noise number repeated on both)."""
     policy = MLP(1, 2, hidden=(), seed=0)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
-    return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, correlation=correlation)
+    noise = {"noise": Tiled(0.5, repeats=2)} if tiled else {"sigma": 0.5}
+    return policy, bbopt.OVLR(policy, optimizer, episodes=episodes, seed=seed, correlation=correlation, **noise)
 
 
 def test_ar1_noise_is_stationary_correlated_over_time_and_antithetic():
@@ -272,11 +275,14 @@ def test_discard_drops_the_recorded_episodes_and_changes_nothing_else():
         plain.discard()
 
 
+@pytest.mark.parametrize("tiled", [False, True], ids=["scaled", "tiled"])
 @pytest.mark.parametrize("credit", ["episode", "to_go"])
-def test_ar1_noise_keeps_the_estimate_unbiased(credit):
+def test_ar1_noise_keeps_the_estimate_unbiased(credit, tiled):
     """600 draws of the gradient with correlated noise against the exact gradient of the expected
-    loss, mean over episodes of sum_t ||mu(t/6) - 1||^2 (+ a constant from the noise)."""
-    policy, solver = correlated_solver(seed=5)
+    loss, mean over episodes of sum_t ||mu(t/6) - 1||^2 (+ a constant from the noise). With
+    `Tiled` noise (one number on both outputs) the estimate is that gradient projected on the
+    explored direction (1, 1): each output's gradient replaced by the two outputs' mean."""
+    policy, solver = correlated_solver(seed=5, tiled=tiled)
     draws = []
     for _ in range(600):
         losses, step_losses = run_toy_episodes(solver)
@@ -286,8 +292,9 @@ def test_ar1_noise_keeps_the_estimate_unbiased(credit):
     policy.zero_grad()
     lengths = torch.tensor([6 - (i % 3) for i in range(8)])
     steps = torch.arange(6)
-    exact_loss = sum(((policy(torch.full((1, 1), t / 6.0)) - 1) ** 2).sum() * float((lengths > t).sum()) for t in steps)
-    (exact_loss / 8).backward()
+    mu = torch.cat([policy(torch.full((1, 1), t / 6.0)) for t in steps])  # [6, 2]
+    gradient = 2 * (mu.detach() - 1) * (lengths[None] > steps[:, None]).sum(1, keepdim=True) / 8  # d E / d mu
+    mu.backward(gradient.mean(1, keepdim=True).expand(-1, 2) if tiled else gradient)
     exact = torch.cat([p.grad.reshape(-1) for p in policy.parameters()]).double()
     z = (draws.mean(0) - exact) / (draws.std(0) / 600**0.5)
     assert z.abs().max() < 4.0, z

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bbopt
-from bbopt.noise import Bernoulli, Diagonal, FullCovariance, LowRank, Scaled
+from bbopt.noise import Bernoulli, Diagonal, FullCovariance, LowRank, Scaled, Tiled
 from bbopt.policies import LearnedVector
 from bbopt.sigma import CSA
 
@@ -117,6 +117,29 @@ def test_low_rank_gradient_is_the_likelihood_ratio_gradient_of_its_parameters():
     assert float(z_scores(torch.stack(rows), torch.cat([g.reshape(-1) for g in truth])).max()) < 4.5
 
 
+def test_tiled_signal_is_the_projected_gradient_for_a_linear_loss():
+    """x = mu + S B eps (eps of 2 numbers repeated over 3 blocks, a different sigma per entry), loss
+    c . x: E[signal] is c projected on the explored directions, S B (B^T S^2 B)^-1 B^T S c, and the
+    candidates move every block by the same eps."""
+    sigma = torch.tensor([0.5, 1.0, 0.2, 2.0, 1.5, 0.4], dtype=torch.float64)
+    model = Tiled(sigma, repeats=3)
+    model.setup(6, 8)
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25], dtype=torch.float64)
+    mu = torch.zeros(4000, 6, dtype=torch.float64)
+    eps = model.draw(4000, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64, antithetic=False)
+    assert eps.shape == (4000, 8, 2)
+    candidates = model.candidates(mu, eps)
+    torch.testing.assert_close(candidates / sigma, (candidates / sigma)[..., :2].repeat(1, 1, 3))
+    draws = model.signal(mu, ovlr_weights(candidates @ c), eps, natural=False)
+    tiling = torch.eye(2, dtype=torch.float64).repeat(3, 1)  # B [6, 2]
+    explored = torch.diag(sigma) @ tiling
+    truth = explored @ torch.linalg.solve(explored.T @ explored, explored.T @ c)
+    assert z_scores(draws, truth).max() < 4.0
+    assert (truth - c).abs().max() > 1.0  # the projection is not the identity here
+    natural = model.signal(mu[:1], torch.ones(1, 8, dtype=torch.float64), eps[:1], natural=True)
+    torch.testing.assert_close(natural[0], (candidates[0] - mu[0]).sum(0))
+
+
 def leave_pair_out_weights(losses):
     """OVLR's weights with antithetic pairs (partner of i is i + n/2): the baseline excludes both."""
     n = losses.shape[1]
@@ -181,8 +204,9 @@ def test_csa_grows_sigma_on_a_slope_and_leaves_it_alone_on_noise():
 @pytest.mark.parametrize(
     "model",
     [lambda: Scaled(bbopt.sigma.Learned([0.5, 0.4, 0.3, 0.6])), lambda: Diagonal(CSA(0.5), rank_one=True),
-     lambda: FullCovariance(CSA(0.5), rank_one=True, rate=2.0), lambda: LowRank(CSA(0.5), rank=2), Bernoulli],
-    ids=["scaled", "diagonal", "full", "low_rank", "bernoulli"],
+     lambda: FullCovariance(CSA(0.5), rank_one=True, rate=2.0), lambda: LowRank(CSA(0.5), rank=2), Bernoulli,
+     lambda: Tiled([0.5, 0.4, 0.3, 0.6], repeats=2)],
+    ids=["scaled", "diagonal", "full", "low_rank", "bernoulli", "tiled"],
 )  # fmt: skip
 def test_model_state_round_trips_through_a_weights_only_load(model):
     def build(seed):
@@ -225,6 +249,12 @@ BAD = {
     "sigma and model": (lambda: bbopt.OVLR(LearnedVector(2), torch.optim.SGD(LearnedVector(2).parameters(), lr=0.1),
                                            sigma=0.5, noise=FullCovariance(1.0)),
                         r"Invalid sigma: the noise model holds its own step-size rule"),
+    "tiled learned sigma": (lambda: Tiled(CSA(0.5), repeats=2), r"Invalid sigma: Tiled takes a fixed or scheduled"),
+    "tiled repeats": (lambda: Tiled(0.5, repeats=0), r"Invalid repeats: 0"),
+    "tiled blocks": (lambda: Tiled(0.5, repeats=2).setup(3, 4), r"Invalid policy output: dimension 3 is not 2 blocks"),
+    "tiled reuse": (lambda: bbopt.OVLR(LearnedVector(2), torch.optim.SGD(LearnedVector(2).parameters(), lr=0.1),
+                                       noise=Tiled(0.5, repeats=2), episodes=4, reuse=2),
+                    r"Invalid reuse: the likelihood ratios need the default model"),
     "learned bits": (lambda: _tell_once(Bernoulli, bbopt.sigma.Learned(1.0)), r"Invalid sigma: Bernoulli noise has no"),
 }  # fmt: skip
 

@@ -15,7 +15,12 @@ import numpy as np
 
 from bbopt.checks import check_int
 
-__all__ = ["ChunkedActions", "TemporalEnsemble"]
+__all__ = ["CHUNK_NOISES", "ChunkedActions", "TemporalEnsemble"]
+
+# How a solver's noise covers a chunk policy's output: "independent", a draw per entry, or
+# "shared", one draw per step repeated over the chunk's steps (`bbopt.noise.Tiled`: the executed
+# ensemble moves by the whole sigma).
+CHUNK_NOISES = ("independent", "shared")
 
 
 class TemporalEnsemble:

@@ -18,6 +18,7 @@ from bbopt.arguments import count, positive_int, seconds_or_none, step_count, st
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
+from bbopt.rollout.chunking import CHUNK_NOISES
 from bbopt.schedules import LR_SCHEDULES
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
 
@@ -67,6 +68,10 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--correlation", type=float,
                           help="AR(1) coefficient of each episode's noise over its steps, in [0, 1) (default 0.95 "
                                "for OVLR and ES; CEM, whose sigma learns: 0)")  # fmt: skip
+    finetune.add_argument("--chunk-noise", default="independent", choices=CHUNK_NOISES,
+                          help="shared: one noise draw per step added to every step of the chunk, so the "
+                               "executed ensemble moves by the whole sigma (OVLR, ES); independent: a draw per "
+                               "entry")  # fmt: skip
     finetune.add_argument("--discount", type=float, default=1.0, help="with --credit to_go: gamma of the costs-to-go")
     finetune.add_argument("--gae-lambda", type=float, default=1.0, help="with --critic: GAE(lambda) advantages")
     finetune.add_argument(
@@ -183,7 +188,7 @@ def _train(args) -> dict:
 
 def _finetune(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
-    from bbopt.envs.aloha.finetune import check_credit_options, finetune
+    from bbopt.envs.aloha.finetune import check_credit_options, finetune, finetune_solver
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
     from bbopt.rollout.driver import check_lr_schedule
 
@@ -203,18 +208,28 @@ def _finetune(args) -> dict:
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs
+    given = {name: getattr(args, name) for name in ("sigma", "lr") if getattr(args, name) is not None}
+    finetune_solver(
+        policy,
+        args.method,
+        population=args.population,
+        **given,
+        correlation=args.correlation,
+        reuse=args.reuse,
+        chunk_noise=args.chunk_noise,
+    )  # the solver's refusals, before the evaluation
     before = _report(task, policy, args.eval_episodes, not args.no_progress, "before fine-tuning")
     curve = args.out.with_suffix(".csv")
     curve.unlink(missing_ok=True)
     began = time.perf_counter()
     with tensorboard_or_none(args.tensorboard) as tracker:
-        given = {name: getattr(args, name) for name in ("sigma", "lr") if getattr(args, name) is not None}
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
                                               population=args.population, **given,
                                               credit=args.credit, critic=args.critic, discount=args.discount,
                                               gae_lambda=args.gae_lambda, horizon=args.horizon,
                                               critic_warmup=args.critic_warmup,
                                               correlation=args.correlation, reuse=args.reuse,
+                                              chunk_noise=args.chunk_noise,
                                               lr_schedule=args.lr_schedule, lr_kl=args.lr_kl, demos=demos,
                                               imitation_weight=args.imitation_weight,
                                               imitation_decay=args.imitation_decay,

@@ -38,8 +38,9 @@ from bbopt.envs.aloha.ik import pinch_point
 from bbopt.envs.aloha.imitation import ChunkL1
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES, Selection, unselected
 from bbopt.envs.aloha.starts import DemoStarts, demo_states
+from bbopt.noise import Tiled
 from bbopt.policies.chunking import ChunkMLP
-from bbopt.rollout.chunking import ChunkedActions
+from bbopt.rollout.chunking import CHUNK_NOISES, ChunkedActions
 from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import Trainer, check_credit, check_lr_schedule
 from bbopt.rollout.imitation import ImitationLoss
@@ -135,20 +136,28 @@ SIGMA, LR, CORRELATION = 0.05, 1e-4, 0.95
 
 
 def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigma: float = SIGMA, lr: float = LR,
-                    correlation: float | None = None, reuse: int = 1, seed: int = 0):  # fmt: skip
+                    correlation: float | None = None, reuse: int = 1, chunk_noise: str = "independent",
+                    seed: int = 0):  # fmt: skip
     """The episode-mode solver `finetune` trains ``policy`` with: ``method``'s preset at noise
     ``sigma`` times each action's std over the demos and Adam at ``lr`` (refuses what the solver
     refuses, e.g. AR(1) noise for a solver that learns its sigma). ``correlation=None``: AR(1)
     noise at `CORRELATION` where the solver takes it (OVLR, ES) and no ``reuse`` is asked for (its
-    likelihood ratios need independent steps), else independent noise (CEM)."""
+    likelihood ratios need independent steps), else independent noise (CEM).
+    ``chunk_noise="shared"``: each step's draw of one action's worth of noise is added to every
+    step of the chunk (`bbopt.noise.Tiled`), so the executed temporal ensemble moves by the whole
+    sigma; the policy then moves only along the directions explored (see `Tiled`). It needs a
+    solver whose sigma is fixed (OVLR, ES: not CEM) and no ``reuse``."""
     sigma = bbopt.checks.check_float(sigma, "sigma", above=0.0)  # as given: not a tensor of every dimension
     lr = bbopt.checks.check_float(lr, "lr", above=0.0)  # 0 would run a whole fine-tuning that moves nothing
+    if chunk_noise not in CHUNK_NOISES:
+        raise ValueError(f"Invalid chunk_noise: {chunk_noise!r} (expected one of {CHUNK_NOISES})")
     if correlation is None and reuse > 1:
         correlation = 0.0
     if correlation is None:
         try:
             return finetune_solver(policy, method, population=population, sigma=sigma, lr=lr,
-                                   correlation=CORRELATION, reuse=reuse, seed=seed)  # fmt: skip
+                                   correlation=CORRELATION, reuse=reuse, chunk_noise=chunk_noise,
+                                   seed=seed)  # fmt: skip
         except ValueError as error:
             if not str(error).startswith("Invalid correlation"):
                 raise
@@ -157,6 +166,14 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
     extra = {"correlation": correlation} if correlation else {}
     extra |= {"reuse": reuse} if reuse != 1 else {}
+    if chunk_noise == "shared":
+        if preset.build(method, policy, episodes=population).noise.learns:  # a model given fixes the sigma
+            raise ValueError(f"Invalid chunk_noise: 'shared' keeps sigma fixed, and {method} learns its sigma "
+                             "(chunk_noise='independent', or ovlr / es)")  # fmt: skip
+        if reuse != 1:
+            raise ValueError(f"Invalid chunk_noise: 'shared' with reuse {reuse} (the reused likelihood ratios need "
+                             "independent entries: reuse=1)")  # fmt: skip
+        preset = preset.replace(noise=lambda scale: Tiled(scale, repeats=policy.chunk))
     return preset.build(method, policy, episodes=population, seed=seed, **extra)
 
 
@@ -179,7 +196,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
              horizon: int | None = None, critic_warmup: int = 0, correlation: float | None = None,
-             reuse: int = 1, lr_schedule: str = "constant", lr_kl: float | None = None, demos: Demos | None = None,
+             reuse: int = 1, chunk_noise: str = "independent", lr_schedule: str = "constant",
+             lr_kl: float | None = None, demos: Demos | None = None,
              imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20,
@@ -194,7 +212,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
 
     The noise is per action dimension, ``sigma`` times the action's std over the demos, an AR(1)
     sequence over each episode's steps (``correlation``, default `CORRELATION` where the solver
-    takes it, see `finetune_solver`). Training
+    takes it, see `finetune_solver`); ``chunk_noise="shared"`` repeats each step's draw over the
+    chunk (`finetune_solver`). Training
     placements come from the Trainer's seed stream (31-bit seeds drawn from ``seed``). The
     Trainer's options apply as in ``bbopt train``: ``credit="to_go"`` with ``critic="state_value"``
     (a `StateValue` baseline; ``discount`` gamma of the costs-to-go, ``gae_lambda`` its GAE, and
@@ -254,7 +273,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     if demos is not None and demos.task != task:
         raise ValueError(f"Invalid demos: they show {demos.task!r}, the fine-tuning task is {task!r}")
     solver = finetune_solver(policy, method, population=population, sigma=sigma, lr=lr, correlation=correlation,
-                             reuse=reuse, seed=seed)  # fmt: skip
+                             reuse=reuse, chunk_noise=chunk_noise, seed=seed)  # fmt: skip
     imitation, env_options = None, (("task", task), ("chunk", policy.chunk), ("decay", decay))
     if demos is not None:
         if imitation_weight:
