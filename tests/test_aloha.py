@@ -13,7 +13,8 @@ import torch
 
 pytest.importorskip("gym_aloha", reason="the ALOHA tests need gym-aloha: pip install -e '.[aloha]'")
 
-import bbopt.envs  # noqa: F401  (registers the bbopt/ ids)
+import bbopt
+import bbopt.envs  # registers the bbopt/ ids
 from bbopt.cli import main
 from bbopt.envs.aloha.demos import Demos, action_chunks, generate_demos, load_demos, save_demos
 from bbopt.envs.aloha.env import AlohaStateEnv, import_gym_aloha, policy_features
@@ -331,6 +332,41 @@ def test_temporal_ensemble_by_hand():
     assert ensemble.add(second)[0] == 10.0
     with pytest.raises(ValueError, match="chunk shape"):
         ensemble.add(np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 10])
+def test_temporal_ensemble_averages_every_chunk_that_covers_the_step(chunk):
+    """Regression: with 10-step chunks the ensemble kept only the 5 newest (a negative slice start).
+    Chunk s holds s + 100 j at entry j (its guess of step s + j), so step t's average of the chunks
+    s = t - k + 1 .. t that cover it, weighted exp(-decay * (t - s)), is known by hand."""
+    ensemble = TemporalEnsemble(chunk, decay=0.1)
+    for t in range(2 * chunk + 3):
+        executed = ensemble.add(np.array([[t + 100.0 * j] for j in range(chunk)]))[0]
+        covering = np.arange(max(0, t - chunk + 1), t + 1)
+        weights = np.exp(-0.1 * (t - covering))
+        assert len(ensemble.chunks) == len(covering)
+        assert executed == pytest.approx((weights * (covering + 100.0 * (t - covering))).sum() / weights.sum())
+
+
+@pytest.mark.parametrize("shared, correlation, expected", [(False, 0.95, 0.33), (True, 0.95, 0.92), (True, 0.0, 0.33)])
+def test_executed_noise_of_a_chunk_policy(shared, correlation, expected):
+    """The executed ensemble's noise, in units of sigma (10-step chunks, ACT's decay 0.1): a draw
+    per entry averages down to a third; one draw shared over the chunk keeps 0.92 of it when the
+    draws are correlated over time (AR(1) at 0.95), and a third again when they are not."""
+    from bbopt.policies import MLP
+
+    policy = MLP(1, 20, hidden=(), seed=0)  # 10 steps x 2 actions
+    noise = {"noise": Tiled(1.0, repeats=10)} if shared else {"sigma": 1.0}
+    solver = bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.0), episodes=400, seed=0,
+                        correlation=correlation, **noise)  # fmt: skip
+    ensembles, executed = [TemporalEnsemble(10, decay=0.1) for _ in range(400)], []
+    for t in range(60):
+        with torch.no_grad():
+            perturbation = solver.ask(torch.zeros(400, 1)) - policy(torch.zeros(400, 1))
+        step = [e.add(p.reshape(10, 2).numpy()) for e, p in zip(ensembles, perturbation, strict=True)]
+        if t >= 20:  # the ensemble full and the AR(1) sequences settled
+            executed.append(np.stack(step))
+    assert np.std(executed) == pytest.approx(expected, abs=0.03)
 
 
 def test_chunked_actions_env_executes_the_ensemble():

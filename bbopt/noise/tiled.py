@@ -5,7 +5,10 @@ executes at each step the temporal ensemble of the chunks so far (`bbopt.rollout
 average over about k chunks. Independent noise on every entry is averaged down by it (to about a
 third of sigma at k = 10 and ACT's decay) and spreads the likelihood-ratio estimate over ``k a``
 dimensions, most of which act little. `Tiled` draws ``a`` numbers per candidate and adds the
-same ``sigma * eps`` to each block, so the executed action moves by the full sigma.
+same ``sigma * eps`` to each block. The executed action then averages the draws of the last k
+steps: with noise correlated over time (AR(1) at 0.95, ``correlation=``) they nearly agree and it
+moves by 0.92 sigma (k = 10, ACT's decay 0.1); with independent steps they average down as before
+(0.33 sigma).
 
 The candidates then lie in the ``a``-dimensional subspace ``mu + S B eps`` (``B`` repeats a
 vector over the k blocks, ``S = diag(sigma)``), and what the noise can tell about is the loss's

@@ -18,8 +18,8 @@ from bbopt.checks import check_int
 __all__ = ["CHUNK_NOISES", "ChunkedActions", "TemporalEnsemble"]
 
 # How a solver's noise covers a chunk policy's output: "independent", a draw per entry, or
-# "shared", one draw per step repeated over the chunk's steps (`bbopt.noise.Tiled`: the executed
-# ensemble moves by the whole sigma).
+# "shared", one draw per step repeated over the chunk's steps (`bbopt.noise.Tiled`: with noise
+# correlated over time the executed ensemble moves by nearly the whole sigma).
 CHUNK_NOISES = ("independent", "shared")
 
 
@@ -40,7 +40,7 @@ class TemporalEnsemble:
         chunk = np.asarray(chunk, dtype=np.float64)
         if chunk.ndim != 2 or chunk.shape[0] != self.chunk:
             raise ValueError(f"Invalid chunk shape {chunk.shape}: expected [{self.chunk}, action_dim]")
-        self.chunks = [*self.chunks[len(self.chunks) - self.chunk + 1 :], chunk] if self.chunk > 1 else [chunk]
+        self.chunks = [*self.chunks[max(0, len(self.chunks) - self.chunk + 1) :], chunk]  # the k newest
         ages = np.arange(len(self.chunks))[::-1]
         predictions = np.stack([c[age] for c, age in zip(self.chunks, ages, strict=True)])
         weights = np.exp(-self.decay * ages)

@@ -70,8 +70,8 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
                                "for OVLR and ES; CEM, whose sigma learns: 0)")  # fmt: skip
     finetune.add_argument("--chunk-noise", default="independent", choices=CHUNK_NOISES,
                           help="shared: one noise draw per step added to every step of the chunk, so the "
-                               "executed ensemble moves by the whole sigma (OVLR, ES); independent: a draw per "
-                               "entry")  # fmt: skip
+                               "executed ensemble moves by ~0.9 sigma with the AR(1) noise (OVLR, ES); "
+                               "independent: a draw per entry")  # fmt: skip
     finetune.add_argument("--discount", type=float, default=1.0, help="with --credit to_go: gamma of the costs-to-go")
     finetune.add_argument("--gae-lambda", type=float, default=1.0, help="with --critic: GAE(lambda) advantages")
     finetune.add_argument(

@@ -144,8 +144,8 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     noise at `CORRELATION` where the solver takes it (OVLR, ES) and no ``reuse`` is asked for (its
     likelihood ratios need independent steps), else independent noise (CEM).
     ``chunk_noise="shared"``: each step's draw of one action's worth of noise is added to every
-    step of the chunk (`bbopt.noise.Tiled`), so the executed temporal ensemble moves by the whole
-    sigma; the policy then moves only along the directions explored (see `Tiled`). It needs a
+    step of the chunk (`bbopt.noise.Tiled`), so the executed temporal ensemble moves by nearly the
+    whole sigma under AR(1) noise; the policy then moves only along the directions explored (see `Tiled`). It needs a
     solver whose sigma is fixed (OVLR, ES: not CEM) and no ``reuse``."""
     sigma = bbopt.checks.check_float(sigma, "sigma", above=0.0)  # as given: not a tensor of every dimension
     lr = bbopt.checks.check_float(lr, "lr", above=0.0)  # 0 would run a whole fine-tuning that moves nothing
