@@ -6,7 +6,8 @@ Per task (transfer-cube, insertion):
                     and on the evaluation seeds
   bc-bp / bc-ovlr   a ChunkMLP (chunk 10, 512x512) fit to the successful demos by backprop or by
                     OVLR on the same chunk L1 as a black box: same data order, epochs, Adam;
-                    ``--bc-seeds`` training seeds each
+                    ``--bc-seeds`` training seeds each (from ``--first-seed``, default 0, so
+                    one run's seeds can be split over processes)
   +ft-ovlr          the seed-0 BC policy fine-tuned through the simulator with OVLR in episode
                     mode (loss = -(highest stage + 0.5 progress), see bbopt.envs.aloha.finetune;
                     20 validation placements screen the weights every 10 updates; the start
@@ -120,7 +121,8 @@ def run_task(task: str, args) -> list[dict]:
     for suffix, data, fine_tuners in settings:
         for method in ("bp", "ovlr"):
             label = f"bc-{method}{suffix}"
-            starts = [bc_row(task, data, method, args, label, seed) for seed in range(args.bc_seeds)]
+            seeds = range(args.first_seed, args.first_seed + args.bc_seeds)
+            starts = [bc_row(task, data, method, args, label, seed) for seed in seeds]
             rows += [row for _, row in starts]
             for tuner in fine_tuners[method] if method in args.ft_starts else ():  # the first --finetune-seeds
                 for start, start_row in starts[: args.finetune_seeds]:
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--low-data", type=int, default=10, help="demos for the low-data start (0: skip)")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--bc-seeds", type=int, default=3, help="imitation runs per method and data size")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="imitation seeds FIRST .. FIRST + bc-seeds - 1 (a run split over processes)")  # fmt: skip
     parser.add_argument("--bc-sigma", type=float, default=0.01)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--finetune-steps", type=int, default=300_000)
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
     if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
         parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
+    if args.first_seed < 0:
+        parser.error(f"--first-seed {args.first_seed} (expected >= 0)")
     if args.confirmation_episodes < 0:
         parser.error(f"--confirmation-episodes {args.confirmation_episodes} (expected >= 0)")
     if not 0 <= args.ft_demo_starts <= 1 or not args.ft_imitation_weight >= 0:

@@ -269,7 +269,8 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     from benchmarks import aloha
 
     rows = aloha.main(["--tasks", "transfer_cube", "--demos", "2", "--low-data", "2", "--low-data-only", "--epochs",
-                       "1", "--bc-seeds", "2", "--finetune-seeds", "2", "--eval-episodes", "1", "--finetune-steps",
+                       "1", "--bc-seeds", "2", "--first-seed", "1", "--finetune-seeds", "2", "--eval-episodes", "1",
+                       "--finetune-steps",
                        "300", "--population", "2", "--validation-episodes", "1", "--confirmation-episodes", "1",
                        "--ft-methods", "ovlr,es",
                        "--ft-starts", "bp",
@@ -280,7 +281,7 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     config = json.loads((tmp_path / "aloha.json").read_text())["config"]
     assert config["ft_demo_starts"] == 0.5 and config["ft_chunk_noise"] == "shared"
     tuned = [row for row in rows if row["policy"] == "bc-bp (2 demos)+ft-ovlr"]
-    assert [row["seed"] for row in tuned] == [0, 1]  # each from its own imitation seed
+    assert [row["seed"] for row in tuned] == [1, 2]  # each from its own imitation seed, from --first-seed
     assert not any(row["policy"] == "bc-bp" for row in rows)  # the full-data setting skipped
     assert {row["policy"] for row in rows if "+ft-" in row["policy"]} == {
         "bc-bp (2 demos)+ft-ovlr",
@@ -292,6 +293,9 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     with pytest.raises(SystemExit):  # CEM learns its sigma: noise shared over the chunk refused before anything runs
         aloha.main(["--ft-chunk-noise", "shared", "--out", str(tmp_path / "never.json")])
     assert "fine-tuning by cem: Invalid chunk_noise: 'shared' keeps sigma fixed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        aloha.main(["--first-seed", "-1", "--out", str(tmp_path / "never.json")])
+    assert "--first-seed -1 (expected >= 0)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         aloha.main(["--ft-demo-starts", "1.5", "--out", str(tmp_path / "never.json")])
     assert "--ft-demo-starts 1.5 (a fraction in [0, 1])" in capsys.readouterr().err
