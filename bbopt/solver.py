@@ -46,7 +46,7 @@ from bbopt.allocation import Allocation, Pilot
 from bbopt.checks import check_bool, check_choice, check_float, check_int
 from bbopt.distributed import shard_of
 from bbopt.episodes import EpisodeRecord, ar1_score
-from bbopt.noise import Noise, NoiseModel, Scaled, Tiled
+from bbopt.noise import Noise, NoiseModel, Scaled
 from bbopt.noise.model import odd_weights
 from bbopt.sigma import SigmaRule, SigmaValue
 from bbopt.validation import as_losses, check_state, indices
@@ -875,8 +875,7 @@ def _check_correlation(noise: NoiseModel, episodes: int | None) -> None:
     """Time-correlated noise needs episodes, Gaussian draws and a model whose update reads no noise."""
     if episodes is None:
         raise ValueError("Invalid correlation: time-correlated noise is for episode mode (episodes=N)")
-    per_step_gaussian = type(noise) in (Scaled, Tiled)  # eps Gaussian and linear in x: its AR(1) score fits in
-    if noise.family.name != "gaussian" or not per_step_gaussian or noise.learns or noise.sampler is not None:
+    if noise.family.name != "gaussian" or not noise.takes_sequence_score or noise.learns or noise.sampler is not None:
         raise ValueError(
             "Invalid correlation: AR(1) noise needs the default model or Tiled, Gaussian noise, a fixed sigma and no "
             f"qmc (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns})"

@@ -57,6 +57,7 @@ from bbopt.schedules import LR_SCHEDULES
 from benchmarks import _report
 
 TASKS = ("transfer_cube", "insertion")
+MAX_SEED = 2**31 - 1  # the largest imitation seed (the project's 31-bit seeds; torch refuses past 2**64)
 LOW_DATA_METHODS = tuple(bbopt.presets.names("episodes", output_space=True))  # every output-space solver
 
 
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
     if args.first_seed < 0:
         parser.error(f"--first-seed {args.first_seed} (expected >= 0)")
+    if args.first_seed + args.bc_seeds - 1 > MAX_SEED:
+        parser.error(f"--first-seed {args.first_seed}: the last imitation seed would pass {MAX_SEED}")
     if args.confirmation_episodes < 0:
         parser.error(f"--confirmation-episodes {args.confirmation_episodes} (expected >= 0)")
     if not 0 <= args.ft_demo_starts <= 1 or not args.ft_imitation_weight >= 0:

@@ -296,6 +296,9 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     with pytest.raises(SystemExit):
         aloha.main(["--first-seed", "-1", "--out", str(tmp_path / "never.json")])
     assert "--first-seed -1 (expected >= 0)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # past the seeds torch takes: refused before the demos, not after
+        aloha.main(["--first-seed", str(2**64), "--out", str(tmp_path / "never.json")])
+    assert "the last imitation seed would pass 2147483647" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         aloha.main(["--ft-demo-starts", "1.5", "--out", str(tmp_path / "never.json")])
     assert "--ft-demo-starts 1.5 (a fraction in [0, 1])" in capsys.readouterr().err

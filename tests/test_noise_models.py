@@ -140,6 +140,20 @@ def test_tiled_signal_is_the_projected_gradient_for_a_linear_loss():
     torch.testing.assert_close(natural[0], (candidates[0] - mu[0]).sum(0))
 
 
+@pytest.mark.parametrize("sigma", [1e-25, 1e25])
+def test_tiled_signal_stays_finite_where_sigma_squared_leaves_float32(sigma):
+    """Regression: the projection squared sigma in the policy's float32, so sigma 1e-25 gave an
+    inf signal (Scaled's eps / sigma is finite there); it is formed in float64 now."""
+    model, scaled = Tiled(sigma, repeats=2), Scaled(sigma)
+    model.setup(4, 4)
+    scaled.setup(2, 4)
+    eps, weights = torch.randn(1, 4, 2, generator=torch.Generator().manual_seed(0)), torch.ones(1, 4)
+    signal = model.signal(torch.zeros(1, 4), weights, eps, natural=False)
+    assert signal.dtype == torch.float32 and bool(torch.isfinite(signal).all())
+    expected = scaled.signal(torch.zeros(1, 2), weights, eps, natural=False) / 2  # g / (k sigma)
+    torch.testing.assert_close(signal, expected.repeat(1, 2))
+
+
 def leave_pair_out_weights(losses):
     """OVLR's weights with antithetic pairs (partner of i is i + n/2): the baseline excludes both."""
     n = losses.shape[1]

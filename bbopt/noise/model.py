@@ -225,6 +225,9 @@ class NoiseModel(nn.Module):
             self.update_shape(weights, eps, pairs, feedback)
 
     learns_shape = False
+    # True where `gradient_signal` reads the noise only through its Gaussian score (eps itself), so
+    # the solver may pass an AR(1) sequence's score in its place (``correlation=``)
+    takes_sequence_score = False
 
     def update_shape(self, weights, eps, pairs, feedback) -> None:
         """Models with a learned shape update it here."""
@@ -249,6 +252,8 @@ class Scaled(NoiseModel):
 
     What a solver builds from its ``sigma=`` and ``noise=`` arguments when no model is given.
     """
+
+    takes_sequence_score = True
 
     def perturbation(self, eps):
         return self.scale(eps) * eps

@@ -46,6 +46,8 @@ class Tiled(NoiseModel):
         repeats: how many blocks the output holds (a chunk policy's chunk length).
     """
 
+    takes_sequence_score = True
+
     def __init__(self, sigma=0.1, *, repeats: int):
         super().__init__(sigma, family="gaussian")
         if self.sigma.learns:
@@ -65,12 +67,14 @@ class Tiled(NoiseModel):
         return self.scale(eps) * eps.repeat(*([1] * (eps.dim() - 1)), self.repeats)
 
     def _projection(self, like: torch.Tensor) -> torch.Tensor:
-        """``[d]``: ``sigma_ji / sum_j' sigma_j'i^2``, the factor of ``g_i`` at entry (j, i)."""
+        """``[d]``: ``sigma_ji / sum_j' sigma_j'i^2``, the factor of ``g_i`` at entry (j, i); formed
+        in float64 (sigma's squares under- or overflow float32 where ``1 / sigma`` does not)."""
         key = (self.sigma.version, like.dtype, like.device)
         if self._inverse_cache is None or self._inverse_cache[0] != key:
-            scale = self.scale(like).expand(self.dimension)
+            scale = self.sigma.value().to(torch.float64).expand(self.dimension)
             per_action = scale.reshape(self.repeats, self.width).square().sum(dim=0)
-            self._inverse_cache = (key, scale / per_action.repeat(self.repeats))
+            projection = scale / per_action.repeat(self.repeats)
+            self._inverse_cache = (key, projection.to(device=like.device, dtype=like.dtype))
         return self._inverse_cache[1]
 
     def gradient_signal(self, mu, weights, eps):

@@ -167,12 +167,12 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     extra = {"correlation": correlation} if correlation else {}
     extra |= {"reuse": reuse} if reuse != 1 else {}
     if chunk_noise == "shared":
-        if preset.build(method, policy, episodes=population).noise.learns:  # a model given fixes the sigma
-            raise ValueError(f"Invalid chunk_noise: 'shared' keeps sigma fixed, and {method} learns its sigma "
-                             "(chunk_noise='independent', or ovlr / es)")  # fmt: skip
         if reuse != 1:
             raise ValueError(f"Invalid chunk_noise: 'shared' with reuse {reuse} (the reused likelihood ratios need "
                              "independent entries: reuse=1)")  # fmt: skip
+        if preset.build(method, policy, episodes=population).noise.learns:  # a model given would fix the sigma
+            raise ValueError(f"Invalid chunk_noise: 'shared' keeps sigma fixed, and {method} learns its sigma "
+                             "(chunk_noise='independent', or ovlr / es)")  # fmt: skip
         preset = preset.replace(noise=lambda scale: Tiled(scale, repeats=policy.chunk))
     return preset.build(method, policy, episodes=population, seed=seed, **extra)
 
