@@ -24,6 +24,7 @@ start's demos' states (`bbopt.envs.aloha.starts`); ``--ft-starts bp`` fine-tunes
 policies; ``--low-data-only`` skips the full-data setting. Success = stage 4 within 300 steps, over ``--eval-episodes``
 placements from seed 1,000,000 (never a demo seed). Fine-tuning placements come from their own
 seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run.
+The summary gives each fine-tuning row's steps to its task's goal (`GOALS`, `reached`).
 
     python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
@@ -59,6 +60,7 @@ from benchmarks import _report
 TASKS = ("transfer_cube", "insertion")
 MAX_SEED = 2**31 - 1  # the largest imitation seed (the project's 31-bit seeds; torch refuses past 2**64)
 LOW_DATA_METHODS = tuple(bbopt.presets.names("episodes", output_space=True))  # every output-space solver
+GOALS = {"transfer_cube": 0.95, "insertion": 0.80}  # issue 17's floors for fine-tuning from 10 demos
 
 
 def first_episodes(demos: Demos, count: int) -> Demos:
@@ -103,7 +105,7 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
     return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=start_row["seed"],
                      train_seconds=time.perf_counter() - began, env_steps=history[-1]["env_steps"],
                      start_success_rate=start_row["success_rate"], selection=selection,
-                     curve=[[h["env_steps"], round(h["return_mean"], 3)] for h in history])  # fmt: skip
+                     curve=[[h["env_steps"], round(h["return_mean"], 3), h["seconds"]] for h in history])  # fmt: skip
 
 
 def run_task(task: str, args) -> list[dict]:
@@ -131,12 +133,54 @@ def run_task(task: str, args) -> list[dict]:
     return rows
 
 
+def reached(row: dict, level: float) -> dict | None:
+    """Where a fine-tuning ``row`` first had weights that scored ``level`` or more on the
+    confirmation placements: the earliest such update among those confirmed (the start and the
+    screen's shortlist), its env steps and the Trainer's seconds to it (updates only, validation
+    left out; None in rows written before the curve held them). None if no confirmed weights got
+    there. Weights between screens are not confirmed, so this bounds the steps to the level from
+    above."""
+    confirmed = sorted(update for update, success, _ in row["selection"].get("confirmation", []) if success >= level)
+    if not confirmed:
+        return None
+    update = confirmed[0]
+    if update == 0:
+        return {"update": 0, "env_steps": 0, "seconds": 0.0}
+    point = row["curve"][update - 1]  # the curve holds one record per update, from update 1
+    return {"update": update, "env_steps": point[0], "seconds": point[2] if len(point) > 2 else None}
+
+
 def summarize(rows: list[dict]) -> dict:
-    """Success rate per (task, policy): mean, std and values over the training seeds."""
-    groups: dict[str, list[float]] = {}
+    """Success rate per (task, policy): mean, std and values over the training seeds; for
+    fine-tuning rows with confirmed weights also the task's goal (`GOALS`) and each seed's
+    `reached` (None: not there)."""
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        groups.setdefault(f"{row['task']}/{row['policy']}", []).append(row["success_rate"])
-    return {key: _report.spread("success", values) for key, values in groups.items()}
+        groups.setdefault(f"{row['task']}/{row['policy']}", []).append(row)
+    summary = {}
+    for key, members in groups.items():
+        summary[key] = _report.spread("success", [row["success_rate"] for row in members])
+        confirmed = all(row.get("selection", {}).get("confirmation") for row in members)
+        if confirmed and members[0]["task"] in GOALS:
+            goal = GOALS[members[0]["task"]]
+            summary[key] |= {"goal": goal, "reached": [reached(row, goal) for row in members]}
+    return summary
+
+
+def _at(hit: dict | None) -> str:
+    if hit is None:
+        return "-"
+    seconds = "" if hit["seconds"] is None else f" ({hit['seconds']:.0f} s)"
+    return f"{hit['env_steps']:,} steps{seconds}"
+
+
+def report_goals(summary: dict) -> None:
+    """Print each fine-tuning group's steps to its goal."""
+    for key, entry in summary.items():
+        if "goal" in entry:
+            hits = sum(hit is not None for hit in entry["reached"])
+            where = " / ".join(_at(hit) for hit in entry["reached"])
+            print(f"  {key}: {entry['goal']:.0%} confirmed in {hits}/{len(entry['reached'])} runs, at {where}")
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -266,6 +310,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
     summary = summarize(rows)
+    report_goals(summary)
     _report.write(args.out, config, rows, summary)
     plot(summary, args.out.with_suffix(".png"))
     plot_curves(rows, args.out.with_name(args.out.stem + "_curves.png"))

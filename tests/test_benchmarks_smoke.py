@@ -260,8 +260,32 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert (tmp_path / "aloha_curves.png").exists()
     assert [point[0] for point in rows[4]["selection"]["validation_curve"]] == [0, rows[4]["env_steps"]]
     assert [point[0] for point in rows[4]["selection"]["confirmation"]] == [0, 1]  # the start, then the one update
+    goal = payload["summary"]["transfer_cube/bc-bp+ft-ovlr"]
+    assert goal["goal"] == aloha.GOALS["transfer_cube"] and len(goal["reached"]) == 1
+    assert "goal" not in payload["summary"]["transfer_cube/bc-bp"]  # imitation rows are not fine-tuned
+    assert rows[4]["curve"][-1][0] == rows[4]["env_steps"] and rows[4]["curve"][-1][2] > 0  # steps, return, seconds
     with pytest.raises(SystemExit):
         aloha.main(["--confirmation-episodes", "-1", "--out", str(tmp_path / "never.json")])
+
+
+def test_aloha_reached_takes_the_earliest_confirmed_update_at_the_level():
+    pytest.importorskip("gym_aloha", reason="gym-aloha is not installed (pip install 'bbopt[aloha]')")
+    from benchmarks import aloha
+
+    curve = [[1000 * update, 0.0, 2.0 * update] for update in range(1, 31)]  # update u: 1,000 u steps, 2 u s
+    confirmation = [[0, 0.90, 3.8], [30, 0.99, 4.0], [10, 0.95, 3.9], [20, 0.94, 3.9]]  # [update, success, stage]
+    row = {"task": "transfer_cube", "policy": "bc-bp+ft-ovlr", "success_rate": 0.97, "curve": curve,
+           "selection": {"confirmation": confirmation}}  # fmt: skip
+    assert aloha.reached(row, 0.95) == {"update": 10, "env_steps": 10_000, "seconds": 20.0}  # not 30: the earliest
+    assert aloha.reached(row, 0.99) == {"update": 30, "env_steps": 30_000, "seconds": 60.0}
+    assert aloha.reached(row, 0.90) == {"update": 0, "env_steps": 0, "seconds": 0.0}  # the start was there
+    assert aloha.reached(row, 1.0) is None
+    old = row | {"curve": [point[:2] for point in curve]}  # a row written before the curve held seconds
+    assert aloha.reached(old, 0.95) == {"update": 10, "env_steps": 10_000, "seconds": None}
+    summary = aloha.summarize([row, row | {"selection": {"confirmation": [[0, 0.5, 2.0]]}}])
+    assert summary["transfer_cube/bc-bp+ft-ovlr"]["reached"] == [aloha.reached(row, 0.95), None]
+    unconfirmed = aloha.summarize([row | {"selection": {"update": 3}}])  # --confirmation-episodes 0
+    assert "goal" not in unconfirmed["transfer_cube/bc-bp+ft-ovlr"]
 
 
 def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, capsys):
