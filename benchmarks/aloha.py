@@ -17,7 +17,8 @@ Per task (transfer-cube, insertion):
                     room); the BC-BP start is also fine-tuned by each of ``--ft-methods``
                     (default OVLR, ES and CEM)
 Fine-tuning starts from the first ``--finetune-seeds`` imitation policies (each run seeded by its
-start's seed); ``--ft-credit``, ``--ft-critic``, ``--ft-correlation`` and
+start's seed), with `finetune`'s defaults unless told otherwise (``--ft-sigma``, ``--ft-lr``, and
+AR(1) noise where the solver takes it, ``--ft-correlation``); ``--ft-credit``, ``--ft-critic`` and
 ``--ft-imitation-weight`` (the start's own demos mixed in, `bbopt.rollout.imitation`) pass the
 Trainer's options; ``--ft-demo-starts F`` starts that fraction of the training episodes from the
 start's demos' states (`bbopt.envs.aloha.starts`); ``--ft-starts bp`` fine-tunes only the BC-BP
@@ -46,7 +47,7 @@ from bbopt.arguments import steps_or_zero
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
-from bbopt.envs.aloha.finetune import check_credit_options, finetune, finetune_solver
+from bbopt.envs.aloha.finetune import LR, SIGMA, check_credit_options, finetune, finetune_solver
 from bbopt.envs.aloha.imitation import behavior_clone
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
@@ -247,8 +248,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--finetune-steps", type=int, default=300_000)
     parser.add_argument("--population", type=int, default=32)
-    parser.add_argument("--ft-sigma", type=float, default=0.02)
-    parser.add_argument("--ft-lr", type=float, default=3e-5)
+    parser.add_argument("--ft-sigma", type=float, default=SIGMA, help=f"noise std in action-stds (default {SIGMA})")
+    parser.add_argument("--ft-lr", type=float, default=LR, help=f"Adam's step (default {LR})")
     parser.add_argument("--validate-every", type=int, default=10)
     parser.add_argument("--validation-episodes", type=int, default=20)
     parser.add_argument("--confirmation-episodes", type=int, default=CONFIRMATION_EPISODES,
@@ -267,7 +268,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-critic-warmup", type=steps_or_zero, default=0,
                         help="with --ft-critic: env steps at the start that train only the critic")  # fmt: skip
     parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
-    parser.add_argument("--ft-correlation", type=float, default=0.0, help="AR(1) noise over each episode's steps")
+    parser.add_argument("--ft-correlation", type=float,
+                        help="AR(1) coefficient of the noise over each episode's steps (default: finetune's, 0.95 "
+                             "where the solver takes it, else 0)")  # fmt: skip
     parser.add_argument("--ft-chunk-noise", default="independent", choices=CHUNK_NOISES,
                         help="shared: one noise draw per step over the whole chunk (bbopt.noise.Tiled)")  # fmt: skip
     parser.add_argument("--ft-lr-schedule", default="constant", choices=LR_SCHEDULES,

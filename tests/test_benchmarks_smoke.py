@@ -260,6 +260,10 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert (tmp_path / "aloha_curves.png").exists()
     assert [point[0] for point in rows[4]["selection"]["validation_curve"]] == [0, rows[4]["env_steps"]]
     assert [point[0] for point in rows[4]["selection"]["confirmation"]] == [0, 1]  # the start, then the one update
+    from bbopt.envs.aloha.finetune import LR, SIGMA
+
+    config = payload["config"]  # fine-tuning's own defaults: AR(1) noise for OVLR and ES, independent for CEM
+    assert (config["ft_sigma"], config["ft_lr"], config["ft_correlation"]) == (SIGMA, LR, None)
     goal = payload["summary"]["transfer_cube/bc-bp+ft-ovlr"]
     assert goal["goal"] == aloha.GOALS["transfer_cube"] and len(goal["reached"]) == 1
     assert "goal" not in payload["summary"]["transfer_cube/bc-bp"]  # imitation rows are not fine-tuned
