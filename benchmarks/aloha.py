@@ -147,6 +147,9 @@ def reached(row: dict, level: float) -> dict | None:
     update = confirmed[0]
     if update == 0:
         return {"update": 0, "env_steps": 0, "seconds": 0.0}
+    if update > len(row["curve"]):  # a row put together from different runs, or edited
+        raise ValueError(f"Invalid row: weights of update {update} confirmed, but its curve holds "
+                         f"{len(row['curve'])} updates")  # fmt: skip
     point = row["curve"][update - 1]  # the curve holds one record per update, from update 1
     return {"update": update, "env_steps": point[0], "seconds": point[2] if len(point) > 2 else None}
 

@@ -288,6 +288,8 @@ def test_aloha_reached_takes_the_earliest_confirmed_update_at_the_level():
     assert aloha.reached(old, 0.95) == {"update": 10, "env_steps": 10_000, "seconds": None}
     summary = aloha.summarize([row, row | {"selection": {"confirmation": [[0, 0.5, 2.0]]}}])
     assert summary["transfer_cube/bc-bp+ft-ovlr"]["reached"] == [aloha.reached(row, 0.95), None]
+    with pytest.raises(ValueError, match="update 30 confirmed, but its curve holds 20 updates"):
+        aloha.reached(row | {"curve": curve[:20]}, 0.99)
     unconfirmed = aloha.summarize([row | {"selection": {"update": 3}}])  # --confirmation-episodes 0
     assert "goal" not in unconfirmed["transfer_cube/bc-bp+ft-ovlr"]
 
