@@ -25,18 +25,23 @@ start's demos' states (`bbopt.envs.aloha.starts`); ``--ft-starts bp`` fine-tunes
 policies; ``--low-data-only`` skips the full-data setting. Success = stage 4 within 300 steps, over ``--eval-episodes``
 placements from seed 1,000,000 (never a demo seed). Fine-tuning placements come from their own
 seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run.
-The summary gives each fine-tuning row's steps to its task's goal (`GOALS`, `reached`).
+The summary gives each fine-tuning row's steps to its task's goal (`GOALS`, `reached`). ``--rows
+A.json B.json ...`` runs nothing: it merges the rows of side-by-side processes (one per method or
+seed range) into ``--out`` and reports them as one run's (`read_rows`).
 
     python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
         --finetune-steps 600 --population 8 --validation-episodes 1 --confirmation-episodes 1   # smoke
+    python -m benchmarks.aloha --rows ovlr.json es.json cem.json --out merged.json   # side-by-side processes merged
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +176,61 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
+# Settings that only pick which rows a process runs: side-by-side processes of one benchmark differ in these.
+PER_PROCESS = {"tasks", "ft_methods", "ft_starts", "first_seed", "bc_seeds", "finetune_seeds", "low_data_only", "out",
+               "progress"}  # fmt: skip
+
+
+def outcome(row: dict) -> dict:
+    """What a row measured: everything but its timings (wall-clock differs between processes that
+    trained the same weights, the results do not)."""
+    kept = {key: value for key, value in row.items() if not key.endswith("seconds") and key != "curve"}
+    if "curve" in row:
+        kept["curve"] = [point[:2] for point in row["curve"]]  # env steps and return, without the seconds
+    return kept
+
+
+def read_rows(paths: list[Path]) -> tuple[list[dict], list[dict]]:
+    """The rows of earlier benchmark JSON files merged in order, and where each file came from
+    (path, commit, date, config). A row found in several files (the imitation rows that every
+    side-by-side process trains alike) is kept once where its `outcome` agrees and refused where
+    it does not (two different runs under one name: different settings, or different code)."""
+    rows: dict[tuple, tuple[dict, Path]] = {}
+    sources = []
+    for path in paths:
+        try:
+            payload = json.loads(path.read_text())
+            found, config = payload["rows"], payload["config"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a benchmarks.aloha JSON file ({type(error).__name__}: {error})") from None
+        if not isinstance(found, list) or not isinstance(config, dict):
+            raise ValueError(f"{path}: not a benchmarks.aloha JSON file (its rows are not a list)")
+        for k, row in enumerate(found):
+            if not isinstance(row, dict) or not {"task", "policy", "success_rate"} <= set(row):
+                raise ValueError(f"{path}: row {k} is not a row of this benchmark (task, policy, success_rate)")
+            key = (row["task"], row["policy"], row.get("demos"), row.get("seed"))
+            if key not in rows:
+                rows[key] = (row, path)
+            elif outcome(rows[key][0]) != outcome(row):
+                raise ValueError(
+                    f"{path}: row {k} ({', '.join(map(str, key))}) differs from the same row in "
+                    f"{rows[key][1]}: two different runs under one name (other settings or code)"
+                )
+        sources.append({"path": str(path), "commit": payload.get("commit"), "date": payload.get("date"),
+                        "config": config})  # fmt: skip
+    if not rows:
+        raise ValueError(f"no rows in {', '.join(map(str, paths))}")
+    return [row for row, _ in rows.values()], sources
+
+
+def differing_settings(sources: list[dict]) -> dict[str, list]:
+    """The settings (beyond `PER_PROCESS`) on which the merged files' configs disagree: each with
+    every file's value."""
+    keys = sorted(set().union(*(source["config"] for source in sources)) - PER_PROCESS)
+    values = {key: [source["config"].get(key) for source in sources] for key in keys}
+    return {key: found for key, found in values.items() if len({json.dumps(v) for v in found}) > 1}
+
+
 def _at(hit: dict | None) -> str:
     if hit is None:
         return "-"
@@ -285,7 +345,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="fraction of fine-tuning episodes started from a state of the start's demos")  # fmt: skip
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--rows", type=Path, nargs="+", help="run nothing: report the rows of these benchmark "
+                        "JSON files (side-by-side processes, one per method or seed) merged, into --out")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rows:
+        return merge(args.rows, args.out)
     args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
     if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
         parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
@@ -315,13 +379,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += run_task(task, args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
+    report(rows, config, args.out)
+    return rows
+
+
+def merge(paths: list[Path], out: Path) -> list[dict]:
+    """``--rows``: the files' rows merged (`read_rows`) and reported as one run's; settings that
+    differ between the files beyond those that pick the rows are warned about and recorded."""
+    rows, sources = read_rows(paths)
+    differing = differing_settings(sources)
+    if differing:
+        warnings.warn(f"merged files differ in {', '.join(f'{k} {v}' for k, v in differing.items())} "
+                      f"(files in the order given)", stacklevel=2)  # fmt: skip
+    report(rows, {"rows_from": sources, "differing": differing}, out)
+    return rows
+
+
+def report(rows: list[dict], config: dict, out: Path) -> None:
+    """Summary and goals printed; JSON, bar chart and validation curves written next to ``out``."""
     summary = summarize(rows)
     report_goals(summary)
-    _report.write(args.out, config, rows, summary)
-    plot(summary, args.out.with_suffix(".png"))
-    plot_curves(rows, args.out.with_name(args.out.stem + "_curves.png"))
-    print(f"wrote {args.out.with_suffix('.png')}")
-    return rows
+    _report.write(out, config, rows, summary)
+    plot(summary, out.with_suffix(".png"))
+    plot_curves(rows, out.with_name(out.stem + "_curves.png"))
+    print(f"wrote {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -294,6 +294,74 @@ def test_aloha_reached_takes_the_earliest_confirmed_update_at_the_level():
     assert "goal" not in unconfirmed["transfer_cube/bc-bp+ft-ovlr"]
 
 
+def test_aloha_rows_merges_side_by_side_processes_and_refuses_two_runs_under_one_name(tmp_path, recwarn):
+    pytest.importorskip("gym_aloha", reason="gym-aloha is not installed (pip install 'bbopt[aloha]')")
+    from benchmarks import aloha
+
+    def tuned(method, seed, success, seconds):
+        return {"task": "insertion", "policy": f"bc-bp (10 demos)+ft-{method}", "demos": 10, "seed": seed,
+                "success_rate": success, "mean_stage": 2.0, "train_seconds": seconds, "env_steps": 2000,
+                "curve": [[1000, 1.5, seconds / 2], [2000, 1.7, seconds]],
+                "selection": {"confirmation": [[0, 0.45, 2.0], [2, success, 2.1]],
+                              "validation_curve": [[0, 0.5], [2000, success]]}}  # fmt: skip
+
+    def start(seed, seconds):  # trained alike by every process: only its timings differ
+        return {
+            "task": "insertion",
+            "policy": "bc-bp (10 demos)",
+            "demos": 10,
+            "seed": seed,
+            "success_rate": 0.45,
+            "mean_stage": 2.1,
+            "final_chunk_l1": 0.015,
+            "train_seconds": seconds,
+            "eval_seconds": seconds,
+        }
+
+    config = {"finetune_steps": 2000, "ft_sigma": 0.05, "out": "x", "progress": False}
+    files = {}
+    for method, success, seconds in (("ovlr", 0.5, 10.0), ("es", 0.48, 12.0)):
+        files[method] = tmp_path / f"{method}.json"
+        files[method].write_text(json.dumps({
+            "config": config | {"ft_methods": [method], "out": str(files[method])}, "commit": f"c-{method}",
+            "date": "2026-12-05", "rows": [start(0, seconds), tuned(method, 0, success, seconds)],
+        }))  # fmt: skip
+    out = tmp_path / "merged.json"
+    rows = aloha.main(["--rows", str(files["ovlr"]), str(files["es"]), "--out", str(out)])
+    assert [(r["policy"], r["train_seconds"]) for r in rows] == [
+        ("bc-bp (10 demos)", 10.0),  # once, the first file's
+        ("bc-bp (10 demos)+ft-ovlr", 10.0),
+        ("bc-bp (10 demos)+ft-es", 12.0),
+    ]
+    assert not recwarn.list  # the files differ only in what picks their rows
+    payload = json.loads(out.read_text())
+    assert [(s["path"], s["commit"]) for s in payload["config"]["rows_from"]] == [
+        (str(files["ovlr"]), "c-ovlr"),
+        (str(files["es"]), "c-es"),
+    ]
+    assert payload["summary"] == json.loads(json.dumps(aloha.summarize(rows)))
+    assert out.with_suffix(".png").exists() and (tmp_path / "merged_curves.png").exists()
+    other = tmp_path / "other.json"  # another setting: the warning names it, the file records it
+    other.write_text(json.dumps({"config": config | {"ft_sigma": 0.07}, "rows": [tuned("cem", 0, 0.4, 9.0)]}))
+    with pytest.warns(UserWarning, match=r"differ in ft_sigma \[0.05, 0.05, 0.07\]"):
+        aloha.main(["--rows", str(files["ovlr"]), str(files["es"]), str(other), "--out", str(out)])
+    assert json.loads(out.read_text())["config"]["differing"] == {"ft_sigma": [0.05, 0.05, 0.07]}
+    rerun = tmp_path / "rerun.json"  # the same name, another result: refused, nothing written
+    rerun.write_text(json.dumps({"config": config, "rows": [tuned("ovlr", 0, 0.52, 10.0)]}))
+    with pytest.raises(ValueError, match=r"rerun\.json: row 0 \(insertion, bc-bp \(10 demos\)\+ft-ovlr, 10, 0\) "
+                       r"differs from the same row in .*ovlr\.json"):  # fmt: skip
+        aloha.main(["--rows", str(files["ovlr"]), str(rerun), "--out", str(tmp_path / "never.json")])
+    assert not (tmp_path / "never.json").exists()
+    for text, message in (("{not json", "not a benchmarks.aloha JSON file"),
+                          (json.dumps({"config": {}, "rows": [{"task": "insertion"}]}), "row 0 is not a row"),
+                          (json.dumps({"config": {}, "rows": []}), "no rows in")):  # fmt: skip
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            aloha.main(["--rows", str(tmp_path / "bad.json"), "--out", str(tmp_path / "never.json")])
+    with pytest.raises(ValueError, match=r"missing\.json: not a benchmarks\.aloha JSON file"):
+        aloha.main(["--rows", str(tmp_path / "missing.json"), "--out", str(tmp_path / "never.json")])
+
+
 def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, capsys):
     pytest.importorskip("gym_aloha", reason="gym-aloha is not installed (pip install 'bbopt[aloha]')")
     from benchmarks import aloha
