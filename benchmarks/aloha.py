@@ -7,7 +7,9 @@ Per task (transfer-cube, insertion):
   bc-bp / bc-ovlr   a ChunkMLP (chunk 10, 512x512) fit to the successful demos by backprop or by
                     OVLR on the same chunk L1 as a black box: same data order, epochs, Adam;
                     ``--bc-seeds`` training seeds each (from ``--first-seed``, default 0, so
-                    one run's seeds can be split over processes)
+                    one run's seeds can be split over processes); ``--bc-members K``:
+                    each an ensemble of K such networks fit alone, their chunks averaged
+                    (labels "bc-bp xK", `ChunkMLP`'s members)
   +ft-ovlr          the seed-0 BC policy fine-tuned through the simulator with OVLR in episode
                     mode (loss = -(highest stage + 0.5 progress), see bbopt.envs.aloha.finetune;
                     20 validation placements screen the weights every 10 updates; the start
@@ -87,9 +89,10 @@ def evaluated(task: str, agent, args, **row) -> dict:
 def bc_row(task: str, demos: Demos, method: str, args, label: str, seed: int):
     began = time.perf_counter()
     policy, history = behavior_clone(demos, method, epochs=args.epochs, sigma=args.bc_sigma, seed=seed,
-                                     progress=args.progress)  # fmt: skip
+                                     members=args.bc_members, progress=args.progress)  # fmt: skip
     row = evaluated(task, ChunkAgent(policy), args, policy=label, demos=demos.episodes, seed=seed,
-                    train_seconds=time.perf_counter() - began, final_chunk_l1=history[-1]["train_loss"])  # fmt: skip
+                    members=args.bc_members, train_seconds=time.perf_counter() - began,
+                    final_chunk_l1=history[-1]["train_loss"])  # fmt: skip
     return policy, row
 
 
@@ -129,7 +132,7 @@ def run_task(task: str, args) -> list[dict]:
         settings.append((f" ({args.low_data} demos)", few, {"bp": args.ft_methods, "ovlr": ("ovlr",)}))
     for suffix, data, fine_tuners in settings:
         for method in ("bp", "ovlr"):
-            label = f"bc-{method}{suffix}"
+            label = f"bc-{method}{f' x{args.bc_members}' if args.bc_members > 1 else ''}{suffix}"
             seeds = range(args.first_seed, args.first_seed + args.bc_seeds)
             starts = [bc_row(task, data, method, args, label, seed) for seed in seeds]
             rows += [row for _, row in starts]
@@ -308,6 +311,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--first-seed", type=int, default=0,
                         help="imitation seeds FIRST .. FIRST + bc-seeds - 1 (a run split over processes)")  # fmt: skip
     parser.add_argument("--bc-sigma", type=float, default=0.01)
+    parser.add_argument("--bc-members", type=int, default=1, help="imitation policies as ensembles of that many "
+                        "networks, each fit alone, their chunks averaged (labels 'bc-bp xK')")  # fmt: skip
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--finetune-steps", type=int, default=300_000)
     parser.add_argument("--population", type=int, default=32)
@@ -353,9 +358,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
     if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
         parser.error(f"--ft-starts: unknown imitation methods {unknown} (bp, ovlr)")
+    if args.bc_members < 1:
+        parser.error(f"--bc-members {args.bc_members} (expected >= 1)")
     if args.first_seed < 0:
         parser.error(f"--first-seed {args.first_seed} (expected >= 0)")
-    if args.first_seed + args.bc_seeds - 1 > MAX_SEED:
+    if (args.first_seed + args.bc_seeds) * args.bc_members - 1 > MAX_SEED:  # member j of seed s: s * members + j
         parser.error(f"--first-seed {args.first_seed}: the last imitation seed would pass {MAX_SEED}")
     if args.confirmation_episodes < 0:
         parser.error(f"--confirmation-episodes {args.confirmation_episodes} (expected >= 0)")

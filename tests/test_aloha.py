@@ -306,6 +306,25 @@ def test_chunk_policy_features_statistics_and_round_trip(demos, tmp_path):
     torch.testing.assert_close(loaded(obs), policy(obs))
 
 
+def test_chunk_policy_ensemble_averages_its_members_each_seeded_apart(demos, tmp_path):
+    ensemble = make_chunk_policy(demos, chunk=3, hidden=(16,), seed=2, members=3)
+    alone = [make_chunk_policy(demos, chunk=3, hidden=(16,), seed=2 * 3 + j) for j in range(3)]
+    for net, single in zip(ensemble.member_networks(), alone, strict=True):  # member j: seed 2 * 3 + j
+        assert all(torch.equal(a, b) for a, b in zip(net.parameters(), single.net.parameters(), strict=True))
+    obs = torch.as_tensor(demos.observations[:5])
+    torch.testing.assert_close(ensemble(obs), torch.stack([single(obs) for single in alone]).mean(0))
+    assert len(list(ensemble.parameters())) == 3 * len(list(alone[0].parameters()))
+    path = save_chunk_policy(ensemble, tmp_path / "e.pt", task="transfer_cube")
+    loaded, _ = load_chunk_policy(path)
+    assert loaded.members == 3
+    torch.testing.assert_close(loaded(obs), ensemble(obs))
+    single = make_chunk_policy(demos, chunk=3, hidden=(16,))  # one member: the weights' names of files saved before
+    assert {name.split(".")[1] for name in single.state_dict() if name.startswith("net.")} == {"layers", "output_scale"}
+    assert {name.split(".")[1] for name in ensemble.state_dict() if name.startswith("net.")} == {"0", "1", "2"}
+    old_file = {k: v for k, v in single.config().items() if k != "members"}  # a file saved before members existed
+    torch.testing.assert_close(ChunkMLP(**old_file)(obs), ChunkMLP(**single.config())(obs))
+
+
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
@@ -318,6 +337,8 @@ def test_chunk_policy_features_statistics_and_round_trip(demos, tmp_path):
 def test_chunk_policy_bad_input(args, pattern):
     with pytest.raises(ValueError, match=pattern):
         ChunkMLP(*args[:3], features=args[3] if len(args) > 3 else None)
+    with pytest.raises(ValueError, match="Invalid members: 0"):
+        ChunkMLP(36, 14, 2, members=0)
 
 
 def test_temporal_ensemble_by_hand():
@@ -394,6 +415,22 @@ def test_behavior_cloning_lowers_the_chunk_loss(demos, method):
                                      samples=8, sigma=0.05, progress=False)  # fmt: skip
     assert len(history) == 8 and not policy.training
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+
+
+def test_behavior_cloning_an_ensemble_fits_each_member_as_alone(demos):
+    options = {"chunk": 2, "hidden": (16,), "epochs": 2, "batch_size": 64, "progress": False}
+    ensemble, history = behavior_clone(demos, "bp", seed=1, members=2, **options)
+    fits = [behavior_clone(demos, "bp", seed=1 * 2 + j, **options) for j in range(2)]  # own init, own data order
+    for net, (single, _) in zip(ensemble.member_networks(), fits, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(net.parameters(), single.net.parameters(), strict=True))
+    assert not ensemble.training and len(history) == 2
+    for epoch, record in enumerate(history):
+        losses = [member_history[epoch]["train_loss"] for _, member_history in fits]
+        assert record["member_losses"] == losses and record["train_loss"] == pytest.approx(sum(losses) / 2)
+    obs = torch.as_tensor(demos.observations[:4])
+    torch.testing.assert_close(ensemble(obs), (fits[0][0](obs) + fits[1][0](obs)) / 2)
+    with pytest.raises(ValueError, match="Invalid members: 0"):
+        behavior_clone(demos, members=0, **options)
 
 
 @pytest.mark.parametrize(
@@ -605,8 +642,10 @@ def test_cli_pipeline(tmp_path, capsys):
     assert main(["aloha", "demos", "--episodes", "2", "--out", str(demos_file), "--no-progress"]) == 0
     assert "2/2 successful (100.0%)" in capsys.readouterr().out
     assert main(["aloha", "train", "--demos", str(demos_file), "--method", "ovlr", "--epochs", "1", "--hidden", "16",
-                 "--samples", "4", "--eval-episodes", "1", "--out", str(bc), "--no-progress"]) == 0  # fmt: skip
+                 "--samples", "4", "--eval-episodes", "1", "--members", "2", "--out", str(bc),
+                 "--no-progress"]) == 0  # fmt: skip
     assert "BC-OVLR: success" in capsys.readouterr().out
+    assert load_chunk_policy(bc)[0].members == 2 and load_chunk_policy(bc)[1]["members"] == 2
     assert main(["aloha", "finetune", "--policy", str(bc), "--env-steps", "600", "--population", "2",
                  "--eval-episodes", "1", "--out", str(tuned), "--no-progress", "--demos", str(demos_file),
                  "--credit", "to_go", "--critic", "state_value", "--validation-episodes", "1",

@@ -374,17 +374,18 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
                        "--ft-starts", "bp",
                        "--ft-credit", "to_go", "--ft-critic",
                        "state_value", "--ft-correlation", "0.5", "--ft-imitation-weight", "0.5",
-                       "--ft-demo-starts", "0.5", "--ft-chunk-noise", "shared", "--no-progress",
+                       "--ft-demo-starts", "0.5", "--ft-chunk-noise", "shared", "--bc-members", "2", "--no-progress",
                        "--out", str(tmp_path / "aloha.json")])  # fmt: skip
     config = json.loads((tmp_path / "aloha.json").read_text())["config"]
-    assert config["ft_demo_starts"] == 0.5 and config["ft_chunk_noise"] == "shared"
-    tuned = [row for row in rows if row["policy"] == "bc-bp (2 demos)+ft-ovlr"]
+    assert config["ft_demo_starts"] == 0.5 and config["ft_chunk_noise"] == "shared" and config["bc_members"] == 2
+    tuned = [row for row in rows if row["policy"] == "bc-bp x2 (2 demos)+ft-ovlr"]
     assert [row["seed"] for row in tuned] == [1, 2]  # each from its own imitation seed, from --first-seed
-    assert not any(row["policy"] == "bc-bp" for row in rows)  # the full-data setting skipped
+    assert not any(row["policy"] == "bc-bp x2" for row in rows)  # the full-data setting skipped
+    assert {row["members"] for row in rows if row["policy"].startswith("bc-") and "+ft-" not in row["policy"]} == {2}
     assert {row["policy"] for row in rows if "+ft-" in row["policy"]} == {
-        "bc-bp (2 demos)+ft-ovlr",
-        "bc-bp (2 demos)+ft-es",
-    }  # BC-OVLR's start not fine-tuned: --ft-starts bp
+        "bc-bp x2 (2 demos)+ft-ovlr",
+        "bc-bp x2 (2 demos)+ft-es",
+    }  # BC-OVLR's start not fine-tuned: --ft-starts bp; the starts are ensembles of 2
     with pytest.raises(SystemExit):  # CEM learns its sigma: AR(1) noise refused before anything runs
         aloha.main(["--ft-correlation", "0.5", "--out", str(tmp_path / "never.json")])
     assert "fine-tuning by cem: Invalid correlation" in capsys.readouterr().err
@@ -394,6 +395,12 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
     with pytest.raises(SystemExit):
         aloha.main(["--first-seed", "-1", "--out", str(tmp_path / "never.json")])
     assert "--first-seed -1 (expected >= 0)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        aloha.main(["--bc-members", "0", "--out", str(tmp_path / "never.json")])
+    assert "--bc-members 0 (expected >= 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # member seeds pass the 31-bit range: refused before the demos
+        aloha.main(["--first-seed", str(2**30), "--bc-members", "2", "--out", str(tmp_path / "never.json")])
+    assert "the last imitation seed would pass 2147483647" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # past the seeds torch takes: refused before the demos, not after
         aloha.main(["--first-seed", str(2**64), "--out", str(tmp_path / "never.json")])
     assert "the last imitation seed would pass 2147483647" in capsys.readouterr().err

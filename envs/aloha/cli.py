@@ -49,6 +49,8 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     train.add_argument("--samples", type=positive_int, default=32, help="OVLR: noisy chunks per example")
     train.add_argument("--sigma", type=float, default=0.01, help="OVLR: noise std, in units of each action's std")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--members", type=positive_int, default=1, help="an ensemble of that many networks, each fit "
+                       "alone (seeds SEED * MEMBERS + j), their chunks averaged")  # fmt: skip
     train.add_argument("--eval-episodes", type=int, default=50, help="success rate after training (0: skip)")
     train.add_argument("--out", type=Path, required=True, help="the policy file to write (.pt)")
     add_tensorboard_argument(train)
@@ -174,13 +176,14 @@ def _train(args) -> dict:
         policy, history = behavior_clone(demos, args.method, chunk=args.chunk, hidden=args.hidden,
                                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                          samples=args.samples, sigma=args.sigma, seed=args.seed,
-                                         progress=not args.no_progress, tracker=tracker)  # fmt: skip
+                                         members=args.members, progress=not args.no_progress,
+                                         tracker=tracker)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"BC-{args.method.upper()} on {demos.episodes} {demos.task} demos: {args.epochs} epochs in {seconds:.1f} s, "
           f"final chunk L1 {history[-1]['train_loss']:.4f}")  # fmt: skip
     evaluation = _report(demos.task, policy, args.eval_episodes, not args.no_progress, f"BC-{args.method.upper()}")
     meta = {"task": demos.task, "trained_by": f"bc-{args.method}", "demos": str(args.demos), "epochs": args.epochs,
-            "seconds": seconds, "history": history, "evaluation": evaluation}  # fmt: skip
+            "members": args.members, "seconds": seconds, "history": history, "evaluation": evaluation}  # fmt: skip
     save_chunk_policy(policy, args.out, **meta)
     print(f"wrote {args.out}")
     return meta

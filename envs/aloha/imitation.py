@@ -34,20 +34,26 @@ class ChunkL1:
         return ((outputs - targets).abs() / self.scale).mean(dim=-1)
 
 
-def make_chunk_policy(demos: Demos, *, chunk: int = 10, hidden=(512, 512), seed: int = 0) -> ChunkMLP:
+def make_chunk_policy(demos: Demos, *, chunk: int = 10, hidden=(512, 512), seed: int = 0,
+                      members: int = 1) -> ChunkMLP:  # fmt: skip
     """A `ChunkMLP` sized for the demos' task (`policy_features`), standardized with their
     statistics."""
     policy = ChunkMLP(demos.observations.shape[1], demos.actions.shape[1], chunk, hidden=hidden,
-                      features=policy_features(demos.task), seed=seed)  # fmt: skip
+                      features=policy_features(demos.task), seed=seed, members=members)  # fmt: skip
     policy.fit_statistics(torch.as_tensor(demos.observations), torch.as_tensor(demos.actions))
     return policy
 
 
 def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=(512, 512), epochs: int = 100,
                    batch_size: int = 256, lr: float = 1e-3, samples: int = 32, sigma: float = 0.01,
-                   seed: int = 0, progress: bool = True,
+                   seed: int = 0, members: int = 1, progress: bool = True,
                    tracker: Tracker | None = None) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
     """Fit a `ChunkMLP` to the demos by ``method`` ("bp" or "ovlr").
+
+    ``members`` > 1 fits an ensemble (`ChunkMLP`'s ``members``): member j is the policy this
+    function fits alone with seed ``seed * members + j`` (its own initialization and data order),
+    and the ensemble averages their chunks. Its history is the members' mean ``train_loss`` per
+    epoch, ``member_losses`` each member's, and ``seconds`` the members' training time summed.
 
     OVLR's noise is per action dimension: ``sigma`` times the action's std over the demos
     (antithetic pairs, ``samples`` per example). Adam with ``lr``, cosine-decayed to 0 over
@@ -57,6 +63,11 @@ def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=
     """
     if method not in METHODS:
         raise ValueError(f"Invalid method {method!r}: expected one of {METHODS}")
+    bbopt.checks.check_int(members, "members", minimum=1)
+    if members > 1:
+        return _clone_members(demos, method, members, seed=seed, tracker=tracker, chunk=chunk, hidden=hidden,
+                              epochs=epochs, batch_size=batch_size, lr=lr, samples=samples, sigma=sigma,
+                              progress=progress)  # fmt: skip
     lr = bbopt.checks.check_float(lr, "lr", above=0.0)
     sigma = bbopt.checks.check_float(sigma, "sigma", above=0.0)  # as given, before it is scaled per dimension
     policy = make_chunk_policy(demos, chunk=chunk, hidden=hidden, seed=seed)
@@ -76,3 +87,21 @@ def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=
                             progress=progress, tracker=tracker)  # fmt: skip
     policy.eval()
     return policy, history
+
+
+def _clone_members(demos: Demos, method: str, members: int, *, seed: int, tracker: Tracker | None,
+                   **options) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
+    """`behavior_clone`'s ensemble: each member fit alone, then their weights put in one `ChunkMLP`."""
+    fits = [behavior_clone(demos, method, seed=seed * members + j, **options) for j in range(members)]
+    policy = make_chunk_policy(demos, chunk=options["chunk"], hidden=options["hidden"], seed=seed, members=members)
+    for net, (member, _) in zip(policy.member_networks(), fits, strict=True):
+        net.load_state_dict(member.net.state_dict())
+    history = []
+    for records in zip(*(member_history for _, member_history in fits), strict=True):
+        losses = [record["train_loss"] for record in records]
+        record = {"epoch": records[0]["epoch"], "train_loss": sum(losses) / members, "member_losses": losses,
+                  "seconds": sum(record["seconds"] for record in records)}  # fmt: skip
+        history.append(record)
+        if tracker is not None:
+            tracker.log({k: v for k, v in record.items() if k != "member_losses"}, step=int(record["epoch"]))
+    return policy.eval(), history
