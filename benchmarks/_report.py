@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from bbopt.rollout.checkpoint import atomic_write
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -110,7 +112,8 @@ STARTED_AT = git_commit()  # the code a benchmark ran, taken when it starts (the
 
 
 def write(path: Path, config: dict, rows: list[dict], summary: dict | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The result JSON, written whole or not at all (`atomic_write`: Ctrl-C or a full disk leaves
+    the previous file as it was)."""
     payload = {
         "config": config,
         "commit": STARTED_AT,
@@ -119,8 +122,17 @@ def write(path: Path, config: dict, rows: list[dict], summary: dict | None = Non
         "rows": rows,
         "summary": summary or {},
     }
-    path.write_text(json.dumps(payload, indent=1))
+    text = json.dumps(payload, indent=1).encode()
+    atomic_write(path, lambda handle: handle.write(text))
     print(f"\nwrote {path}")
+
+
+def refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
+    """``--rows`` reads ``inputs`` and writes ``out``: refused when ``out`` is one of them (the
+    merge would replace a source file)."""
+    for path in inputs:
+        if Path(out).resolve() == Path(path).resolve():
+            raise ValueError(f"--out {out} is one of the --rows files: the merge would replace it; give another --out")
 
 
 def spread(name: str, values: list[float]) -> dict:

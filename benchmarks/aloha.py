@@ -212,6 +212,8 @@ def read_rows(paths: list[Path]) -> tuple[list[dict], list[dict]]:
             if not isinstance(row, dict) or not {"task", "policy", "success_rate"} <= set(row):
                 raise ValueError(f"{path}: row {k} is not a row of this benchmark (task, policy, success_rate)")
             key = (row["task"], row["policy"], row.get("demos"), row.get("seed"))
+            if not all(part is None or isinstance(part, str | int) for part in key):
+                raise ValueError(f"{path}: row {k} names its run by {key} (expected text and whole numbers)")
             if key not in rows:
                 rows[key] = (row, path)
             elif outcome(rows[key][0]) != outcome(row):
@@ -393,6 +395,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def merge(paths: list[Path], out: Path) -> list[dict]:
     """``--rows``: the files' rows merged (`read_rows`) and reported as one run's; settings that
     differ between the files beyond those that pick the rows are warned about and recorded."""
+    _report.refuse_overwriting_inputs(out, paths)
     rows, sources = read_rows(paths)
     differing = differing_settings(sources)
     if differing:

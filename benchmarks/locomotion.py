@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if any(not 0 < milestone < args.budget for milestone in args.milestones):
         parser.error(f"--milestones must lie in (0, --budget {args.budget}): got {args.milestones}")
     if args.rows:
+        _report.refuse_overwriting_inputs(args.out, args.rows)
         rows = read_rows(args.rows)
         envs, methods = list(dict.fromkeys(r["env"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
         commits = sorted({r.get("commit", "not recorded") for r in rows})

@@ -44,6 +44,9 @@ class ChunkMLP(nn.Module):
         super().__init__()
         for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("chunk", chunk), ("members", members)):
             check_int(value, name, minimum=1)
+        if not -(2**63) <= seed * members <= 2**64 - members:  # every member seed in torch's manual_seed range
+            raise ValueError(f"Invalid seed: {seed} with {members} members gives member seeds {seed * members}.."
+                             f"{seed * members + members - 1}, outside torch's [-2**63, 2**64)")  # fmt: skip
         features = list(range(obs_dim)) if features is None else [int(f) for f in features]
         if not features or min(features) < 0 or max(features) >= obs_dim or len(set(features)) != len(features):
             raise ValueError(f"Invalid features: expected distinct indices in [0, {obs_dim}), got {features}")

@@ -339,6 +339,9 @@ def test_chunk_policy_bad_input(args, pattern):
         ChunkMLP(*args[:3], features=args[3] if len(args) > 3 else None)
     with pytest.raises(ValueError, match="Invalid members: 0"):
         ChunkMLP(36, 14, 2, members=0)
+    with pytest.raises(ValueError, match=r"Invalid seed: 3689348814741910323 with 5 members gives member seeds"):
+        ChunkMLP(36, 14, 2, seed=(2**64 - 1) // 5, members=5)  # the last member seed past torch's range
+    ChunkMLP(36, 14, 2, hidden=(4,), seed=(2**64 - 5) // 5, members=5)  # every member seed in it
 
 
 def test_temporal_ensemble_by_hand():

@@ -192,6 +192,8 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert len(merged) == len(rows)
     with pytest.raises(ValueError, match="the same run appears twice"):
         locomotion.main(["--rows", str(kept), str(out), "--out", str(tmp_path / "twice.json")])
+    with pytest.raises(ValueError, match="is one of the --rows files"):
+        locomotion.main(["--rows", str(kept), str(rest), "--out", str(rest)])
     torn = tmp_path / "torn.partial.jsonl"
     torn.write_text(kept.read_text() + '{"env": "Hopper-v5", "meth')  # killed while writing a run
     with pytest.warns(UserWarning, match="last line is torn"):
@@ -358,6 +360,13 @@ def test_aloha_rows_merges_side_by_side_processes_and_refuses_two_runs_under_one
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(ValueError, match=message):
             aloha.main(["--rows", str(tmp_path / "bad.json"), "--out", str(tmp_path / "never.json")])
+    (tmp_path / "hostile.json").write_text(json.dumps({"config": {}, "rows": [tuned("ovlr", [0], 0.5, 1.0)]}))
+    with pytest.raises(ValueError, match=r"row 0 names its run by .* \(expected text and whole numbers\)"):
+        aloha.main(["--rows", str(tmp_path / "hostile.json"), "--out", str(tmp_path / "never.json")])
+    before = files["es"].read_bytes()
+    with pytest.raises(ValueError, match="is one of the --rows files"):  # the merge would replace a source
+        aloha.main(["--rows", str(files["ovlr"]), str(files["es"]), "--out", str(files["es"])])
+    assert files["es"].read_bytes() == before
     with pytest.raises(ValueError, match=r"missing\.json: not a benchmarks\.aloha JSON file"):
         aloha.main(["--rows", str(tmp_path / "missing.json"), "--out", str(tmp_path / "never.json")])
 
@@ -492,3 +501,21 @@ def test_generative_benchmark_smoke(tmp_path):
     assert all(row["fid_mean"] >= 0 and 1 <= row["classes_mean"] <= 10 for row in rows)
     assert features.exists() and out.exists() and out.with_name("generative.png").exists()
     assert json.loads(out.read_text())["summary"]["feature_accuracy"] > 0.9
+
+
+def test_a_result_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    import os
+
+    from benchmarks import _report
+
+    out = tmp_path / "result.json"
+    _report.write(out, {"run": 1}, [{"a": 1}])
+    before = out.read_bytes()
+
+    def interrupted(descriptor):
+        raise KeyboardInterrupt  # Ctrl-C while the new file is being flushed
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _report.write(out, {"run": 2}, [{"a": 2}])
+    assert out.read_bytes() == before and [path.name for path in tmp_path.iterdir()] == ["result.json"]

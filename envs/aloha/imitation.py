@@ -92,8 +92,9 @@ def behavior_clone(demos: Demos, method: str = "bp", *, chunk: int = 10, hidden=
 def _clone_members(demos: Demos, method: str, members: int, *, seed: int, tracker: Tracker | None,
                    **options) -> tuple[ChunkMLP, list[dict]]:  # fmt: skip
     """`behavior_clone`'s ensemble: each member fit alone, then their weights put in one `ChunkMLP`."""
-    fits = [behavior_clone(demos, method, seed=seed * members + j, **options) for j in range(members)]
+    # the ensemble first: its seed checks come before any member is fit
     policy = make_chunk_policy(demos, chunk=options["chunk"], hidden=options["hidden"], seed=seed, members=members)
+    fits = [behavior_clone(demos, method, seed=seed * members + j, **options) for j in range(members)]
     for net, (member, _) in zip(policy.member_networks(), fits, strict=True):
         net.load_state_dict(member.net.state_dict())
     history = []
