@@ -8,7 +8,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import accumulate
 from pathlib import Path
@@ -125,6 +126,60 @@ def write(path: Path, config: dict, rows: list[dict], summary: dict | None = Non
     text = json.dumps(payload, indent=1).encode()
     atomic_write(path, lambda handle: handle.write(text))
     print(f"\nwrote {path}")
+
+
+def partial_path(out: Path) -> Path:
+    """Where a benchmark writing ``out`` keeps its finished rows while it runs (`kept_rows`)."""
+    return Path(out).with_suffix(".partial.jsonl")
+
+
+@contextmanager
+def kept_rows(out: Path, header: dict | None = None) -> Iterator[Callable[[dict], None]]:
+    """``keep(row)`` appends a finished row to ``<out>.partial.jsonl`` as one JSON line, flushed,
+    so that a benchmark stopped by Ctrl-C, a crash or a kill keeps every row it finished (report
+    them with ``--rows <out>.partial.jsonl``). ``header``, if given, is the file's first line.
+
+    The file is created here or refused: one already there holds an interrupted run's rows, or
+    belongs to a second process on the same ``--out``. The caller removes it (`finished`) once
+    the whole result is written."""
+    partial = partial_path(out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = partial.open("x")
+    except FileExistsError:
+        raise SystemExit(
+            f"{partial} exists: the rows an interrupted benchmark kept (report them with --rows "
+            f"{partial}), or another benchmark writing to this --out; move it away first"
+        ) from None
+
+    def keep(row: dict) -> None:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+
+    with handle:
+        if header is not None:
+            keep(header)
+        yield keep
+
+
+def finished(out: Path) -> None:
+    """The result at ``out`` is written: its kept rows are no longer needed."""
+    partial_path(out).unlink(missing_ok=True)
+
+
+def json_lines(text: str, path: Path) -> list:
+    """The entries of a `kept_rows` file; a torn last line (the benchmark killed while writing it)
+    is skipped with a warning, a torn line before it is an error (json.JSONDecodeError)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    entries = []
+    for k, line in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k < len(lines) - 1:
+                raise
+            warnings.warn(f"{path}: its last line is torn (a row being written when it stopped); skipped", stacklevel=3)
+    return entries
 
 
 def refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:

@@ -29,7 +29,10 @@ placements from seed 1,000,000 (never a demo seed). Fine-tuning placements come 
 seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run.
 The summary gives each fine-tuning row's steps to its task's goal (`GOALS`, `reached`). ``--rows
 A.json B.json ...`` runs nothing: it merges the rows of side-by-side processes (one per method or
-seed range) into ``--out`` and reports them as one run's (`read_rows`).
+seed range) into ``--out`` and reports them as one run's (`read_rows`). Each row is kept in
+``<out>.partial.jsonl`` as it finishes, so a run stopped by Ctrl-C or a crash loses none of the
+hours it finished: ``--rows <out>.partial.jsonl`` reports them (a new run on that ``--out`` is
+refused while the file is there).
 
     python -m benchmarks.aloha                         # full protocol (about 35 minutes here per task)
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
@@ -117,15 +120,21 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
                      curve=[[h["env_steps"], round(h["return_mean"], 3), h["seconds"]] for h in history])  # fmt: skip
 
 
-def run_task(task: str, args) -> list[dict]:
+def run_task(task: str, args, keep=lambda row: None) -> list[dict]:
+    """The task's rows in order, each also given to ``keep`` as it finishes."""
     print(f"\n=== {task}: {args.demos} scripted demos, {args.eval_episodes} evaluation episodes")
     rows = []
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        keep(row)
+
     demos = generate_demos(task, args.demos, progress=args.progress)
-    rows.append({"task": task, "policy": "scripted (demo seeds)", "demos": demos.episodes,
-                 "success_rate": demos.success_rate, "train_seconds": 0.0, "demo_seconds": demos.seconds})  # fmt: skip
+    add({"task": task, "policy": "scripted (demo seeds)", "demos": demos.episodes,
+         "success_rate": demos.success_rate, "train_seconds": 0.0, "demo_seconds": demos.seconds})  # fmt: skip
     print(f"  scripted on seeds 0..{args.demos - 1}: {demos.episodes}/{demos.attempted}, {demos.seconds:.1f} s")
     scripted = SCRIPTED[task](AlohaStateEnv(task).physics.model.ptr)
-    rows.append(evaluated(task, scripted, args, policy="scripted", demos=0))
+    add(evaluated(task, scripted, args, policy="scripted", demos=0))
     settings = [] if args.low_data_only else [("", demos, {"bp": ("ovlr",), "ovlr": ("ovlr",)})]
     if args.low_data:
         few = first_episodes(demos, args.low_data)
@@ -134,11 +143,13 @@ def run_task(task: str, args) -> list[dict]:
         for method in ("bp", "ovlr"):
             label = f"bc-{method}{f' x{args.bc_members}' if args.bc_members > 1 else ''}{suffix}"
             seeds = range(args.first_seed, args.first_seed + args.bc_seeds)
-            starts = [bc_row(task, data, method, args, label, seed) for seed in seeds]
-            rows += [row for _, row in starts]
+            starts = []
+            for seed in seeds:
+                starts.append(bc_row(task, data, method, args, label, seed))
+                add(starts[-1][1])
             for tuner in fine_tuners[method] if method in args.ft_starts else ():  # the first --finetune-seeds
                 for start, start_row in starts[: args.finetune_seeds]:
-                    rows.append(finetune_row(task, start, tuner, args, f"{label}+ft-{tuner}", start_row, data))
+                    add(finetune_row(task, start, tuner, args, f"{label}+ft-{tuner}", start_row, data))
     return rows
 
 
@@ -193,6 +204,16 @@ def outcome(row: dict) -> dict:
     return kept
 
 
+def read_payload(path: Path) -> dict:
+    """A result JSON file as written, or the rows an interrupted run kept (``<out>.partial.jsonl``:
+    its header line, config, commit and date, then one row per line) in the same shape."""
+    text = path.read_text()
+    if path.suffix != ".jsonl":
+        return json.loads(text)
+    header, *rows = _report.json_lines(text, path)
+    return header | {"rows": rows}
+
+
 def read_rows(paths: list[Path]) -> tuple[list[dict], list[dict]]:
     """The rows of earlier benchmark JSON files merged in order, and where each file came from
     (path, commit, date, config). A row found in several files (the imitation rows that every
@@ -202,10 +223,11 @@ def read_rows(paths: list[Path]) -> tuple[list[dict], list[dict]]:
     sources = []
     for path in paths:
         try:
-            payload = json.loads(path.read_text())
+            payload = read_payload(path)
             found, config = payload["rows"], payload["config"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a benchmarks.aloha JSON file ({type(error).__name__}: {error})") from None
+        except (OSError, ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON, or an empty file
+            raise ValueError(f"{path}: not a benchmarks.aloha JSON or kept-rows file ({type(error).__name__}: "
+                             f"{error})") from None  # fmt: skip
         if not isinstance(found, list) or not isinstance(config, dict):
             raise ValueError(f"{path}: not a benchmarks.aloha JSON file (its rows are not a list)")
         for k, row in enumerate(found):
@@ -353,7 +375,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--rows", type=Path, nargs="+", help="run nothing: report the rows of these benchmark "
-                        "JSON files (side-by-side processes, one per method or seed) merged, into --out")  # fmt: skip
+                        "JSON files (side-by-side processes, one per method or seed) or an interrupted run's "
+                        "<out>.partial.jsonl, merged, into --out")  # fmt: skip
     args = parser.parse_args(argv)
     if args.rows:
         return merge(args.rows, args.out)
@@ -383,12 +406,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
     torch.set_num_threads(1)
-    rows = []
-    for task in args.tasks.split(","):
-        rows += run_task(task, args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
+    rows = []
+    header = {"config": config, "commit": _report.STARTED_AT, "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with _report.kept_rows(args.out, header) as keep:  # each row kept as it finishes: an hours-long run loses none
+        for task in args.tasks.split(","):
+            rows += run_task(task, args, keep)
     report(rows, config, args.out)
+    _report.finished(args.out)
     return rows
 
 

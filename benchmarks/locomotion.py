@@ -30,7 +30,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +300,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     _report.write(args.out, config, rows, {"table": summary})
     plot(rows, args.out.with_suffix(".png"))
     if not args.rows:
-        args.out.with_suffix(".partial.jsonl").unlink()
+        _report.finished(args.out)
     return rows
 
 
@@ -310,17 +309,8 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
     env and method); each finished run is appended to <out>.partial.jsonl as it ends, in any order."""
     jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize, tuple(args.milestones))
             for seed in seeds for env in envs for method in methods]  # fmt: skip
-    partial = args.out.with_suffix(".partial.jsonl")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    try:  # created here or refused: an earlier run's kept runs (or a second process on this --out) come first
-        kept_file = partial.open("x")
-    except FileExistsError:
-        raise SystemExit(
-            f"{partial} exists: the runs an interrupted benchmark kept (report them with --rows "
-            f"{partial}), or another benchmark writing to this --out; move it away first"
-        ) from None
     rows = []
-    with kept_file as kept, contextlib.ExitStack() as stack:
+    with _report.kept_rows(args.out) as keep, contextlib.ExitStack() as stack:
         if args.jobs > 1:
             pool = stack.enter_context(mp.get_context("forkserver").Pool(args.jobs))
             finished = pool.imap_unordered(run_one, jobs, chunksize=1)
@@ -328,24 +318,9 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
             finished = map(run_one, jobs)
         for row in finished:
             rows.append(row)
-            kept.write(json.dumps(row) + "\n")
-            kept.flush()
+            keep(row)
     order = {(env, method, seed): k for k, (env, method, seed, *_) in enumerate(jobs)}
     return sorted(rows, key=lambda r: order[r["env"], r["method"], r["seed"]])
-
-
-def _json_lines(text: str, path: Path) -> list:
-    """A partial file's runs; a torn last line (the benchmark killed while writing it) is skipped with a warning."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    runs = []
-    for k, line in enumerate(lines):
-        try:
-            runs.append(json.loads(line))
-        except json.JSONDecodeError:
-            if k < len(lines) - 1:
-                raise
-            warnings.warn(f"{path}: its last line is torn (a run being written when it stopped); skipped", stacklevel=3)
-    return runs
 
 
 ROW_FIELDS = {"env", "method", "seed", "curve", "final_return", "env_steps", "train_seconds", "cpu_seconds"}
@@ -357,7 +332,7 @@ def read_rows(paths: list[Path]) -> list[dict]:
     for path in paths:
         text = path.read_text()
         try:
-            found = json.loads(text)["rows"] if path.suffix == ".json" else _json_lines(text, path)
+            found = json.loads(text)["rows"] if path.suffix == ".json" else _report.json_lines(text, path)
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a benchmark JSON or JSON-lines file of runs ({error})") from None
         if not isinstance(found, list):

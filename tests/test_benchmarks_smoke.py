@@ -258,6 +258,7 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert rows[0]["success_rate"] == 1.0 and rows[1]["success_rate"] == 1.0  # the scripted policy
     payload = json.loads(out.read_text())
     assert payload["rows"] == rows and out.with_suffix(".png").exists()
+    assert not out.with_suffix(".partial.jsonl").exists()  # the rows kept while it ran: gone once it is written
     assert payload["summary"]["transfer_cube/bc-bp"]["success"] == [r["success_rate"] for r in rows[2:4]]
     assert (tmp_path / "aloha_curves.png").exists()
     assert [point[0] for point in rows[4]["selection"]["validation_curve"]] == [0, rows[4]["env_steps"]]
@@ -272,6 +273,49 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert rows[4]["curve"][-1][0] == rows[4]["env_steps"] and rows[4]["curve"][-1][2] > 0  # steps, return, seconds
     with pytest.raises(SystemExit):
         aloha.main(["--confirmation-episodes", "-1", "--out", str(tmp_path / "never.json")])
+
+
+def test_aloha_benchmark_keeps_the_rows_it_finished_when_stopped(tmp_path, monkeypatch):
+    pytest.importorskip("gym_aloha", reason="gym-aloha is not installed (pip install 'bbopt[aloha]')")
+    from benchmarks import aloha
+
+    def interrupted(*args, **kwargs):  # Ctrl-C in the first fine-tuning, after the imitation rows
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(aloha, "finetune_row", interrupted)
+    out = tmp_path / "aloha.json"
+    argv = ["--tasks", "transfer_cube", "--demos", "2", "--low-data", "2", "--low-data-only", "--epochs", "1",
+            "--bc-seeds", "2", "--eval-episodes", "1", "--finetune-steps", "300", "--population", "8",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        aloha.main(argv)
+    kept = out.with_suffix(".partial.jsonl")
+    assert not out.exists() and kept.exists()
+    header, *rows = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert header["config"]["finetune_steps"] == 300 and header["commit"] and header["date"]
+    assert [(r["policy"], r.get("seed")) for r in rows] == [
+        ("scripted (demo seeds)", None),
+        ("scripted", None),
+        ("bc-bp (2 demos)", 0),
+        ("bc-bp (2 demos)", 1),
+    ]
+    before = kept.read_bytes()  # a new run on that --out is refused before it runs anything
+    with pytest.raises(SystemExit, match=r"aloha\.partial\.jsonl exists: the rows an interrupted benchmark kept"):
+        aloha.main(argv)
+    assert kept.read_bytes() == before
+    merged = tmp_path / "merged.json"  # --rows reports the kept rows, with the run's settings
+    assert aloha.main(["--rows", str(kept), "--out", str(merged)]) == rows
+    payload = json.loads(merged.read_text())
+    assert payload["config"]["rows_from"][0]["config"] == header["config"]
+    assert payload["summary"]["transfer_cube/bc-bp (2 demos)"]["success"] == [r["success_rate"] for r in rows[2:]]
+    torn = tmp_path / "torn.partial.jsonl"  # killed while writing a row: the rows before it stand
+    torn.write_text(before.decode() + '{"task": "transfer_cube", "poli')
+    with pytest.warns(UserWarning, match="last line is torn"):
+        assert aloha.main(["--rows", str(torn), "--out", str(tmp_path / "torn.json")]) == rows
+    for text in ("", '["a list, not a header"]\n'):
+        (tmp_path / "bad.jsonl").write_text(text)
+        with pytest.raises(ValueError, match=r"bad\.jsonl: not a benchmarks\.aloha JSON or kept-rows file"):
+            aloha.main(["--rows", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "never.json")])
 
 
 def test_aloha_reached_takes_the_earliest_confirmed_update_at_the_level():
@@ -354,7 +398,7 @@ def test_aloha_rows_merges_side_by_side_processes_and_refuses_two_runs_under_one
                        r"differs from the same row in .*ovlr\.json"):  # fmt: skip
         aloha.main(["--rows", str(files["ovlr"]), str(rerun), "--out", str(tmp_path / "never.json")])
     assert not (tmp_path / "never.json").exists()
-    for text, message in (("{not json", "not a benchmarks.aloha JSON file"),
+    for text, message in (("{not json", "not a benchmarks.aloha JSON or kept-rows file"),
                           (json.dumps({"config": {}, "rows": [{"task": "insertion"}]}), "row 0 is not a row"),
                           (json.dumps({"config": {}, "rows": []}), "no rows in")):  # fmt: skip
         (tmp_path / "bad.json").write_text(text)
@@ -367,7 +411,7 @@ def test_aloha_rows_merges_side_by_side_processes_and_refuses_two_runs_under_one
     with pytest.raises(ValueError, match="is one of the --rows files"):  # the merge would replace a source
         aloha.main(["--rows", str(files["ovlr"]), str(files["es"]), "--out", str(files["es"])])
     assert files["es"].read_bytes() == before
-    with pytest.raises(ValueError, match=r"missing\.json: not a benchmarks\.aloha JSON file"):
+    with pytest.raises(ValueError, match=r"missing\.json: not a benchmarks\.aloha JSON or kept-rows file"):
         aloha.main(["--rows", str(tmp_path / "missing.json"), "--out", str(tmp_path / "never.json")])
 
 
