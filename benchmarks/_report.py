@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bbopt.rollout.checkpoint import atomic_write
+from bbopt.rollout.checkpoint import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -123,8 +123,7 @@ def write(path: Path, config: dict, rows: list[dict], summary: dict | None = Non
         "rows": rows,
         "summary": summary or {},
     }
-    text = json.dumps(payload, indent=1).encode()
-    atomic_write(path, lambda handle: handle.write(text))
+    write_json(path, payload)
     print(f"\nwrote {path}")
 
 

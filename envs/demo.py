@@ -11,7 +11,6 @@ seeded start (uniform in [-4, 4]^d) with the same evaluation budget and initial 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from bbopt.arguments import count, positive_int
 from bbopt.cli import Command
 from bbopt.envs import FUNCTIONS
 from bbopt.policies import LearnedVector
+from bbopt.rollout.checkpoint import write_json
 
 SIGMA = 1.0  # initial step size on every function
 
@@ -110,7 +110,7 @@ def run_demo(
             f"{r['evaluations']:>13d}{r['runs']:>6d}{r['seconds']:>9.2f}"
         )
     config = {"dimension": dimension, "budget": budget, "seed": seed, "sigma": SIGMA}
-    (out / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=1))
+    write_json(out / "results.json", {"config": config, "results": results})
     plot(results, out / "convergence.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'convergence.png'}")
     run_bbob_slice(out / "bbob", seed=seed, progress=progress)

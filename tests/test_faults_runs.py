@@ -105,6 +105,42 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary(tmp_path,
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def _result_writers():
+    from bbopt.envs.binpacking.instance import Instance, write_bpplib
+    from bbopt.envs.binpacking.runs import write_results
+    from bbopt.envs.ioh.suite import write_summary
+    from bbopt.rollout.runs import _rewrite_curve
+
+    return {
+        "write_json": lambda path, k: checkpoints.write_json(path, {"k": k}),
+        "a resumed run's curve.csv": lambda path, k: _rewrite_curve(path, [{"update": k, "env_steps": 10 * k}]),
+        "ioh summary.json": lambda path, k: write_summary([{"k": k, "trace": [1]}], [], path, {}),
+        "binpacking results.json": lambda path, k: write_results(path, {}, [], [{"k": k}]),
+        "a BPPLIB instance": lambda path, k: write_bpplib(Instance(10, [k, 2]), path),
+    }
+
+
+@pytest.mark.parametrize("writer", ["write_json", "a resumed run's curve.csv", "ioh summary.json",
+                                    "binpacking results.json", "a BPPLIB instance"])  # fmt: skip
+@pytest.mark.parametrize("fault", ["Ctrl-C", "full disk"])
+def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch, writer, fault):
+    write = _result_writers()[writer]
+    path = tmp_path / "result"
+    write(path, 1)
+    before = path.read_bytes()
+
+    def interrupted(_descriptor):  # while the new file is flushed to disk
+        raise KeyboardInterrupt if fault == "Ctrl-C" else OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt if fault == "Ctrl-C" else OSError):
+        write(path, 3)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["result"]
+    write(path, 3)
+    assert path.read_bytes() != before  # the writer does replace the file when nothing stops it
+
+
 def test_the_cli_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys):
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import tempfile
@@ -37,6 +38,8 @@ __all__ = [
     "previous_path",
     "remove_stale_temporaries",
     "save_checkpoint",
+    "write_json",
+    "write_text",
 ]
 
 MAGIC = b"BBOPT-CHECKPOINT 1 "
@@ -67,6 +70,18 @@ def atomic_write(path, write: Callable[[BinaryIO], None], *, before_replace: Cal
         raise
     _sync_directory(path.parent)
     return path
+
+
+def write_json(path, value, *, indent: int | None = 1) -> Path:
+    """``value`` as JSON at ``path``, written whole or not at all (`atomic_write`: Ctrl-C, a kill
+    or a full disk leaves the previous file as it was). Serialized before anything is written."""
+    return write_text(path, json.dumps(value, indent=indent))
+
+
+def write_text(path, text: str) -> Path:
+    """``text`` (UTF-8) at ``path``, written whole or not at all (`atomic_write`)."""
+    data = text.encode()
+    return atomic_write(path, lambda handle: handle.write(data))
 
 
 def previous_path(path) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import time
 import warnings
@@ -34,10 +35,11 @@ from bbopt.plugins import load_problems, make_env
 from bbopt.registry import SOLVERS, canonical
 from bbopt.rollout.checkpoint import (
     CheckpointError,
-    atomic_write,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
+    write_json,
+    write_text,
 )
 from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, Trainer, rollout_return
@@ -323,7 +325,7 @@ def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_step
     if env_steps is not None:
         config.env_steps = check_int(env_steps, "env_steps", minimum=1)
     remove_stale_temporaries(out)  # left by a process killed mid-write (we hold the lock: none is live)
-    _write_json(out / "config.json", asdict(config))
+    write_json(out / "config.json", asdict(config))
     began = time.perf_counter()
     with make_trainer(config, out, step_timeout=step_timeout) as trainer, contextlib.ExitStack() as stack:
         if resume:
@@ -340,7 +342,7 @@ def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_step
                    "env_steps_per_second": trainer.env_steps / max(trainer.seconds, 1e-9),
                    "threads": torch.get_num_threads()}  # fmt: skip
         history = trainer.history
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     plot_curve({config.solver: history}, out / "curve.png", title=f"{config.env}")
     return summary
 
@@ -356,16 +358,15 @@ def _threads(count: int):
         torch.set_num_threads(before)
 
 
-def _write_json(path: Path, value) -> None:
-    atomic_write(path, lambda handle: handle.write(json.dumps(value, indent=1).encode()))
-
-
 def _rewrite_curve(path: Path, history: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
-        writer.writeheader()
-        for record in history:
-            writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in CURVE_FIELDS})
+    """The curve of ``history`` (a resumed run's, up to its checkpoint), replacing the file whole
+    or not at all: a resume stopped here keeps the curve it had."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CURVE_FIELDS)
+    writer.writeheader()
+    for record in history:
+        writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in CURVE_FIELDS})
+    write_text(path, text.getvalue())
 
 
 def evaluate_run(out: Path, *, episodes: int = 10, seed: int = TEST_EPISODES, video: Path | None = None) -> dict:

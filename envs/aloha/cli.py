@@ -9,7 +9,6 @@ bbopt aloha evaluate --policy runs/aloha/ft_ovlr.pt --episodes 50 --video runs/a
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from bbopt.arguments import count, positive_int, seconds_or_none, step_count, st
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
+from bbopt.rollout.checkpoint import write_json
 from bbopt.rollout.chunking import CHUNK_NOISES
 from bbopt.schedules import LR_SCHEDULES
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
@@ -280,8 +280,7 @@ def _evaluate(args) -> dict:
     if args.video:
         print(f"video: {result['video']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return result
 

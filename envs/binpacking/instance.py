@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bbopt.rollout.checkpoint import write_text
+
 __all__ = [
     "MAX_CAPACITY",
     "MAX_ITEMS",
@@ -261,8 +263,7 @@ def write_bpplib(instance: Instance, path) -> Path:
     size per line."""
     path = Path(path)
     lines = [str(instance.items), str(instance.capacity), *map(str, instance.sizes.tolist())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 _DIGITS = re.compile(rb"[0-9]+")  # ASCII digits only: no sign, no "_", no other script's digits

@@ -10,7 +10,6 @@ runs in progress; `read_rows` reads them back.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from bbopt.checks import check_int
 from bbopt.envs.binpacking.heuristics import HEURISTICS
 from bbopt.envs.binpacking.instance import Instance
 from bbopt.envs.binpacking.search import SearchResult, search
+from bbopt.rollout.checkpoint import write_json
 from bbopt.rows_file import RowsFile
 from bbopt.rows_file import read_rows as read_row_lines
 from bbopt.seeding import derive
@@ -215,8 +215,7 @@ def plot_success(panels: dict[str, list[dict]], path: Path) -> None:
 
 
 def write_results(path: Path, config: dict, summary, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": config, "summary": summary, "runs": rows}, indent=1))
+    write_json(path, {"config": config, "summary": summary, "runs": rows})
 
 
 def run_and_report(instances: list[Instance], methods, *, label: str, out: Path, config: dict, budget: int,

@@ -23,6 +23,7 @@ from bbopt.envs.ioh.ecdf import ecdf, final_score
 from bbopt.envs.ioh.logging import attach_analyzer
 from bbopt.envs.ioh.problems import BudgetExhausted, Objective, get_problem
 from bbopt.envs.ioh.runner import BOX_SIGMA, solve
+from bbopt.rollout.checkpoint import write_json
 from bbopt.rows_file import RowsFile
 from bbopt.rows_file import read_rows as read_row_lines
 from bbopt.seeding import derive
@@ -258,7 +259,7 @@ def plot_ecdf(rows: list[dict], path: Path, budget_per_dimension: int) -> None:
 
 def write_summary(rows: list[dict], summary: list[dict], path: Path, config: dict) -> None:
     light = [{k: v for k, v in r.items() if k != "trace"} for r in rows]
-    path.write_text(json.dumps({"config": config, "summary": summary, "runs": light}, indent=1))
+    write_json(path, {"config": config, "summary": summary, "runs": light})
 
 
 def run_and_report(runners: dict[str, Runner], *, out: Path, config: dict, suite: str, budget_per_dimension: int,
