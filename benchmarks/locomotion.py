@@ -46,6 +46,13 @@ from benchmarks import _locomotion_peers, _report
 # their meaning when the defaults move. Then EvoTorch's PGPE and the SB3 peers.
 _TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
           "horizon": 0}  # fmt: skip
+
+
+def _peers_offset(env: str) -> float:
+    """The alive-bonus offset of the RL zoo's ARS row for ``env`` (0 where the env has none)."""
+    return float(_locomotion_peers.zoo_row(_locomotion_peers.ARS_ZOO, env)["alive_bonus_offset"])
+
+
 VARIANTS = {
     "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
     "togo": _TO_GO,
@@ -55,6 +62,9 @@ VARIANTS = {
     "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000},  # the full step for 1M steps, then to 0
     "wide": {"hidden": (256, 256), "lr": 0.001, "lr_schedule": "constant"},  # hidden layers of 256, a smaller step
     "kl": {"lr_schedule": "kl", "lr_kl": 0.02},  # the step adapted to each update's KL (the default since then)
+    # the defaults with the reward offset the peers get on this env (the RL zoo's ARS row: -1 on Hopper and
+    # Walker2d, 0 on HalfCheetah; EvoTorch's preset likewise): ARS's alive-bonus cancellation, in training only
+    "offset": lambda env: {"reward_offset": _peers_offset(env)},
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
@@ -66,7 +76,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
     from bbopt.rollout.runs import RunConfig, make_trainer
 
     solver, _, variant = method.partition("-")
-    settings = VARIANTS.get(variant, {}) | ({"population": population} if population else {})
+    settings = VARIANTS.get(variant, {})
+    settings = (settings(env) if callable(settings) else settings) | ({"population": population} if population else {})
     config = RunConfig(env=env, solver=solver, env_steps=budget, eval_every=0, pool="serial", checkpoint_every=0,
                        seed=seed, **settings)  # fmt: skip
     curve, clock, reached = [], _report.TrainingClock(), {}
@@ -94,7 +105,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "credit": config.credit, "critic": config.critic, "discount": config.discount,
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,
-            "horizon": config.horizon}}  # fmt: skip
+            "horizon": config.horizon, "reward_offset": config.reward_offset}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

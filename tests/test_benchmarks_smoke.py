@@ -149,10 +149,14 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert {r["settings"]["credit"] for r in rows if r["method"].endswith("-episode")} == {"episode"}
     assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {
         "ovlr", "es", "ovlr-critic", "es-critic", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m",
-        "ovlr-wide", "es-wide", "ovlr-kl", "es-kl", "ovlr-constant", "es-constant"}  # fmt: skip
+        "ovlr-wide", "es-wide", "ovlr-kl", "es-kl", "ovlr-constant", "es-constant", "ovlr-offset",
+        "es-offset"}  # fmt: skip
     assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {
         "ovlr", "es", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m", "ovlr-wide", "es-wide", "ovlr-kl",
-        "es-kl", "ovlr-constant", "es-constant"}  # fmt: skip
+        "es-kl", "ovlr-constant", "es-constant", "ovlr-offset", "es-offset"}  # fmt: skip
+    offsets = {r["method"]: r["settings"]["reward_offset"] for r in rows if "reward_offset" in r.get("settings", {})}
+    assert {m for m, offset in offsets.items() if offset} == {"ovlr-offset", "es-offset"}  # the zoo's ARS row: -1
+    assert {offsets["ovlr-offset"], locomotion.VARIANTS["offset"]("HalfCheetah-v5")["reward_offset"]} == {-1.0, 0.0}
     assert {r["settings"]["lr_decay_after"] for r in rows if r["method"].endswith("-hold1m")} == {1_000_000}
     assert {r["settings"]["horizon"] for r in rows if r["method"].endswith("-slots32")} == {128}
     assert {(tuple(r["settings"]["hidden"]), r["settings"]["lr"]) for r in rows if r["method"].endswith("-wide")} == {

@@ -564,6 +564,60 @@ def test_to_go_credit_hands_the_solver_each_steps_remaining_cost():
         Trainer(FACTORY, make_solver("ovlr"), credit="reward")
 
 
+def _told_in_one_update(offset: float, **options) -> tuple[dict, dict]:
+    """What the solver is told in a Trainer's first update (losses, per-step losses, the episodes
+    asked at each call) and the update's record."""
+    solver, told = make_solver("ovlr"), {"asked": []}
+    original_ask, original_tell = solver.ask, solver.tell
+
+    def recording_ask(inputs, episode_ids=None):
+        told["asked"].append(episode_ids.clone())
+        return original_ask(inputs, episode_ids=episode_ids)
+
+    def recording_tell(losses, step_losses=None):
+        told["losses"], told["steps"] = losses.clone(), [s.clone() for s in step_losses]
+        return original_tell(losses, step_losses=step_losses)
+
+    solver.ask, solver.tell = recording_ask, recording_tell
+    with Trainer(FACTORY, solver, eval_every=0, credit="to_go", reward_offset=offset, **options) as trainer:
+        record = trainer.update()
+    return told, record
+
+
+@pytest.mark.parametrize("offset", [-1.0, 2.5])
+def test_reward_offset_shifts_what_the_solver_is_told_and_not_the_logged_returns(offset):
+    from bbopt.rollout.critic import StateValue
+
+    plain, plain_record = _told_in_one_update(0.0)
+    shifted, record = _told_in_one_update(offset)  # the same asks: the first update's actions do not see the offset
+    assert all(torch.equal(a, b) for a, b in zip(shifted["asked"], plain["asked"], strict=True))
+    lengths = torch.zeros(8, dtype=torch.float64)  # each episode is asked once per step until it ends
+    for ids in plain["asked"]:
+        lengths[ids] += 1
+    assert lengths.min() < lengths.max()  # episodes of different lengths: the shift is per step, not per episode
+    torch.testing.assert_close(shifted["losses"].double(), plain["losses"].double() - offset * lengths)
+    for k, ids in enumerate(plain["asked"]):  # each step's cost-to-go: offset times the steps still to come
+        torch.testing.assert_close(shifted["steps"][k].double(),
+                                   plain["steps"][k].double() - offset * (lengths[ids] - k))  # fmt: skip
+    assert record["return_mean"] == plain_record["return_mean"]  # the env's returns are logged
+    # segments against a critic: every step's cost shifted, the episode totals told by N x T steps
+    plain, plain_record = _told_in_one_update(0.0, critic=StateValue(gae_lambda=0.95, seed=1), horizon=8)
+    shifted, record = _told_in_one_update(offset, critic=StateValue(gae_lambda=0.95, seed=1), horizon=8)
+    torch.testing.assert_close(shifted["losses"].double(), plain["losses"].double() - offset * 8)
+    assert not torch.allclose(shifted["steps"][0], plain["steps"][0])
+    assert record["return_mean"] == plain_record["return_mean"]
+
+
+@pytest.mark.parametrize("offset", [float("nan"), float("inf"), "1", True])
+def test_reward_offset_refuses_what_is_not_a_finite_number(offset):
+    from bbopt.rollout.runs import RunConfig
+
+    with pytest.raises(ValueError, match="Invalid reward_offset"):
+        Trainer(FACTORY, make_solver("ovlr"), reward_offset=offset)
+    with pytest.raises(ValueError, match="Invalid reward_offset"):
+        RunConfig(env="Hopper-v5", reward_offset=offset)
+
+
 def test_every_run_config_field_is_a_train_option_and_a_resume_refuses_all_but_env_steps(tmp_path, capsys):
     """The `bbopt train` parser is built from RunConfig's fields: one option each, with the
     field's help, type and choices; a resume refuses every one of them but --env-steps."""

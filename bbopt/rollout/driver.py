@@ -126,6 +126,13 @@ class Trainer:
     imitation: a `bbopt.rollout.imitation.ImitationLoss`: each update also descends its weighted
         imitation loss on a minibatch of demonstrations (the solver's ``autograd_loss``, in the
         same backward and step; its minibatch stream kept in the checkpoint).
+    reward_offset: a constant added to every step's reward in what the solver is told (default
+        0); the logged returns and every evaluation stay the env's. ARS's ``alive_bonus_offset``
+        (Mania et al. 2018), which the RL zoo's ARS rows and EvoTorch's Hopper preset set to
+        cancel the alive bonus of Hopper and Walker2d (-1): a policy that only stands then earns
+        nothing, and falling costs no more than the forward progress it forgoes. It changes the
+        objective wherever episodes end early (a steady reward per step alive is no longer paid),
+        so it is the user's choice per env, never a default.
     horizon: None (default): an update runs whole episodes. T: an update steps each of the N
         env slots T times, whatever episode it is in (PPO's rollouts): an episode that ends
         is followed at once by the next in its slot (seeded from ``(seed, slot, its count)``),
@@ -142,7 +149,7 @@ class Trainer:
                  pool_options: dict | None = None, lr_schedule: str = "constant",
                  credit: str = "episode", critic=None, discount: float = 1.0, imitation=None,
                  horizon: int | None = None, lr_decay_after: int = 0, critic_warmup: int = 0,
-                 lr_kl: float | None = None):  # fmt: skip
+                 lr_kl: float | None = None, reward_offset: float = 0.0):  # fmt: skip
         self.factory = env if isinstance(env, EnvFactory) else EnvFactory(env)
         self.solver = solver
         self.population = getattr(solver, "episodes", None)
@@ -166,6 +173,7 @@ class Trainer:
             raise ValueError(f"Invalid credit: {type(solver).__name__} has no per-step credit (use credit='episode')")
         self.credit, self.discount, self.critic, self.horizon = credit, discount, critic, horizon
         self.critic_warmup = critic_warmup
+        self.reward_offset = check_float(reward_offset, "reward_offset")
         if imitation is not None and not callable(getattr(imitation, "state_dict", None)):
             raise ValueError(f"Invalid imitation: {imitation!r} (expected a bbopt.rollout.imitation.ImitationLoss)")
         self.imitation = imitation
@@ -214,7 +222,7 @@ class Trainer:
             observed.append(inputs)
             result = self._act(inputs, ids)
             returns[ids] += result.rewards
-            rewards.append(np.asarray(result.rewards, dtype=np.float64))
+            rewards.append(np.asarray(result.rewards, dtype=np.float64) + self.reward_offset)
             asked.append(ids)
             lengths[ids] += 1
             observations[ids] = result.observations
@@ -225,7 +233,7 @@ class Trainer:
                                   RuntimeWarning, stacklevel=2)  # fmt: skip
             live[ids[result.done]] = False
             step += 1
-        losses = -returns
+        losses = -(returns + self.reward_offset * lengths)  # what the solver is told; the logged returns are the env's
         if failed.any():
             losses[failed] = losses[~failed].max() if (~failed).any() else 0.0
         step_losses, fit = None, None
@@ -312,7 +320,7 @@ class Trainer:
             observed.append(inputs)
             times[step] = self._episode_times()
             result = self._act(inputs, ids)
-            costs[step], ends[step] = -result.rewards, result.done
+            costs[step], ends[step] = -(result.rewards + self.reward_offset), result.done
             slots["returns"] += result.rewards
             slots["observations"] = result.observations
             for slot, error in enumerate(result.errors):

@@ -169,6 +169,10 @@ class RunConfig:
     critic_warmup: int = _option(0, type=steps_or_zero,
                                  help="with --critic: env steps at the start during which only the critic learns "
                                       "and the policy stays put, e.g. 1e5 (default 0)")  # fmt: skip
+    reward_offset: float = _option(0.0, help="added to every step's reward in what the solver is told, the logged "
+                                             "returns and evaluations left as the env's: ARS's alive_bonus_offset, "
+                                             "e.g. -1 cancels Hopper's and Walker2d's alive bonus (default 0)",
+                                   type=float)  # fmt: skip
     eval_every: int = _option(10, help="updates between noiseless evaluations (default 10; 0: none)", type=count)
     eval_episodes: int = _option(5, help="episodes per evaluation (default 5; 0: none)", type=count)
     checkpoint_every: int = _option(10, help="updates between checkpoints (default 10; 0: only at the end)",
@@ -249,6 +253,7 @@ class RunConfig:
         self.lr_decay_after = check_int(self.lr_decay_after, "lr_decay_after", minimum=0)
         if self.lr_decay_after and self.lr_schedule != "linear":
             raise ValueError("Invalid lr_decay_after: it delays the linear schedule (add --lr-schedule linear)")
+        self.reward_offset = check_float(self.reward_offset, "reward_offset")
         self.hidden = [check_int(width, "hidden width", minimum=1) for width in self.hidden]
         for name in ("eval_every", "eval_episodes", "checkpoint_every", "seed"):
             check_int(getattr(self, name), name, minimum=0)
@@ -297,7 +302,8 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    discount=config.discount, critic_warmup=config.critic_warmup,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
-                   if config.critic == "state_value" else None, horizon=config.horizon or None)  # fmt: skip
+                   if config.critic == "state_value" else None, horizon=config.horizon or None,
+                   reward_offset=config.reward_offset)  # fmt: skip
 
 
 def train_run(config: RunConfig | None, out: Path, *, resume: bool = False, env_steps: int | None = None,
