@@ -47,6 +47,14 @@ def zoo_row(table: dict, env: str) -> dict:
     return dict(table[family])
 
 
+def zoo_settings(method: str, env: str) -> dict:
+    """The zoo's row a peer method takes on ``env`` ({} for ``ppo-default``); a clear error for an
+    env the zoo has no row for."""
+    if method not in METHODS:
+        raise ValueError(f"unknown peer method {method!r}; known: {', '.join(METHODS)}")
+    return zoo_row(ARS_ZOO if method == "ars" else PPO_ZOO, env) if method != "ppo-default" else {}
+
+
 def build(method: str, env: str, seed: int):
     """(model, VecNormalize, settings) for one peer method."""
     import gymnasium as gym
@@ -54,17 +62,14 @@ def build(method: str, env: str, seed: int):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    if method not in METHODS:
-        raise ValueError(f"unknown peer method {method!r}; known: {', '.join(METHODS)}")
+    settings = zoo_settings(method, env)
     venv = DummyVecEnv([lambda: gym.make(env)])
     if method == "ars":
         from sb3_contrib import ARS
 
-        settings = zoo_row(ARS_ZOO, env)
         vec = VecNormalize(venv, norm_obs=True, norm_reward=False)
         model = ARS("LinearPolicy", vec, seed=seed, verbose=0, **settings)
         return model, vec, {**settings, "policy": "linear", "norm_obs": True, "norm_reward": False}
-    settings = zoo_row(PPO_ZOO, env) if method == "ppo" else {}
     # the zoo's `normalize: true`, discounting rewards with the algorithm's gamma as the zoo does
     vec = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=settings.get("gamma", 0.99))
     kwargs = dict(settings)

@@ -112,18 +112,15 @@ def peak_allocated_mib(run: Callable[[], object]) -> float:
 STARTED_AT = git_commit()  # the code a benchmark ran, taken when it starts (the tree may change during a long run)
 
 
+def stamp() -> dict:
+    """What a result records of its making: the code it ran (`STARTED_AT`), the machine and the date."""
+    return {"commit": STARTED_AT, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def write(path: Path, config: dict, rows: list[dict], summary: dict | None = None) -> None:
     """The result JSON, written whole or not at all (`atomic_write`: Ctrl-C or a full disk leaves
     the previous file as it was)."""
-    payload = {
-        "config": config,
-        "commit": STARTED_AT,
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "rows": rows,
-        "summary": summary or {},
-    }
-    write_json(path, payload)
+    write_json(path, {"config": config, **stamp(), "rows": rows, "summary": summary or {}})
     print(f"\nwrote {path}")
 
 

@@ -409,8 +409,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
     rows = []
-    header = {"config": config, "commit": _report.STARTED_AT, "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with _report.kept_rows(args.out, header) as keep:  # each row kept as it finishes: an hours-long run loses none
+    # each row kept as it finishes, under the run's settings: an hours-long run loses none of them
+    with _report.kept_rows(args.out, {"config": config, **_report.stamp()}) as keep:
         for task in args.tasks.split(","):
             rows += run_task(task, args, keep)
     report(rows, config, args.out)

@@ -71,15 +71,42 @@ METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *_locomotion_peers.METHODS)  # fmt: skip
 
 
+def bbopt_settings(method: str, env: str, population: int | None = None) -> dict:
+    """The `RunConfig` options of a bbopt method on ``env``: its variant's (some depend on the env)
+    and ``--population``."""
+    settings = VARIANTS.get(method.partition("-")[2], {})
+    return (settings(env) if callable(settings) else settings) | ({"population": population} if population else {})
+
+
+def check_runs(envs: list[str], methods: list[str]) -> None:
+    """Every (env, method) run looked at before any starts: an unknown env id, or an env a method
+    has no settings for (the peers' zoo rows, the offset variant's), is refused here, not hours in
+    when its run comes up (ValueError naming the run)."""
+    import gymnasium as gym
+
+    from bbopt.plugins import load_problems
+
+    load_problems()
+    for env in envs:
+        if env not in gym.registry:
+            raise ValueError(f"{env!r} is not a registered Gymnasium id (e.g. Hopper-v5)")
+        for method in methods:
+            try:
+                if method in _locomotion_peers.METHODS:
+                    _locomotion_peers.zoo_settings(method, env)
+                elif method != "pgpe":
+                    bbopt_settings(method, env)
+            except ValueError as error:
+                raise ValueError(f"{method} on {env}: {error}") from None
+
+
 def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int,
               milestones: tuple[int, ...] = ()) -> dict:  # fmt: skip
     from bbopt.rollout.runs import RunConfig, make_trainer
 
-    solver, _, variant = method.partition("-")
-    settings = VARIANTS.get(variant, {})
-    settings = (settings(env) if callable(settings) else settings) | ({"population": population} if population else {})
+    solver = method.partition("-")[0]
     config = RunConfig(env=env, solver=solver, env_steps=budget, eval_every=0, pool="serial", checkpoint_every=0,
-                       seed=seed, **settings)  # fmt: skip
+                       seed=seed, **bbopt_settings(method, env, population))  # fmt: skip
     curve, clock, reached = [], _report.TrainingClock(), {}
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
@@ -294,6 +321,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         unknown = [method for method in methods if method not in METHODS]
         if unknown:
             parser.error(f"unknown methods {unknown} (expected some of {', '.join(METHODS)})")
+        try:
+            check_runs(envs, methods)
+        except ValueError as error:
+            parser.error(str(error))
         rows = run_all(envs, methods, [int(s) for s in args.seeds.split(",")], args, eval_every)
         config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
                   "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs, "milestones": args.milestones,

@@ -1,6 +1,7 @@
 """The benchmarks run end to end at tiny sizes and write their JSON (figures come from the full runs)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -214,6 +215,22 @@ def test_mujoco_benchmark_smoke(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{not json\n{}\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl: not a benchmark JSON"):
         locomotion.main(["--rows", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bad.json")])
+
+
+@pytest.mark.parametrize(("envs", "methods", "message"), [
+    ("Ant-v5", "ovlr-offset", r"ovlr-offset on Ant-v5: no RL-zoo hyper-parameters for 'Ant-v5'"),
+    ("Hopper-v5,Ant-v5", "ovlr,ars", r"ars on Ant-v5: no RL-zoo hyper-parameters"),
+    ("Hopper-v5,Ant-v5", "ppo-default,ppo", r"ppo on Ant-v5: no RL-zoo hyper-parameters"),
+    ("Hoper-v5", "ovlr", r"'Hoper-v5' is not a registered Gymnasium id"),
+])  # fmt: skip
+def test_locomotion_refuses_a_run_it_cannot_make_before_any_runs(tmp_path, capsys, envs, methods, message):
+    from benchmarks import locomotion
+
+    out = tmp_path / "never.json"
+    with pytest.raises(SystemExit):
+        locomotion.main(["--budget", "1000", "--envs", envs, "--methods", methods, "--out", str(out)])
+    assert re.search(message, capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []  # refused before the kept-rows file or any run
 
 
 def test_return_at_cpu_is_the_last_policy_evaluated_by_then():
