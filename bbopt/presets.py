@@ -114,8 +114,8 @@ class Preset:
         options = dict(self.options) | extra
         if self.noise is not None:
             options["noise"] = self.noise(sigma)
-        else:
-            options["sigma"] = sigma
+        else:  # a sigma in extra (a rule, e.g. bbopt.sigma.Linear) over the preset's
+            options.setdefault("sigma", sigma)
         if episodes is not None:
             options["episodes"] = episodes
         else:

@@ -15,7 +15,8 @@ built from the solver's weights on the samples:
 
 The rules:
 
-* `Fixed` ignores it; `Scheduled` follows ``schedule(step)``;
+* `Fixed` ignores it; `Scheduled` follows ``schedule(step)``, `Linear` a straight line from one
+  sigma to another over a number of updates;
 * `Learned` descends the (natural) log-sigma gradient with a ``torch.optim`` optimizer (Adam by
   default), kept inside ``[floor, ceiling]``;
 * `CSA`, cumulative step-size adaptation (Hansen & Ostermeier 2001; Hansen, "The CMA Evolution
@@ -36,7 +37,7 @@ from torch import nn
 
 from bbopt.checks import check_float
 
-__all__ = ["CSA", "Feedback", "Fixed", "Learned", "Scheduled", "SigmaRule", "as_sigma_rule", "cma_mu_eff"]
+__all__ = ["CSA", "Feedback", "Fixed", "Learned", "Linear", "Scheduled", "SigmaRule", "as_sigma_rule", "cma_mu_eff"]
 
 SigmaValue = float | Sequence[float] | torch.Tensor
 
@@ -156,6 +157,27 @@ class Scheduled(SigmaRule):
 
     def extra_repr(self) -> str:
         return f"schedule={self.schedule!r}"
+
+
+class Linear(Scheduled):
+    """``sigma`` from ``start`` to ``end`` in equal steps over the first ``updates`` updates, then
+    ``end``: wide exploration first, narrower later. A `Scheduled` rule made of plain numbers,
+    so a run's settings can name it (``bbopt train --sigma-final``); its position is the step
+    counter, saved with the solver's state, so a resumed run goes on where it stopped."""
+
+    def __init__(self, start: float, end: float, updates: int):
+        self.start = check_float(start, "start", above=0.0)
+        self.end = check_float(end, "end", above=0.0)
+        if isinstance(updates, bool) or not isinstance(updates, int) or updates < 1:
+            raise ValueError(f"Invalid updates: {updates!r} (expected an integer >= 1)")
+        self.updates = updates
+        super().__init__(self._at)
+
+    def _at(self, step: int) -> float:
+        return self.start + (self.end - self.start) * min(step / self.updates, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"start={self.start}, end={self.end}, updates={self.updates}"
 
 
 class Learned(SigmaRule):

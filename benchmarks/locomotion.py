@@ -65,6 +65,8 @@ VARIANTS = {
     # the defaults with the reward offset the peers get on this env (the RL zoo's ARS row: -1 on Hopper and
     # Walker2d, 0 on HalfCheetah; EvoTorch's preset likewise): ARS's alive-bonus cancellation, in training only
     "offset": lambda env: {"reward_offset": _peers_offset(env)},
+    # the defaults with a wide start: sigma 0.6 falling to the defaults' 0.3 over the first 200k env steps
+    "anneal": {"sigma": 0.6, "sigma_final": 0.3, "sigma_decay": 200_000},
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
@@ -132,7 +134,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "credit": config.credit, "critic": config.critic, "discount": config.discount,
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,
-            "horizon": config.horizon, "reward_offset": config.reward_offset}}  # fmt: skip
+            "horizon": config.horizon, "reward_offset": config.reward_offset, "sigma_final": config.sigma_final,
+            "sigma_decay": config.sigma_decay}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

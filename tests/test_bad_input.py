@@ -107,6 +107,10 @@ CASES = {
         r"Invalid ceiling: 0.5 \(expected a float > 1.0\)",
     ),
     "schedule not callable": (lambda: bbopt.sigma.Scheduled(0.1), ValueError, r"Invalid schedule: 0.1"),
+    "linear start": (lambda: bbopt.sigma.Linear(0.0, 0.1, 10), ValueError, r"Invalid start: 0.0"),
+    "linear end": (lambda: bbopt.sigma.Linear(0.5, float("inf"), 10), ValueError, r"Invalid end: inf"),
+    "linear updates": (lambda: bbopt.sigma.Linear(0.5, 0.1, 0), ValueError, r"Invalid updates: 0"),
+    "linear updates bool": (lambda: bbopt.sigma.Linear(0.5, 0.1, True), ValueError, r"Invalid updates: True"),
     "noise unknown": (
         construct(noise="cauchy"),
         ValueError,

@@ -423,12 +423,14 @@ def test_more_minibatches_than_recorded_steps_take_one_step_per_step():
     torch.testing.assert_close(sum(steps[1:]) / records, steps[0])
 
 
-def test_a_scheduled_sigma_steps_once_per_tell_and_its_reuse_passes_see_the_behaviour_sigma():
+@pytest.mark.parametrize("rule", [lambda: bbopt.sigma.Scheduled(lambda t: 0.5 * 0.5**t),
+                                  lambda: bbopt.sigma.Linear(0.5, 0.25, 1)])  # fmt: skip
+def test_a_scheduled_sigma_steps_once_per_tell_and_its_reuse_passes_see_the_behaviour_sigma(rule):
     """A schedule is a sigma that does not learn, so reuse accepts it: every pass of one tell must
     use the sigma the actions were drawn with, and the schedule advance once, after the passes.
     The parameters then equal a fixed sigma's run; only the next population's sigma differs."""
     results = []
-    for sigma in (0.5, bbopt.sigma.Scheduled(lambda t: 0.5 * 0.5**t)):
+    for sigma in (0.5, rule()):
         policy = MLP(1, 2, hidden=(4,), seed=1)
         solver = bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=1.0), sigma=sigma, episodes=8, seed=0,
                             reuse=3)  # fmt: skip

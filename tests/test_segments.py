@@ -10,7 +10,7 @@ import torch
 
 from bbopt.rollout import EnvFactory, Trainer, load_checkpoint, save_checkpoint
 from bbopt.rollout.critic import StateValue
-from bbopt.rollout.runs import RunConfig
+from bbopt.rollout.runs import RunConfig, make_trainer, sigma_updates
 from bbopt.rollout.segments import segment_credit
 from tests.test_rollout import FACTORY, flat, make_solver, straight_and_resumed
 from tests.toy_envs import point_mass
@@ -245,3 +245,50 @@ def test_a_checkpoint_whose_episodes_in_flight_do_not_fit_is_refused_before_anyt
             assert fresh.updates == 0 and torch.equal(flat(fresh.solver.policy), before)
     with segment_trainer() as fresh, pytest.raises(ValueError, match="unreadable"):
         fresh.load_state_dict(state | {"slots": {k: v for k, v in state["slots"].items() if k != "seeds"}})
+
+
+def test_a_falling_sigma_follows_the_run_config_and_resumes_bit_for_bit(tmp_path):
+    """``--sigma-final``: sigma falls in equal steps from ``--sigma`` over the run's updates (or
+    ``--sigma-decay`` env steps, warm-up excluded), one step per update, then stays; a run
+    interrupted mid-way resumes on the same line, bit for bit."""
+    import dataclasses
+
+    config = RunConfig(env="Pendulum-v1", population=4, horizon=32, env_steps=1024, sigma=0.6, sigma_final=0.2,
+                       hidden=[8], eval_every=0, checkpoint_every=1, pool="serial", threads=1)  # fmt: skip
+    assert sigma_updates(config) == 8  # 1,024 steps in updates of 4 x 32
+    assert sigma_updates(dataclasses.replace(config, sigma_decay=300)) == 3
+    assert sigma_updates(dataclasses.replace(config, critic_warmup=256)) == 6
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with make_trainer(config, tmp_path / "a") as straight:
+        straight.train(env_steps=1024, progress=False)
+    assert [r["sigma"] for r in straight.history] == pytest.approx([0.6 - 0.05 * k for k in range(1, 9)])
+
+    def stop_after_three(record):
+        if record["update"] == 3:
+            raise KeyboardInterrupt
+
+    with make_trainer(config, tmp_path / "b") as first, pytest.raises(KeyboardInterrupt):
+        first.train(env_steps=1024, progress=False, callback=stop_after_three)
+    with make_trainer(config, tmp_path / "b") as resumed:
+        resumed.resume(tmp_path / "b" / "checkpoint.pt")
+        assert resumed.solver.noise.mean_sigma() == pytest.approx(0.45)
+        resumed.train(env_steps=1024, progress=False)
+        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+        assert [r["sigma"] for r in resumed.history] == [r["sigma"] for r in straight.history]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"sigma_final": 0.1, "horizon": 0}, r"Invalid sigma_final: the schedule counts updates of a fixed number"),
+        ({"sigma_final": 0.1, "solver": "cem"}, r"Invalid sigma_final: the schedule counts updates"),
+        ({"sigma_final": 0.0}, r"Invalid sigma_final: 0.0"),
+        ({"sigma_final": float("nan")}, r"Invalid sigma_final: nan"),
+        ({"sigma_decay": 1000}, r"Invalid sigma_decay: it is the length of the --sigma-final schedule"),
+        ({"sigma_final": 0.1, "sigma_decay": -1}, r"Invalid sigma_decay: -1"),
+    ],
+)
+def test_run_config_refuses_a_sigma_schedule_it_cannot_follow(options, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(env="Pendulum-v1", **options)

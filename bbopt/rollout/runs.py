@@ -19,6 +19,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,7 @@ from bbopt.rollout.pools import STEP_TIMEOUT
 from bbopt.rollout.video import write_video
 from bbopt.schedules import LR_SCHEDULES
 from bbopt.seeding import TEST_EPISODES, derive
+from bbopt.sigma import Linear
 from bbopt.tracking import tensorboard_or_none
 
 __all__ = [
@@ -125,6 +127,12 @@ class RunConfig:
                                   "run's own)")  # fmt: skip
     sigma: float | None = _option(help="noise scale (default per solver)", type=float)  # None: the preset's
     lr: float | None = _option(help="Adam's step (default per solver)", type=float)
+    sigma_final: float | None = _option(help="sigma falls in equal steps from --sigma to this over --sigma-decay env "
+                                             "steps, then stays (segments only: --horizon; default: no schedule)",
+                                        type=float)  # fmt: skip
+    sigma_decay: int = _option(0, type=steps_or_zero,
+                               help="with --sigma-final: env steps over which sigma falls, e.g. 2e5 (default 0: the "
+                                    "whole run after any --critic-warmup)")  # fmt: skip
     hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=_meta(
         "hidden widths (default 64,64; '' for a linear policy)", widths))  # fmt: skip
     pool: str = _option("auto", help="env pool: auto (default): worker processes on 2+ CPUs, else serial",
@@ -239,6 +247,15 @@ class RunConfig:
         if self.critic_warmup >= self.env_steps:
             raise ValueError(f"Invalid critic_warmup: {self.critic_warmup} env steps of warm-up in a run of "
                              f"{self.env_steps} would never move the policy")  # fmt: skip
+        if self.sigma_final is not None:
+            self.sigma_final = check_float(self.sigma_final, "sigma_final", above=0.0)
+            if not self.horizon:
+                raise ValueError("Invalid sigma_final: the schedule counts updates of a fixed number of env "
+                                 "steps, which segments of running episodes make (--horizon, with --critic "
+                                 "state_value)")  # fmt: skip
+        self.sigma_decay = check_int(self.sigma_decay, "sigma_decay", minimum=0)
+        if self.sigma_decay and self.sigma_final is None:
+            raise ValueError("Invalid sigma_decay: it is the length of the --sigma-final schedule (add --sigma-final)")
         if self.lr_schedule is None:  # the adaptive step needs the KL the reuse passes measure
             self.lr_schedule = recipe["lr_schedule"] if self.reuse > 1 else "constant"
         if self.lr_schedule not in LR_SCHEDULES:
@@ -282,7 +299,18 @@ def build_solver(config: RunConfig, env: gym.Env):
     extra |= {"reuse": config.reuse, "clip": config.clip} if config.reuse > 1 else {}
     extra |= {"minibatches": config.minibatches} if config.minibatches > 1 else {}
     extra |= {"target_kl": config.target_kl} if config.target_kl else {}
+    if config.sigma_final is not None:
+        extra["sigma"] = Linear(config.sigma, config.sigma_final, sigma_updates(config))
     return preset.build(config.solver, policy, episodes=config.population, seed=config.seed, **extra)
+
+
+def sigma_updates(config: RunConfig) -> int:
+    """The updates over which ``--sigma-final``'s schedule falls: ``--sigma-decay`` env steps (0:
+    the run's, less its critic warm-up, whose updates leave sigma as it is) in updates of
+    ``population x horizon`` steps. A resume to a new ``--env-steps`` stretches a whole-run
+    schedule over the new total from the update it had reached."""
+    steps = config.sigma_decay or config.env_steps - config.critic_warmup
+    return max(1, math.ceil(steps / (config.population * config.horizon)))
 
 
 def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = STEP_TIMEOUT) -> Trainer:
