@@ -263,6 +263,12 @@ def test_a_falling_sigma_follows_the_run_config_and_resumes_bit_for_bit(tmp_path
     with make_trainer(config, tmp_path / "a") as straight:
         straight.train(env_steps=1024, progress=False)
     assert [r["sigma"] for r in straight.history] == pytest.approx([0.6 - 0.05 * k for k in range(1, 9)])
+    warm = dataclasses.replace(config, critic_warmup=256)  # two updates that fit only the critic
+    (tmp_path / "w").mkdir()
+    with make_trainer(warm, tmp_path / "w") as trainer:
+        trainer.train(env_steps=1024, progress=False)
+    assert [r.get("critic_warmup", False) for r in trainer.history] == [True, True] + [False] * 6
+    assert [r["sigma"] for r in trainer.history] == pytest.approx([0.6, 0.6] + [0.6 - 0.4 / 6 * k for k in range(1, 7)])
 
     def stop_after_three(record):
         if record["update"] == 3:

@@ -131,8 +131,8 @@ class RunConfig:
                                              "steps, then stays (segments only: --horizon; default: no schedule)",
                                         type=float)  # fmt: skip
     sigma_decay: int = _option(0, type=steps_or_zero,
-                               help="with --sigma-final: env steps over which sigma falls, e.g. 2e5 (default 0: the "
-                                    "whole run after any --critic-warmup)")  # fmt: skip
+                               help="with --sigma-final: env steps over which sigma falls, counted after any "
+                                    "--critic-warmup, e.g. 2e5 (default 0: the whole run)")  # fmt: skip
     hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=_meta(
         "hidden widths (default 64,64; '' for a linear policy)", widths))  # fmt: skip
     pool: str = _option("auto", help="env pool: auto (default): worker processes on 2+ CPUs, else serial",
@@ -306,9 +306,9 @@ def build_solver(config: RunConfig, env: gym.Env):
 
 def sigma_updates(config: RunConfig) -> int:
     """The updates over which ``--sigma-final``'s schedule falls: ``--sigma-decay`` env steps (0:
-    the run's, less its critic warm-up, whose updates leave sigma as it is) in updates of
-    ``population x horizon`` steps. A resume to a new ``--env-steps`` stretches a whole-run
-    schedule over the new total from the update it had reached."""
+    the run's, less its critic warm-up) in updates of ``population x horizon`` steps; the
+    warm-up's updates leave sigma as it is. A resume to a new ``--env-steps`` stretches a
+    whole-run schedule over the new total from the update it had reached."""
     steps = config.sigma_decay or config.env_steps - config.critic_warmup
     return max(1, math.ceil(steps / (config.population * config.horizon)))
 
