@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bbopt.checks import check_float
+from bbopt.checks import check_float, check_int
 
 __all__ = ["CSA", "Feedback", "Fixed", "Learned", "Linear", "Scheduled", "SigmaRule", "as_sigma_rule", "cma_mu_eff"]
 
@@ -168,9 +168,7 @@ class Linear(Scheduled):
     def __init__(self, start: float, end: float, updates: int):
         self.start = check_float(start, "start", above=0.0)
         self.end = check_float(end, "end", above=0.0)
-        if isinstance(updates, bool) or not isinstance(updates, int) or updates < 1:
-            raise ValueError(f"Invalid updates: {updates!r} (expected an integer >= 1)")
-        self.updates = updates
+        self.updates = check_int(updates, "updates", minimum=1)
         super().__init__(self._at)
 
     def _at(self, step: int) -> float:
