@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EpisodeRecord", "Step", "ar1_score"]
+__all__ = ["AR1Sequences", "EpisodeRecord", "Step", "ar1_score"]
 
 
 @dataclass
@@ -126,15 +126,61 @@ def ar1_score(noise: torch.Tensor, episode_of_record: torch.Tensor, correlation:
     before step t are uncorrelated with this score (they depend on earlier noise only through
     the sequence, and the score of step t has zero covariance with every function of the steps
     before it), so per-step credit stays unbiased."""
-    count = len(episode_of_record)
-    order = torch.sort(episode_of_record.cpu() * count + torch.arange(count)).indices  # by episode, then time
-    same = episode_of_record.cpu()[order[1:]] == episode_of_record.cpu()[order[:-1]]
-    previous = torch.full((count,), -1, dtype=torch.int64)
-    following = torch.full((count,), -1, dtype=torch.int64)
-    previous[order[1:][same]] = order[:-1][same]
-    following[order[:-1][same]] = order[1:][same]
-    has_previous, has_following = (previous >= 0).to(noise.device)[:, None], (following >= 0).to(noise.device)[:, None]
-    before, after = noise[previous.clamp_min(0).to(noise.device)], noise[following.clamp_min(0).to(noise.device)]
-    rest = 1.0 - correlation**2
-    own = torch.where(has_previous, (noise - correlation * before) / rest, noise)
-    return own - torch.where(has_following, correlation * (after - correlation * noise) / rest, 0.0)
+    return AR1Sequences(episode_of_record, correlation).score(noise)
+
+
+class AR1Sequences:
+    """Where each record sits in its episode's AR(1) sequence, and the sequence's densities.
+
+    The density of an episode's noise factors over its steps into ``N(eta_t; 0, I)``, the
+    innovations ``eta_t = (eps_t - phi eps_{t-1}) / sqrt(1 - phi^2)`` (``eta_0 = eps_0``). Factor
+    t is the density of step t's action given the episode so far, the conditional that per-step
+    credit and the likelihood ratios of sample reuse act on (`factor_score`).
+
+    Records of one episode are in time order in the ``[R, width]`` tensors given to the methods."""
+
+    def __init__(self, episode_of_record: torch.Tensor, correlation: float):
+        episodes = episode_of_record.cpu()
+        count = len(episodes)
+        order = torch.sort(episodes * count + torch.arange(count)).indices  # by episode, then time
+        same = episodes[order[1:]] == episodes[order[:-1]]
+        previous = torch.full((count,), -1, dtype=torch.int64)
+        following = torch.full((count,), -1, dtype=torch.int64)
+        previous[order[1:][same]] = order[:-1][same]
+        following[order[:-1][same]] = order[1:][same]
+        self.previous, self.following = previous, following
+        self.correlation = correlation
+        self.rest = 1.0 - correlation**2
+
+    def _neighbour(self, values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``values`` of each record's neighbour (0 where there is none) and where there is one, ``[R, 1]``."""
+        exists = (index >= 0).to(values.device)[:, None]
+        return torch.where(exists, values[index.clamp_min(0).to(values.device)], 0.0), exists
+
+    def score(self, noise: torch.Tensor) -> torch.Tensor:
+        """The whole sequence's score, as `ar1_score`."""
+        phi = self.correlation
+        before, has_previous = self._neighbour(noise, self.previous)
+        after, has_following = self._neighbour(noise, self.following)
+        own = torch.where(has_previous, (noise - phi * before) / self.rest, noise)
+        return own - torch.where(has_following, phi * (after - phi * noise) / self.rest, 0.0)
+
+    def innovations(self, noise: torch.Tensor) -> torch.Tensor:
+        """``eta[R, width]``: each record's innovation, standard normal and independent of the
+        episode's earlier steps (linear in ``noise``)."""
+        before, has_previous = self._neighbour(noise, self.previous)
+        return torch.where(has_previous, (noise - self.correlation * before) / math.sqrt(self.rest), noise)
+
+    def factor_score(self, innovations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_t w_t d log p_t / d eps``, ``[R, width]``, of the factors ``p_t = N(eta_t; 0, I)``
+        weighted ``w[R]`` each: factor t acts on ``eps_t`` (``eta_t / sqrt(1 - phi^2)``, ``eta_0``
+        at the first step) and on ``eps_{t-1}`` (``-phi eta_t / sqrt(1 - phi^2)``). With one weight
+        per episode it is that weight times `score`; with per-step weights each step's cost-to-go
+        credits its own factor only, the conditional density of its action (PPO's per-step
+        credit). Unbiased either way: factor t's score has zero mean given the episode before step
+        t, so costs before t, and any baseline of the state at t, add nothing in expectation."""
+        weighted = weights.to(innovations)[:, None] * innovations
+        _, has_previous = self._neighbour(innovations, self.previous)
+        own = torch.where(has_previous, weighted / math.sqrt(self.rest), weighted)
+        after, has_following = self._neighbour(weighted, self.following)
+        return own - torch.where(has_following, self.correlation * after / math.sqrt(self.rest), 0.0)

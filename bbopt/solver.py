@@ -45,7 +45,7 @@ from torch import nn
 from bbopt.allocation import Allocation, Pilot
 from bbopt.checks import check_bool, check_choice, check_float, check_int
 from bbopt.distributed import shard_of
-from bbopt.episodes import EpisodeRecord, ar1_score
+from bbopt.episodes import AR1Sequences, EpisodeRecord
 from bbopt.noise import Noise, NoiseModel, Scaled
 from bbopt.noise.model import odd_weights
 from bbopt.sigma import SigmaRule, SigmaValue
@@ -144,8 +144,10 @@ class Solver:
             AR(1) sequence over its steps, ``eps_t = phi eps_{t-1} + sqrt(1 - phi^2) xi_t``
             (stationary: every ``eps_t`` is still N(0, I); antithetic partners stay negations).
             The gradient signal then uses the sequence's score, the precision matrix times the
-            noise (`bbopt.episodes.ar1_score`), so the estimate stays unbiased, per-step credit
-            included. Gaussian noise with a fixed step size only. Default 0: independent steps.
+            noise (`bbopt.episodes.ar1_score`); with per-step credit (or ``reuse``) each step's
+            cost-to-go weights the score of its own factor, the density of its action given the
+            episode's earlier ones (`bbopt.episodes.AR1Sequences.factor_score`). Unbiased either
+            way. Gaussian noise with a fixed or scheduled step size only. Default 0: independent steps.
         reuse: episode mode only: optimizer steps per tell on the same recorded steps (sample
             reuse). The first is the plain estimate; each further pass re-runs the policy on the
             recorded observations and weights every recorded action by the likelihood ratio
@@ -154,7 +156,10 @@ class Solver:
             1 + clip]`` in the direction its weight pushes gets no gradient). Per-step ratios
             make the later passes biased (PPO's approximation); they extract more from each
             population. Gaussian noise, a sigma that does not learn (fixed, or `bbopt.sigma.Scheduled`:
-            it advances once per tell, after the passes), no correlation. Default 1: no reuse.
+            it advances once per tell, after the passes). With ``correlation`` the ratio, the clip
+            and the KL are those of each step's AR(1) factor (the density given the episode's
+            earlier steps: the same formulas in the innovations), the likelihood-ratio signal only
+            (not ``natural``) and no ``minibatches``. Default 1: no reuse.
         clip: the ratio clip of ``reuse`` (default 0.2).
         minibatches: with ``reuse``: each later pass takes this many optimizer steps, one per
             part of a random split of the recorded steps (drawn from the solver's generator),
@@ -165,9 +170,10 @@ class Solver:
         target_kl: with ``reuse``: stop a population's later passes once the mean KL divergence of
             the current policy's action density from the behaviour density over the recorded
             steps, ``mean_t |mu_new(s_t) - mu_old(s_t)|^2 / (2 sigma^2)`` (exact for Gaussian
-            noise at one sigma), exceeds it, checked before each later step (PPO implementations'
-            early stop). The passes then adapt to how far each population moves the policy.
-            Default None: always ``reuse`` passes.
+            noise at one sigma; under AR(1) noise the factors', the same in the innovations),
+            exceeds it, checked before each later step (PPO implementations' early stop). The
+            passes then adapt to how far each population moves the policy. Default None: always
+            ``reuse`` passes.
     """
 
     natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
@@ -256,7 +262,7 @@ class Solver:
         if self.minibatches > 1 and self.reuse == 1:
             raise ValueError("Invalid minibatches: they split the passes of reuse (add reuse=2 or more)")
         if self.reuse > 1:
-            _check_reuse(self.noise, episodes, self.correlation)
+            _check_reuse(self.noise, episodes, self.correlation, natural=natural, minibatches=self.minibatches)
         self.target_kl = None if target_kl is None else check_float(target_kl, "target_kl", above=0.0)
         if self.target_kl is not None and self.reuse == 1:
             raise ValueError("Invalid target_kl: it stops the later passes of reuse (add reuse=2 or more)")
@@ -577,14 +583,14 @@ class Solver:
             record_weights = None if step_losses is None else self._step_weights(step_losses)
             episode_of_record = record.episode_of_record().to(self.device)
             inputs, noise = record.inputs(), record.noise()
-            if self.correlation and not self.natural:  # the score of each episode's whole sequence
-                noise = ar1_score(noise, record.episode_of_record(), self.correlation)
             with torch.enable_grad():
                 mu = self.policy(inputs)  # one batched forward
             if self.reuse > 1 and record_weights is None:  # the per-record weights, for the later passes
                 record_weights = self._group_weights(losses, counts)[0, episode_of_record.cpu()]
-            stats = self._update(mu=mu, losses=losses, counts=counts, noise=noise,
-                                 episode_of_record=episode_of_record, record_weights=record_weights,
+            sequences = AR1Sequences(episode_of_record, self.correlation) if self.correlation else None
+            signal, signal_weights = self._ar1_signal(sequences, noise, record_weights)
+            stats = self._update(mu=mu, losses=losses, counts=counts, noise=signal,
+                                 episode_of_record=episode_of_record, record_weights=signal_weights,
                                  autograd_loss=autograd_loss, noise_step=self.reuse == 1)  # fmt: skip
         except ValueError:
             self._refused = True  # the record is kept: tell corrected losses, or ask to start over
@@ -592,7 +598,8 @@ class Solver:
         for passes in range(1, self.reuse):  # the first step stands whatever a later pass meets
             try:
                 active, stats["reuse_kl"] = self._reuse_epoch(inputs, mu.detach(), noise, losses, counts,
-                                                              episode_of_record, record_weights)  # fmt: skip
+                                                              episode_of_record, record_weights,
+                                                              sequences)  # fmt: skip
             except ValueError as error:  # an overflowing ratio-weighted gradient: stop reusing this population
                 warnings.warn(f"reuse stopped after {passes} of {self.reuse} passes on this population: {error}",
                               RuntimeWarning, stacklevel=2)  # fmt: skip
@@ -610,15 +617,32 @@ class Solver:
         self.evaluations += self.episodes
         return stats
 
+    def _ar1_signal(self, sequences: AR1Sequences | None, noise: torch.Tensor,
+                    record_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """What `_update` is given for the recorded ``noise`` and per-record weights (None: the
+        episode's weight on each): as they are for independent steps and for the natural signal
+        (the covariance times the score is the noise itself); under AR(1) noise the score of each
+        episode's whole sequence, or with ``reuse`` the weighted score of each step's factor
+        (`AR1Sequences.factor_score`) with unit weights, the estimate the later passes' ratios
+        reweight. Both are unbiased; without reuse the sequence's score is kept, the lower
+        variance on the tests' toy (600 draws at phi 0.8: 20-25% below the factors')."""
+        if sequences is None or self.natural:
+            return noise, record_weights
+        if self.reuse == 1:
+            return sequences.score(noise), record_weights
+        score = sequences.factor_score(sequences.innovations(noise), record_weights)
+        return score, torch.ones_like(record_weights)
+
     def _reuse_epoch(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record,
-                     record_weights) -> tuple[float | None, float]:  # fmt: skip
+                     record_weights, sequences=None) -> tuple[float | None, float]:  # fmt: skip
         """One later pass of ``reuse``: a step on all recorded steps, or with ``minibatches`` one
         step per part of a random split, each part's weights scaled up to the whole batch's.
         Returns the share of records active in the pass, or None where a part found the policy past
         ``target_kl`` (the parts before it took their steps; the rest of the population's passes
         stop), and the mean KL the last part measured."""
         if self.minibatches == 1:
-            return self._reuse_pass(inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights)
+            return self._reuse_pass(inputs, behaviour_mu, noise, losses, counts, episode_of_record, record_weights,
+                                    sequences)  # fmt: skip
         order = torch.randperm(len(record_weights), generator=self.generator, device=self.generator.device)
         parts = order.tensor_split(min(self.minibatches, len(order)))  # no empty part when records are few
         active = 0.0
@@ -632,29 +656,39 @@ class Solver:
         return active / len(record_weights), divergence
 
     def _reuse_pass(self, inputs, behaviour_mu, noise, losses, counts, episode_of_record,
-                    record_weights) -> tuple[float | None, float]:  # fmt: skip
+                    record_weights, sequences=None) -> tuple[float | None, float]:  # fmt: skip
         """One more optimizer step on the recorded steps (``reuse``): the actions ``a = mu_old + sigma
         eps`` seen from the current policy, ``eps' = (a - mu_new) / sigma``, each weighted by its
         clipped likelihood ratio ``r = exp((|eps|^2 - |eps'|^2) / 2)``. Returns the share of
         records still active (inside the clip, or outside it against their weight's push), or None
         without a step where the mean KL from the behaviour density, ``|eps' - eps|^2 / 2``, is past
-        ``target_kl``; and that KL."""
+        ``target_kl``; and that KL.
+
+        Under AR(1) noise (``sequences``) each step's density is its factor, the action given the
+        episode's earlier ones: the ratio, the KL and the clip are the factors', ``eps`` replaced
+        by the innovations ``eta``, and the step is the clipped factors' weighted score."""
         with torch.enable_grad():
             mu = self.policy(inputs)
         sigma = self.noise.scale(mu)
         moved = (behaviour_mu - mu.detach()) / sigma
-        divergence = float(0.5 * moved.square().sum(dim=1).mean())
+        shifted = noise + moved  # eps' of the same actions
+        before, after, change = noise, shifted, moved
+        if sequences is not None:  # the innovations are linear in the noise
+            before, after, change = (sequences.innovations(values) for values in (noise, shifted, moved))
+        divergence = float(0.5 * change.square().sum(dim=1).mean())
         if self.target_kl is not None and divergence > self.target_kl:
             return None, divergence
-        shifted = noise + moved  # eps' of the same actions
-        ratio = torch.exp(0.5 * (noise.square().sum(dim=1) - shifted.square().sum(dim=1))).to(torch.float64).cpu()
+        ratio = torch.exp(0.5 * (before.square().sum(dim=1) - after.square().sum(dim=1))).to(torch.float64).cpu()
         weights = record_weights.to(torch.float64).cpu()
         # PPO's clip in cost terms (w > 0: a bad step, the update lowers its ratio): the gradient of
         # max(r w, clip(r) w) is r w where the clipped term is not the larger, else 0
         active = torch.where(weights > 0, ratio > 1 - self.clip, ratio < 1 + self.clip)
-        self._update(mu=mu, losses=losses, counts=counts, noise=shifted, episode_of_record=episode_of_record,
-                     record_weights=torch.where(active, ratio * weights, 0.0), counted=False,
-                     noise_step=False)  # fmt: skip
+        used = torch.where(active, ratio * weights, 0.0)
+        signal, signal_weights = shifted, used
+        if sequences is not None:
+            signal, signal_weights = sequences.factor_score(after, used), torch.ones_like(used)
+        self._update(mu=mu, losses=losses, counts=counts, noise=signal, episode_of_record=episode_of_record,
+                     record_weights=signal_weights, counted=False, noise_step=False)  # fmt: skip
         return float(active.to(torch.float64).mean()), divergence
 
     def _step_weights(self, step_losses) -> torch.Tensor:
@@ -882,16 +916,24 @@ def _check_correlation(noise: NoiseModel, episodes: int | None) -> None:
         )
 
 
-def _check_reuse(noise: NoiseModel, episodes: int | None, correlation: float) -> None:
-    """Sample reuse needs episodes and the per-step Gaussian density of the default model with a
-    sigma that does not learn (fixed or scheduled: constant within each tell)."""
+def _check_reuse(noise: NoiseModel, episodes: int | None, correlation: float, *, natural: bool,
+                 minibatches: int) -> None:  # fmt: skip
+    """Sample reuse needs episodes and the Gaussian density of the default model with a sigma that
+    does not learn (fixed or scheduled: constant within each tell); under AR(1) noise the
+    likelihood-ratio signal (the factors' ratios and scores) on all records at once (a factor
+    reads its step's predecessor)."""
     if episodes is None:
         raise ValueError("Invalid reuse: reusing recorded steps is for episode mode (episodes=N)")
-    if noise.family.name != "gaussian" or type(noise) is not Scaled or noise.learns or correlation:
+    if noise.family.name != "gaussian" or type(noise) is not Scaled or noise.learns:
         raise ValueError(
-            "Invalid reuse: the likelihood ratios need the default model with Gaussian noise, a fixed or scheduled "
-            f"sigma and independent steps (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns}, "
-            f"correlation={correlation})"
+            "Invalid reuse: the likelihood ratios need the default model with Gaussian noise and a fixed or "
+            f"scheduled sigma (got {type(noise).__name__}, {noise.family.name}, learns={noise.learns})"
+        )
+    if correlation and (natural or minibatches > 1):
+        raise ValueError(
+            "Invalid reuse: under AR(1) noise (correlation) the passes weight each step's factor, the density "
+            "given the episode's earlier steps, which needs the likelihood-ratio signal (natural=False) and "
+            f"every record in each step (minibatches=1; got natural={natural}, minibatches={minibatches})"
         )
 
 

@@ -225,12 +225,13 @@ def test_step_losses_are_checked():
         plain.tell(torch.zeros(4), step_losses=[torch.zeros(4)])
 
 
-def correlated_solver(seed=0, correlation=0.8, episodes=8, tiled=False):
+def correlated_solver(seed=0, correlation=0.8, episodes=8, tiled=False, reuse=1):
     """A linear policy of two outputs under AR(1) noise (``tiled``: one noise number repeated on both)."""
     policy = MLP(1, 2, hidden=(), seed=0)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
     noise = {"noise": Tiled(0.5, repeats=2)} if tiled else {"sigma": 0.5}
-    return policy, bbopt.OVLR(policy, optimizer, episodes=episodes, seed=seed, correlation=correlation, **noise)
+    return policy, bbopt.OVLR(policy, optimizer, episodes=episodes, seed=seed, correlation=correlation,
+                              reuse=reuse, **noise)  # fmt: skip
 
 
 def test_ar1_noise_is_stationary_correlated_over_time_and_antithetic():
@@ -275,14 +276,15 @@ def test_discard_drops_the_recorded_episodes_and_changes_nothing_else():
         plain.discard()
 
 
-@pytest.mark.parametrize("tiled", [False, True], ids=["scaled", "tiled"])
+@pytest.mark.parametrize("tiled, reuse", [(False, 1), (True, 1), (False, 2)], ids=["scaled", "tiled", "factors"])
 @pytest.mark.parametrize("credit", ["episode", "to_go"])
-def test_ar1_noise_keeps_the_estimate_unbiased(credit, tiled):
+def test_ar1_noise_keeps_the_estimate_unbiased(credit, tiled, reuse):
     """600 draws of the gradient with correlated noise against the exact gradient of the expected
     loss, mean over episodes of sum_t ||mu(t/6) - 1||^2 (+ a constant from the noise). With
     `Tiled` noise (one number on both outputs) the estimate is that gradient projected on the
-    explored direction (1, 1): each output's gradient replaced by the two outputs' mean."""
-    policy, solver = correlated_solver(seed=5, tiled=tiled)
+    explored direction (1, 1): each output's gradient replaced by the two outputs' mean. With
+    ``reuse`` the estimate credits each step's AR(1) factor (at lr 0 the later pass repeats it)."""
+    policy, solver = correlated_solver(seed=5, tiled=tiled, reuse=reuse)
     draws = []
     for _ in range(600):
         losses, step_losses = run_toy_episodes(solver)
@@ -299,6 +301,53 @@ def test_ar1_noise_keeps_the_estimate_unbiased(credit, tiled):
     z = (draws.mean(0) - exact) / (draws.std(0) / 600**0.5)
     assert z.abs().max() < 4.0, z
     assert exact.abs().max() > 0.5
+
+
+def ar1_by_hand(noise, episode_of_record, phi, weights=None):
+    """Innovations and the factors' weighted score by a loop over the records in recording order:
+    eta_r = (eps_r - phi eps_p) / c for a record with a predecessor p in its episode (c = sqrt(1 -
+    phi^2)), else eps_r; factor r adds w_r eta_r / c (1 / 1 at a first step) to eps_r's entry and
+    -phi w_r eta_r / c to eps_p's."""
+    c = (1 - phi**2) ** 0.5
+    eta, score, last = noise.clone(), torch.zeros_like(noise), {}
+    weights = torch.ones(len(noise), dtype=noise.dtype) if weights is None else weights.to(noise.dtype)
+    for r, episode in enumerate(episode_of_record.tolist()):
+        if episode in last:
+            p = last[episode]
+            eta[r] = (noise[r] - phi * noise[p]) / c
+            score[r] += weights[r] * eta[r] / c
+            score[p] -= phi * weights[r] * eta[r] / c
+        else:
+            score[r] += weights[r] * eta[r]
+        last[episode] = r
+    return eta, score
+
+
+def test_ar1_innovations_and_factor_scores_by_hand():
+    """Records of interleaved episodes of unequal lengths, as the solver records them: the
+    innovations of AR(1) sequences are their fresh draws; the factors' score with one weight per
+    episode is that weight times the sequence's score; with per-record weights it is the loop above."""
+    from bbopt.episodes import AR1Sequences, ar1_score
+
+    generator = torch.Generator().manual_seed(0)
+    phi, lengths = 0.8, [5, 1, 3, 4]
+    fresh, noise, episode_of_record, last = [], [], [], {}
+    for t in range(max(lengths)):
+        for episode, length in enumerate(lengths):
+            if t < length:
+                xi = torch.randn(3, generator=generator, dtype=torch.float64)
+                eps = xi if t == 0 else phi * last[episode] + (1 - phi**2) ** 0.5 * xi
+                fresh.append(xi), noise.append(eps), episode_of_record.append(episode)
+                last[episode] = eps
+    fresh, noise, episode_of_record = torch.stack(fresh), torch.stack(noise), torch.tensor(episode_of_record)
+    sequences = AR1Sequences(episode_of_record, phi)
+    torch.testing.assert_close(sequences.innovations(noise), fresh)
+    per_episode = torch.tensor([0.5, -2.0, 1.5, 3.0], dtype=torch.float64)[episode_of_record]
+    torch.testing.assert_close(sequences.factor_score(fresh, per_episode),
+                               per_episode[:, None] * ar1_score(noise, episode_of_record, phi))  # fmt: skip
+    per_record = torch.randn(len(noise), generator=generator, dtype=torch.float64)
+    _, expected = ar1_by_hand(noise, episode_of_record, phi, per_record)
+    torch.testing.assert_close(sequences.factor_score(fresh, per_record), expected)
 
 
 @pytest.mark.parametrize(
@@ -318,30 +367,48 @@ def test_bad_correlation_settings_are_refused(options, message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
 
 
-def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1, target_kl=None):
+def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1, target_kl=None, correlation=0.0):
     policy = MLP(1, 2, hidden=(4,), seed=1)
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
     return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, reuse=reuse,
-                              minibatches=minibatches, target_kl=target_kl)  # fmt: skip
+                              minibatches=minibatches, target_kl=target_kl, correlation=correlation)  # fmt: skip
 
 
-def test_reuse_passes_of_an_unmoved_policy_repeat_the_first_estimate():
+@pytest.mark.parametrize("correlation", [0.0, 0.8], ids=["independent", "ar1"])
+def test_reuse_passes_of_an_unmoved_policy_repeat_the_first_estimate(correlation):
+    """Ratio 1 everywhere: every pass steps on the first pass's gradient; with independent steps
+    that is the plain tell's (under AR(1) noise a tell with reuse credits each step's factor, a
+    tell without it the sequence's score: two unbiased estimates, tested above)."""
     grads = []
     for reuse in (1, 3):
-        policy, solver = reuse_solver(reuse)
+        policy, solver = reuse_solver(reuse, correlation=correlation)
         losses, step_losses = run_toy_episodes(solver)
+        steps, step = [], solver.optimizer.step
+
+        def keep_gradient(*args, step=step, steps=steps, policy=policy, **kwargs):
+            steps.append(torch.cat([p.grad.reshape(-1) for p in policy.parameters()]))
+            return step(*args, **kwargs)
+
+        solver.optimizer.step = keep_gradient
         stats = solver.tell(losses, step_losses=step_losses)
-        grads.append(torch.cat([p.grad.reshape(-1) for p in policy.parameters()]))
-        assert solver.steps == 1
-    torch.testing.assert_close(grads[1], grads[0])  # ratio 1 everywhere: the same gradient again
+        grads.append(steps)
+        assert solver.steps == 1 and len(steps) == reuse
+    for later in grads[1][1:]:
+        torch.testing.assert_close(later, grads[1][0])
+    if not correlation:
+        torch.testing.assert_close(grads[1][0], grads[0][0])
     assert stats["reuse_active"] == 1.0
 
 
+@pytest.mark.parametrize("correlation", [0.0, 0.8], ids=["independent", "ar1"])
 @pytest.mark.parametrize("credit", ["episode", "to_go"])
-def test_a_reuse_pass_weights_each_recorded_action_by_its_clipped_likelihood_ratio(credit):
+def test_a_reuse_pass_weights_each_recorded_action_by_its_clipped_likelihood_ratio(credit, correlation):
     """By hand: after the first SGD step, eps' = (a - mu_new) / sigma, r = exp((|eps|^2 - |eps'|^2) / 2),
-    weights r w where PPO's clip keeps the step (w > 0: r > 1 - c; w < 0: r < 1 + c), one VJP."""
-    policy, solver = reuse_solver(2, lr=3.0, seed=2)
+    weights r w where PPO's clip keeps the step (w > 0: r > 1 - c; w < 0: r < 1 + c), one VJP.
+    Under AR(1) noise the same for each step's factor: eps replaced by the innovations eta (by
+    the loop of `ar1_by_hand`), the step the clipped factors' weighted score; the pass's KL is
+    the factors' mean |eta' - eta|^2 / 2."""
+    policy, solver = reuse_solver(2, lr=3.0, seed=2, correlation=correlation)
     before = MLP(1, 2, hidden=(4,), seed=1)
     losses, step_losses = run_toy_episodes(solver)
     record = solver._record
@@ -358,16 +425,23 @@ def test_a_reuse_pass_weights_each_recorded_action_by_its_clipped_likelihood_rat
         return first_pass_done(*args)
 
     solver._reuse_pass = keep_policy
-    solver.tell(losses, **({"step_losses": step_losses} if credit == "to_go" else {}))
+    stats = solver.tell(losses, **({"step_losses": step_losses} if credit == "to_go" else {}))
     with torch.no_grad():
         old = before(inputs).double()
     new = moved["policy"](inputs)
     shifted = noise + (old - new.detach().double()) / 0.5
-    ratio = torch.exp(0.5 * (noise.square().sum(1) - shifted.square().sum(1)))
+    eta, eta_moved = noise, shifted
+    if correlation:
+        (eta, _), (eta_moved, _) = (ar1_by_hand(values, episode, correlation) for values in (noise, shifted))
+    ratio = torch.exp(0.5 * (eta.square().sum(1) - eta_moved.square().sum(1)))
     active = torch.where(weights > 0, ratio > 0.8, ratio < 1.2)
     assert 0 < int(active.sum()) < len(active)  # the clip acts on some steps, not all
     used = torch.where(active, ratio * weights, 0.0)
-    expected = torch.autograd.grad(new, list(moved["policy"].parameters()), (used[:, None] * shifted / 0.5).float())
+    signal = used[:, None] * shifted
+    if correlation:
+        _, signal = ar1_by_hand(shifted, episode, correlation, used)
+    assert stats["reuse_kl"] == pytest.approx(float(0.5 * (eta_moved - eta).square().sum(1).mean()), rel=1e-5)
+    expected = torch.autograd.grad(new, list(moved["policy"].parameters()), (signal / 0.5).float())
     for parameter, grad in zip(policy.parameters(), expected, strict=True):
         torch.testing.assert_close(parameter.grad, grad, rtol=1e-4, atol=1e-5)
 
@@ -504,7 +578,8 @@ def test_a_target_kl_below_any_move_keeps_only_the_first_step_with_or_without_mi
     [
         ({"samples": 8}, "for episode mode"),
         ({"episodes": 8, "noise": "laplace"}, "Gaussian noise"),
-        ({"episodes": 8, "correlation": 0.5}, "independent steps"),
+        ({"episodes": 8, "correlation": 0.5, "minibatches": 2}, "every record in each step"),
+        ({"episodes": 8, "correlation": 0.5, "natural": True}, "likelihood-ratio signal"),
         ({"episodes": 8, "sigma": bbopt.sigma.CSA(0.5)}, "a fixed or scheduled sigma"),
         ({"episodes": 8, "sigma": bbopt.sigma.Learned(0.5)}, "a fixed or scheduled sigma"),
         ({"episodes": 8, "reuse": 0}, "reuse"),

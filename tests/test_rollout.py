@@ -691,6 +691,10 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
     with pytest.raises(ValueError, match="split the passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, minibatches=2)
+    with pytest.raises(ValueError, match="under --correlation each step's likelihood ratio reads the step before"):
+        RunConfig(env="Pendulum-v1", correlation=0.5, reuse=3, minibatches=2)
+    correlated = build_solver(RunConfig(env="Pendulum-v1", correlation=0.5, reuse=3), gymnasium.make("Pendulum-v1"))
+    assert (correlated.correlation, correlated.reuse) == (0.5, 3)
     assert RunConfig(env="Pendulum-v1").clip == 0.2
     given = RunConfig(env="Pendulum-v1", clip=0.3, minibatches=2)
     solver = build_solver(given, gymnasium.make("Pendulum-v1"))

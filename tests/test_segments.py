@@ -284,6 +284,33 @@ def test_a_falling_sigma_follows_the_run_config_and_resumes_bit_for_bit(tmp_path
         assert [r["sigma"] for r in resumed.history] == [r["sigma"] for r in straight.history]
 
 
+def test_correlated_noise_with_reuse_on_segments_resumes_bit_for_bit(tmp_path):
+    """``--correlation --reuse``: each slot's noise an AR(1) sequence over its segment (fresh at
+    every update: the solver's record is cleared by each tell, so no noise state crosses a
+    checkpoint), every update's passes taken on the factors' ratios; a run interrupted after 3
+    updates resumes bit for bit."""
+    config = RunConfig(env="Pendulum-v1", population=4, horizon=32, env_steps=1024, correlation=0.8, reuse=3,
+                       hidden=[8], eval_every=0, checkpoint_every=1, pool="serial", threads=1)  # fmt: skip
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with make_trainer(config, tmp_path / "a") as straight:
+        assert (straight.solver.correlation, straight.solver.reuse) == (0.8, 3)
+        straight.train(env_steps=1024, progress=False)
+    assert [r["reuse_passes"] for r in straight.history] == [3.0] * 8
+
+    def stop_after_three(record):
+        if record["update"] == 3:
+            raise KeyboardInterrupt
+
+    with make_trainer(config, tmp_path / "b") as first, pytest.raises(KeyboardInterrupt):
+        first.train(env_steps=1024, progress=False, callback=stop_after_three)
+    with make_trainer(config, tmp_path / "b") as resumed:
+        resumed.resume(tmp_path / "b" / "checkpoint.pt")
+        resumed.train(env_steps=1024, progress=False)
+        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+        assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

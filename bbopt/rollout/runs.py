@@ -159,11 +159,13 @@ class RunConfig:
                                  choices=lambda: ["none", "state_value"])  # fmt: skip
     gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages (default 0.98; 1: cost-to-go minus "
                                             "V, unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
-    correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's noise "
-                                             "over its steps, in [0, 1) (OVLR, ES; default 0)", type=float)  # fmt: skip
+    correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's "
+                                             "(or segment's) noise over its steps, in [0, 1) (OVLR, ES; default 0)",
+                                        type=float)  # fmt: skip
     reuse: int | None = _option(help="optimizer steps per population on its recorded steps, the later ones "
-                                     "weighted by PPO-clipped likelihood ratios (default 20 with --credit to_go and "
-                                     "no --correlation, else 1: no reuse)", type=positive_int)  # fmt: skip
+                                     "weighted by PPO-clipped likelihood ratios, each step's AR(1) factor's under "
+                                     "--correlation (default 20 with --credit to_go and no --correlation, else 1: no "
+                                     "reuse)", type=positive_int)  # fmt: skip
     clip: float = _option(0.2, help="with --reuse: PPO's clip of the likelihood ratios (default 0.2)", type=float)
     minibatches: int = _option(1, help="with --reuse: optimizer steps per later pass, one per part of a random split "
                                        "of the recorded steps (default 1)", type=positive_int)  # fmt: skip
@@ -223,13 +225,16 @@ class RunConfig:
             raise ValueError("Invalid gae_lambda: GAE needs a critic (add --critic state_value)")
         self.correlation = check_float(0.0 if self.correlation is None else self.correlation, "correlation",
                                        at_least=0.0, below=1.0)  # fmt: skip
-        if self.reuse is None:  # the reused steps' likelihood ratios need independent steps
+        if self.reuse is None:  # correlated noise keeps to one step per population unless --reuse asks for more
             self.reuse = recipe["reuse"] if not self.correlation else 1
         self.reuse = check_int(self.reuse, "reuse", minimum=1)
         self.clip = check_float(self.clip, "clip", above=0.0)
         self.minibatches = check_int(self.minibatches, "minibatches", minimum=1)
         if self.minibatches > 1 and self.reuse == 1:
             raise ValueError("Invalid minibatches: they split the passes of --reuse (add --reuse 2 or more)")
+        if self.minibatches > 1 and self.correlation:
+            raise ValueError("Invalid minibatches: under --correlation each step's likelihood ratio reads the step "
+                             "before it, so every pass takes all recorded steps (--minibatches 1)")  # fmt: skip
         self.target_kl = check_float(self.target_kl, "target_kl", at_least=0.0)
         if self.target_kl and self.reuse == 1:
             raise ValueError("Invalid target_kl: it stops the later passes of --reuse (add --reuse 2 or more)")
