@@ -67,6 +67,9 @@ VARIANTS = {
     "offset": lambda env: {"reward_offset": _peers_offset(env)},
     # the defaults with a wide start: sigma 0.6 falling to the defaults' 0.3 over the first 200k env steps
     "anneal": {"sigma": 0.6, "sigma_final": 0.3, "sigma_decay": 200_000},
+    # the defaults with time-correlated noise: AR(1) at 0.8 over each segment's steps, the reuse passes on
+    # each step's factor (the density of its action given the segment's earlier ones)
+    "ar1": {"correlation": 0.8, "reuse": 20},
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
@@ -135,7 +138,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,
             "horizon": config.horizon, "reward_offset": config.reward_offset, "sigma_final": config.sigma_final,
-            "sigma_decay": config.sigma_decay}}  # fmt: skip
+            "sigma_decay": config.sigma_decay, "correlation": config.correlation}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:
