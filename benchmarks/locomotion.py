@@ -70,6 +70,7 @@ VARIANTS = {
     # the defaults with time-correlated noise: AR(1) at 0.8 over each segment's steps, the reuse passes on
     # each step's factor (the density of its action given the segment's earlier ones)
     "ar1": {"correlation": 0.8, "reuse": 20},
+    "ar1mild": {"correlation": 0.5, "reuse": 20},  # the same at 0.5
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),

@@ -151,16 +151,16 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {
         "ovlr", "es", "ovlr-critic", "es-critic", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m",
         "ovlr-wide", "es-wide", "ovlr-kl", "es-kl", "ovlr-constant", "es-constant", "ovlr-offset",
-        "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1", "es-ar1"}  # fmt: skip
+        "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1", "es-ar1", "ovlr-ar1mild", "es-ar1mild"}  # fmt: skip
     assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {
         "ovlr", "es", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m", "ovlr-wide", "es-wide", "ovlr-kl",
         "es-kl", "ovlr-constant", "es-constant", "ovlr-offset", "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1",
-        "es-ar1"}  # fmt: skip
+        "es-ar1", "ovlr-ar1mild", "es-ar1mild"}  # fmt: skip
     falling = {r["method"]: (r["settings"]["sigma"], r["settings"]["sigma_final"], r["settings"]["sigma_decay"])
                for r in rows if r["settings"].get("sigma_final") is not None}  # fmt: skip
     assert falling == {"ovlr-anneal": (0.6, 0.3, 200_000), "es-anneal": (0.6, 0.3, 200_000)}
     correlated = {r["method"]: r["settings"]["correlation"] for r in rows if r["settings"].get("correlation")}
-    assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8}
+    assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8, "ovlr-ar1mild": 0.5, "es-ar1mild": 0.5}
     offsets = {r["method"]: r["settings"]["reward_offset"] for r in rows if "reward_offset" in r.get("settings", {})}
     assert {m for m, offset in offsets.items() if offset} == {"ovlr-offset", "es-offset"}  # the zoo's ARS row: -1
     assert {offsets["ovlr-offset"], locomotion.VARIANTS["offset"]("HalfCheetah-v5")["reward_offset"]} == {-1.0, 0.0}
