@@ -496,7 +496,8 @@ def test_finetune_runs_and_changes_the_policy(demos):
 def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
     """The setting of the 10-demo results: AR(1) noise (0.95) for OVLR and ES; CEM, whose sigma
     learns, refuses AR(1) and gets independent noise by default (and refuses it when asked), as
-    does a run asking for sample reuse."""
+    does a run asking for sample reuse unless it gives a correlation (the passes then weight each
+    step's AR(1) factor)."""
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
     assert finetune_solver(policy, "ovlr").correlation == finetune_solver(policy, "es").correlation == CORRELATION
     assert finetune_solver(policy, "cem").correlation == 0.0
@@ -504,8 +505,10 @@ def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
     with pytest.raises(ValueError, match="Invalid correlation"):
         finetune_solver(policy, "cem", correlation=0.5)
     assert finetune_solver(policy, "ovlr", reuse=2).correlation == 0.0  # reuse asked for: independent steps
+    both = finetune_solver(policy, "ovlr", correlation=0.5, reuse=2)
+    assert (both.correlation, both.reuse) == (0.5, 2)
     with pytest.raises(ValueError, match="Invalid reuse"):  # the other refusals still reach the caller
-        finetune_solver(policy, "ovlr", correlation=0.5, reuse=2)
+        finetune_solver(policy, "cem", reuse=2)
 
 
 def test_finetune_with_noise_shared_over_the_chunk(demos):
