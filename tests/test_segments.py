@@ -269,19 +269,30 @@ def test_a_falling_sigma_follows_the_run_config_and_resumes_bit_for_bit(tmp_path
         trainer.train(env_steps=1024, progress=False)
     assert [r.get("critic_warmup", False) for r in trainer.history] == [True, True] + [False] * 6
     assert [r["sigma"] for r in trainer.history] == pytest.approx([0.6, 0.6] + [0.6 - 0.4 / 6 * k for k in range(1, 7)])
+    sigmas = []
+    resumed = resumed_after_three_updates(config, tmp_path / "b", sigmas)
+    assert sigmas == pytest.approx([0.45])
+    assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+    assert [r["sigma"] for r in resumed.history] == [r["sigma"] for r in straight.history]
+
+
+def resumed_after_three_updates(config, out, sigmas=None):
+    """A run of ``config`` in ``out`` interrupted after its third update (Ctrl-C), then resumed
+    from its checkpoint to the end; the resumed trainer (closed). ``sigmas`` gets the sigma the
+    resumed solver starts from."""
 
     def stop_after_three(record):
         if record["update"] == 3:
             raise KeyboardInterrupt
 
-    with make_trainer(config, tmp_path / "b") as first, pytest.raises(KeyboardInterrupt):
-        first.train(env_steps=1024, progress=False, callback=stop_after_three)
-    with make_trainer(config, tmp_path / "b") as resumed:
-        resumed.resume(tmp_path / "b" / "checkpoint.pt")
-        assert resumed.solver.noise.mean_sigma() == pytest.approx(0.45)
-        resumed.train(env_steps=1024, progress=False)
-        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
-        assert [r["sigma"] for r in resumed.history] == [r["sigma"] for r in straight.history]
+    with make_trainer(config, out) as first, pytest.raises(KeyboardInterrupt):
+        first.train(env_steps=config.env_steps, progress=False, callback=stop_after_three)
+    with make_trainer(config, out) as resumed:
+        resumed.resume(out / "checkpoint.pt")
+        if sigmas is not None:
+            sigmas.append(resumed.solver.noise.mean_sigma())
+        resumed.train(env_steps=config.env_steps, progress=False)
+    return resumed
 
 
 def test_correlated_noise_with_reuse_on_segments_resumes_bit_for_bit(tmp_path):
@@ -297,18 +308,9 @@ def test_correlated_noise_with_reuse_on_segments_resumes_bit_for_bit(tmp_path):
         assert (straight.solver.correlation, straight.solver.reuse) == (0.8, 3)
         straight.train(env_steps=1024, progress=False)
     assert [r["reuse_passes"] for r in straight.history] == [3.0] * 8
-
-    def stop_after_three(record):
-        if record["update"] == 3:
-            raise KeyboardInterrupt
-
-    with make_trainer(config, tmp_path / "b") as first, pytest.raises(KeyboardInterrupt):
-        first.train(env_steps=1024, progress=False, callback=stop_after_three)
-    with make_trainer(config, tmp_path / "b") as resumed:
-        resumed.resume(tmp_path / "b" / "checkpoint.pt")
-        resumed.train(env_steps=1024, progress=False)
-        assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
-        assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
+    resumed = resumed_after_three_updates(config, tmp_path / "b")
+    assert torch.equal(flat(resumed.solver.policy), flat(straight.solver.policy))
+    assert torch.equal(flat(resumed.critic.network), flat(straight.critic.network))
 
 
 @pytest.mark.parametrize(
