@@ -144,8 +144,8 @@ class Solver:
             AR(1) sequence over its steps, ``eps_t = phi eps_{t-1} + sqrt(1 - phi^2) xi_t``
             (stationary: every ``eps_t`` is still N(0, I); antithetic partners stay negations).
             The gradient signal then uses the sequence's score, the precision matrix times the
-            noise (`bbopt.episodes.ar1_score`); with per-step credit (or ``reuse``) each step's
-            cost-to-go weights the score of its own factor, the density of its action given the
+            noise (`bbopt.episodes.ar1_score`), per-step credit included; with ``reuse`` each
+            step's weight acts on the score of its own factor, the density of its action given the
             episode's earlier ones (`bbopt.episodes.AR1Sequences.factor_score`). Unbiased either
             way. Gaussian noise with a fixed or scheduled step size only. Default 0: independent steps.
         reuse: episode mode only: optimizer steps per tell on the same recorded steps (sample
