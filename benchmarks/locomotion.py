@@ -41,11 +41,13 @@ from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
 # A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES:
-# per-step credit with the critic, GAE, population 16, reuse 20, 256-step segments: `bbopt.rollout.runs.RECIPES`), or a
-# solver with a variant: the settings of earlier results, spelled out so that their names keep
-# their meaning when the defaults move. Then EvoTorch's PGPE and the SB3 peers.
+# per-step credit with the critic, GAE, population 16, reuse 20, 256-step segments, AR(1) noise at 0.5:
+# `bbopt.rollout.runs.RECIPES`), or a solver with a variant: the settings of earlier results, spelled out
+# so that their names keep their meaning when the defaults move (the variants from before AR(1) noise
+# became the default say correlation 0). Then EvoTorch's PGPE and the SB3 peers.
+_INDEPENDENT = {"correlation": 0.0}  # the noise of every default before AR(1) at 0.5
 _TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
-          "horizon": 0}  # fmt: skip
+          "horizon": 0} | _INDEPENDENT  # fmt: skip
 
 
 def _peers_offset(env: str) -> float:
@@ -57,20 +59,25 @@ VARIANTS = {
     "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
     "togo": _TO_GO,
     "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0},
-    "constant": {"lr_schedule": "constant"},  # the defaults before the KL-adaptive step (a9d4fc0 to 6f18e5f)
-    "slots32": {"population": 32, "horizon": 128, "lr_schedule": "constant"},  # 4,096 steps per update, 32 x 128
-    "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000},  # the full step for 1M steps, then to 0
-    "wide": {"hidden": (256, 256), "lr": 0.001, "lr_schedule": "constant"},  # hidden layers of 256, a smaller step
-    "kl": {"lr_schedule": "kl", "lr_kl": 0.02},  # the step adapted to each update's KL (the default since then)
-    # the defaults with the reward offset the peers get on this env (the RL zoo's ARS row: -1 on Hopper and
+    # the defaults before the KL-adaptive step (a9d4fc0 to 6f18e5f)
+    "constant": {"lr_schedule": "constant"} | _INDEPENDENT,
+    # 4,096 steps per update as 32 slots x 128 steps
+    "slots32": {"population": 32, "horizon": 128, "lr_schedule": "constant"} | _INDEPENDENT,
+    # the full step for 1M env steps, then linear to 0
+    "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000} | _INDEPENDENT,
+    # hidden layers of 256, a smaller step
+    "wide": {"hidden": (256, 256), "lr": 0.001, "lr_schedule": "constant"} | _INDEPENDENT,
+    # the step adapted to each update's KL with independent noise: the defaults from b3912ec until AR(1) noise
+    "kl": {"lr_schedule": "kl", "lr_kl": 0.02} | _INDEPENDENT,
+    # the defaults of then with the reward offset the peers get on this env (the RL zoo's ARS row: -1 on Hopper and
     # Walker2d, 0 on HalfCheetah; EvoTorch's preset likewise): ARS's alive-bonus cancellation, in training only
-    "offset": lambda env: {"reward_offset": _peers_offset(env)},
-    # the defaults with a wide start: sigma 0.6 falling to the defaults' 0.3 over the first 200k env steps
-    "anneal": {"sigma": 0.6, "sigma_final": 0.3, "sigma_decay": 200_000},
-    # the defaults with time-correlated noise: AR(1) at 0.8 over each segment's steps, the reuse passes on
-    # each step's factor (the density of its action given the segment's earlier ones)
+    "offset": lambda env: {"reward_offset": _peers_offset(env)} | _INDEPENDENT,
+    # the defaults of then with a wide start: sigma 0.6 falling to the defaults' 0.3 over the first 200k env steps
+    "anneal": {"sigma": 0.6, "sigma_final": 0.3, "sigma_decay": 200_000} | _INDEPENDENT,
+    # time-correlated noise: AR(1) at 0.8 over each segment's steps, the reuse passes on each step's factor
+    # (the density of its action given the segment's earlier ones)
     "ar1": {"correlation": 0.8, "reuse": 20},
-    "ar1mild": {"correlation": 0.5, "reuse": 20},  # the same at 0.5
+    "ar1mild": {"correlation": 0.5, "reuse": 20},  # the same at 0.5: the defaults since they took AR(1) noise
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),

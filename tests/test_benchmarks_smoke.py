@@ -160,7 +160,10 @@ def test_mujoco_benchmark_smoke(tmp_path):
                for r in rows if r["settings"].get("sigma_final") is not None}  # fmt: skip
     assert falling == {"ovlr-anneal": (0.6, 0.3, 200_000), "es-anneal": (0.6, 0.3, 200_000)}
     correlated = {r["method"]: r["settings"]["correlation"] for r in rows if r["settings"].get("correlation")}
-    assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8, "ovlr-ar1mild": 0.5, "es-ar1mild": 0.5}
+    assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8, "ovlr-ar1mild": 0.5, "es-ar1mild": 0.5, "ovlr": 0.5,
+                          "es": 0.5}  # fmt: skip
+    assert {r["settings"]["correlation"] for r in rows if r["method"].startswith(("ovlr-", "es-"))
+            and r["method"].partition("-")[2] not in ("ar1", "ar1mild")} == {0.0}  # fmt: skip
     offsets = {r["method"]: r["settings"]["reward_offset"] for r in rows if "reward_offset" in r.get("settings", {})}
     assert {m for m, offset in offsets.items() if offset} == {"ovlr-offset", "es-offset"}  # the zoo's ARS row: -1
     assert {offsets["ovlr-offset"], locomotion.VARIANTS["offset"]("HalfCheetah-v5")["reward_offset"]} == {-1.0, 0.0}

@@ -661,9 +661,10 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
 
     def recipe(**given):
         c = RunConfig(env="Pendulum-v1", **given)
-        return c.credit, c.population, c.discount, c.critic, c.gae_lambda, c.reuse, c.horizon
+        return c.credit, c.population, c.discount, c.critic, c.gae_lambda, c.reuse, c.horizon, c.correlation
 
-    per_step, per_episode = ("to_go", 16, 0.995, "state_value", 0.98, 20, 256), ("episode", 64, 1.0, "none", 1.0, 1, 0)
+    per_step = ("to_go", 16, 0.995, "state_value", 0.98, 20, 256, 0.5)
+    per_episode = ("episode", 64, 1.0, "none", 1.0, 1, 0, 0.0)
     assert recipe() == recipe(solver="es") == per_step
     assert recipe(solver="cem") == recipe(solver="param_es") == recipe(credit="episode") == per_episode
 
@@ -673,16 +674,17 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
 
     assert schedule() == schedule(solver="es") == schedule(reuse=3) == ("kl", 0.02)  # with reuse: the adaptive step
     assert schedule(lr_kl=0.01) == ("kl", 0.01)
-    for without_reuse in ({"solver": "cem"}, {"solver": "param_es"}, {"credit": "episode"}, {"correlation": 0.5},
-                          {"reuse": 1}):  # fmt: skip
+    assert schedule(correlation=0.8) == schedule(correlation=0.0) == ("kl", 0.02)  # reuse whatever the noise
+    for without_reuse in ({"solver": "cem"}, {"solver": "param_es"}, {"credit": "episode"}, {"reuse": 1}):
         assert schedule(**without_reuse) == ("constant", None)
     assert schedule(lr_schedule="constant") == ("constant", None)
     with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
         RunConfig(env="Pendulum-v1", lr_decay_after=1000)  # the default kl does not take it
-    assert recipe(critic="none") == ("to_go", 16, 0.995, "none", 1.0, 20, 0)
-    assert recipe(correlation=0.5)[-2] == 1 and recipe(correlation=0.5, reuse=3)[-2] == 3
-    assert recipe(population=64, discount=1.0, gae_lambda=1.0) == ("to_go", 64, 1.0, "state_value", 1.0, 20, 256)
-    assert recipe(horizon=0)[-1] == 0 and recipe(horizon=64)[-1] == 64
+    assert recipe(critic="none") == ("to_go", 16, 0.995, "none", 1.0, 20, 0, 0.5)
+    assert recipe(correlation=0.8)[-3:] == (20, 256, 0.8) and recipe(correlation=0.0, reuse=3)[-3:] == (3, 256, 0.0)
+    assert recipe(population=64, discount=1.0, gae_lambda=1.0) == ("to_go", 64, 1.0, "state_value", 1.0, 20, 256, 0.5)
+    assert recipe(horizon=0)[-2] == 0 and recipe(horizon=64)[-2] == 64
+    assert recipe(credit="episode", correlation=0.5)[-1] == 0.5  # given: kept (ES/OVLR take it in episode mode)
     with pytest.raises(ValueError, match="Invalid horizon: segments of episodes need the critic"):
         RunConfig(env="Pendulum-v1", critic="none", horizon=64)
     with pytest.raises(ValueError, match="Invalid critic"):
@@ -691,16 +693,18 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
         RunConfig(env="Pendulum-v1", critic="none", gae_lambda=0.9)
     with pytest.raises(ValueError, match="split the passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, minibatches=2)
-    with pytest.raises(ValueError, match="under --correlation each step's likelihood ratio reads the step before"):
+    with pytest.raises(ValueError, match=r"under AR\(1\) noise \(correlation 0.5\) each step's likelihood ratio reads"):
         RunConfig(env="Pendulum-v1", correlation=0.5, reuse=3, minibatches=2)
+    with pytest.raises(ValueError, match="--minibatches 1, or --correlation 0 for independent noise"):
+        RunConfig(env="Pendulum-v1", minibatches=2)  # the default noise is AR(1)
     correlated = build_solver(RunConfig(env="Pendulum-v1", correlation=0.5, reuse=3), gymnasium.make("Pendulum-v1"))
     assert (correlated.correlation, correlated.reuse) == (0.5, 3)
     assert RunConfig(env="Pendulum-v1").clip == 0.2
-    given = RunConfig(env="Pendulum-v1", clip=0.3, minibatches=2)
+    given = RunConfig(env="Pendulum-v1", clip=0.3, minibatches=2, correlation=0.0)
     solver = build_solver(given, gymnasium.make("Pendulum-v1"))
     assert (solver.clip, solver.minibatches) == (0.3, 2)
     assert solver.noise.scale(torch.zeros(1, 1)).item() == pytest.approx(given.sigma)
-    assert RunConfig(env="Pendulum-v1", correlation=0.5).minibatches == 1  # no reuse: no minibatches
+    assert RunConfig(env="Pendulum-v1").minibatches == 1
     assert RunConfig(env="Pendulum-v1").target_kl == 0.0 and solver.target_kl is None  # 0: every pass
     kl = build_solver(RunConfig(env="Pendulum-v1", target_kl=0.02), gymnasium.make("Pendulum-v1"))
     assert kl.target_kl == 0.02 and kl.reuse == 20
@@ -741,7 +745,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     loaded = load_config(tmp_path)
     assert (loaded.clip, loaded.minibatches, loaded.sigma) == (0.2, 1, old["sigma"])
     assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse,
-            loaded.horizon) == per_episode  # fmt: skip
+            loaded.horizon, loaded.correlation) == per_episode  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({**old, "credit": "to_go"}))  # to-go credit, before discount
     assert load_config(tmp_path).discount == 1.0 and load_config(tmp_path).critic == "none"
     before_segments = {**old, "credit": "to_go", "critic": "state_value", "gae_lambda": 0.98, "reuse": 20}
@@ -751,6 +755,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert load_config(tmp_path).lr_decay_after == 0  # and a linear schedule from the start
     assert load_config(tmp_path).critic_warmup == 0  # and no critic warm-up
     assert load_config(tmp_path).lr_schedule == "constant"  # and a constant step
+    assert load_config(tmp_path).correlation == 0.0  # and independent noise (the default since AR(1) is 0.5)
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):
