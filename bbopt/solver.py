@@ -687,8 +687,16 @@ class Solver:
         signal, signal_weights = shifted, used
         if sequences is not None:
             signal, signal_weights = sequences.factor_score(after, used), torch.ones_like(used)
-        self._update(mu=mu, losses=losses, counts=counts, noise=signal, episode_of_record=episode_of_record,
-                     record_weights=signal_weights, counted=False, noise_step=False)  # fmt: skip
+        try:
+            self._update(mu=mu, losses=losses, counts=counts, noise=signal, episode_of_record=episode_of_record,
+                         record_weights=signal_weights, counted=False, noise_step=False)  # fmt: skip
+        except ValueError as error:  # the losses passed the first step: here the ratios are what overflowed
+            largest = float(ratio[active].max()) if bool(active.any()) else 0.0
+            raise ValueError(
+                f"the ratio-weighted gradient overflows {str(mu.dtype).removeprefix('torch.')}: the policy has "
+                f"moved far from the one that acted (mean KL {divergence:.3g}, largest likelihood ratio in use "
+                f"{largest:.3g}); a smaller step, fewer passes (reuse) or target_kl stops the passes before this"
+            ) from error
         return float(active.to(torch.float64).mean()), divergence
 
     def _step_weights(self, step_losses) -> torch.Tensor:

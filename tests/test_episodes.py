@@ -601,6 +601,29 @@ def test_bad_reuse_settings_are_refused(options, message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
 
 
+def test_an_overflow_in_a_reuse_pass_is_blamed_on_the_ratios_not_the_losses():
+    """The first step took these losses, so an overflow in a later pass comes from the ratios (the
+    policy moved far from the one that acted): the warning says so, with the pass's KL and largest
+    ratio, instead of the first step's advice to scale the losses down."""
+    _, solver = reuse_solver(3, lr=0.1)
+    losses, step_losses = run_toy_episodes(solver)
+    update = solver._update
+
+    def overflowing_later(**options):
+        if not options.get("counted", True):  # a reuse pass
+            raise ValueError("Invalid losses: the gradient overflow float32 (...). Scale the losses down, ...")
+        return update(**options)
+
+    solver._update = overflowing_later
+    with pytest.warns(RuntimeWarning) as warned:
+        solver.tell(losses, step_losses=step_losses)
+    message = str(warned[0].message)
+    assert message.startswith("reuse stopped after 1 of 3 passes on this population: the ratio-weighted gradient "
+                              "overflows float32: the policy has moved far from the one that acted (mean KL ")
+    assert "largest likelihood ratio in use" in message and "Scale the losses down" not in message
+    assert solver.steps == 1 and not solver._record
+
+
 def test_a_reuse_pass_that_overflows_leaves_the_first_step_and_a_finished_tell():
     policy, solver = reuse_solver(3, lr=0.1)
     losses, step_losses = run_toy_episodes(solver)
