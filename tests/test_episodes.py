@@ -618,8 +618,10 @@ def test_an_overflow_in_a_reuse_pass_is_blamed_on_the_ratios_not_the_losses():
     with pytest.warns(RuntimeWarning) as warned:
         solver.tell(losses, step_losses=step_losses)
     message = str(warned[0].message)
-    assert message.startswith("reuse stopped after 1 of 3 passes on this population: the ratio-weighted gradient "
-                              "overflows float32: the policy has moved far from the one that acted (mean KL ")
+    assert message.startswith(
+        "reuse stopped after 1 of 3 passes on this population: the ratio-weighted gradient "
+        "overflows float32: the policy has moved far from the one that acted (mean KL "
+    )
     assert "largest likelihood ratio in use" in message and "Scale the losses down" not in message
     assert solver.steps == 1 and not solver._record
 
