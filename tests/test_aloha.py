@@ -495,16 +495,17 @@ def test_finetune_runs_and_changes_the_policy(demos):
 
 def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
     """The setting of the 10-demo results: AR(1) noise (0.95) for OVLR and ES; CEM, whose sigma
-    learns, refuses AR(1) and gets independent noise by default (and refuses it when asked), as
-    does a run asking for sample reuse unless it gives a correlation (the passes then weight each
-    step's AR(1) factor)."""
+    learns, refuses AR(1) and gets independent noise by default (and refuses it when asked). A run
+    asking for sample reuse keeps the AR(1) noise (the passes weight each step's AR(1) factor)."""
     policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
     assert finetune_solver(policy, "ovlr").correlation == finetune_solver(policy, "es").correlation == CORRELATION
     assert finetune_solver(policy, "cem").correlation == 0.0
     assert finetune_solver(policy, "ovlr", correlation=0.0).correlation == 0.0
     with pytest.raises(ValueError, match="Invalid correlation"):
         finetune_solver(policy, "cem", correlation=0.5)
-    assert finetune_solver(policy, "ovlr", reuse=2).correlation == 0.0  # reuse asked for: independent steps
+    reused = finetune_solver(policy, "ovlr", reuse=2)
+    assert (reused.correlation, reused.reuse) == (CORRELATION, 2)
+    assert finetune_solver(policy, "ovlr", correlation=0.0, reuse=2).correlation == 0.0
     both = finetune_solver(policy, "ovlr", correlation=0.5, reuse=2)
     assert (both.correlation, both.reuse) == (0.5, 2)
     with pytest.raises(ValueError, match="Invalid reuse"):  # the other refusals still reach the caller

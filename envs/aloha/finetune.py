@@ -141,8 +141,8 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     """The episode-mode solver `finetune` trains ``policy`` with: ``method``'s preset at noise
     ``sigma`` times each action's std over the demos and Adam at ``lr`` (refuses what the solver
     refuses, e.g. AR(1) noise for a solver that learns its sigma). ``correlation=None``: AR(1)
-    noise at `CORRELATION` where the solver takes it (OVLR, ES) and no ``reuse`` is asked for (a run
-    with reuse draws independent noise unless ``correlation`` is given), else independent noise (CEM).
+    noise at `CORRELATION` where the solver takes it (OVLR, ES; with ``reuse`` too, whose passes
+    then weight each step's AR(1) factor), else independent noise (CEM).
     ``chunk_noise="shared"``: each step's draw of one action's worth of noise is added to every
     step of the chunk (`bbopt.noise.Tiled`), so the executed temporal ensemble moves by nearly the
     whole sigma under AR(1) noise; the policy then moves only along the directions explored (see `Tiled`). It needs a
@@ -151,8 +151,6 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     lr = bbopt.checks.check_float(lr, "lr", above=0.0)  # 0 would run a whole fine-tuning that moves nothing
     if chunk_noise not in CHUNK_NOISES:
         raise ValueError(f"Invalid chunk_noise: {chunk_noise!r} (expected one of {CHUNK_NOISES})")
-    if correlation is None and reuse > 1:
-        correlation = 0.0
     if correlation is None:
         try:
             return finetune_solver(policy, method, population=population, sigma=sigma, lr=lr,
