@@ -57,14 +57,13 @@ from bbopt.arguments import steps_or_zero
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
-from bbopt.envs.aloha.finetune import LR, SIGMA, check_credit_options, finetune, finetune_solver
+from bbopt.envs.aloha.finetune import LR, SIGMA, check_credit_options, finetune, finetune_lr_schedule, finetune_solver
 from bbopt.envs.aloha.imitation import behavior_clone
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import CHUNK_NOISES
-from bbopt.rollout.driver import check_lr_schedule
 from bbopt.schedules import LR_SCHEDULES
 from benchmarks import _report
 
@@ -359,15 +358,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ft-horizon", type=int, help="with --ft-critic: steps per env slot per update")
     parser.add_argument("--ft-critic-warmup", type=steps_or_zero, default=0,
                         help="with --ft-critic: env steps at the start that train only the critic")  # fmt: skip
-    parser.add_argument("--ft-reuse", type=int, default=1, help="optimizer steps per population (clipped ratios)")
+    parser.add_argument("--ft-reuse", type=int, help="optimizer steps per population (clipped ratios; default: "
+                        "finetune's, 10 where the solver's sigma is fixed, else 1)")  # fmt: skip
     parser.add_argument("--ft-correlation", type=float,
                         help="AR(1) coefficient of the noise over each episode's steps (default: finetune's, 0.95 "
                              "where the solver takes it, else 0)")  # fmt: skip
     parser.add_argument("--ft-chunk-noise", default="independent", choices=CHUNK_NOISES,
                         help="shared: one noise draw per step over the whole chunk (bbopt.noise.Tiled)")  # fmt: skip
-    parser.add_argument("--ft-lr-schedule", default="constant", choices=LR_SCHEDULES,
-                        help="kl (with --ft-reuse): the step adapts to each update's mean KL")  # fmt: skip
-    parser.add_argument("--ft-lr-kl", type=float, help="with --ft-lr-schedule kl: the mean KL per update aimed at")
+    parser.add_argument("--ft-lr-schedule", choices=LR_SCHEDULES,
+                        help="kl (with reuse): the step adapts to each update's mean KL (default: finetune's, kl "
+                             "with reuse, constant without)")  # fmt: skip
+    parser.add_argument("--ft-lr-kl", type=float, help="with --ft-lr-schedule kl: the mean KL per update aimed at "
+                        "(default: finetune's, 0.1)")  # fmt: skip
     parser.add_argument("--ft-imitation-weight", type=float, default=0.0,
                         help="mix the start's demos' imitation loss in at this weight (0: off)")  # fmt: skip
     parser.add_argument("--ft-demo-starts", type=float, default=0.0,
@@ -396,13 +398,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      f"{args.ft_imitation_weight} (>= 0) out of range")  # fmt: skip
     for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
         try:
-            finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population, sigma=args.ft_sigma,
-                            lr=args.ft_lr, correlation=args.ft_correlation, reuse=args.ft_reuse,
-                            chunk_noise=args.ft_chunk_noise)  # fmt: skip
+            solver = finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population,
+                                     sigma=args.ft_sigma, lr=args.ft_lr, correlation=args.ft_correlation,
+                                     reuse=args.ft_reuse, chunk_noise=args.ft_chunk_noise)  # fmt: skip
             check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
                                  gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                  critic_warmup=args.ft_critic_warmup, env_steps=args.finetune_steps)  # fmt: skip
-            check_lr_schedule(args.ft_lr_schedule, lr_kl=args.ft_lr_kl, reuse=args.ft_reuse)
+            finetune_lr_schedule(solver.reuse, args.ft_lr_schedule, args.ft_lr_kl)
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
     torch.set_num_threads(1)

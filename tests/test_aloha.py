@@ -15,6 +15,7 @@ pytest.importorskip("gym_aloha", reason="the ALOHA tests need gym-aloha: pip ins
 
 import bbopt
 import bbopt.envs  # registers the bbopt/ ids
+import bbopt.envs.aloha.finetune as finetune_module
 from bbopt.cli import main
 from bbopt.envs.aloha.demos import Demos, action_chunks, generate_demos, load_demos, save_demos
 from bbopt.envs.aloha.env import AlohaStateEnv, import_gym_aloha, policy_features
@@ -22,8 +23,11 @@ from bbopt.envs.aloha.evaluation import evaluate_success
 from bbopt.envs.aloha.finetune import (
     CORRELATION,
     LR,
+    LR_KL,
+    REUSE,
     StageShaping,
     finetune,
+    finetune_lr_schedule,
     finetune_solver,
     make_finetune_env,
 )
@@ -34,6 +38,7 @@ from bbopt.envs.aloha.scripted import RIGHT_DOWN, SCRIPTED
 from bbopt.noise import Tiled
 from bbopt.policies.chunking import ChunkMLP
 from bbopt.rollout.chunking import ChunkedActions, TemporalEnsemble
+from bbopt.rollout.driver import LR_KL as LR_KL_TRAIN
 
 TASKS = ("transfer_cube", "insertion")
 
@@ -512,6 +517,43 @@ def test_finetune_defaults_to_ar1_noise_where_the_solver_takes_it(demos):
         finetune_solver(policy, "cem", reuse=2)
 
 
+def test_finetune_defaults_to_reuse_with_the_kl_adaptive_step_where_the_solver_takes_it(demos, monkeypatch):
+    """The setting of the 10-demo reuse results: OVLR and ES take `REUSE` passes per population,
+    and then the KL-adaptive step aimed at `LR_KL`; CEM (its sigma learns) and noise shared over
+    the chunk get one pass and a constant step. What is given is kept, and the Trainer's refusals
+    reach the caller."""
+    policy = make_chunk_policy(demos, chunk=2, hidden=(16,))
+    assert finetune_solver(policy, "ovlr").reuse == finetune_solver(policy, "es").reuse == REUSE > 1
+    assert finetune_solver(policy, "cem").reuse == finetune_solver(policy, "ovlr", chunk_noise="shared").reuse == 1
+    assert finetune_solver(policy, "ovlr", reuse=1).reuse == 1
+    assert finetune_solver(policy, "es", reuse=3).reuse == 3
+    assert finetune_lr_schedule(REUSE) == ("kl", LR_KL) and LR_KL != LR_KL_TRAIN
+    assert finetune_lr_schedule(1) == ("constant", None)
+    assert finetune_lr_schedule(3, lr_kl=0.5) == ("kl", 0.5)
+    assert finetune_lr_schedule(3, "constant") == ("constant", None)
+    assert finetune_lr_schedule(3, "linear") == ("linear", None)
+    with pytest.raises(ValueError, match="Invalid lr_schedule: 'kl' adapts the step"):
+        finetune_lr_schedule(1, "kl")
+    with pytest.raises(ValueError, match="Invalid lr_kl: it is the KL the adaptive step aims at"):
+        finetune_lr_schedule(1, lr_kl=0.1)  # no reuse: a constant step, which aims at nothing
+    with pytest.raises(ValueError, match="Invalid lr_kl"):
+        finetune_lr_schedule(REUSE, lr_kl=float("nan"))
+    # a run: the passes, and the Trainer gets the adaptive step with finetune's KL target
+    trainers = []
+
+    class Recorded(finetune_module.Trainer):
+        def __init__(self, *args, **options):
+            trainers.append(options)
+            super().__init__(*args, **options)
+
+    monkeypatch.setattr(finetune_module, "Trainer", Recorded)
+    _, history, _ = finetune(policy, "transfer_cube", env_steps=300, population=2, validate_every=0, progress=False)
+    assert [record.get("reuse_passes") for record in history] == [REUSE]
+    assert (trainers[-1]["lr_schedule"], trainers[-1]["lr_kl"]) == ("kl", LR_KL)
+    finetune(policy, "transfer_cube", env_steps=300, population=2, reuse=1, validate_every=0, progress=False)
+    assert (trainers[-1]["lr_schedule"], trainers[-1]["lr_kl"]) == ("constant", None)
+
+
 def test_finetune_with_noise_shared_over_the_chunk(demos):
     """chunk_noise="shared": one draw per step repeated over the chunk (`Tiled`), with AR(1) noise by
     default; a run moves the policy; CEM (its sigma learns), reuse and unknown names are refused."""
@@ -582,9 +624,9 @@ def test_finetune_runs_the_locomotion_recipe_in_segments(demos):
     # the KL-adaptive step: the warm-up measured no KL, the first real update moved past 2e-9
     assert [record["lr"] for record in history] == pytest.approx([LR, LR, LR / 1.5])
     with pytest.raises(ValueError, match="Invalid lr_schedule: 'kl' adapts the step to the KL the reuse passes"):
-        finetune(policy, "transfer_cube", lr_schedule="kl", progress=False)
+        finetune(policy, "transfer_cube", reuse=1, lr_schedule="kl", progress=False)
     with pytest.raises(ValueError, match="Invalid lr_kl: it is the KL the adaptive step aims at"):
-        finetune(policy, "transfer_cube", reuse=3, lr_kl=0.01, progress=False)
+        finetune(policy, "transfer_cube", reuse=3, lr_schedule="constant", lr_kl=0.01, progress=False)
     with pytest.raises(ValueError, match="Invalid critic_warmup: it trains the critic before the policy moves"):
         finetune(policy, "transfer_cube", credit="to_go", critic_warmup=100, progress=False)
     with pytest.raises(ValueError, match="Invalid critic_warmup: 300 env steps of warm-up in a run of 300"):
@@ -690,8 +732,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
              "--out", str(tmp_path / "f.pt")], "Invalid horizon: segments of episodes need a critic")  # fmt: skip
     refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--credit", "to_go", "--critic-warmup",
              "1e4", "--out", str(tmp_path / "f.pt")], "Invalid critic_warmup: it trains the critic")  # fmt: skip
-    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--lr-schedule", "kl", "--out",
-             str(tmp_path / "f.pt")], "Invalid lr_schedule: 'kl' adapts the step")  # fmt: skip
+    refused(["aloha", "finetune", "--policy", str(tmp_path / "none.pt"), "--reuse", "1", "--lr-schedule", "kl",
+             "--out", str(tmp_path / "f.pt")], "Invalid lr_schedule: 'kl' adapts the step")  # fmt: skip
     with pytest.raises(SystemExit):  # argparse
         main(["aloha", "demos", "--episodes", "0", "--out", str(tmp_path / "d.npz")])
     (tmp_path / "junk.pt").write_text("not a policy")

@@ -499,7 +499,8 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
                     "--out", str(tmp_path / "never.json")])  # fmt: skip
     assert "fine-tuning by ovlr: Invalid critic_warmup: it trains the critic" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        aloha.main(["--ft-methods", "ovlr", "--ft-lr-schedule", "kl", "--out", str(tmp_path / "never.json")])
+        aloha.main(["--ft-methods", "ovlr", "--ft-reuse", "1", "--ft-lr-schedule", "kl",
+                    "--out", str(tmp_path / "never.json")])  # fmt: skip
     assert "fine-tuning by ovlr: Invalid lr_schedule: 'kl' adapts the step" in capsys.readouterr().err
 
 

@@ -61,7 +61,8 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     finetune.add_argument("--method", default="ovlr", choices=presets.names("episodes", output_space=True))
     finetune.add_argument("--env-steps", type=step_count, default=300_000, help="simulator steps, e.g. 3e5")
     finetune.add_argument("--population", type=positive_int, default=32, help="episodes per update (even)")
-    # None: finetune()'s defaults (bbopt.envs.aloha.finetune.SIGMA, LR, CORRELATION; not imported here: heavy)
+    # None: finetune()'s defaults (bbopt.envs.aloha.finetune.SIGMA, LR, CORRELATION, REUSE, LR_KL; not imported
+    # here: heavy)
     finetune.add_argument("--sigma", type=float, help="noise std, in units of each action's std (default 0.05)")
     finetune.add_argument("--lr", type=float, help="Adam's step size (default 1e-4)")
     finetune.add_argument("--credit", default="episode", choices=["episode", "to_go"])
@@ -83,10 +84,14 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
     )
     finetune.add_argument("--critic-warmup", type=steps_or_zero, default=0,
                           help="with --critic: env steps at the start that train only the critic")  # fmt: skip
-    finetune.add_argument("--reuse", type=positive_int, default=1, help="optimizer steps per population")
-    finetune.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
-                          help="kl (with --reuse): the step adapts to each update's mean KL (--lr-kl)")  # fmt: skip
-    finetune.add_argument("--lr-kl", type=float, help="with --lr-schedule kl: the mean KL per update aimed at")
+    finetune.add_argument("--reuse", type=positive_int,
+                          help="optimizer steps per population (default 10 where the solver's sigma is fixed, "
+                               "OVLR and ES, else 1)")  # fmt: skip
+    finetune.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                          help="kl (with reuse): the step adapts to each update's mean KL (--lr-kl); default kl "
+                               "with reuse, constant without")  # fmt: skip
+    finetune.add_argument("--lr-kl", type=float,
+                          help="with --lr-schedule kl: the mean KL per update aimed at (default 0.1)")  # fmt: skip
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
                           "(and with --demo-starts, start episodes from their states)")  # fmt: skip
     finetune.add_argument("--imitation-weight", type=float, default=1.0,
@@ -191,9 +196,8 @@ def _train(args) -> dict:
 
 def _finetune(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
-    from bbopt.envs.aloha.finetune import check_credit_options, finetune, finetune_solver
+    from bbopt.envs.aloha.finetune import check_credit_options, finetune, finetune_lr_schedule, finetune_solver
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
-    from bbopt.rollout.driver import check_lr_schedule
 
     if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
         raise ValueError("--imitation-weight and --imitation-decay weigh the demos' imitation term: add --demos FILE")
@@ -205,14 +209,15 @@ def _finetune(args) -> dict:
     # refused before the start is evaluated
     check_credit_options(args.credit, args.critic, discount=args.discount, gae_lambda=args.gae_lambda,
                          horizon=args.horizon, critic_warmup=args.critic_warmup, env_steps=args.env_steps)  # fmt: skip
-    check_lr_schedule(args.lr_schedule, lr_kl=args.lr_kl, reuse=args.reuse)
+    if args.reuse is not None:  # else the solver's default decides, once the policy is read
+        finetune_lr_schedule(args.reuse, args.lr_schedule, args.lr_kl)
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
     _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs
     given = {name: getattr(args, name) for name in ("sigma", "lr") if getattr(args, name) is not None}
-    finetune_solver(
+    solver = finetune_solver(
         policy,
         args.method,
         population=args.population,
@@ -221,6 +226,7 @@ def _finetune(args) -> dict:
         reuse=args.reuse,
         chunk_noise=args.chunk_noise,
     )  # the solver's refusals, before the evaluation
+    finetune_lr_schedule(solver.reuse, args.lr_schedule, args.lr_kl)
     before = _report(task, policy, args.eval_episodes, not args.no_progress, "before fine-tuning")
     curve = args.out.with_suffix(".csv")
     curve.unlink(missing_ok=True)

@@ -48,7 +48,8 @@ from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
 from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
-__all__ = ["StageShaping", "check_credit_options", "finetune", "finetune_solver", "make_finetune_env"]
+__all__ = ["StageShaping", "check_credit_options", "finetune", "finetune_lr_schedule", "finetune_solver",
+           "make_finetune_env"]  # fmt: skip
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
 RENAMED = {"episodes": "population"}  # finetune's old keyword names
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
@@ -133,20 +134,30 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
 # 0.05 action-std, Adam 1e-4. Independent per-step noise at the earlier 0.02 / 3e-5 barely moved
 # a policy: the temporal ensemble of 10 chunks averages it away.
 SIGMA, LR, CORRELATION = 0.05, 1e-4, 0.95
+# Sample reuse (README, "AR(1) noise with reuse on insertion"): 10 clipped-ratio passes over each
+# population where the solver's sigma is fixed (OVLR, ES), with the KL-adaptive step aimed at a
+# mean KL of 0.1 per update (chosen on the seed-0 starts of both tasks, 300k steps): ten passes
+# ran a solved transfer-cube policy down (validation 100% -> 15%) at a constant step; the
+# adaptive one shrank the step after the update that moved the policy by a KL of 43 and the run
+# stayed at 100%. The target is 5x `bbopt train`'s: a fine-tuning update at sigma 0.05 action-std
+# moves the AR(1) factors by a KL of 0.04-0.07 (insertion) when all goes well.
+REUSE, LR_KL = 10, 0.1
 
 
 def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigma: float = SIGMA, lr: float = LR,
-                    correlation: float | None = None, reuse: int = 1, chunk_noise: str = "independent",
+                    correlation: float | None = None, reuse: int | None = None, chunk_noise: str = "independent",
                     seed: int = 0):  # fmt: skip
     """The episode-mode solver `finetune` trains ``policy`` with: ``method``'s preset at noise
     ``sigma`` times each action's std over the demos and Adam at ``lr`` (refuses what the solver
     refuses, e.g. AR(1) noise for a solver that learns its sigma). ``correlation=None``: AR(1)
     noise at `CORRELATION` where the solver takes it (OVLR, ES; with ``reuse`` too, whose passes
-    then weight each step's AR(1) factor), else independent noise (CEM).
+    then weight each step's AR(1) factor), else independent noise (CEM). ``reuse=None``: `REUSE`
+    passes per population where the solver's sigma is fixed (OVLR, ES) and the noise is not
+    shared over the chunk, else 1 (CEM learns its sigma, which the likelihood ratios exclude).
     ``chunk_noise="shared"``: each step's draw of one action's worth of noise is added to every
     step of the chunk (`bbopt.noise.Tiled`), so the executed temporal ensemble moves by nearly the
     whole sigma under AR(1) noise; the policy then moves only along the directions explored (see `Tiled`). It needs a
-    solver whose sigma is fixed (OVLR, ES: not CEM) and no ``reuse``."""
+    solver whose sigma is fixed (OVLR, ES: not CEM) and no ``reuse`` (``None`` or 1)."""
     sigma = bbopt.checks.check_float(sigma, "sigma", above=0.0)  # as given: not a tensor of every dimension
     lr = bbopt.checks.check_float(lr, "lr", above=0.0)  # 0 would run a whole fine-tuning that moves nothing
     if chunk_noise not in CHUNK_NOISES:
@@ -162,17 +173,33 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
             correlation = 0.0
     scale = sigma * policy.action_std.repeat(policy.chunk)
     preset = bbopt.presets.get(method, "episodes").replace(sigma=scale, lr=lr)  # this task's scale, every solver
+    learns = preset.build(method, policy, episodes=population).noise.learns  # a model given would fix the sigma
+    if reuse is None:
+        reuse = 1 if learns or chunk_noise == "shared" else REUSE
     extra = {"correlation": correlation} if correlation else {}
     extra |= {"reuse": reuse} if reuse != 1 else {}
     if chunk_noise == "shared":
         if reuse != 1:
             raise ValueError(f"Invalid chunk_noise: 'shared' with reuse {reuse} (the reused likelihood ratios need "
                              "independent entries: reuse=1)")  # fmt: skip
-        if preset.build(method, policy, episodes=population).noise.learns:  # a model given would fix the sigma
+        if learns:
             raise ValueError(f"Invalid chunk_noise: 'shared' keeps sigma fixed, and {method} learns its sigma "
                              "(chunk_noise='independent', or ovlr / es)")  # fmt: skip
         preset = preset.replace(noise=lambda scale: Tiled(scale, repeats=policy.chunk))
     return preset.build(method, policy, episodes=population, seed=seed, **extra)
+
+
+def finetune_lr_schedule(reuse: int, lr_schedule: str | None = None,
+                         lr_kl: float | None = None) -> tuple[str, float | None]:  # fmt: skip
+    """`finetune`'s step schedule for a solver with ``reuse`` passes: ``lr_schedule`` as given, by
+    default the KL-adaptive step with reuse and a constant step without; ``lr_kl`` as given, by
+    default `LR_KL` under "kl". Refuses what the Trainer refuses (`check_lr_schedule`)."""
+    if lr_schedule is None:
+        lr_schedule = "kl" if reuse > 1 else "constant"
+    if lr_schedule == "kl" and lr_kl is None:
+        lr_kl = LR_KL
+    check_lr_schedule(lr_schedule, lr_kl=lr_kl, reuse=reuse)
+    return lr_schedule, lr_kl
 
 
 def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae_lambda: float = 1.0,
@@ -194,7 +221,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
              horizon: int | None = None, critic_warmup: int = 0, correlation: float | None = None,
-             reuse: int = 1, chunk_noise: str = "independent", lr_schedule: str = "constant",
+             reuse: int | None = None, chunk_noise: str = "independent", lr_schedule: str | None = None,
              lr_kl: float | None = None, demos: Demos | None = None,
              imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
@@ -217,8 +244,9 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     (a `StateValue` baseline; ``discount`` gamma of the costs-to-go, ``gae_lambda`` its GAE, and
     ``horizon`` steps per env slot per update instead of whole episodes; ``critic_warmup`` env
     steps at the start fit only the critic, the policy unchanged), ``correlation`` (AR(1)
-    noise over each episode's steps), ``reuse`` (extra clipped-ratio passes), ``lr_schedule``
-    (with ``lr_kl`` for "kl", which needs ``reuse``).
+    noise over each episode's steps), ``reuse`` (clipped-ratio passes per population; default
+    `REUSE` where the solver takes it, see `finetune_solver`), ``lr_schedule`` (default "kl" with
+    reuse, aimed at ``lr_kl``, default `LR_KL`; "constant" without: `finetune_lr_schedule`).
     ``demos``: mix their imitation loss (the chunk L1 of behaviour cloning, `ChunkL1`, on a
     256-pair minibatch per update) into every update at
     ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`;
@@ -255,7 +283,6 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     bbopt.checks.check_int(seed, "seed", minimum=0)
     check_credit_options(credit, critic, discount=discount, gae_lambda=gae_lambda, horizon=horizon,
                          critic_warmup=critic_warmup, env_steps=env_steps)  # fmt: skip
-    check_lr_schedule(lr_schedule, lr_kl=lr_kl, reuse=reuse)
     bbopt.checks.check_int(validate_every, "validate_every", minimum=0)
     selection = None
     if validate_every:
@@ -272,6 +299,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         raise ValueError(f"Invalid demos: they show {demos.task!r}, the fine-tuning task is {task!r}")
     solver = finetune_solver(policy, method, population=population, sigma=sigma, lr=lr, correlation=correlation,
                              reuse=reuse, chunk_noise=chunk_noise, seed=seed)  # fmt: skip
+    lr_schedule, lr_kl = finetune_lr_schedule(solver.reuse, lr_schedule, lr_kl)
     imitation, env_options = None, (("task", task), ("chunk", policy.chunk), ("decay", decay))
     if demos is not None:
         if imitation_weight:
