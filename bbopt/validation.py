@@ -109,6 +109,13 @@ def _check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(group, dict) or len(group.get("params", ())) != len(mine["params"]):
             raise ValueError(f"Invalid state: optimizer parameter group {index} does not match this optimizer's")
         theirs, ours = sorted(set(group) - {"params"}), sorted(set(mine) - {"params"})
+        if (set(theirs) ^ set(ours)) - _OPTIONAL_OPTIONS == {"initial_lr"}:  # a schedule's mark, on one side only
+            saved_with, now_with = ("with", "without") if "initial_lr" in theirs else ("without", "with")
+            raise ValueError(
+                f"Invalid state: the optimizer was saved {saved_with} a step schedule and this one runs {now_with} "
+                "(resume with the run's lr_schedule: a Trainer's 'linear' or 'kl' keeps 'initial_lr' in the "
+                "optimizer's groups, 'constant' does not)"
+            )
         if set(theirs) - set(ours) or set(ours) - set(theirs) - _OPTIONAL_OPTIONS:
             raise ValueError(
                 f"Invalid state: optimizer options {theirs} were saved from another kind of optimizer "

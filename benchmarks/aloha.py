@@ -396,6 +396,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not 0 <= args.ft_demo_starts <= 1 or not args.ft_imitation_weight >= 0:
         parser.error(f"--ft-demo-starts {args.ft_demo_starts} (a fraction in [0, 1]) or --ft-imitation-weight "
                      f"{args.ft_imitation_weight} (>= 0) out of range")  # fmt: skip
+    resolved = {}  # each method's fine-tuning options as finetune resolves the defaults (None) given here
     for method in ("ovlr", *args.ft_methods):  # refused here, not hours in, when a row starts
         try:
             solver = finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population,
@@ -404,12 +405,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
                                  gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                  critic_warmup=args.ft_critic_warmup, env_steps=args.finetune_steps)  # fmt: skip
-            finetune_lr_schedule(solver.reuse, args.ft_lr_schedule, args.ft_lr_kl)
+            lr_schedule, lr_kl = finetune_lr_schedule(solver.reuse, args.ft_lr_schedule, args.ft_lr_kl)
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
+        resolved[method] = {"reuse": solver.reuse, "correlation": solver.correlation, "lr_schedule": lr_schedule,
+                            "lr_kl": lr_kl}  # fmt: skip
     torch.set_num_threads(1)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
+    config["ft_resolved"] = {method: resolved[method] for method in args.ft_methods}
     rows = []
     # each row kept as it finishes, under the run's settings: an hours-long run loses none of them
     with _report.kept_rows(args.out, {"config": config, **_report.stamp()}) as keep:

@@ -461,6 +461,8 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
                        "--out", str(tmp_path / "aloha.json")])  # fmt: skip
     config = json.loads((tmp_path / "aloha.json").read_text())["config"]
     assert config["ft_demo_starts"] == 0.5 and config["ft_chunk_noise"] == "shared" and config["bc_members"] == 2
+    shared = {"reuse": 1, "correlation": 0.5, "lr_schedule": "constant", "lr_kl": None}  # no reuse over a shared draw
+    assert config["ft_resolved"] == {"ovlr": shared, "es": shared}  # what ran, where the options were finetune's
     tuned = [row for row in rows if row["policy"] == "bc-bp x2 (2 demos)+ft-ovlr"]
     assert [row["seed"] for row in tuned] == [1, 2]  # each from its own imitation seed, from --first-seed
     assert not any(row["policy"] == "bc-bp x2" for row in rows)  # the full-data setting skipped

@@ -2,6 +2,7 @@
 rollout driver's bookkeeping, observation normalization, checkpoints, parameter-space ES."""
 
 import contextlib
+import copy
 import itertools
 import json
 import os
@@ -527,6 +528,29 @@ def test_kl_lr_schedule_sets_each_step_from_the_kl_the_update_before_measured():
             assert {r["lr"] for r in history} == {0.05}
         else:
             assert history[-1]["lr"] < 0.05
+
+
+def test_a_checkpoint_from_another_step_schedule_is_refused_by_name_before_anything_loads():
+    """A Trainer checkpoint saved at a constant step and resumed under a schedule (or the reverse)
+    is refused with the schedule named (not "another kind of optimizer"), before the critic or
+    anything else is loaded: e.g. a `finetune` run begun before its default became "kl"."""
+    from bbopt.rollout.critic import StateValue
+
+    def trainer(schedule: str, critic_seed: int) -> Trainer:
+        return Trainer(FACTORY, make_solver("ovlr", reuse=3), eval_every=0, lr_schedule=schedule, credit="to_go",
+                       critic=StateValue(seed=critic_seed))  # fmt: skip
+
+    for saved, resumed in (("constant", "kl"), ("kl", "constant"), ("linear", "constant")):
+        with trainer(saved, 1) as run:
+            run.train(env_steps=200, progress=False)
+            state = run.state_dict()
+        with trainer(resumed, 2) as fresh:
+            critic = copy.deepcopy(fresh.critic.state_dict())
+            saved_with = "with" if saved != "constant" else "without"
+            with pytest.raises(ValueError, match=f"the optimizer was saved {saved_with} a step schedule"):
+                fresh.load_state_dict(state)
+            assert fresh.updates == 0
+            assert all(torch.equal(v, critic["network"][k]) for k, v in fresh.critic.state_dict()["network"].items())
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -31,6 +31,7 @@ from bbopt.rollout.segments import segment_credit
 from bbopt.schedules import LR_SCHEDULES, KLAdaptiveLR
 from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
+from bbopt.validation import check_state
 
 __all__ = ["Trainer", "check_credit"]
 
@@ -492,6 +493,7 @@ class Trainer:
         if state.get("horizon") != self.horizon:
             raise ValueError(f"Invalid checkpoint: horizon {state.get('horizon')} (this trainer has {self.horizon})")
         restore = self._parse_slots(state["slots"]) if self.horizon is not None and "slots" in state else None
+        check_state(self.solver, state["solver"])  # e.g. another step schedule: refused before the critic loads
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         if self.imitation is not None:

@@ -134,7 +134,7 @@ def make_finetune_env(task: str = "transfer_cube", chunk: int = 10, decay: float
 # 0.05 action-std, Adam 1e-4. Independent per-step noise at the earlier 0.02 / 3e-5 barely moved
 # a policy: the temporal ensemble of 10 chunks averages it away.
 SIGMA, LR, CORRELATION = 0.05, 1e-4, 0.95
-# Sample reuse (README, "AR(1) noise with reuse on insertion"): 10 clipped-ratio passes over each
+# Sample reuse (README, "Reuse with the KL-adaptive step"): 10 clipped-ratio passes over each
 # population where the solver's sigma is fixed (OVLR, ES), with the KL-adaptive step aimed at a
 # mean KL of 0.1 per update (chosen on the seed-0 starts of both tasks, 300k steps): ten passes
 # ran a solved transfer-cube policy down (validation 100% -> 15%) at a constant step; the
