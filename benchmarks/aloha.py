@@ -26,7 +26,9 @@ Trainer's options; ``--ft-demo-starts F`` starts that fraction of the training e
 start's demos' states (`bbopt.envs.aloha.starts`); ``--ft-starts bp`` fine-tunes only the BC-BP
 policies; ``--low-data-only`` skips the full-data setting. Success = stage 4 within 300 steps, over ``--eval-episodes``
 placements from seed 1,000,000 (never a demo seed). Fine-tuning placements come from their own
-seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run.
+seed stream. ``<out>_curves.png``: validation success vs env steps of every fine-tuning run; each
+fine-tuning row's ``curve`` holds per update env steps, training return, seconds, Adam's step and
+the update's KL (`curve_point`).
 The summary gives each fine-tuning row's steps to its task's goal (`GOALS`, `reached`). ``--rows
 A.json B.json ...`` runs nothing: it merges the rows of side-by-side processes (one per method or
 seed range) into ``--out`` and reports them as one run's (`read_rows`). Each row is kept in
@@ -116,7 +118,16 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
     return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=start_row["seed"],
                      train_seconds=time.perf_counter() - began, env_steps=history[-1]["env_steps"],
                      start_success_rate=start_row["success_rate"], selection=selection,
-                     curve=[[h["env_steps"], round(h["return_mean"], 3), h["seconds"]] for h in history])  # fmt: skip
+                     curve=[curve_point(record) for record in history])  # fmt: skip
+
+
+def curve_point(record: dict) -> list:
+    """One update of a fine-tuning run as its row's curve keeps it: env steps, training return, the
+    Trainer's seconds, the Adam step the update took and the mean KL its reuse passes moved the
+    policy by (None with one pass): the last two show where the KL-adaptive step acted."""
+    kl = record.get("reuse_kl")
+    return [record["env_steps"], round(record["return_mean"], 3), record["seconds"], record["lr"],
+            None if kl is None else round(float(kl), 6)]  # fmt: skip
 
 
 def run_task(task: str, args, keep=lambda row: None) -> list[dict]:

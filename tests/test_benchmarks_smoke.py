@@ -1,6 +1,7 @@
 """The benchmarks run end to end at tiny sizes and write their JSON (figures come from the full runs)."""
 
 import json
+import math
 import re
 
 import numpy as np
@@ -301,6 +302,8 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert goal["goal"] == aloha.GOALS["transfer_cube"] and len(goal["reached"]) == 1
     assert "goal" not in payload["summary"]["transfer_cube/bc-bp"]  # imitation rows are not fine-tuned
     assert rows[4]["curve"][-1][0] == rows[4]["env_steps"] and rows[4]["curve"][-1][2] > 0  # steps, return, seconds
+    steps, kls = [point[3] for point in rows[4]["curve"]], [point[4] for point in rows[4]["curve"]]
+    assert steps[0] == LR and all(math.isfinite(kl) and kl >= 0 for kl in kls)  # the step taken, the passes' KL
     with pytest.raises(SystemExit):
         aloha.main(["--confirmation-episodes", "-1", "--out", str(tmp_path / "never.json")])
 
