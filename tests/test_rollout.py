@@ -553,6 +553,32 @@ def test_a_checkpoint_from_another_step_schedule_is_refused_by_name_before_anyth
             assert all(torch.equal(v, critic["network"][k]) for k, v in fresh.critic.state_dict()["network"].items())
 
 
+def test_a_checkpoint_refused_after_its_critic_loaded_leaves_the_trainer_as_it_was():
+    """The critic loads before the imitation stream is checked: a refused imitation state puts the
+    critic (network, Adam, target statistics, minibatch stream) back as it was."""
+    from bbopt.rollout.critic import StateValue
+    from bbopt.rollout.imitation import ImitationLoss
+
+    def trainer(imitation_seed: int, critic_seed: int) -> Trainer:
+        generator = torch.Generator().manual_seed(0)
+        demos = torch.randn(20, 2, generator=generator), torch.randn(20, 2, generator=generator)
+        imitation = ImitationLoss(*demos, lambda outputs, targets: ((outputs - targets) ** 2).sum(-1), weight=0.5,
+                                  seed=imitation_seed)  # fmt: skip
+        return Trainer(FACTORY, make_solver("ovlr"), eval_every=0, credit="to_go",
+                       critic=StateValue(seed=critic_seed), imitation=imitation)  # fmt: skip
+
+    with trainer(1, 1) as run:
+        run.train(env_steps=200, progress=False)
+        state = run.state_dict()
+    with trainer(2, 2) as fresh:
+        critic = copy.deepcopy(fresh.critic.state_dict())
+        with pytest.raises(ValueError, match="Invalid imitation state: seed 1"):
+            fresh.load_state_dict(state)
+        assert fresh.updates == 0 and (fresh.critic.offset, fresh.critic.scale) == (critic["offset"], critic["scale"])
+        assert all(torch.equal(v, critic["network"][k]) for k, v in fresh.critic.state_dict()["network"].items())
+        assert torch.equal(fresh.critic.generator.get_state(), critic["generator"])
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"lr_kl": 0.02}, "Invalid lr_kl: it is the KL the adaptive step aims at"),
     ({"lr_schedule": "linear", "lr_kl": 0.02}, "Invalid lr_kl: it is the KL the adaptive step aims at"),

@@ -12,6 +12,7 @@ statistics are committed. Episode seeds come from ``(seed, update)``; antithetic
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import time
@@ -31,7 +32,6 @@ from bbopt.rollout.segments import segment_credit
 from bbopt.schedules import LR_SCHEDULES, KLAdaptiveLR
 from bbopt.seeding import VALIDATION_EPISODES
 from bbopt.tracking import Tracker
-from bbopt.validation import check_state
 
 __all__ = ["Trainer", "check_credit"]
 
@@ -493,17 +493,34 @@ class Trainer:
         if state.get("horizon") != self.horizon:
             raise ValueError(f"Invalid checkpoint: horizon {state.get('horizon')} (this trainer has {self.horizon})")
         restore = self._parse_slots(state["slots"]) if self.horizon is not None and "slots" in state else None
-        check_state(self.solver, state["solver"])  # e.g. another step schedule: refused before the critic loads
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
-        if self.imitation is not None:
-            self.imitation.load_state_dict(state["imitation"])
-        if self.horizon is not None:
-            self._slots, self._restore = None, restore
-            self._ended_returns = state.get("ended_returns")
-        self.solver.load_state_dict(state["solver"])
+        before = self._own_parts()
+        try:  # the solver last: it checks all of its state before changing any
+            if self.critic is not None:
+                self.critic.load_state_dict(state["critic"])
+            if self.imitation is not None:
+                self.imitation.load_state_dict(state["imitation"])
+            if self.horizon is not None:
+                self._slots, self._restore = None, restore
+                self._ended_returns = state.get("ended_returns")
+            self.solver.load_state_dict(state["solver"])
+        except BaseException:  # a refused part (e.g. another step schedule) leaves the trainer as it was
+            self._put_back(before)
+            raise
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
         self.history = [dict(r) for r in state["history"]]
+
+    def _own_parts(self) -> tuple:
+        """What `load_state_dict` changes before the solver (which refuses before changing itself)."""
+        critic = None if self.critic is None else copy.deepcopy(self.critic.state_dict())
+        imitation = None if self.imitation is None else copy.deepcopy(self.imitation.state_dict())
+        return critic, imitation, self._slots, self._restore, self._ended_returns
+
+    def _put_back(self, parts: tuple) -> None:
+        critic, imitation, self._slots, self._restore, self._ended_returns = parts
+        if critic is not None:
+            self.critic.load_state_dict(critic)
+        if imitation is not None:
+            self.imitation.load_state_dict(imitation)
 
     def _parse_slots(self, slots) -> dict:
         """A checkpoint's episodes in flight as arrays, checked against this trainer (before
