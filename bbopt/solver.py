@@ -54,6 +54,7 @@ from bbopt.validation import as_losses, check_state, indices
 __all__ = ["Solver", "make_noise_model"]
 
 _NAN_POLICIES = ("raise", "worst")
+MAX_HALVINGS = 10  # max_kl's line search: past 2**-10 of the update, the update is undone
 
 
 def make_noise_model(noise: str | Noise | NoiseModel, sigma: SigmaValue | SigmaRule | None, df: float) -> NoiseModel:
@@ -174,6 +175,15 @@ class Solver:
             exceeds it, checked before each later step (PPO implementations' early stop). The
             passes then adapt to how far each population moves the policy. Default None: always
             ``reuse`` passes.
+        max_kl: with ``reuse``: after a tell's passes, while that mean KL of the updated policy
+            from the behaviour density exceeds it, halve the update's change of the parameters
+            (a backtracking line search along the update, as TRPO's; at most `MAX_HALVINGS`
+            times, then the change is undone). ``target_kl`` checks before each later pass,
+            so the first pass, or the last one taken, can still land far past it: this bounds the
+            whole update, the first of a run included (whose Adam step is about ``lr`` in every
+            parameter). The estimate is unchanged; only the step's length depends on the batch.
+            The tell's stats give ``update_kl`` (before the search) and ``step_scale`` (the share of
+            the change kept, 0 where undone). Default None: no search.
     """
 
     natural = False  # default signal: sum_i w_i (x_i - mu) instead of the likelihood-ratio gradient
@@ -203,6 +213,7 @@ class Solver:
         clip: float = 0.2,
         minibatches: int = 1,
         target_kl: float | None = None,
+        max_kl: float | None = None,
     ):
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
@@ -266,6 +277,9 @@ class Solver:
         self.target_kl = None if target_kl is None else check_float(target_kl, "target_kl", above=0.0)
         if self.target_kl is not None and self.reuse == 1:
             raise ValueError("Invalid target_kl: it stops the later passes of reuse (add reuse=2 or more)")
+        self.max_kl = None if max_kl is None else check_float(max_kl, "max_kl", above=0.0)
+        if self.max_kl is not None and self.reuse == 1:
+            raise ValueError("Invalid max_kl: it bounds the update of reuse's passes (add reuse=2 or more)")
         self.samples = samples
         self.episodes = episodes
         self.group_size = int(group_size)
@@ -583,6 +597,7 @@ class Solver:
             record_weights = None if step_losses is None else self._step_weights(step_losses)
             episode_of_record = record.episode_of_record().to(self.device)
             inputs, noise = record.inputs(), record.noise()
+            start = None if self.max_kl is None else [p.detach().clone() for p in _optimized(self.optimizer)]
             with torch.enable_grad():
                 mu = self.policy(inputs)  # one batched forward
             if self.reuse > 1 and record_weights is None:  # the per-record weights, for the later passes
@@ -609,6 +624,8 @@ class Solver:
             stats["reuse_active"] = active
         else:
             passes = self.reuse
+        if start is not None:  # the behaviour sigma still holds: the noise model advances below
+            stats |= self._backtrack(start, inputs, mu.detach(), sequences)
         if self.reuse > 1:  # sigma (fixed or scheduled) advances once, after every pass used the behaviour sigma
             stats["reuse_passes"] = float(passes)  # optimizer steps taken, the first included
             self.noise.update(record_weights[None].to(device=self.device, dtype=mu.dtype), noise[None], pairs=False)
@@ -675,7 +692,7 @@ class Solver:
         before, after, change = noise, shifted, moved
         if sequences is not None:  # the innovations are linear in the noise
             before, after, change = (sequences.innovations(values) for values in (noise, shifted, moved))
-        divergence = float(0.5 * change.square().sum(dim=1).mean())
+        divergence = _mean_kl(change)
         if self.target_kl is not None and divergence > self.target_kl:
             return None, divergence
         ratio = torch.exp(0.5 * (before.square().sum(dim=1) - after.square().sum(dim=1))).to(torch.float64).cpu()
@@ -698,6 +715,32 @@ class Solver:
                 f"{largest:.3g}); a smaller step, fewer passes (reuse) or target_kl stops the passes before this"
             ) from error
         return float(active.to(torch.float64).mean()), divergence
+
+    def _backtrack(self, start: list[torch.Tensor], inputs, behaviour_mu,
+                   sequences: AR1Sequences | None) -> dict[str, float]:  # fmt: skip
+        """``max_kl``'s line search: the parameters ``start + scale * (now - start)`` with ``scale``
+        halved from 1 until the mean KL from the behaviour density (`_reuse_pass`'s, measured by one
+        forward over the recorded steps) is at most ``max_kl``; past `MAX_HALVINGS` halvings the
+        parameters are put back to ``start``. Returns the KL before the search and the scale kept."""
+        parameters = _optimized(self.optimizer)
+        with torch.no_grad():
+            change = [p - before for p, before in zip(parameters, start, strict=True)]
+
+            def divergence() -> float:
+                mu = self.policy(inputs)
+                moved = (behaviour_mu - mu) / self.noise.scale(mu)
+                return _mean_kl(moved if sequences is None else sequences.innovations(moved))
+
+            update_kl = kl = divergence()
+            scale = 1.0
+            while not kl <= self.max_kl:  # a NaN KL backtracks too
+                scale = scale / 2 if scale > 2.0**-MAX_HALVINGS else 0.0
+                for p, before, delta in zip(parameters, start, change, strict=True):
+                    p.copy_(before.add(delta, alpha=scale) if scale else before)
+                if not scale:
+                    break
+                kl = divergence()
+        return {"update_kl": update_kl, "step_scale": scale}
 
     def _step_weights(self, step_losses) -> torch.Tensor:
         if not self.step_credit:
@@ -959,6 +1002,17 @@ def _check_autograd_loss(value) -> None:
 
 def _shape_of(value) -> str:
     return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _optimized(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The parameters ``optimizer`` steps, in its groups' order."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _mean_kl(change: torch.Tensor) -> float:
+    """The mean KL divergence of unit-variance Gaussians whose means differ by the rows of
+    ``change`` (moves in units of sigma, or their AR(1) innovations): ``mean |change|^2 / 2``."""
+    return float(0.5 * change.square().sum(dim=1).mean())
 
 
 def _clear_gradients(optimizer: torch.optim.Optimizer) -> None:

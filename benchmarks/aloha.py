@@ -107,7 +107,7 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
                                           credit=args.ft_credit, critic=args.ft_critic, discount=args.ft_discount,
                                           gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                           critic_warmup=args.ft_critic_warmup, reuse=args.ft_reuse,
-                                          lr_schedule=args.ft_lr_schedule, lr_kl=args.ft_lr_kl,
+                                          lr_schedule=args.ft_lr_schedule, lr_kl=args.ft_lr_kl, max_kl=args.ft_max_kl,
                                           correlation=args.ft_correlation, chunk_noise=args.ft_chunk_noise,
                                           seed=start_row["seed"],
                                           validate_every=args.validate_every,
@@ -123,11 +123,12 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
 
 def curve_point(record: dict) -> list:
     """One update of a fine-tuning run as its row's curve keeps it: env steps, training return, the
-    Trainer's seconds, the Adam step the update took and the mean KL its reuse passes moved the
-    policy by (None with one pass): the last two show where the KL-adaptive step acted."""
-    kl = record.get("reuse_kl")
+    Trainer's seconds, the Adam step the update took, the mean KL its reuse passes moved the
+    policy by (None with one pass) and the share of the update ``max_kl``'s line search kept (None
+    without it): the last three show where the KL-adaptive step and the search acted."""
+    kl, scale = record.get("reuse_kl"), record.get("step_scale")
     return [record["env_steps"], round(record["return_mean"], 3), record["seconds"], record["lr"],
-            None if kl is None else round(float(kl), 6)]  # fmt: skip
+            None if kl is None else round(float(kl), 6), scale]  # fmt: skip
 
 
 def run_task(task: str, args, keep=lambda row: None) -> list[dict]:
@@ -381,6 +382,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "with reuse, constant without)")  # fmt: skip
     parser.add_argument("--ft-lr-kl", type=float, help="with --ft-lr-schedule kl: the mean KL per update aimed at "
                         "(default: finetune's, 0.1)")  # fmt: skip
+    parser.add_argument("--ft-max-kl", type=float, help="with reuse: each update's mean KL bounded by a line "
+                        "search (default: finetune's, 0.2 with reuse; 0: none)")  # fmt: skip
     parser.add_argument("--ft-imitation-weight", type=float, default=0.0,
                         help="mix the start's demos' imitation loss in at this weight (0: off)")  # fmt: skip
     parser.add_argument("--ft-demo-starts", type=float, default=0.0,
@@ -412,7 +415,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         try:
             solver = finetune_solver(ChunkMLP(2, 1, 1, hidden=(2,)), method, population=args.population,
                                      sigma=args.ft_sigma, lr=args.ft_lr, correlation=args.ft_correlation,
-                                     reuse=args.ft_reuse, chunk_noise=args.ft_chunk_noise)  # fmt: skip
+                                     reuse=args.ft_reuse, chunk_noise=args.ft_chunk_noise,
+                                     max_kl=args.ft_max_kl)  # fmt: skip
             check_credit_options(args.ft_credit, args.ft_critic, discount=args.ft_discount,
                                  gae_lambda=args.ft_gae_lambda, horizon=args.ft_horizon,
                                  critic_warmup=args.ft_critic_warmup, env_steps=args.finetune_steps)  # fmt: skip
@@ -420,7 +424,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except (ValueError, KeyError) as error:
             parser.error(f"fine-tuning by {method}: {error}")
         resolved[method] = {"reuse": solver.reuse, "correlation": solver.correlation, "lr_schedule": lr_schedule,
-                            "lr_kl": lr_kl}  # fmt: skip
+                            "lr_kl": lr_kl, "max_kl": solver.max_kl}  # fmt: skip
     torch.set_num_threads(1)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"

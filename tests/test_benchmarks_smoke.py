@@ -294,7 +294,7 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert (tmp_path / "aloha_curves.png").exists()
     assert [point[0] for point in rows[4]["selection"]["validation_curve"]] == [0, rows[4]["env_steps"]]
     assert [point[0] for point in rows[4]["selection"]["confirmation"]] == [0, 1]  # the start, then the one update
-    from bbopt.envs.aloha.finetune import LR, SIGMA
+    from bbopt.envs.aloha.finetune import LR, MAX_KL, SIGMA
 
     config = payload["config"]  # fine-tuning's own defaults: AR(1) noise for OVLR and ES, independent for CEM
     assert (config["ft_sigma"], config["ft_lr"], config["ft_correlation"]) == (SIGMA, LR, None)
@@ -304,6 +304,8 @@ def test_aloha_benchmark_smoke(tmp_path):
     assert rows[4]["curve"][-1][0] == rows[4]["env_steps"] and rows[4]["curve"][-1][2] > 0  # steps, return, seconds
     steps, kls = [point[3] for point in rows[4]["curve"]], [point[4] for point in rows[4]["curve"]]
     assert steps[0] == LR and all(math.isfinite(kl) and kl >= 0 for kl in kls)  # the step taken, the passes' KL
+    assert config["ft_resolved"]["ovlr"]["max_kl"] == MAX_KL and config["ft_resolved"]["cem"]["max_kl"] is None
+    assert all(0 <= point[5] <= 1 for point in rows[4]["curve"])  # the share of the update the line search kept
     with pytest.raises(SystemExit):
         aloha.main(["--confirmation-episodes", "-1", "--out", str(tmp_path / "never.json")])
 

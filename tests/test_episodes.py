@@ -367,11 +367,12 @@ def test_bad_correlation_settings_are_refused(options, message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
 
 
-def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1, target_kl=None, correlation=0.0):
+def reuse_solver(reuse, lr=0.0, seed=0, episodes=8, minibatches=1, target_kl=None, correlation=0.0, max_kl=None):
     policy = MLP(1, 2, hidden=(4,), seed=1)
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
     return policy, bbopt.OVLR(policy, optimizer, sigma=0.5, episodes=episodes, seed=seed, reuse=reuse,
-                              minibatches=minibatches, target_kl=target_kl, correlation=correlation)  # fmt: skip
+                              minibatches=minibatches, target_kl=target_kl, correlation=correlation,
+                              max_kl=max_kl)  # fmt: skip
 
 
 @pytest.mark.parametrize("correlation", [0.0, 0.8], ids=["independent", "ar1"])
@@ -573,6 +574,66 @@ def test_a_target_kl_below_any_move_keeps_only_the_first_step_with_or_without_mi
             torch.testing.assert_close(a, b)
 
 
+def kl_along_the_update(correlation, scales) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float]]:
+    """A tell of 3 passes without ``max_kl`` (SGD at a step that moves the toy policy far); its
+    parameters before and after, and by hand the mean KL from the acting density of the policy
+    ``before + s (after - before)`` at each of ``scales``: ``|mu_s - mu_behaviour|^2 / (2 sigma^2)``
+    over the recorded steps, under AR(1) noise the same in the innovations ``eta_t = (d_t -
+    phi d_(t-1)) / sqrt(1 - phi^2)`` along each episode (``d`` the move in units of sigma)."""
+    policy, solver = reuse_solver(3, lr=0.3, seed=5, correlation=correlation)
+    losses, step_losses = run_toy_episodes(solver)
+    inputs, episode = solver._record.inputs(), solver._record.episode_of_record()
+    before = [p.detach().clone() for p in policy.parameters()]
+    with torch.no_grad():
+        behaviour = policy(inputs).double()
+    solver.tell(losses, step_losses=step_losses)
+    after = [p.detach().clone() for p in policy.parameters()]
+    divergences = []
+    for scale in scales:
+        with torch.no_grad():
+            for p, a, b in zip(policy.parameters(), before, after, strict=True):
+                p.copy_(a + scale * (b - a))
+            moved = (policy(inputs).double() - behaviour) / 0.5
+        if correlation:  # records are in time order; each episode's first step is its own innovation
+            innovations, previous = moved.clone(), {}
+            for row, i in enumerate(episode.tolist()):
+                if i in previous:
+                    innovations[row] = (moved[row] - correlation * moved[previous[i]]) / (1 - correlation**2) ** 0.5
+                previous[i] = row
+            moved = innovations
+        divergences.append(float(moved.square().sum(1).mean() / 2))
+    return before, after, divergences
+
+
+@pytest.mark.parametrize("correlation", [0.0, 0.8], ids=["independent", "ar1"])
+def test_max_kl_keeps_the_first_halving_of_the_update_within_it(correlation):
+    """With ``max_kl`` between the KLs of a quarter and half the update, the tell's parameters are
+    ``before + (after - before) / 4``: the first halving whose KL (by hand) is within it; the
+    stats give the whole update's KL and the scale kept."""
+    scales = [1.0, 0.5, 0.25]
+    before, after, divergences = kl_along_the_update(correlation, scales)
+    assert divergences[0] > divergences[1] > divergences[2] > 0
+    max_kl = (divergences[1] + divergences[2]) / 2
+    policy, solver = reuse_solver(3, lr=0.3, seed=5, correlation=correlation, max_kl=max_kl)
+    losses, step_losses = run_toy_episodes(solver)
+    stats = solver.tell(losses, step_losses=step_losses)
+    assert stats["step_scale"] == 0.25 and stats["update_kl"] == pytest.approx(divergences[0], rel=1e-5)
+    for p, a, b in zip(policy.parameters(), before, after, strict=True):
+        torch.testing.assert_close(p.detach(), a + 0.25 * (b - a))
+
+
+def test_a_max_kl_the_update_stays_within_changes_nothing_and_one_below_every_move_undoes_it():
+    scales = [1.0]
+    before, after, (divergence,) = kl_along_the_update(0.0, scales)
+    for max_kl, scale, expected in ((2 * divergence, 1.0, after), (1e-300, 0.0, before)):
+        policy, solver = reuse_solver(3, lr=0.3, seed=5, max_kl=max_kl)
+        losses, step_losses = run_toy_episodes(solver)
+        stats = solver.tell(losses, step_losses=step_losses)
+        assert stats["step_scale"] == scale and solver.steps == 1
+        for p, kept in zip(policy.parameters(), expected, strict=True):
+            assert torch.equal(p.detach(), kept)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -592,6 +653,11 @@ def test_a_target_kl_below_any_move_keeps_only_the_first_step_with_or_without_mi
         ({"episodes": 8, "target_kl": float("nan")}, "target_kl"),
         ({"episodes": 8, "target_kl": "0.01"}, "target_kl"),
         ({"episodes": 8, "reuse": 1, "target_kl": 0.01}, "stops the later passes of reuse"),
+        ({"episodes": 8, "max_kl": 0.0}, "max_kl"),
+        ({"episodes": 8, "max_kl": -0.01}, "max_kl"),
+        ({"episodes": 8, "max_kl": float("nan")}, "max_kl"),
+        ({"episodes": 8, "max_kl": "0.01"}, "max_kl"),
+        ({"episodes": 8, "reuse": 1, "max_kl": 0.01}, "bounds the update of reuse"),
     ],
 )
 def test_bad_reuse_settings_are_refused(options, message):

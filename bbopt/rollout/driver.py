@@ -583,8 +583,10 @@ def _append_csv(path: Path, record: dict) -> None:
 
 def _solver_figures(stats: dict) -> dict:
     """An update record's figures from the solver's tell: sigma, and with reuse its passes and the
-    policy's mean KL from the acting one where the last pass began; ``critic_warmup`` on the
+    policy's mean KL from the acting one where the last pass began, with ``max_kl`` the whole
+    update's KL and the share of it kept (``update_kl``, ``step_scale``); ``critic_warmup`` on the
     warm-up's updates (not in the curve CSV)."""
     figures = {"sigma": float(stats.get("sigma", float("nan")))}
-    figures |= {key: float(stats[key]) for key in ("reuse_passes", "reuse_kl") if key in stats}
+    keys = ("reuse_passes", "reuse_kl", "update_kl", "step_scale")
+    figures |= {key: float(stats[key]) for key in keys if key in stats}
     return figures | ({"critic_warmup": True} if stats.get("critic_warmup") else {})

@@ -92,6 +92,9 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
                                "with reuse, constant without")  # fmt: skip
     finetune.add_argument("--lr-kl", type=float,
                           help="with --lr-schedule kl: the mean KL per update aimed at (default 0.1)")  # fmt: skip
+    finetune.add_argument("--max-kl", type=float,
+                          help="with reuse: each update's mean KL bounded by a line search (default 0.2 with reuse; "
+                               "0: none)")  # fmt: skip
     finetune.add_argument("--demos", type=Path, help="mix these demonstrations' imitation loss into every update "
                           "(and with --demo-starts, start episodes from their states)")  # fmt: skip
     finetune.add_argument("--imitation-weight", type=float, default=1.0,
@@ -225,6 +228,7 @@ def _finetune(args) -> dict:
         correlation=args.correlation,
         reuse=args.reuse,
         chunk_noise=args.chunk_noise,
+        max_kl=args.max_kl,
     )  # the solver's refusals, before the evaluation
     finetune_lr_schedule(solver.reuse, args.lr_schedule, args.lr_kl)
     before = _report(task, policy, args.eval_episodes, not args.no_progress, "before fine-tuning")
@@ -239,7 +243,8 @@ def _finetune(args) -> dict:
                                               critic_warmup=args.critic_warmup,
                                               correlation=args.correlation, reuse=args.reuse,
                                               chunk_noise=args.chunk_noise,
-                                              lr_schedule=args.lr_schedule, lr_kl=args.lr_kl, demos=demos,
+                                              lr_schedule=args.lr_schedule, lr_kl=args.lr_kl,
+                                              max_kl=args.max_kl, demos=demos,
                                               imitation_weight=args.imitation_weight,
                                               imitation_decay=args.imitation_decay,
                                               demo_starts=args.demo_starts, seed=args.seed,

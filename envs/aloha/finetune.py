@@ -142,11 +142,16 @@ SIGMA, LR, CORRELATION = 0.05, 1e-4, 0.95
 # stayed at 100%. The target is 5x `bbopt train`'s: a fine-tuning update at sigma 0.05 action-std
 # moves the AR(1) factors by a KL of 0.04-0.07 (insertion) when all goes well.
 REUSE, LR_KL = 10, 0.1
+# The bound on each update's KL with reuse (`bbopt.Solver`'s ``max_kl``: a backtracking line search
+# after the passes): twice `LR_KL`, where the adaptive step starts shrinking. The adaptive step acts
+# only after an update: the first update of a run, whose Adam step is about ``lr`` in every
+# parameter, moved insertion's starts by a KL of 0.8-5 under ES (README, "Where the guard acted").
+MAX_KL = 2 * LR_KL
 
 
 def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigma: float = SIGMA, lr: float = LR,
                     correlation: float | None = None, reuse: int | None = None, chunk_noise: str = "independent",
-                    seed: int = 0):  # fmt: skip
+                    max_kl: float | None = None, seed: int = 0):  # fmt: skip
     """The episode-mode solver `finetune` trains ``policy`` with: ``method``'s preset at noise
     ``sigma`` times each action's std over the demos and Adam at ``lr`` (refuses what the solver
     refuses, e.g. AR(1) noise for a solver that learns its sigma). ``correlation=None``: AR(1)
@@ -154,6 +159,7 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     then weight each step's AR(1) factor), else independent noise (CEM). ``reuse=None``: `REUSE`
     passes per population where the solver's sigma is fixed (OVLR, ES) and the noise is not
     shared over the chunk, else 1 (CEM learns its sigma, which the likelihood ratios exclude).
+    ``max_kl=None``: `MAX_KL` with reuse, else none (0: none; the solver's line search).
     ``chunk_noise="shared"``: each step's draw of one action's worth of noise is added to every
     step of the chunk (`bbopt.noise.Tiled`), so the executed temporal ensemble moves by nearly the
     whole sigma under AR(1) noise; the policy then moves only along the directions explored (see `Tiled`). It needs a
@@ -166,7 +172,7 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
         try:
             return finetune_solver(policy, method, population=population, sigma=sigma, lr=lr,
                                    correlation=CORRELATION, reuse=reuse, chunk_noise=chunk_noise,
-                                   seed=seed)  # fmt: skip
+                                   max_kl=max_kl, seed=seed)  # fmt: skip
         except ValueError as error:
             if not str(error).startswith("Invalid correlation"):
                 raise
@@ -178,6 +184,10 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
         reuse = 1 if learns or chunk_noise == "shared" else REUSE
     extra = {"correlation": correlation} if correlation else {}
     extra |= {"reuse": reuse} if reuse != 1 else {}
+    if max_kl is None:
+        max_kl = MAX_KL if reuse > 1 else 0.0
+    max_kl = bbopt.checks.check_float(max_kl, "max_kl", at_least=0.0)
+    extra |= {"max_kl": max_kl} if max_kl else {}
     if chunk_noise == "shared":
         if reuse != 1:
             raise ValueError(f"Invalid chunk_noise: 'shared' with reuse {reuse} (the reused likelihood ratios need "
@@ -222,7 +232,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
              horizon: int | None = None, critic_warmup: int = 0, correlation: float | None = None,
              reuse: int | None = None, chunk_noise: str = "independent", lr_schedule: str | None = None,
-             lr_kl: float | None = None, demos: Demos | None = None,
+             lr_kl: float | None = None, max_kl: float | None = None, demos: Demos | None = None,
              imitation_weight: float = 1.0,
              imitation_decay: float = 1.0, demo_starts: float = 0.0, seed: int = 0,
              validate_every: int = 10, validation_episodes: int = 20,
@@ -246,7 +256,8 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     steps at the start fit only the critic, the policy unchanged), ``correlation`` (AR(1)
     noise over each episode's steps), ``reuse`` (clipped-ratio passes per population; default
     `REUSE` where the solver takes it, see `finetune_solver`), ``lr_schedule`` (default "kl" with
-    reuse, aimed at ``lr_kl``, default `LR_KL`; "constant" without: `finetune_lr_schedule`).
+    reuse, aimed at ``lr_kl``, default `LR_KL`; "constant" without: `finetune_lr_schedule`), ``max_kl``
+    (each update's KL bounded by a line search; default `MAX_KL` with reuse, 0: none).
     ``demos``: mix their imitation loss (the chunk L1 of behaviour cloning, `ChunkL1`, on a
     256-pair minibatch per update) into every update at
     ``imitation_weight * imitation_decay**update`` (`bbopt.rollout.imitation.ImitationLoss`;
@@ -298,7 +309,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     if demos is not None and demos.task != task:
         raise ValueError(f"Invalid demos: they show {demos.task!r}, the fine-tuning task is {task!r}")
     solver = finetune_solver(policy, method, population=population, sigma=sigma, lr=lr, correlation=correlation,
-                             reuse=reuse, chunk_noise=chunk_noise, seed=seed)  # fmt: skip
+                             reuse=reuse, chunk_noise=chunk_noise, max_kl=max_kl, seed=seed)  # fmt: skip
     lr_schedule, lr_kl = finetune_lr_schedule(solver.reuse, lr_schedule, lr_kl)
     imitation, env_options = None, (("task", task), ("chunk", policy.chunk), ("decay", decay))
     if demos is not None:
