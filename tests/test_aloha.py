@@ -24,6 +24,7 @@ from bbopt.envs.aloha.finetune import (
     CORRELATION,
     LR,
     LR_KL,
+    MAX_KL,
     REUSE,
     StageShaping,
     finetune,
@@ -527,6 +528,15 @@ def test_finetune_defaults_to_reuse_with_the_kl_adaptive_step_where_the_solver_t
     assert finetune_solver(policy, "cem").reuse == finetune_solver(policy, "ovlr", chunk_noise="shared").reuse == 1
     assert finetune_solver(policy, "ovlr", reuse=1).reuse == 1
     assert finetune_solver(policy, "es", reuse=3).reuse == 3
+    # the line search bounds every update's KL with reuse, at twice the adaptive step's target
+    assert finetune_solver(policy, "ovlr").max_kl == finetune_solver(policy, "es").max_kl == MAX_KL == 2 * LR_KL
+    assert finetune_solver(policy, "cem").max_kl is finetune_solver(policy, "ovlr", reuse=1).max_kl is None
+    assert finetune_solver(policy, "ovlr", max_kl=0.5).max_kl == 0.5
+    assert finetune_solver(policy, "ovlr", max_kl=0).max_kl is None  # 0: no search
+    with pytest.raises(ValueError, match="Invalid max_kl: it bounds the update of reuse"):
+        finetune_solver(policy, "cem", max_kl=0.5)
+    with pytest.raises(ValueError, match="Invalid max_kl"):
+        finetune_solver(policy, "ovlr", max_kl=float("nan"))
     assert finetune_lr_schedule(REUSE) == ("kl", LR_KL) and LR_KL != LR_KL_TRAIN
     assert finetune_lr_schedule(1) == ("constant", None)
     assert finetune_lr_schedule(3, lr_kl=0.5) == ("kl", 0.5)
@@ -549,6 +559,7 @@ def test_finetune_defaults_to_reuse_with_the_kl_adaptive_step_where_the_solver_t
     monkeypatch.setattr(finetune_module, "Trainer", Recorded)
     _, history, _ = finetune(policy, "transfer_cube", env_steps=300, population=2, validate_every=0, progress=False)
     assert [record.get("reuse_passes") for record in history] == [REUSE]
+    assert 0 <= history[0]["step_scale"] <= 1 and history[0]["update_kl"] >= 0  # the search ran
     assert (trainers[-1]["lr_schedule"], trainers[-1]["lr_kl"]) == ("kl", LR_KL)
     finetune(policy, "transfer_cube", env_steps=300, population=2, reuse=1, validate_every=0, progress=False)
     assert (trainers[-1]["lr_schedule"], trainers[-1]["lr_kl"]) == ("constant", None)

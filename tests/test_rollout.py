@@ -760,6 +760,11 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert kl.target_kl == 0.02 and kl.reuse == 20
     with pytest.raises(ValueError, match="stops the later passes of --reuse"):
         RunConfig(env="Pendulum-v1", reuse=1, target_kl=0.02)
+    assert RunConfig(env="Pendulum-v1").max_kl == 0.0 and solver.max_kl is None  # 0: no line search
+    bounded = build_solver(RunConfig(env="Pendulum-v1", max_kl=0.05), gymnasium.make("Pendulum-v1"))
+    assert bounded.max_kl == 0.05 and bounded.reuse == 20
+    with pytest.raises(ValueError, match="bounds the update of --reuse's passes"):
+        RunConfig(env="Pendulum-v1", reuse=1, max_kl=0.05)
     assert RunConfig(env="Pendulum-v1", lr_schedule="linear", lr_decay_after=1000).lr_decay_after == 1000
     with pytest.raises(ValueError, match="Invalid lr_decay_after: it delays the linear schedule"):
         RunConfig(env="Pendulum-v1", lr_decay_after=1000)
@@ -782,14 +787,16 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
                    ("gae_lambda", "0.9"), ("discount", 0.0), ("discount", float("nan")),
                    ("correlation", 1.0), ("minibatches", 0), ("minibatches", 2.0), ("clip", 0.0),
                    ("clip", float("inf")), ("clip", True), ("target_kl", -0.01), ("target_kl", float("nan")),
-                   ("target_kl", "0.01"), ("lr_decay_after", -1), ("lr_decay_after", 1.5), ("critic_warmup", -1),
+                   ("target_kl", "0.01"), ("max_kl", -0.01), ("max_kl", float("nan")), ("max_kl", "0.01"),
+                   ("lr_decay_after", -1), ("lr_decay_after", 1.5), ("critic_warmup", -1),
                    ("critic_warmup", 2.5), ("critic_warmup", True)]  # fmt: skip
     for name, bad in bad_numbers:
         with pytest.raises(ValueError, match=f"Invalid {name}"):
             RunConfig(env="Pendulum-v1", **{name: bad})
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
-                 "horizon", "target_kl", "lr_decay_after", "critic_warmup", "lr_schedule", "lr_kl"):  # fmt: skip
+                 "horizon", "target_kl", "max_kl", "lr_decay_after", "critic_warmup", "lr_schedule",
+                 "lr_kl"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
@@ -802,6 +809,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     (tmp_path / "config.json").write_text(json.dumps(before_segments))  # the per-step recipe before --horizon
     assert load_config(tmp_path).horizon == 0  # its runs resume with whole episodes
     assert load_config(tmp_path).target_kl == 0.0  # and every pass of reuse
+    assert load_config(tmp_path).max_kl == 0.0  # and no line search
     assert load_config(tmp_path).lr_decay_after == 0  # and a linear schedule from the start
     assert load_config(tmp_path).critic_warmup == 0  # and no critic warm-up
     assert load_config(tmp_path).lr_schedule == "constant"  # and a constant step

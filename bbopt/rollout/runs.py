@@ -180,6 +180,9 @@ class RunConfig:
     target_kl: float = _option(0.0, help="with --reuse: stop a population's later passes once the policy's mean KL "
                                          "divergence from the one that acted passes this (default 0: never)",
                                type=float)  # fmt: skip
+    max_kl: float = _option(0.0, help="with --reuse: after the passes, halve the update until the policy's mean KL "
+                                      "divergence from the one that acted is at most this (a backtracking line "
+                                      "search; default 0: none)", type=float)  # fmt: skip
     horizon: int | None = _option(help="with --critic: steps per env slot per update, whatever episode each is in "
                                        "(PPO's rollouts; the unfinished ends closed with the critic's value; "
                                        "default 256 with the critic, else 0); 0: whole episodes",
@@ -247,6 +250,9 @@ class RunConfig:
         self.target_kl = check_float(self.target_kl, "target_kl", at_least=0.0)
         if self.target_kl and self.reuse == 1:
             raise ValueError("Invalid target_kl: it stops the later passes of --reuse (add --reuse 2 or more)")
+        self.max_kl = check_float(self.max_kl, "max_kl", at_least=0.0)
+        if self.max_kl and self.reuse == 1:
+            raise ValueError("Invalid max_kl: it bounds the update of --reuse's passes (add --reuse 2 or more)")
         if self.horizon is None:
             self.horizon = recipe["horizon"] if self.critic != "none" else 0
         self.horizon = check_int(self.horizon, "horizon", minimum=0)
@@ -313,6 +319,7 @@ def build_solver(config: RunConfig, env: gym.Env):
     extra |= {"reuse": config.reuse, "clip": config.clip} if config.reuse > 1 else {}
     extra |= {"minibatches": config.minibatches} if config.minibatches > 1 else {}
     extra |= {"target_kl": config.target_kl} if config.target_kl else {}
+    extra |= {"max_kl": config.max_kl} if config.max_kl else {}
     if config.sigma_final is not None:
         extra["sigma"] = Linear(config.sigma, config.sigma_final, sigma_updates(config))
     return preset.build(config.solver, policy, episodes=config.population, seed=config.seed, **extra)
