@@ -37,6 +37,7 @@ import torch
 
 import bbopt
 from bbopt.arguments import step_count
+from bbopt.rollout.driver import LR_KL
 from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
@@ -78,6 +79,8 @@ VARIANTS = {
     # (the density of its action given the segment's earlier ones)
     "ar1": {"correlation": 0.8, "reuse": 20},
     "ar1mild": {"correlation": 0.5, "reuse": 20},  # the same at 0.5: the defaults since they took AR(1) noise
+    # the defaults with each update's KL bounded at twice the adaptive step's target (a line search after the passes)
+    "maxkl": {"max_kl": 2 * LR_KL},
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
