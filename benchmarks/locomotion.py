@@ -149,7 +149,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,
             "horizon": config.horizon, "reward_offset": config.reward_offset, "sigma_final": config.sigma_final,
-            "sigma_decay": config.sigma_decay, "correlation": config.correlation}}  # fmt: skip
+            "sigma_decay": config.sigma_decay, "correlation": config.correlation, "max_kl": config.max_kl}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

@@ -152,19 +152,22 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert {r["method"] for r in rows if r["settings"].get("critic") == "state_value"} == {
         "ovlr", "es", "ovlr-critic", "es-critic", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m",
         "ovlr-wide", "es-wide", "ovlr-kl", "es-kl", "ovlr-constant", "es-constant", "ovlr-offset",
-        "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1", "es-ar1", "ovlr-ar1mild", "es-ar1mild"}  # fmt: skip
+        "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1", "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl",
+        "es-maxkl"}  # fmt: skip
     assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {
         "ovlr", "es", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m", "ovlr-wide", "es-wide", "ovlr-kl",
         "es-kl", "ovlr-constant", "es-constant", "ovlr-offset", "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1",
-        "es-ar1", "ovlr-ar1mild", "es-ar1mild"}  # fmt: skip
+        "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl", "es-maxkl"}  # fmt: skip
+    bounded = {r["method"]: r["settings"]["max_kl"] for r in rows if r["settings"].get("max_kl")}
+    assert bounded == {"ovlr-maxkl": 0.04, "es-maxkl": 0.04}  # twice lr_kl; the rest without the line search
     falling = {r["method"]: (r["settings"]["sigma"], r["settings"]["sigma_final"], r["settings"]["sigma_decay"])
                for r in rows if r["settings"].get("sigma_final") is not None}  # fmt: skip
     assert falling == {"ovlr-anneal": (0.6, 0.3, 200_000), "es-anneal": (0.6, 0.3, 200_000)}
     correlated = {r["method"]: r["settings"]["correlation"] for r in rows if r["settings"].get("correlation")}
     assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8, "ovlr-ar1mild": 0.5, "es-ar1mild": 0.5, "ovlr": 0.5,
-                          "es": 0.5}  # fmt: skip
+                          "es": 0.5, "ovlr-maxkl": 0.5, "es-maxkl": 0.5}  # fmt: skip
     assert {r["settings"]["correlation"] for r in rows if r["method"].startswith(("ovlr-", "es-"))
-            and r["method"].partition("-")[2] not in ("ar1", "ar1mild")} == {0.0}  # fmt: skip
+            and r["method"].partition("-")[2] not in ("ar1", "ar1mild", "maxkl")} == {0.0}  # fmt: skip
     offsets = {r["method"]: r["settings"]["reward_offset"] for r in rows if "reward_offset" in r.get("settings", {})}
     assert {m for m, offset in offsets.items() if offset} == {"ovlr-offset", "es-offset"}  # the zoo's ARS row: -1
     assert {offsets["ovlr-offset"], locomotion.VARIANTS["offset"]("HalfCheetah-v5")["reward_offset"]} == {-1.0, 0.0}
@@ -466,7 +469,8 @@ def test_aloha_benchmark_fine_tunes_every_seed_with_the_mixed_options(tmp_path, 
                        "--out", str(tmp_path / "aloha.json")])  # fmt: skip
     config = json.loads((tmp_path / "aloha.json").read_text())["config"]
     assert config["ft_demo_starts"] == 0.5 and config["ft_chunk_noise"] == "shared" and config["bc_members"] == 2
-    shared = {"reuse": 1, "correlation": 0.5, "lr_schedule": "constant", "lr_kl": None}  # no reuse over a shared draw
+    # no reuse over a shared draw, so no KL bound
+    shared = {"reuse": 1, "correlation": 0.5, "lr_schedule": "constant", "lr_kl": None, "max_kl": None}
     assert config["ft_resolved"] == {"ovlr": shared, "es": shared}  # what ran, where the options were finetune's
     tuned = [row for row in rows if row["policy"] == "bc-bp x2 (2 demos)+ft-ovlr"]
     assert [row["seed"] for row in tuned] == [1, 2]  # each from its own imitation seed, from --first-seed
