@@ -270,16 +270,18 @@ class Solver:
         self.reuse = check_int(reuse, "reuse", minimum=1)
         self.clip = check_float(clip, "clip", above=0.0)
         self.minibatches = check_int(minibatches, "minibatches", minimum=1)
-        if self.minibatches > 1 and self.reuse == 1:
-            raise ValueError("Invalid minibatches: they split the passes of reuse (add reuse=2 or more)")
         if self.reuse > 1:
             _check_reuse(self.noise, episodes, self.correlation, natural=natural, minibatches=self.minibatches)
         self.target_kl = None if target_kl is None else check_float(target_kl, "target_kl", above=0.0)
-        if self.target_kl is not None and self.reuse == 1:
-            raise ValueError("Invalid target_kl: it stops the later passes of reuse (add reuse=2 or more)")
         self.max_kl = None if max_kl is None else check_float(max_kl, "max_kl", above=0.0)
-        if self.max_kl is not None and self.reuse == 1:
-            raise ValueError("Invalid max_kl: it bounds the update of reuse's passes (add reuse=2 or more)")
+        needs_reuse = {"minibatches": ("they split the passes of reuse", self.minibatches > 1),
+                       "target_kl": ("it stops the later passes of reuse", self.target_kl is not None),
+                       "max_kl": ("it bounds the update of reuse's passes", self.max_kl is not None)}  # fmt: skip
+        for name, (role, given) in needs_reuse.items():
+            if given and self.reuse == 1:
+                remedy = _reuse_remedy(self.noise, episodes, self.correlation, natural=natural,
+                                       minibatches=self.minibatches)  # fmt: skip
+                raise ValueError(f"Invalid {name}: {role} ({remedy})")
         self.samples = samples
         self.episodes = episodes
         self.group_size = int(group_size)
@@ -986,6 +988,17 @@ def _check_reuse(noise: NoiseModel, episodes: int | None, correlation: float, *,
             "given the episode's earlier steps, which needs the likelihood-ratio signal (natural=False) and "
             f"every record in each step (minibatches=1; got natural={natural}, minibatches={minibatches})"
         )
+
+
+def _reuse_remedy(noise: NoiseModel, episodes: int | None, correlation: float, *, natural: bool,
+                  minibatches: int) -> str:  # fmt: skip
+    """What an option of reuse's passes given without them should say: add reuse, or, where this
+    solver cannot take it (`_check_reuse`'s refusal, e.g. a sigma that learns), why not."""
+    try:
+        _check_reuse(noise, episodes, correlation, natural=natural, minibatches=minibatches)
+    except ValueError as error:
+        return f"and this solver cannot reuse: {str(error).removeprefix('Invalid reuse: ')}"
+    return "add reuse=2 or more"
 
 
 def _check_autograd_loss(value) -> None:

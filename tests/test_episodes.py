@@ -667,6 +667,20 @@ def test_bad_reuse_settings_are_refused(options, message):
         bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), **options)
 
 
+@pytest.mark.parametrize("option", [{"minibatches": 2}, {"target_kl": 0.01}, {"max_kl": 0.01}])
+def test_an_option_of_reuse_on_a_solver_that_cannot_reuse_says_why_not_add_reuse(option):
+    """Each option of reuse's passes, given with reuse 1, is refused with the remedy: "add reuse"
+    where the solver could take it, else the reason it cannot (here a sigma that learns)."""
+    name = next(iter(option))
+    policy = MLP(1, 2, hidden=(), seed=0)
+    with pytest.raises(ValueError, match=rf"Invalid {name}: .*\(add reuse=2 or more\)$"):
+        bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), episodes=8, **option)
+    with pytest.raises(ValueError, match=rf"Invalid {name}: .*cannot reuse: .*learns=True") as refused:
+        bbopt.OVLR(policy, torch.optim.SGD(policy.parameters(), lr=0.1), episodes=8,
+                   sigma=bbopt.sigma.Learned(0.5), **option)  # fmt: skip
+    assert "add reuse" not in str(refused.value)
+
+
 def test_an_overflow_in_a_reuse_pass_is_blamed_on_the_ratios_not_the_losses():
     """The first step took these losses, so an overflow in a later pass comes from the ratios (the
     policy moved far from the one that acted): the warning says so, with the pass's KL and largest

@@ -187,10 +187,6 @@ def finetune_solver(policy: ChunkMLP, method: str, *, population: int = 32, sigm
     if max_kl is None:
         max_kl = MAX_KL if reuse > 1 else 0.0
     max_kl = bbopt.checks.check_float(max_kl, "max_kl", at_least=0.0)
-    if max_kl and reuse == 1 and (learns or chunk_noise == "shared"):  # the solver's "add reuse" would not do
-        why = f"{method} learns its sigma" if learns else "chunk_noise 'shared' takes no reuse"
-        raise ValueError(f"Invalid max_kl: {max_kl} bounds the update of reuse's passes, and {why} (max_kl=0, "
-                         "or ovlr / es with independent chunk noise)")  # fmt: skip
     extra |= {"max_kl": max_kl} if max_kl else {}
     if chunk_noise == "shared":
         if reuse != 1:
