@@ -81,6 +81,8 @@ VARIANTS = {
     "ar1mild": {"correlation": 0.5, "reuse": 20},  # the same at 0.5: the defaults since they took AR(1) noise
     # the defaults with each update's KL bounded at twice the adaptive step's target (a line search after the passes)
     "maxkl": {"max_kl": 2 * LR_KL},
+    # the defaults with PPO's discount and GAE(lambda) (gamma 0.99, lambda 0.95) in place of 0.995 and 0.98
+    "ppogae": {"discount": 0.99, "gae_lambda": 0.95},
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
