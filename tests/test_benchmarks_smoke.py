@@ -153,11 +153,13 @@ def test_mujoco_benchmark_smoke(tmp_path):
         "ovlr", "es", "ovlr-critic", "es-critic", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m",
         "ovlr-wide", "es-wide", "ovlr-kl", "es-kl", "ovlr-constant", "es-constant", "ovlr-offset",
         "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1", "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl",
-        "es-maxkl", "ovlr-ppogae", "es-ppogae"}  # fmt: skip
+        "es-maxkl", "ovlr-ppogae", "es-ppogae", "ovlr-gae95",
+        "es-gae95"}  # fmt: skip
     assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {
         "ovlr", "es", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m", "ovlr-wide", "es-wide", "ovlr-kl",
         "es-kl", "ovlr-constant", "es-constant", "ovlr-offset", "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1",
-        "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl", "es-maxkl", "ovlr-ppogae", "es-ppogae"}  # fmt: skip
+        "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl", "es-maxkl", "ovlr-ppogae", "es-ppogae",
+        "ovlr-gae95", "es-gae95"}  # fmt: skip
     bounded = {r["method"]: r["settings"]["max_kl"] for r in rows if r["settings"].get("max_kl")}
     assert bounded == {"ovlr-maxkl": 0.04, "es-maxkl": 0.04}  # twice lr_kl; the rest without the line search
     falling = {r["method"]: (r["settings"]["sigma"], r["settings"]["sigma_final"], r["settings"]["sigma_decay"])
@@ -166,16 +168,17 @@ def test_mujoco_benchmark_smoke(tmp_path):
     correlated = {r["method"]: r["settings"]["correlation"] for r in rows if r["settings"].get("correlation")}
     assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8, "ovlr-ar1mild": 0.5, "es-ar1mild": 0.5, "ovlr": 0.5,
                           "es": 0.5, "ovlr-maxkl": 0.5, "es-maxkl": 0.5, "ovlr-ppogae": 0.5,
-                          "es-ppogae": 0.5}  # fmt: skip
-    assert {r["settings"]["correlation"] for r in rows if r["method"].startswith(("ovlr-", "es-"))
-            and r["method"].partition("-")[2] not in ("ar1", "ar1mild", "maxkl", "ppogae")} == {0.0}  # fmt: skip
+                          "es-ppogae": 0.5, "ovlr-gae95": 0.5, "es-gae95": 0.5}  # fmt: skip
+    assert ({r["settings"]["correlation"] for r in rows if r["method"].startswith(("ovlr-", "es-"))
+            and r["method"].partition("-")[2] not in ("ar1", "ar1mild", "maxkl", "ppogae", "gae95")}
+            == {0.0})  # fmt: skip
     offsets = {r["method"]: r["settings"]["reward_offset"] for r in rows if "reward_offset" in r.get("settings", {})}
     assert {m for m, offset in offsets.items() if offset} == {"ovlr-offset", "es-offset"}  # the zoo's ARS row: -1
     assert {offsets["ovlr-offset"], locomotion.VARIANTS["offset"]("HalfCheetah-v5")["reward_offset"]} == {-1.0, 0.0}
     discounts = {r["method"]: (r["settings"]["discount"], r["settings"]["gae_lambda"]) for r in rows
-                 if r["method"] in ("ovlr", "ovlr-maxkl", "ovlr-ppogae", "es-ppogae")}  # fmt: skip
+                 if r["method"] in ("ovlr", "ovlr-maxkl", "ovlr-ppogae", "es-ppogae", "ovlr-gae95")}  # fmt: skip
     assert discounts == {"ovlr": (0.995, 0.98), "ovlr-maxkl": (0.995, 0.98), "ovlr-ppogae": (0.99, 0.95),
-                         "es-ppogae": (0.99, 0.95)}  # fmt: skip
+                         "es-ppogae": (0.99, 0.95), "ovlr-gae95": (0.995, 0.95)}  # fmt: skip
     assert {r["settings"]["lr_decay_after"] for r in rows if r["method"].endswith("-hold1m")} == {1_000_000}
     assert {r["settings"]["horizon"] for r in rows if r["method"].endswith("-slots32")} == {128}
     assert {(tuple(r["settings"]["hidden"]), r["settings"]["lr"]) for r in rows if r["method"].endswith("-wide")} == {
