@@ -83,7 +83,7 @@ VARIANTS = {
     "maxkl": {"max_kl": 2 * LR_KL},
     # the defaults with PPO's discount and GAE(lambda) (gamma 0.99, lambda 0.95) in place of 0.995 and 0.98
     "ppogae": {"discount": 0.99, "gae_lambda": 0.95},
-    "gae95": {"gae_lambda": 0.95},  # PPO's GAE(lambda) alone, at the defaults' discount
+    "gae95": {"discount": 0.995, "gae_lambda": 0.95},  # PPO's GAE(lambda) alone, at the defaults' discount of then
 }
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
