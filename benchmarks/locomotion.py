@@ -392,11 +392,12 @@ def read_rows(paths: list[Path]) -> list[dict]:
     """Runs from JSON lines (a partial file) or benchmark JSON files; a run seen twice is refused."""
     rows = []
     for path in paths:
-        text = path.read_text()
         try:
+            text = path.read_text()
             found = json.loads(text)["rows"] if path.suffix == ".json" else _report.json_lines(text, path)
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a benchmark JSON or JSON-lines file of runs ({error})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a benchmark JSON or JSON-lines file of runs ({type(error).__name__}: "
+                             f"{error})") from None  # fmt: skip
         if not isinstance(found, list):
             raise ValueError(f"{path}: its rows are not a list of runs")
         for k, row in enumerate(found):

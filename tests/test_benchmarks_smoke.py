@@ -238,6 +238,25 @@ def test_mujoco_benchmark_smoke(tmp_path):
         locomotion.main(["--rows", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bad.json")])
 
 
+@pytest.mark.parametrize(("name", "content"), [
+    ("missing.partial.jsonl", None),  # a partial file the finished run replaced by its JSON
+    ("binary.json", b"\x89PNG\r\n\x1a\n\xff\xfe"),
+    ("folder.json", "a folder"),
+    ("no_rows.json", b'{"config": {}}'),
+], ids=["missing", "binary", "folder", "no_rows"])  # fmt: skip
+def test_locomotion_rows_refuses_a_file_it_cannot_read_and_names_it(tmp_path, name, content):
+    from benchmarks import locomotion
+
+    path = tmp_path / name
+    if content == "a folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not a benchmark JSON or JSON-lines file"):
+        locomotion.main(["--rows", str(path), "--out", str(tmp_path / "merged.json")])
+    assert not (tmp_path / "merged.json").exists()
+
+
 @pytest.mark.parametrize(("envs", "methods", "message"), [
     ("Ant-v5", "ovlr-offset", r"ovlr-offset on Ant-v5: no RL-zoo hyper-parameters for 'Ant-v5'"),
     ("Hopper-v5,Ant-v5", "ovlr,ars", r"ars on Ant-v5: no RL-zoo hyper-parameters"),
