@@ -97,6 +97,7 @@ __all__ = [
 # tasks, or --minibatches, which needs it).
 # PPO's gamma 0.99 with GAE 0.95 on top, held out (README, "PPO's discount and GAE on the AR(1) defaults"):
 # HalfCheetah +25%, Hopper -48% (four of six runs never learned to stand); GAE 0.95 alone +13% / -27%.
+# With --correlation 0 as well: HalfCheetah seeds 2-7 5,328 (86% of PPO over seeds 0-7), Hopper seed 0 279.
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
               "horizon": 256, "lr_schedule": "kl", "correlation": 0.5},
