@@ -85,6 +85,7 @@ VARIANTS = {
     "ppogae": {"discount": 0.99, "gae_lambda": 0.95},
     "gae95": {"discount": 0.995, "gae_lambda": 0.95},  # PPO's GAE(lambda) alone, at the defaults' discount of then
 }
+DEFAULT_METHODS = "ovlr,es,cem,param_es,pgpe"
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
            *(f"{solver}-{variant}" for solver in ("ovlr", "es") for variant in VARIANTS),
            *_locomotion_peers.METHODS)  # fmt: skip
@@ -307,7 +308,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
-    parser.add_argument("--methods", default="ovlr,es,cem,param_es,pgpe", help=f"from {','.join(METHODS)}")
+    parser.add_argument("--methods", default=None, help=f"from {','.join(METHODS)} (default {DEFAULT_METHODS}); with "
+                        "--rows: keep only these methods' runs, in this order (default: every run)")  # fmt: skip
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=step_count, default=2_000_000, help="env steps per run")
     parser.add_argument("--eval-every", type=step_count, default=None, help="env steps between evaluations")
@@ -332,12 +334,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--milestones must lie in (0, --budget {args.budget}): got {args.milestones}")
     if args.rows:
         _report.refuse_overwriting_inputs(args.out, args.rows)
-        rows = read_rows(args.rows)
+        chosen = args.methods.split(",") if args.methods else None
+        rows = read_rows(args.rows, methods=chosen)
         envs, methods = list(dict.fromkeys(r["env"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
         commits = sorted({r.get("commit", "not recorded") for r in rows})
         config = {"rows_from": [str(path) for path in args.rows], "commits": commits}
+        if chosen:
+            config["methods"] = chosen
     else:
-        envs, methods = args.envs.split(","), args.methods.split(",")
+        envs, methods = args.envs.split(","), (args.methods or DEFAULT_METHODS).split(",")
         unknown = [method for method in methods if method not in METHODS]
         if unknown:
             parser.error(f"unknown methods {unknown} (expected some of {', '.join(METHODS)})")
@@ -388,8 +393,9 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
 ROW_FIELDS = {"env", "method", "seed", "curve", "final_return", "env_steps", "train_seconds", "cpu_seconds"}
 
 
-def read_rows(paths: list[Path]) -> list[dict]:
-    """Runs from JSON lines (a partial file) or benchmark JSON files; a run seen twice is refused."""
+def read_rows(paths: list[Path], methods: list[str] | None = None) -> list[dict]:
+    """Runs from JSON lines (a partial file) or benchmark JSON files; a run seen twice is refused.
+    ``methods``: keep only those methods' runs, in that order (a method no file holds is refused)."""
     rows = []
     for path in paths:
         try:
@@ -407,6 +413,12 @@ def read_rows(paths: list[Path]) -> list[dict]:
                 raise ValueError(f"{path}: run {k} is not a run of this benchmark (missing {missing}, or curve points "
                                  "without CPU times: it predates them)")  # fmt: skip
         rows += found
+    if methods is not None:
+        held = list(dict.fromkeys(r["method"] for r in rows))
+        for method in methods:
+            if method not in held:
+                raise ValueError(f"no runs of {method!r} in {', '.join(map(str, paths))} (they hold {', '.join(held)})")
+        rows = sorted((r for r in rows if r["method"] in methods), key=lambda r: methods.index(r["method"]))
     keys = [(r["env"], r["method"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise ValueError(f"the same run appears twice in {', '.join(map(str, paths))}: "

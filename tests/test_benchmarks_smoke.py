@@ -257,6 +257,40 @@ def test_locomotion_rows_refuses_a_file_it_cannot_read_and_names_it(tmp_path, na
     assert not (tmp_path / "merged.json").exists()
 
 
+def _run_row(env, method, seed, final):
+    """A run as `benchmarks.locomotion` keeps it, with made-up figures (for the --rows tests)."""
+    curve = [[1000, final / 2, 1.0, 2.0], [2000, final, 2.0, 4.0]]
+    return {"env": env, "method": method, "seed": seed, "curve": curve, "final_return": final,
+            "env_steps": 2000, "train_seconds": 2.0, "wall_seconds": 2.5, "cpu_seconds": 4.0}  # fmt: skip
+
+
+def test_locomotion_rows_with_methods_keeps_those_methods_in_that_order(tmp_path):
+    from benchmarks import locomotion
+
+    # two files that both hold a run of 'ovlr' on seed 0 (different code, different figures)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"rows": [_run_row("Hopper-v5", "ovlr", 0, 10.0),
+                                          _run_row("Hopper-v5", "ovlr-ar1mild", 0, 30.0),
+                                          _run_row("Hopper-v5", "ovlr-ar1mild", 1, 50.0)]}))  # fmt: skip
+    second.write_text(json.dumps({"rows": [_run_row("Hopper-v5", "ovlr", 0, 20.0),
+                                           _run_row("Hopper-v5", "ars", 0, 7.0)]}))  # fmt: skip
+    out = tmp_path / "merged.json"
+    with pytest.raises(ValueError, match="the same run appears twice"):
+        locomotion.main(["--rows", str(first), str(second), "--out", str(out)])
+    rows = locomotion.main(["--rows", str(first), str(second), "--methods", "ars,ovlr-ar1mild", "--out", str(out)])
+    assert [(r["method"], r["seed"]) for r in rows] == [("ars", 0), ("ovlr-ar1mild", 0), ("ovlr-ar1mild", 1)]
+    written = json.loads(out.read_text())
+    assert written["config"]["methods"] == ["ars", "ovlr-ar1mild"]
+    assert [(row["method"], row["final_return_mean"]) for row in written["summary"]["table"]] == [
+        ("ars", 7.0), ("ovlr-ar1mild", 40.0)]  # fmt: skip
+    # a method no file holds is a typo, not an empty column: refused, the file's methods named, nothing written
+    typo = ["--rows", str(first), str(second), "--methods", "ars,ovlr-ar1", "--out", str(tmp_path / "no.json")]
+    named = r"no runs of 'ovlr-ar1' in .*a\.json.*b\.json \(they hold ovlr, ovlr-ar1mild, ars\)"
+    with pytest.raises(ValueError, match=named):
+        locomotion.main(typo)
+    assert not (tmp_path / "no.json").exists()
+
+
 @pytest.mark.parametrize(("envs", "methods", "message"), [
     ("Ant-v5", "ovlr-offset", r"ovlr-offset on Ant-v5: no RL-zoo hyper-parameters for 'Ant-v5'"),
     ("Hopper-v5,Ant-v5", "ovlr,ars", r"ars on Ant-v5: no RL-zoo hyper-parameters"),
