@@ -75,7 +75,7 @@ __all__ = [
 # have it, OVLR and ES) comes with PPO's machinery on our one-VJP update: a state-value critic with
 # GAE(0.98) and gamma 0.995, small populations (many updates per million steps) and 20 optimizer
 # steps per population on its recorded steps (clipped likelihood ratios). Picked from 1M-step runs
-# on HalfCheetah-v5 and Hopper-v5, seed 0 only (README, "MuJoCo locomotion"): population and reuse
+# on HalfCheetah-v5 and Hopper-v5, seed 0 only (docs/results/locomotion.md): population and reuse
 # before GAE used the discount (3b6c4b7), gamma and lambda after (gamma 0.99 with GAE 0.95, the pick
 # of before, left Hopper at its standing plateau). Sigma stays the presets' 0.3: 0.4 lifted HalfCheetah
 # (seeds 0-2: 4,334 against 3,955) and left Hopper level, but lowered Walker2d, never tuned on, on every
@@ -90,14 +90,17 @@ __all__ = [
 # resolved value, so its resumes keep it (a run saved before --horizon resumes with whole episodes).
 #
 # Since the AR(1) factors carry the reuse passes' ratios (f33c2eb), the per-step recipe's noise is an
-# AR(1) sequence over each slot's segment at 0.5. Held out at 1M steps (README, "Time-correlated noise
-# with sample reuse"): Hopper-v5 seeds 0-9 2,120 against 1,635 for independent noise (runs that leave
-# the alive-bonus plateau: 6 of 10 against 4), HalfCheetah-v5 seeds 0-7 4,156 against 4,529 (-8%),
-# Walker2d-v5 seeds 0-4 3,137 against 3,181. --correlation 0 keeps independent noise (HalfCheetah-like
-# tasks, or --minibatches, which needs it).
-# PPO's gamma 0.99 with GAE 0.95 on top, held out (README, "PPO's discount and GAE on the AR(1) defaults"):
-# HalfCheetah +25%, Hopper -48% (four of six runs never learned to stand); GAE 0.95 alone +13% / -27%.
-# With --correlation 0 as well: HalfCheetah seeds 2-7 5,328 (86% of PPO over seeds 0-7), Hopper seed 0 279.
+# AR(1) sequence over each slot's segment at 0.5. Held out at 1M steps (docs/results/locomotion.md,
+# "Time-correlated noise with sample reuse"): Hopper-v5 seeds 0-9 2,120 against 1,635 for independent
+# noise (runs that leave the alive-bonus plateau: 6 of 10 against 4), HalfCheetah-v5 seeds 0-7 4,156
+# against 4,529 (-8%), Walker2d-v5 seeds 0-4 3,137 against 3,181. --correlation 0 keeps independent noise
+# (HalfCheetah-like tasks, or --minibatches, which needs it).
+# PPO's gamma 0.99 with GAE 0.95 on top, held out (docs/results/locomotion.md, "PPO's discount and GAE on
+# the AR(1) defaults"): HalfCheetah +25%, Hopper -48% (four of six runs never learned to stand); GAE 0.95
+# alone +13% / -27%. With --correlation 0 as well: HalfCheetah seeds 2-7 5,328, Hopper seeds 0-3 1,200
+# against 2,046. The zoo PPO's HalfCheetah pair (gamma 0.98, GAE 0.92) with --correlation 0: HalfCheetah
+# seeds 2-7 5,607 (89% of PPO), Hopper and Walker2d never walk (583-594, 957-1,463): the setting the
+# README recommends for HalfCheetah-like tasks, no default.
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
               "horizon": 256, "lr_schedule": "kl", "correlation": 0.5},
