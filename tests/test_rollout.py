@@ -5,6 +5,7 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import os
 import signal
 from dataclasses import asdict
@@ -279,6 +280,24 @@ def test_checkpoint_resume_continues_the_identical_run(tmp_path):
         assert torch.equal(normalizer.mean, straight.normalizer.mean) and normalizer.count > 0
 
 
+def test_trainer_counts_the_cpu_seconds_of_its_updates_across_a_resume(tmp_path):
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0) as first:
+        assert first.cpu_seconds == 0.0
+        first.history.append(first.update())
+        spent = first.cpu_seconds
+        assert 0.0 < spent < 60.0
+        state = first.state_dict()
+    assert state["cpu_seconds"] == spent
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0) as resumed:
+        resumed.load_state_dict(state)
+        assert resumed.cpu_seconds == spent
+        resumed.history.append(resumed.update())
+        assert resumed.cpu_seconds > spent
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0) as older:  # a checkpoint from before the count
+        older.load_state_dict({k: v for k, v in state.items() if k != "cpu_seconds"})
+        assert math.isnan(older.cpu_seconds)  # unknown, not zero
+
+
 def test_checkpoints_are_written_atomically_and_load_weights_only(tmp_path):
     path = save_checkpoint({"a": torch.ones(2), "n": 3}, tmp_path / "c.pt")
     assert load_checkpoint(path)["n"] == 3
@@ -420,6 +439,8 @@ def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
     assert "Hopper-v5 ovlr" in done.stdout
     for name in ("config.json", "checkpoint.pt", "curve.csv", "curve.png", "policy.pt", "summary.json"):
         assert (out / name).exists(), name
+    spent = json.loads((out / "summary.json").read_text())["train_cpu_seconds"]
+    assert spent > 0
     config = json.loads((out / "config.json").read_text())  # the defaults: per-step credit with critic and reuse
     assert (config["credit"], config["critic"], config["gae_lambda"], config["reuse"]) == ("to_go", "state_value",
                                                                                            0.98, 20)  # fmt: skip
@@ -430,6 +451,7 @@ def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
     rows = (out / "curve.csv").read_text().splitlines()
     assert rows[: len(first)] == first and len(rows) > len(first)  # continued, nothing repeated
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, len(rows))) and rows[-1].split(",")[1] == "600"
+    assert json.loads((out / "summary.json").read_text())["train_cpu_seconds"] > spent  # both sessions counted
     done = bbopt_cli("train", "--env", "Hopper-v5", "--env-steps", 300, "--out", out, *common, cwd=tmp_path)
     assert done.returncode == 2 and "already holds a run" in done.stderr
     done = bbopt_cli("evaluate", out, "--episodes", 2, cwd=tmp_path)

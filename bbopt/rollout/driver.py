@@ -193,6 +193,7 @@ class Trainer:
         if lr_schedule == "kl":
             self.kl_schedule = KLAdaptiveLR(solver.optimizer, lr_kl)
         self.updates, self.env_steps, self.seconds = 0, 0, 0.0
+        self.cpu_seconds = 0.0  # this process's CPU time in updates (a process or Ray pool's workers not counted)
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------------- one update
@@ -207,7 +208,7 @@ class Trainer:
         use it to kill a worker mid-update). With a ``horizon``: one segment (`_segment`)."""
         if self.horizon is not None:
             return self._segment(on_step)
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         observations = self.pool.reset(self.episode_seeds(self.updates))
         returns = np.zeros(self.population)
         lengths = np.zeros(self.population, dtype=np.int64)
@@ -248,6 +249,7 @@ class Trainer:
         self.updates += 1
         self.env_steps += int(lengths.sum())
         self.seconds += time.perf_counter() - began
+        self.cpu_seconds += time.process_time() - began_cpu
         ok = returns[~failed] if (~failed).any() else returns
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": float(ok.mean()), "return_max": float(ok.max()), "eval_return": None,
@@ -304,7 +306,7 @@ class Trainer:
 
     def _segment(self, on_step: Callable[[int], None] | None) -> dict:
         """One update of ``horizon`` steps in every slot, one tell (see ``horizon``)."""
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         if self._slots is None:
             self._start_slots()
         slots, ids = self._slots, np.arange(self.population)
@@ -356,6 +358,7 @@ class Trainer:
         self.updates += 1
         self.env_steps += horizon * population
         self.seconds += time.perf_counter() - began
+        self.cpu_seconds += time.process_time() - began_cpu
         mean = self._ended_returns if self._ended_returns is not None else float(slots["returns"].mean())
         return {"update": self.updates, "env_steps": self.env_steps, "seconds": round(self.seconds, 3),
                 "return_mean": mean, "return_max": float(max(ended_returns, default=mean)), "eval_return": None,
@@ -462,7 +465,8 @@ class Trainer:
     # ------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         state = {"solver": self.solver.state_dict(), "updates": self.updates, "env_steps": self.env_steps,
-                 "seconds": self.seconds, "seed": self.seed, "history": [dict(r) for r in self.history]}  # fmt: skip
+                 "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "seed": self.seed,
+                 "history": [dict(r) for r in self.history]}  # fmt: skip
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
         if self.imitation is not None:
@@ -507,6 +511,7 @@ class Trainer:
             self._put_back(before)
             raise
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
+        self.cpu_seconds = float(state.get("cpu_seconds", math.nan))  # NaN: a checkpoint from before the count
         self.history = [dict(r) for r in state["history"]]
 
     def _own_parts(self) -> tuple:

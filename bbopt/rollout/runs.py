@@ -399,6 +399,8 @@ def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_step
         save_checkpoint(trainer.solver.policy.state_dict(), out / "policy.pt", keep_previous=False)
         summary = {"env": config.env, "solver": config.solver, "env_steps": trainer.env_steps,
                    "updates": trainer.updates, "final_eval_return": final, "train_seconds": trainer.seconds,
+                   # this process's CPU time in updates, all sessions (None: a run begun before the count)
+                   "train_cpu_seconds": None if math.isnan(trainer.cpu_seconds) else trainer.cpu_seconds,
                    "wall_seconds_this_session": time.perf_counter() - began,
                    "env_steps_per_second": trainer.env_steps / max(trainer.seconds, 1e-9),
                    "threads": torch.get_num_threads()}  # fmt: skip
