@@ -296,6 +296,12 @@ def test_trainer_counts_the_cpu_seconds_of_its_updates_across_a_resume(tmp_path)
     with Trainer(FACTORY, make_solver("ovlr"), eval_every=0) as older:  # a checkpoint from before the count
         older.load_state_dict({k: v for k, v in state.items() if k != "cpu_seconds"})
         assert math.isnan(older.cpu_seconds)  # unknown, not zero
+    with Trainer(FACTORY, make_solver("ovlr"), eval_every=0) as fresh:  # a hostile count: refused before any load
+        before = flat(fresh.solver.policy).clone()
+        for bad in ("12", -1.0, True, [1.0]):
+            with pytest.raises(ValueError, match=r"Invalid checkpoint: cpu_seconds"):
+                fresh.load_state_dict(state | {"cpu_seconds": bad})
+        assert torch.equal(flat(fresh.solver.policy), before) and fresh.updates == 0
 
 
 def test_checkpoints_are_written_atomically_and_load_weights_only(tmp_path):

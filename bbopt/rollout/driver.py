@@ -496,6 +496,9 @@ class Trainer:
             raise ValueError(f"Invalid checkpoint: it {held}, this trainer {'has' if self.imitation else 'has none'}")
         if state.get("horizon") != self.horizon:
             raise ValueError(f"Invalid checkpoint: horizon {state.get('horizon')} (this trainer has {self.horizon})")
+        cpu_seconds = state.get("cpu_seconds", math.nan)  # NaN: a checkpoint from before the count
+        if isinstance(cpu_seconds, bool) or not isinstance(cpu_seconds, int | float) or cpu_seconds < 0:
+            raise ValueError(f"Invalid checkpoint: cpu_seconds {cpu_seconds!r} (expected a number >= 0)")
         restore = self._parse_slots(state["slots"]) if self.horizon is not None and "slots" in state else None
         before = self._own_parts()
         try:  # the solver last: it checks all of its state before changing any
@@ -511,7 +514,7 @@ class Trainer:
             self._put_back(before)
             raise
         self.updates, self.env_steps, self.seconds = state["updates"], state["env_steps"], state["seconds"]
-        self.cpu_seconds = float(state.get("cpu_seconds", math.nan))  # NaN: a checkpoint from before the count
+        self.cpu_seconds = float(cpu_seconds)
         self.history = [dict(r) for r in state["history"]]
 
     def _own_parts(self) -> tuple:
