@@ -29,6 +29,9 @@ import argparse
 import contextlib
 import json
 import multiprocessing as mp
+import multiprocessing.connection
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -371,6 +374,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def _exit_with_the_benchmark() -> None:
+    """A pool worker's initializer: a thread that ends the worker once the benchmark's process is
+    gone. A benchmark that is killed (SIGTERM, SIGKILL, the OOM killer) never terminates its pool,
+    and a worker in a run would go on to its end, for hours at 3M steps, with nobody to keep what
+    it returns. The parent's sentinel (forkserver: the write end of the pipe the worker was started
+    through, which the parent holds open) becomes ready when the parent exits."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-the-benchmark", daemon=True).start()
+
+
+def worker_pool(jobs: int):
+    """A pool of ``jobs`` processes for the runs (forkserver: no torch or MuJoCo state inherited)
+    whose workers exit with the benchmark (`_exit_with_the_benchmark`)."""
+    return mp.get_context("forkserver").Pool(jobs, initializer=_exit_with_the_benchmark)
+
+
 def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_every: int) -> list[dict]:
     """Every (seed, env, method) run, seed-major (a benchmark stopped early has whole seeds of every
     env and method); each finished run is appended to <out>.partial.jsonl as it ends, in any order."""
@@ -379,7 +405,7 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
     rows = []
     with _report.kept_rows(args.out) as keep, contextlib.ExitStack() as stack:
         if args.jobs > 1:
-            pool = stack.enter_context(mp.get_context("forkserver").Pool(args.jobs))
+            pool = stack.enter_context(worker_pool(args.jobs))
             finished = pool.imap_unordered(run_one, jobs, chunksize=1)
         else:
             finished = map(run_one, jobs)

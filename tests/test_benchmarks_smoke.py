@@ -1,8 +1,16 @@
 """The benchmarks run end to end at tiny sizes and write their JSON (figures come from the full runs)."""
 
+import contextlib
 import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -666,3 +674,48 @@ def test_a_result_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _report.write(out, {"run": 2}, [{"a": 2}])
     assert out.read_bytes() == before and [path.name for path in tmp_path.iterdir()] == ["result.json"]
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc ('R', 'S', 'Z', ...), or '' when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _running(pids: list[int]) -> dict:
+    """The processes of ``pids`` still running (not gone, not a zombie), with their states."""
+    return {pid: state for pid in pids if (state := _process_state(pid)) not in ("", "Z")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_locomotion_workers_exit_when_the_benchmark_is_killed(signal_name):
+    """A benchmark killed mid-run (kill, the OOM killer) cannot terminate its pool: its workers,
+    each in a run, must not go on for hours, the cores busy with runs nobody will keep."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import json, multiprocessing, time
+        from benchmarks import locomotion
+        pool = locomotion.worker_pool(2)
+        assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]  # the workers work: the watch does not end them
+        busy = [pool.apply_async(time.sleep, (120,)) for _ in range(2)]  # each worker in a long run
+        time.sleep(0.5)
+        print(json.dumps([p.pid for p in multiprocessing.active_children()]), flush=True)
+        time.sleep(120)
+    """)], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    workers = []
+    try:
+        workers = json.loads(child.stdout.readline())
+        assert len(workers) >= 2 and len(_running(workers)) == len(workers)
+        child.send_signal(getattr(signal, signal_name))
+        child.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _running(workers):
+            time.sleep(0.1)
+        assert _running(workers) == {}, f"the workers outlived the benchmark ({signal_name})"
+    finally:
+        child.kill()
+        for pid in workers:  # a failing run leaves nothing behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
