@@ -829,6 +829,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
     assert (loaded.clip, loaded.minibatches, loaded.sigma) == (0.2, 1, old["sigma"])
+    assert (loaded.critic_hidden, loaded.critic_epochs) == (None, None)  # no critic, nothing to shape
     assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse,
             loaded.horizon, loaded.correlation) == per_episode  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({**old, "credit": "to_go"}))  # to-go credit, before discount
@@ -842,6 +843,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert load_config(tmp_path).critic_warmup == 0  # and no critic warm-up
     assert load_config(tmp_path).lr_schedule == "constant"  # and a constant step
     assert load_config(tmp_path).correlation == 0.0  # and independent noise (the default since AR(1) is 0.5)
+    assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == ([64, 64], 5)  # as it ran
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):
@@ -866,3 +868,29 @@ def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(old | {"pool": "serial"}))
     with pytest.raises(ValueError, match="both 'evaluator' and its new name 'pool'"):
         load_config(tmp_path)
+
+
+def test_critic_widths_and_passes_are_run_options_that_reach_the_critic(tmp_path):
+    """--critic-hidden and --critic-epochs shape the run's StateValue (saved in config.json, so a
+    resume keeps them); the defaults are the critic's own; without a critic they are refused."""
+    from bbopt.rollout.critic import CRITIC_EPOCHS, CRITIC_HIDDEN
+    from bbopt.rollout.runs import RunConfig, load_config, make_trainer
+
+    default = RunConfig(env="Pendulum-v1")
+    assert (default.critic_hidden, default.critic_epochs) == (list(CRITIC_HIDDEN), CRITIC_EPOCHS) == ([64, 64], 5)
+    assert (RunConfig(env="Pendulum-v1", critic="none").critic_hidden, default.critic_epochs) == (None, 5)
+    wide = RunConfig(env="Pendulum-v1", critic_hidden=[32, 16, 8], critic_epochs=3, pool="serial", eval_every=0)
+    with make_trainer(wide, tmp_path) as trainer:
+        layers = [module for module in trainer.critic.network.modules() if isinstance(module, torch.nn.Linear)]
+        widths = [layer.out_features for layer in layers]
+        assert widths == [32, 16, 8, 1] and trainer.critic.epochs == 3
+    (tmp_path / "config.json").write_text(json.dumps(asdict(wide)))  # as `bbopt train` writes it
+    assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == ([32, 16, 8], 3)
+    refused = [({"critic_hidden": [64, 0]}, "Invalid critic_hidden width"),
+               ({"critic_epochs": 0}, "Invalid critic_epochs"),
+               ({"critic_epochs": 2.5}, "Invalid critic_epochs"),
+               ({"critic": "none", "critic_hidden": [8]}, "Invalid critic_hidden: it shapes the critic"),
+               ({"solver": "cem", "critic_epochs": 3}, "Invalid critic_epochs: it shapes the critic")]  # fmt: skip
+    for given, message in refused:
+        with pytest.raises(ValueError, match=message):
+            RunConfig(env="Pendulum-v1", **given)

@@ -36,7 +36,9 @@ from torch import nn
 from bbopt.checks import check_float, check_int
 from bbopt.policies import MLP
 
-__all__ = ["StateValue"]
+__all__ = ["CRITIC_EPOCHS", "CRITIC_HIDDEN", "StateValue"]
+
+CRITIC_HIDDEN, CRITIC_EPOCHS = (64, 64), 5  # the value network's default widths and passes per fit
 
 
 class StateValue:
@@ -48,7 +50,7 @@ class StateValue:
     seed: the network's initialization and the minibatch order.
     """
 
-    def __init__(self, *, hidden: Sequence[int] = (64, 64), lr: float = 1e-3, epochs: int = 5,
+    def __init__(self, *, hidden: Sequence[int] = CRITIC_HIDDEN, lr: float = 1e-3, epochs: int = CRITIC_EPOCHS,
                  batch_size: int = 1024, gae_lambda: float = 1.0, seed: int = 0):  # fmt: skip
         self.hidden = [check_int(width, "hidden width", minimum=1) for width in hidden]
         self.lr = check_float(lr, "lr", above=0)

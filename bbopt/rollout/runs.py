@@ -42,7 +42,7 @@ from bbopt.rollout.checkpoint import (
     write_json,
     write_text,
 )
-from bbopt.rollout.critic import StateValue
+from bbopt.rollout.critic import CRITIC_EPOCHS, CRITIC_HIDDEN, StateValue
 from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
@@ -107,6 +107,7 @@ RECIPES = {
     "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0,
                 "lr_schedule": "constant", "correlation": 0.0},
 }  # fmt: skip
+CRITIC_HIDDEN_TEXT = ",".join(map(str, CRITIC_HIDDEN))  # as --critic-hidden takes it
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
                      "reuse": 1, "horizon": 0, "lr_schedule": "constant"}  # fmt: skip
@@ -170,6 +171,10 @@ class RunConfig:
     critic: str | None = _option(help="state_value (default with --credit to_go): subtract a learned V(s, t) from "
                                       "each step's cost-to-go; none",
                                  choices=lambda: ["none", "state_value"])  # fmt: skip
+    critic_hidden: list[int] | None = field(default=None, metadata=_meta(
+        f"with --critic: the value network's hidden widths (default {CRITIC_HIDDEN_TEXT})", widths))  # fmt: skip
+    critic_epochs: int | None = _option(help=f"with --critic: passes over each update's steps when the value network "
+                                             f"is fitted (default {CRITIC_EPOCHS})", type=positive_int)  # fmt: skip
     gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages (default 0.98; 1: cost-to-go minus "
                                             "V, unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
     correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's "
@@ -235,6 +240,15 @@ class RunConfig:
             raise ValueError(f"Invalid critic: {self.critic!r} (expected 'none' or 'state_value')")
         if self.critic != "none" and self.credit != "to_go":
             raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (add --credit to_go)")
+        if self.critic == "none":
+            for name in ("critic_hidden", "critic_epochs"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"Invalid {name}: it shapes the critic (add --critic state_value)")
+        else:
+            hidden = CRITIC_HIDDEN if self.critic_hidden is None else self.critic_hidden
+            self.critic_hidden = [check_int(width, "critic_hidden width", minimum=1) for width in hidden]
+            epochs = CRITIC_EPOCHS if self.critic_epochs is None else self.critic_epochs
+            self.critic_epochs = check_int(epochs, "critic_epochs", minimum=1)
         if self.gae_lambda is None:
             self.gae_lambda = recipe["gae_lambda"] if self.critic != "none" else 1.0
         self.gae_lambda = check_float(self.gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
@@ -356,7 +370,8 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    credit=config.credit,
                    discount=config.discount, critic_warmup=config.critic_warmup,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
-                   critic=StateValue(gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
+                   critic=StateValue(hidden=config.critic_hidden, epochs=config.critic_epochs,
+                                     gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
                    if config.critic == "state_value" else None, horizon=config.horizon or None,
                    reward_offset=config.reward_offset)  # fmt: skip
 
