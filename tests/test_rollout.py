@@ -824,7 +824,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
                  "horizon", "target_kl", "max_kl", "lr_decay_after", "critic_warmup", "lr_schedule",
-                 "lr_kl"):  # fmt: skip
+                 "lr_kl", "critic_hidden", "critic_epochs"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
@@ -872,13 +872,22 @@ def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):
 
 def test_critic_widths_and_passes_are_run_options_that_reach_the_critic(tmp_path):
     """--critic-hidden and --critic-epochs shape the run's StateValue (saved in config.json, so a
-    resume keeps them); the defaults are the critic's own; without a critic they are refused."""
+    resume keeps them); the per-step recipe's defaults are 256,256 and 10; without a critic they are
+    refused; a run with a critic saved before the options existed loads with StateValue's own."""
     from bbopt.rollout.critic import CRITIC_EPOCHS, CRITIC_HIDDEN
     from bbopt.rollout.runs import RunConfig, load_config, make_trainer
 
     default = RunConfig(env="Pendulum-v1")
-    assert (default.critic_hidden, default.critic_epochs) == (list(CRITIC_HIDDEN), CRITIC_EPOCHS) == ([64, 64], 5)
-    assert (RunConfig(env="Pendulum-v1", critic="none").critic_hidden, default.critic_epochs) == (None, 5)
+    assert (default.critic_hidden, default.critic_epochs) == ([256, 256], 10)
+    assert (RunConfig(env="Pendulum-v1", critic="none").critic_hidden, default.critic_epochs) == (None, 10)
+    before = asdict(default)
+    del before["critic_hidden"], before["critic_epochs"]
+    (tmp_path / "config.json").write_text(json.dumps(before))  # a run with a critic saved before 990a80b
+    loaded = load_config(tmp_path)
+    assert (loaded.critic_hidden, loaded.critic_epochs) == (list(CRITIC_HIDDEN), CRITIC_EPOCHS) == ([64, 64], 5)
+    before["critic"], before["gae_lambda"], before["horizon"] = "none", 1.0, 0
+    (tmp_path / "config.json").write_text(json.dumps(before))  # and one without a critic: nothing to shape
+    assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == (None, None)
     wide = RunConfig(env="Pendulum-v1", critic_hidden=[32, 16, 8], critic_epochs=3, pool="serial", eval_every=0)
     with make_trainer(wide, tmp_path) as trainer:
         layers = [module for module in trainer.critic.network.modules() if isinstance(module, torch.nn.Linear)]
