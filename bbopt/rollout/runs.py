@@ -106,8 +106,8 @@ __all__ = [
 # "A wider critic, fitted longer"). Chosen on HalfCheetah-v5 and Hopper-v5: tuning seeds HalfCheetah 0-1
 # 4,400 against 4,366, Hopper 0-3 2,674 against 2,046; held out, HalfCheetah seeds 2-7 4,245 against 4,086,
 # Hopper seeds 4-9 2,700 against 2,169 (runs that hop, over seeds 0-9: 8 of 10 against 6); Walker2d-v5,
-# never tuned on, seeds 0-4 2,837 against 3,136 (two of five seeds lower by 1,500-1,900). A better value
-# estimate lowers the variance of the long-horizon advantages without shortening the horizon.
+# never tuned on, seeds 0-9 3,223 against 3,272 (7 seeds up; seeds 2 and 4 lower by 1,500-1,900). A better
+# value estimate lowers the variance of the long-horizon advantages without shortening the horizon.
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
               "horizon": 256, "lr_schedule": "kl", "correlation": 0.5, "critic_hidden": (256, 256),
