@@ -41,6 +41,7 @@ import torch
 import bbopt
 from bbopt.arguments import step_count
 from bbopt.rollout.driver import LR_KL
+from bbopt.rollout.runs import BEFORE_THE_CRITIC_OPTIONS
 from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
@@ -51,7 +52,7 @@ from benchmarks import _locomotion_peers, _report
 # became the default say correlation 0, those with a critic from before the wider one say its widths). Then
 # EvoTorch's PGPE and the SB3 peers.
 _INDEPENDENT = {"correlation": 0.0}  # the noise of every default before AR(1) at 0.5
-_CRITIC64 = {"critic_hidden": [64, 64], "critic_epochs": 5}  # the critic of every default before 256-256 x 10
+_CRITIC64 = BEFORE_THE_CRITIC_OPTIONS  # the critic of every default before 256-256 x 10 (64-64 x 5)
 _TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
           "horizon": 0} | _INDEPENDENT  # fmt: skip
 

@@ -38,7 +38,8 @@ from bbopt.policies import MLP
 
 __all__ = ["CRITIC_EPOCHS", "CRITIC_HIDDEN", "StateValue"]
 
-CRITIC_HIDDEN, CRITIC_EPOCHS = (64, 64), 5  # the value network's default widths and passes per fit
+# StateValue's default widths and passes per fit (`bbopt train`'s per-step recipe fits 256-256 x 10: runs.RECIPES)
+CRITIC_HIDDEN, CRITIC_EPOCHS = (64, 64), 5
 
 
 class StateValue:

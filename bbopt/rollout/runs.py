@@ -42,7 +42,7 @@ from bbopt.rollout.checkpoint import (
     write_json,
     write_text,
 )
-from bbopt.rollout.critic import CRITIC_EPOCHS, CRITIC_HIDDEN, StateValue
+from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
@@ -106,7 +106,7 @@ __all__ = [
 # "A wider critic, fitted longer"). Chosen on HalfCheetah-v5 and Hopper-v5: tuning seeds HalfCheetah 0-1
 # 4,400 against 4,366, Hopper 0-3 2,674 against 2,046; held out, HalfCheetah seeds 2-7 4,245 against 4,086,
 # Hopper seeds 4-9 2,700 against 2,169 (runs that hop, over seeds 0-9: 8 of 10 against 6); Walker2d-v5,
-# never tuned on, seeds 0-9 3,223 against 3,272 (7 seeds up; seeds 2 and 4 lower by 1,500-1,900). A better
+# never tuned on, seeds 0-9 3,223 against 3,272 (7 seeds up; seeds 2 and 4 lower by 1,570-1,850). A better
 # value estimate lowers the variance of the long-horizon advantages without shortening the horizon.
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
@@ -119,8 +119,9 @@ _TO_GO_CRITIC = ",".join(map(str, RECIPES["to_go"]["critic_hidden"]))  # as --cr
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
                      "reuse": 1, "horizon": 0, "lr_schedule": "constant"}  # fmt: skip
-# A run with a critic saved before --critic-hidden and --critic-epochs (990a80b) fitted StateValue's own.
-BEFORE_THE_CRITIC_OPTIONS = {"critic_hidden": list(CRITIC_HIDDEN), "critic_epochs": CRITIC_EPOCHS}
+# The critic of every run before the per-step recipe took 256-256 x 10 (StateValue's own of then): a
+# config.json with a critic saved before --critic-hidden and --critic-epochs (990a80b) fitted it.
+BEFORE_THE_CRITIC_OPTIONS = {"critic_hidden": [64, 64], "critic_epochs": 5}
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
