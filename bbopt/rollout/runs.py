@@ -119,8 +119,8 @@ _TO_GO_CRITIC = ",".join(map(str, RECIPES["to_go"]["critic_hidden"]))  # as --cr
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
                      "reuse": 1, "horizon": 0, "lr_schedule": "constant"}  # fmt: skip
-# The critic of every run before the per-step recipe took 256-256 x 10 (StateValue's own of then): a
-# config.json with a critic saved before --critic-hidden and --critic-epochs (990a80b) fitted it.
+# A config.json with a critic saved before --critic-hidden and --critic-epochs (990a80b) has no widths:
+# its critic was StateValue's own of then, 64-64 fitted with 5 passes (the per-step recipe's is wider now).
 BEFORE_THE_CRITIC_OPTIONS = {"critic_hidden": [64, 64], "critic_epochs": 5}
 
 
