@@ -45,14 +45,15 @@ from bbopt.rollout.runs import BEFORE_THE_CRITIC_OPTIONS
 from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
 
-# A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES:
-# per-step credit with the critic, GAE, population 16, reuse 20, 256-step segments, AR(1) noise at 0.5:
-# `bbopt.rollout.runs.RECIPES`), or a solver with a variant: the settings of earlier results, spelled out
-# so that their names keep their meaning when the defaults move (the variants from before AR(1) noise
-# became the default say correlation 0, those with a critic from before the wider one say its widths). Then
-# EvoTorch's PGPE and the SB3 peers.
+# A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES: per-step credit
+# with the critic, GAE, population 16, reuse 20, 256-step segments, AR(1) noise at 0.5, policy and critic 256-256:
+# `bbopt.rollout.runs.RECIPES`), or a solver with a variant: the settings of earlier results, spelled out so that
+# their names keep their meaning when the defaults move (the variants from before AR(1) noise became the default say
+# correlation 0, those with a critic from before the wider one say its widths, those with per-step credit from before
+# the wider policy say its widths and step). Then EvoTorch's PGPE and the SB3 peers.
 _INDEPENDENT = {"correlation": 0.0}  # the noise of every default before AR(1) at 0.5
 _CRITIC64 = BEFORE_THE_CRITIC_OPTIONS  # the critic of every default before 256-256 x 10 (64-64 x 5)
+_POLICY64 = {"hidden": [64, 64], "lr": 0.003}  # the policy and Adam's step of every per-step default before 256-256
 _TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
           "horizon": 0} | _INDEPENDENT  # fmt: skip
 
@@ -64,36 +65,40 @@ def _peers_offset(env: str) -> float:
 
 VARIANTS = {
     "episode": {"credit": "episode"},  # the earlier default: episode credit, population 64
-    "togo": _TO_GO,
-    "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0} | _CRITIC64,
+    "togo": _TO_GO | _POLICY64,
+    "critic": _TO_GO | {"critic": "state_value", "gae_lambda": 1.0} | _CRITIC64 | _POLICY64,
     # the defaults before the KL-adaptive step (a9d4fc0 to 6f18e5f)
-    "constant": {"lr_schedule": "constant"} | _INDEPENDENT | _CRITIC64,
+    "constant": {"lr_schedule": "constant"} | _INDEPENDENT | _CRITIC64 | _POLICY64,
     # 4,096 steps per update as 32 slots x 128 steps
-    "slots32": {"population": 32, "horizon": 128, "lr_schedule": "constant"} | _INDEPENDENT | _CRITIC64,
+    "slots32": {"population": 32, "horizon": 128, "lr_schedule": "constant"} | _INDEPENDENT | _CRITIC64 | _POLICY64,
     # the full step for 1M env steps, then linear to 0
-    "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000} | _INDEPENDENT | _CRITIC64,
+    "hold1m": {"lr_schedule": "linear", "lr_decay_after": 1_000_000} | _INDEPENDENT | _CRITIC64 | _POLICY64,
     # hidden layers of 256, a smaller step
     "wide": {"hidden": (256, 256), "lr": 0.001, "lr_schedule": "constant"} | _INDEPENDENT | _CRITIC64,
     # the step adapted to each update's KL with independent noise: the defaults from b3912ec until AR(1) noise
-    "kl": {"lr_schedule": "kl", "lr_kl": 0.02} | _INDEPENDENT | _CRITIC64,
+    "kl": {"lr_schedule": "kl", "lr_kl": 0.02} | _INDEPENDENT | _CRITIC64 | _POLICY64,
     # the defaults of then with the reward offset the peers get on this env (the RL zoo's ARS row: -1 on Hopper and
     # Walker2d, 0 on HalfCheetah; EvoTorch's preset likewise): ARS's alive-bonus cancellation, in training only
-    "offset": lambda env: {"reward_offset": _peers_offset(env)} | _INDEPENDENT | _CRITIC64,
+    "offset": lambda env: {"reward_offset": _peers_offset(env)} | _INDEPENDENT | _CRITIC64 | _POLICY64,
     # the defaults of then with a wide start: sigma 0.6 falling to the defaults' 0.3 over the first 200k env steps
-    "anneal": {"sigma": 0.6, "sigma_final": 0.3, "sigma_decay": 200_000} | _INDEPENDENT | _CRITIC64,
+    "anneal": {"sigma": 0.6, "sigma_final": 0.3, "sigma_decay": 200_000} | _INDEPENDENT | _CRITIC64 | _POLICY64,
     # time-correlated noise: AR(1) at 0.8 over each segment's steps, the reuse passes on each step's factor
     # (the density of its action given the segment's earlier ones)
-    "ar1": {"correlation": 0.8, "reuse": 20} | _CRITIC64,
-    "ar1mild": {"correlation": 0.5, "reuse": 20} | _CRITIC64,  # the same at 0.5: the defaults of f33c2eb to 33c0ea9
+    "ar1": {"correlation": 0.8, "reuse": 20} | _CRITIC64 | _POLICY64,
+    # the same at 0.5: the defaults of f33c2eb to 33c0ea9
+    "ar1mild": {"correlation": 0.5, "reuse": 20} | _CRITIC64 | _POLICY64,
     # the defaults with each update's KL bounded at twice the adaptive step's target (a line search after the passes)
-    "maxkl": {"max_kl": 2 * LR_KL} | _CRITIC64,
+    "maxkl": {"max_kl": 2 * LR_KL} | _CRITIC64 | _POLICY64,
     # the defaults with PPO's discount and GAE(lambda) (gamma 0.99, lambda 0.95) in place of 0.995 and 0.98
-    "ppogae": {"discount": 0.99, "gae_lambda": 0.95} | _CRITIC64,
+    "ppogae": {"discount": 0.99, "gae_lambda": 0.95} | _CRITIC64 | _POLICY64,
     # PPO's GAE(lambda) alone, at the defaults' discount of then
-    "gae95": {"discount": 0.995, "gae_lambda": 0.95} | _CRITIC64,
+    "gae95": {"discount": 0.995, "gae_lambda": 0.95} | _CRITIC64 | _POLICY64,
     # the defaults of then with a wider critic fitted longer: value network 256-256 (PPO's on HalfCheetah), 10
-    # passes per fit: the defaults since they took it (2026-12-07)
-    "critic256": {"critic_hidden": [256, 256], "critic_epochs": 10},
+    # passes per fit: the defaults from 79f8b6e until the wider policy
+    "critic256": {"critic_hidden": [256, 256], "critic_epochs": 10} | _POLICY64,
+    # the same with a policy of 256-256 at Adam's step 0.001 (the zoo PPO's policy widths): the defaults since they
+    # took it (2026-12-07)
+    "policy256": {"critic_hidden": [256, 256], "critic_epochs": 10, "hidden": [256, 256], "lr": 0.001},
 }
 DEFAULT_METHODS = "ovlr,es,cem,param_es,pgpe"
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",

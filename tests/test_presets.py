@@ -94,7 +94,7 @@ def test_a_solver_added_in_one_file_appears_in_every_command(blind_solver):
     finetune = commands["aloha"]._subparsers._group_actions[0].choices["finetune"]
     assert "blind" in next(a.choices for a in finetune._actions if a.dest == "method")
     assert "blind" in known_methods()
-    assert RunConfig(solver="blind").lr == 0.01
+    assert RunConfig(solver="blind", credit="episode").lr == 0.01  # the preset's step (to_go: the recipe's)
     from bbopt.envs.demo import solvers
 
     assert "blind" in solvers()

@@ -746,6 +746,15 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert recipe() == recipe(solver="es") == per_step
     assert recipe(solver="cem") == recipe(solver="param_es") == recipe(credit="episode") == per_episode
 
+    def policy(**given):
+        c = RunConfig(env="Pendulum-v1", **given)
+        return c.hidden, c.lr
+
+    assert policy() == policy(solver="es") == ([256, 256], 0.001)  # per-step credit: a wider policy, a smaller step
+    assert policy(credit="episode") == ([64, 64], 0.003) and policy(solver="es", credit="episode") == ([64, 64], 0.003)
+    assert policy(solver="cem") == ([64, 64], 0.01) and policy(solver="param_es") == ([64, 64], 0.03)  # presets' steps
+    assert policy(hidden=[32], lr=0.01) == ([32], 0.01) and policy(hidden=[]) == ([], 0.001)  # given: kept
+
     def schedule(**given):
         c = RunConfig(env="Pendulum-v1", **given)
         return c.lr_schedule, c.lr_kl
@@ -844,6 +853,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert load_config(tmp_path).lr_schedule == "constant"  # and a constant step
     assert load_config(tmp_path).correlation == 0.0  # and independent noise (the default since AR(1) is 0.5)
     assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == ([64, 64], 5)  # as it ran
+    assert (load_config(tmp_path).hidden, load_config(tmp_path).lr) == ([64, 64], 0.003)  # saved in every config.json
 
 
 def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):

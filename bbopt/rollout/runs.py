@@ -108,14 +108,17 @@ __all__ = [
 # Hopper seeds 4-9 2,700 against 2,169 (runs that hop, over seeds 0-9: 8 of 10 against 6); Walker2d-v5,
 # never tuned on, seeds 0-9 3,223 against 3,272 (7 seeds up; seeds 2 and 4 lower by 1,570-1,850). A better
 # value estimate lowers the variance of the long-horizon advantages without shortening the horizon.
+# "lr": None is the solver's preset step.
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
               "horizon": 256, "lr_schedule": "kl", "correlation": 0.5, "critic_hidden": (256, 256),
-              "critic_epochs": 10},
+              "critic_epochs": 10, "hidden": (256, 256), "lr": 0.001},
     "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0,
-                "lr_schedule": "constant", "correlation": 0.0},
+                "lr_schedule": "constant", "correlation": 0.0, "hidden": (64, 64), "lr": None},
 }  # fmt: skip
 _TO_GO_CRITIC = ",".join(map(str, RECIPES["to_go"]["critic_hidden"]))  # as --critic-hidden takes it
+_TO_GO_HIDDEN = ",".join(map(str, RECIPES["to_go"]["hidden"]))  # as --hidden takes it
+_EPISODE_HIDDEN = ",".join(map(str, RECIPES["episode"]["hidden"]))
 # Options added after runs were saved: a config.json without them had them off (and population 64).
 BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "correlation": 0.0,
                      "reuse": 1, "horizon": 0, "lr_schedule": "constant"}  # fmt: skip
@@ -151,15 +154,17 @@ class RunConfig:
                              help="total env steps, e.g. 2e6 (default 2e6; with --resume: a new total, else the "
                                   "run's own)")  # fmt: skip
     sigma: float | None = _option(help="noise scale (default per solver)", type=float)  # None: the preset's
-    lr: float | None = _option(help="Adam's step (default per solver)", type=float)
+    lr: float | None = _option(help=f"Adam's step (default {RECIPES['to_go']['lr']} with --credit to_go, else per "
+                                    "solver)", type=float)  # fmt: skip
     sigma_final: float | None = _option(help="sigma falls in equal steps from --sigma to this over --sigma-decay env "
                                              "steps, then stays (segments only: --horizon; default: no schedule)",
                                         type=float)  # fmt: skip
     sigma_decay: int = _option(0, type=steps_or_zero,
                                help="with --sigma-final: env steps over which sigma falls, counted after any "
                                     "--critic-warmup, e.g. 2e5 (default 0: the whole run)")  # fmt: skip
-    hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=_meta(
-        "hidden widths (default 64,64; '' for a linear policy)", widths))  # fmt: skip
+    hidden: list[int] | None = field(default=None, metadata=_meta(
+        f"the policy's hidden widths (default {_TO_GO_HIDDEN} with --credit to_go, else {_EPISODE_HIDDEN}; '' for a "
+        "linear policy)", widths))  # fmt: skip
     pool: str = _option("auto", help="env pool: auto (default): worker processes on 2+ CPUs, else serial",
                         choices=lambda: ["auto", "serial", "process", "ray"])  # fmt: skip
     workers: int | None = _option(help="worker processes / Ray actors (default: CPU count)", type=positive_int)
@@ -235,12 +240,13 @@ class RunConfig:
             raise ValueError(f"Invalid env: {self.env!r} (not a registered Gymnasium id; e.g. HalfCheetah-v5)")
         preset = bbopt.presets.get(self.solver, "episodes")
         self.sigma = check_float(preset.sigma if self.sigma is None else self.sigma, "sigma", above=0)
-        self.lr = check_float(preset.lr if self.lr is None else self.lr, "lr", above=0)
         if self.credit is None:
             self.credit = "to_go" if getattr(SOLVERS[self.solver], "step_credit", False) else "episode"
         if self.credit not in RECIPES:
             raise ValueError(f"Invalid credit: {self.credit!r} (expected 'episode' or 'to_go')")
         recipe = RECIPES[self.credit]
+        self.lr = check_float((recipe["lr"] or preset.lr) if self.lr is None else self.lr, "lr", above=0)
+        self.hidden = list(recipe["hidden"]) if self.hidden is None else self.hidden
         self.population = recipe["population"] if self.population is None else self.population
         check_int(self.population, "population", minimum=2, even=True)
         self.discount = check_float(recipe["discount"] if self.discount is None else self.discount, "discount",
