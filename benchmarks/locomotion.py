@@ -344,19 +344,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "mujoco.json")
     parser.add_argument("--rows", type=Path, nargs="+", help="run nothing: report the runs kept in these files "
                         "(an interrupted run's <out>.partial.jsonl, or earlier JSON results), merged")  # fmt: skip
+    parser.add_argument("--until", type=step_count, default=None,
+                        help="with --rows: each run as it stood at this many env steps, from its milestone there "
+                             "(e.g. 1e6: the 1M returns and curves of --budget 3e6 --milestones 1e6 runs beside 1M "
+                             "runs)")  # fmt: skip
     args = parser.parse_args(argv)
     eval_every = args.eval_every or max(args.budget // 20, 1)
     if any(not 0 < milestone < args.budget for milestone in args.milestones):
         parser.error(f"--milestones must lie in (0, --budget {args.budget}): got {args.milestones}")
+    if args.until is not None and not args.rows:
+        parser.error("--until reports runs kept in files: add --rows")
     if args.rows:
         _report.refuse_overwriting_inputs(args.out, args.rows)
         chosen = args.methods.split(",") if args.methods else None
         rows = read_rows(args.rows, methods=chosen)
+        if args.until is not None:
+            rows = [as_it_stood(row, args.until) for row in rows]
         envs, methods = list(dict.fromkeys(r["env"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
         commits = sorted({r.get("commit", "not recorded") for r in rows})
         config = {"rows_from": [str(path) for path in args.rows], "commits": commits}
         if chosen:
             config["methods"] = chosen
+        if args.until is not None:
+            config["until"] = args.until
     else:
         envs, methods = args.envs.split(","), (args.methods or DEFAULT_METHODS).split(",")
         unknown = [method for method in methods if method not in METHODS]
@@ -430,6 +440,28 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
 
 
 ROW_FIELDS = {"env", "method", "seed", "curve", "final_return", "env_steps", "train_seconds", "cpu_seconds"}
+
+
+RUN_OVER = 0.01  # a run's last update may take it past its budget: by at most 4,096 steps of 1M here
+
+
+def as_it_stood(row: dict, steps: int) -> dict:
+    """``row`` as it stood at ``steps`` env steps: its milestone there (10 test episodes, as at an end)
+    as its final return, env steps and training times, its curve and milestones up to then. A run
+    that ended at ``steps`` (its last update may run over by `RUN_OVER`) is kept whole; one that ended
+    before, or went on without a milestone there, is refused."""
+    name = f"{row['method']} on {row['env']}, seed {row['seed']},"
+    if steps <= row["env_steps"] <= steps * (1 + RUN_OVER):
+        return row
+    if row["env_steps"] < steps:
+        raise ValueError(f"{name} ended at {row['env_steps']:,} env steps, before --until {steps:,}")
+    if str(steps) not in row.get("milestones", {}):
+        raise ValueError(f"{name} ran to {row['env_steps']:,} env steps with no milestone at {steps:,} (its "
+                         f"milestones: {', '.join(row.get('milestones', {})) or 'none'})")  # fmt: skip
+    at, value, wall, cpu = row["milestones"][str(steps)]
+    return row | {"final_return": value, "env_steps": at, "train_seconds": wall, "cpu_seconds": cpu,
+                  "curve": [point for point in row["curve"] if point[0] <= at],
+                  "milestones": {m: kept for m, kept in row["milestones"].items() if int(m) < steps}}  # fmt: skip
 
 
 def read_rows(paths: list[Path], methods: list[str] | None = None) -> list[dict]:

@@ -309,6 +309,44 @@ def test_locomotion_rows_with_methods_keeps_those_methods_in_that_order(tmp_path
     assert not (tmp_path / "no.json").exists()
 
 
+def test_locomotion_rows_until_reports_each_run_as_it_stood_at_its_milestone(tmp_path):
+    from benchmarks import locomotion
+
+    # a 3M run with milestones at 1M and 2M (reached by the first update past them), and a 1M peer run
+    long = _run_row("Hopper-v5", "ovlr-policy256", 0, 3000.0) | {"env_steps": 3_002_048, "cpu_seconds": 600.0}
+    long["curve"] = [[500_000, 800.0, 50.0, 100.0], [1_000_448, 1900.0, 100.0, 200.0],
+                     [2_000_896, 2500.0, 200.0, 400.0], [3_002_048, 2900.0, 300.0, 600.0]]  # fmt: skip
+    long["milestones"] = {"1000000": [1_000_448, 2000.0, 101.0, 201.0], "2000000": [2_000_896, 2600.0, 201.0, 401.0]}
+    peer = _run_row("Hopper-v5", "ppo", 0, 1500.0) | {"env_steps": 1_000_000, "cpu_seconds": 900.0}
+    rows_file = tmp_path / "rows.json"
+    rows_file.write_text(json.dumps({"rows": [long, peer]}))
+    out = tmp_path / "at_1m.json"
+    mine, theirs = locomotion.main(["--rows", str(rows_file), "--until", "1e6", "--out", str(out)])
+    assert mine["final_return"] == 2000.0 and mine["env_steps"] == 1_000_448  # the milestone's 10 test episodes
+    assert (mine["train_seconds"], mine["cpu_seconds"]) == (101.0, 201.0)
+    assert [p[0] for p in mine["curve"]] == [500_000, 1_000_448] and mine["milestones"] == {}
+    assert theirs == peer  # ended at 1M: kept whole
+    written = json.loads(out.read_text())
+    assert written["config"]["until"] == 1_000_000
+    assert [row["final_return_mean"] for row in written["summary"]["table"]] == [2000.0, 1500.0]
+    assert long["final_return"] == 3000.0  # the file's rows are not changed
+    # 2M: the 1M milestone stays a milestone; the 1M peer run ended long before, and a run cut short is not a run
+    # of 2M steps
+    with pytest.raises(ValueError, match=r"ppo on Hopper-v5, seed 0, ended at 1,000,000 env steps, before --until "
+                                         r"2,000,000"):  # fmt: skip
+        locomotion.main(["--rows", str(rows_file), "--until", "2e6", "--out", str(tmp_path / "no.json")])
+    (at_2m,) = locomotion.main(["--rows", str(rows_file), "--methods", "ovlr-policy256", "--until", "2e6",
+                                "--out", str(tmp_path / "at_2m.json")])  # fmt: skip
+    assert at_2m["final_return"] == 2600.0 and list(at_2m["milestones"]) == ["1000000"]
+    # a run that went on past --until without being evaluated there cannot be cut: refused, nothing written
+    with pytest.raises(ValueError, match=r"ovlr-policy256 on Hopper-v5, seed 0, ran to 3,002,048 env steps with no "
+                                         r"milestone at 1,500,000"):  # fmt: skip
+        locomotion.main(["--rows", str(rows_file), "--until", "1.5e6", "--out", str(tmp_path / "no.json")])
+    assert not (tmp_path / "no.json").exists()
+    with pytest.raises(SystemExit):  # --until reports kept runs: it needs --rows
+        locomotion.main(["--until", "1e6", "--out", str(tmp_path / "no.json")])
+
+
 @pytest.mark.parametrize(("envs", "methods", "message"), [
     ("Ant-v5", "ovlr-offset", r"ovlr-offset on Ant-v5: no RL-zoo hyper-parameters for 'Ant-v5'"),
     ("Hopper-v5,Ant-v5", "ovlr,ars", r"ars on Ant-v5: no RL-zoo hyper-parameters"),
