@@ -2,7 +2,8 @@
 PGPE vs Stable-Baselines3 PPO and sb3-contrib ARS, at one env-step budget per run.
 
 HalfCheetah-v5 and Hopper-v5, seeds 0-2. bbopt methods go through `bbopt.rollout.Trainer`
-(serial pool, an MLP 64-64 policy with observation normalization, the "episodes" presets,
+(serial pool, an MLP policy with observation normalization: 256-256 under `bbopt train`'s per-step
+defaults, 64-64 under episode credit and the earlier variants; the "episodes" presets,
 `bbopt.presets`, and `bbopt train`'s defaults or the spelled-out variants of `VARIANTS`); the
 parameter-space baseline is `bbopt.baselines.ParameterES` in the same harness. EvoTorch PGPE uses its GymNE problem with
 the settings of EvoTorch's own MuJoCo examples (examples/scripts/rl_clipup.py, the Walker2d
@@ -20,6 +21,8 @@ Learning curves (against env steps and against CPU minutes) and a final table go
     python -m benchmarks.locomotion --budget 2e6 --jobs 2        # about 45 minutes here
     python -m benchmarks.locomotion --budget 1e6 --envs HalfCheetah-v5,Hopper-v5,Walker2d-v5 \
         --methods ovlr,ovlr-togo,ppo,ars --jobs 2 --out benchmarks/results/mujoco_peers.json
+    python -m benchmarks.locomotion --budget 3e6 --milestones 1e6 --methods ovlr --out 3m.json  # 1M and 3M
+    python -m benchmarks.locomotion --rows 3m.json peers_1m.json --until 1e6 --out at_1m.json  # both at 1M
     python -m benchmarks.locomotion --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
 """
 
