@@ -445,7 +445,8 @@ def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_ev
 ROW_FIELDS = {"env", "method", "seed", "curve", "final_return", "env_steps", "train_seconds", "cpu_seconds"}
 
 
-RUN_OVER = 0.01  # a run's last update may take it past its budget: by at most 4,096 steps of 1M here
+RUN_OVER = 0.1  # a run's last update (a population, an ARS or PGPE generation) takes it past its budget:
+# by at most 3.5% in benchmarks/results (PGPE at 2M on Hopper), 2.4% at 1M (ARS on HalfCheetah)
 
 
 def as_it_stood(row: dict, steps: int) -> dict:

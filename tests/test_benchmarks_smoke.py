@@ -317,7 +317,8 @@ def test_locomotion_rows_until_reports_each_run_as_it_stood_at_its_milestone(tmp
     long["curve"] = [[500_000, 800.0, 50.0, 100.0], [1_000_448, 1900.0, 100.0, 200.0],
                      [2_000_896, 2500.0, 200.0, 400.0], [3_002_048, 2900.0, 300.0, 600.0]]  # fmt: skip
     long["milestones"] = {"1000000": [1_000_448, 2000.0, 101.0, 201.0], "2000000": [2_000_896, 2600.0, 201.0, 401.0]}
-    peer = _run_row("Hopper-v5", "ppo", 0, 1500.0) | {"env_steps": 1_000_000, "cpu_seconds": 900.0}
+    # a 1M run whose last generation ran over (ARS's on HalfCheetah ended at 1,024,000)
+    peer = _run_row("Hopper-v5", "ppo", 0, 1500.0) | {"env_steps": 1_024_000, "cpu_seconds": 900.0}
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps({"rows": [long, peer]}))
     out = tmp_path / "at_1m.json"
@@ -332,7 +333,7 @@ def test_locomotion_rows_until_reports_each_run_as_it_stood_at_its_milestone(tmp
     assert long["final_return"] == 3000.0  # the file's rows are not changed
     # 2M: the 1M milestone stays a milestone; the 1M peer run ended long before, and a run cut short is not a run
     # of 2M steps
-    with pytest.raises(ValueError, match=r"ppo on Hopper-v5, seed 0, ended at 1,000,000 env steps, before --until "
+    with pytest.raises(ValueError, match=r"ppo on Hopper-v5, seed 0, ended at 1,024,000 env steps, before --until "
                                          r"2,000,000"):  # fmt: skip
         locomotion.main(["--rows", str(rows_file), "--until", "2e6", "--out", str(tmp_path / "no.json")])
     (at_2m,) = locomotion.main(["--rows", str(rows_file), "--methods", "ovlr-policy256", "--until", "2e6",
