@@ -4,6 +4,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -768,3 +769,15 @@ def test_locomotion_workers_exit_when_the_benchmark_is_killed(signal_name):
         for pid in workers:  # a failing run leaves nothing behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_result_files_name_the_processor_their_cpu_times_were_measured_on(tmp_path):
+    from benchmarks import _report
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\nflags\t\t: fpu\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n")  # fmt: skip
+    assert _report.cpu_model(cpuinfo) == "AMD EPYC cpu family 25 model 17"
+    assert _report.cpu_model(tmp_path / "missing") == (platform.processor() or "unknown")  # not Linux
+    info = _report.machine()
+    assert info["cpu"] and isinstance(info["cpus"], int) and info["cpus"] >= 1
