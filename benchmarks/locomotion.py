@@ -452,20 +452,27 @@ RUN_OVER = 0.1  # a run's last update (a population, an ARS or PGPE generation) 
 def as_it_stood(row: dict, steps: int) -> dict:
     """``row`` as it stood at ``steps`` env steps: its milestone there (10 test episodes, as at an end)
     as its final return, env steps and training times, its curve and milestones up to then. A run
-    that ended at ``steps`` (its last update may run over by `RUN_OVER`) is kept whole; one that ended
-    before, or went on without a milestone there, is refused."""
-    name = f"{row['method']} on {row['env']}, seed {row['seed']},"
-    if steps <= row["env_steps"] <= steps * (1 + RUN_OVER):
-        return row
-    if row["env_steps"] < steps:
-        raise ValueError(f"{name} ended at {row['env_steps']:,} env steps, before --until {steps:,}")
-    if str(steps) not in row.get("milestones", {}):
+    without that milestone that ended at ``steps`` (its last update may run over by `RUN_OVER`) is
+    kept whole; one that ended before, or went on, is refused."""
+    name, milestones = f"{row['method']} on {row['env']}, seed {row['seed']},", row.get("milestones", {})
+    if str(steps) not in milestones:
+        if steps <= row["env_steps"] <= steps * (1 + RUN_OVER):
+            return row
+        if row["env_steps"] < steps:
+            raise ValueError(f"{name} ended at {row['env_steps']:,} env steps, before --until {steps:,}")
         raise ValueError(f"{name} ran to {row['env_steps']:,} env steps with no milestone at {steps:,} (its "
-                         f"milestones: {', '.join(row.get('milestones', {})) or 'none'})")  # fmt: skip
-    at, value, wall, cpu = row["milestones"][str(steps)]
+                         f"milestones: {', '.join(milestones) or 'none'})")  # fmt: skip
+    at, value, wall, cpu = milestones[str(steps)]
     return row | {"final_return": value, "env_steps": at, "train_seconds": wall, "cpu_seconds": cpu,
                   "curve": [point for point in row["curve"] if point[0] <= at],
-                  "milestones": {m: kept for m, kept in row["milestones"].items() if int(m) < steps}}  # fmt: skip
+                  "milestones": {m: kept for m, kept in milestones.items() if int(m) < steps}}  # fmt: skip
+
+
+def _milestones_are_well_formed(milestones) -> bool:
+    return isinstance(milestones, dict) and all(
+        isinstance(m, str) and m.isdigit() and isinstance(kept, list) and len(kept) == 4
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in kept)
+        for m, kept in milestones.items())  # fmt: skip
 
 
 def read_rows(paths: list[Path], methods: list[str] | None = None) -> list[dict]:
@@ -487,6 +494,9 @@ def read_rows(paths: list[Path], methods: list[str] | None = None) -> list[dict]
             if missing or not isinstance(curve, list) or not all(isinstance(p, list) and len(p) == 4 for p in curve):
                 raise ValueError(f"{path}: run {k} is not a run of this benchmark (missing {missing}, or curve points "
                                  "without CPU times: it predates them)")  # fmt: skip
+            if not _milestones_are_well_formed(row.get("milestones", {})):
+                raise ValueError(f"{path}: run {k}'s milestones are not {{env steps: [env steps, return, wall s, CPU "
+                                 f"s]}}: {str(row['milestones'])[:200]}")  # fmt: skip
         rows += found
     if methods is not None:
         held = list(dict.fromkeys(r["method"] for r in rows))
