@@ -3,6 +3,7 @@ rollout driver's bookkeeping, observation normalization, checkpoints, parameter-
 
 import contextlib
 import copy
+import csv
 import itertools
 import json
 import math
@@ -451,6 +452,9 @@ def test_cli_train_resume_and_evaluate_on_hopper(tmp_path):
     assert (config["credit"], config["critic"], config["gae_lambda"], config["reuse"]) == ("to_go", "state_value",
                                                                                            0.98, 20)  # fmt: skip
     assert [line.split(",")[1] for line in (out / "curve.csv").read_text().splitlines()[1:]] == ["200", "400"]
+    curve = list(csv.DictReader((out / "curve.csv").open()))  # the step each update took, and its reuse KL
+    assert float(curve[0]["lr"]) == 0.001 and float(curve[1]["lr"]) <= 0.001  # the KL-adaptive step, never past --lr
+    assert all(float(row["reuse_kl"]) > 0 for row in curve)
     first = (out / "curve.csv").read_text().splitlines()
     done = bbopt_cli("train", "--resume", out, "--env-steps", 600, "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -36,7 +36,10 @@ from bbopt.tracking import Tracker
 __all__ = ["Trainer", "check_credit"]
 
 LR_KL = 0.02  # lr_schedule="kl": the mean KL per update aimed at (chosen on HalfCheetah and Hopper, seeds 0-1)
-CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "failed"]
+# each update's row of curve.csv: with lr the optimizer step it took (the KL-adaptive schedule's trace), with reuse_kl
+# the policy's mean KL from the acting one where its last reuse pass began (empty without reuse)
+CURVE_FIELDS = ["update", "env_steps", "seconds", "return_mean", "return_max", "eval_return", "sigma", "lr", "reuse_kl",
+                "failed"]  # fmt: skip
 
 
 def check_credit(credit: str, *, critic: bool, discount: float = 1.0, horizon: int | None = None,
