@@ -470,7 +470,7 @@ def as_it_stood(row: dict, steps: int) -> dict:
 
 def _milestones_are_well_formed(milestones) -> bool:
     return isinstance(milestones, dict) and all(
-        isinstance(m, str) and m.isdigit() and isinstance(kept, list) and len(kept) == 4
+        isinstance(m, str) and m.isascii() and m.isdigit() and isinstance(kept, list) and len(kept) == 4
         and all(isinstance(x, int | float) and not isinstance(x, bool) for x in kept)
         for m, kept in milestones.items())  # fmt: skip
 

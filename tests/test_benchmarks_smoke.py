@@ -353,7 +353,8 @@ def test_locomotion_rows_until_reports_each_run_as_it_stood_at_its_milestone(tmp
     (cut,) = locomotion.main(["--rows", str(rows_file), "--until", "1e6", "--out", str(tmp_path / "near.json")])
     assert cut["final_return"] == 2000.0 and cut["env_steps"] == 1_000_448
     # a hostile file's milestones are refused where the file is read, with its name
-    for milestones in (None, {"1e6": [1, 2.0, 3.0, 4.0]}, {"1000000": [1, 2.0]}, {"1000000": [1, "x", 3.0, 4.0]}):
+    for milestones in (None, {"1e6": [1, 2.0, 3.0, 4.0]}, {"²": [1, 2.0, 3.0, 4.0]}, {"1000000": [1, 2.0]},
+                       {"1000000": [1, "x", 3.0, 4.0]}):  # fmt: skip
         rows_file.write_text(json.dumps({"rows": [long | {"milestones": milestones}]}))
         with pytest.raises(ValueError, match=rf"{re.escape(str(rows_file))}: run 0's milestones are not"):
             locomotion.main(["--rows", str(rows_file), "--until", "1e6", "--out", str(tmp_path / "no.json")])
