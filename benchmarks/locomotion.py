@@ -55,9 +55,10 @@ from benchmarks import _locomotion_peers, _report
 # correlation 0, those with a critic from before the wider one say its widths, those with per-step credit from before
 # the wider policy say its widths and step). Then EvoTorch's PGPE and the SB3 peers.
 _INDEPENDENT = {"correlation": 0.0}  # the noise of every default before AR(1) at 0.5
-# the critic and policy of the defaults since 9ad1a4b, spelled out (the defaults may move on)
-_POLICY256 = {"critic_hidden": [256, 256], "critic_epochs": 10, "hidden": [256, 256], "lr": 0.001}
 _CRITIC64 = BEFORE_THE_CRITIC_OPTIONS  # the critic of every default before 256-256 x 10 (64-64 x 5)
+_CRITIC256 = {"critic_hidden": [256, 256], "critic_epochs": 10}  # the critic of the defaults since 79f8b6e
+# the critic and policy of the defaults since 9ad1a4b, spelled out (the defaults may move on)
+_POLICY256 = _CRITIC256 | {"hidden": [256, 256], "lr": 0.001}
 _POLICY64 = {"hidden": [64, 64], "lr": 0.003}  # the policy and Adam's step of every per-step default before 256-256
 _TO_GO = {"credit": "to_go", "population": 64, "discount": 1.0, "critic": "none", "reuse": 1, "sigma": 0.3,
           "horizon": 0} | _INDEPENDENT  # fmt: skip
@@ -100,7 +101,7 @@ VARIANTS = {
     "gae95": {"discount": 0.995, "gae_lambda": 0.95} | _CRITIC64 | _POLICY64,
     # the defaults of then with a wider critic fitted longer: value network 256-256 (PPO's on HalfCheetah), 10
     # passes per fit: the defaults from 79f8b6e until the wider policy
-    "critic256": {"critic_hidden": [256, 256], "critic_epochs": 10} | _POLICY64,
+    "critic256": _CRITIC256 | _POLICY64,
     # the same with a policy of 256-256 at Adam's step 0.001 (the zoo PPO's policy widths): the defaults since they
     # took it (2026-12-07)
     "policy256": _POLICY256,
