@@ -56,7 +56,8 @@ from benchmarks import _locomotion_peers, _report
 # the wider policy say its widths and step). Then EvoTorch's PGPE and the SB3 peers.
 _INDEPENDENT = {"correlation": 0.0}  # the noise of every default before AR(1) at 0.5
 _CRITIC64 = BEFORE_THE_CRITIC_OPTIONS  # the critic of every default before 256-256 x 10 (64-64 x 5)
-_CRITIC256 = {"critic_hidden": [256, 256], "critic_epochs": 10}  # the critic of the defaults since 79f8b6e
+# the critic of the defaults since 79f8b6e, fitted on the costs-to-go
+_CRITIC256 = {"critic_hidden": [256, 256], "critic_epochs": 10, "critic_target": "to_go"}
 # the critic and policy of the defaults since 9ad1a4b, spelled out (the defaults may move on)
 _POLICY256 = _CRITIC256 | {"hidden": [256, 256], "lr": 0.001}
 _POLICY64 = {"hidden": [64, 64], "lr": 0.003}  # the policy and Adam's step of every per-step default before 256-256
@@ -108,6 +109,8 @@ VARIANTS = {
     # the README's setting for HalfCheetah-like tasks (a reward for speed, no termination) on those defaults: the zoo
     # PPO's HalfCheetah discount and GAE(lambda) with independent noise
     "zoohc": {"discount": 0.98, "gae_lambda": 0.92} | _POLICY256 | _INDEPENDENT,
+    # those defaults with the critic fitted on lambda-returns (each step's GAE advantage plus its value, PPO's target)
+    "lambdaret": _POLICY256 | {"critic_target": "lambda_return"},
 }
 DEFAULT_METHODS = "ovlr,es,cem,param_es,pgpe"
 METHODS = (*bbopt.presets.names("episodes"), "pgpe",
@@ -178,7 +181,8 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "minibatches": config.minibatches, "population": config.population, "hidden": config.hidden,
             "horizon": config.horizon, "reward_offset": config.reward_offset, "sigma_final": config.sigma_final,
             "sigma_decay": config.sigma_decay, "correlation": config.correlation, "max_kl": config.max_kl,
-            "critic_hidden": config.critic_hidden, "critic_epochs": config.critic_epochs}}  # fmt: skip
+            "critic_hidden": config.critic_hidden, "critic_epochs": config.critic_epochs,
+            "critic_target": config.critic_target}}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:

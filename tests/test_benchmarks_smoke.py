@@ -164,24 +164,28 @@ def test_mujoco_benchmark_smoke(tmp_path):
         "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1", "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl",
         "es-maxkl", "ovlr-ppogae", "es-ppogae", "ovlr-gae95",
         "es-gae95", "ovlr-critic256", "es-critic256", "ovlr-policy256", "es-policy256", "ovlr-zoohc",
-        "es-zoohc"}  # fmt: skip
+        "es-zoohc", "ovlr-lambdaret", "es-lambdaret"}  # fmt: skip
     assert {r["method"] for r in rows if r["settings"].get("reuse", 1) > 1} == {
         "ovlr", "es", "ovlr-slots32", "es-slots32", "ovlr-hold1m", "es-hold1m", "ovlr-wide", "es-wide", "ovlr-kl",
         "es-kl", "ovlr-constant", "es-constant", "ovlr-offset", "es-offset", "ovlr-anneal", "es-anneal", "ovlr-ar1",
         "es-ar1", "ovlr-ar1mild", "es-ar1mild", "ovlr-maxkl", "es-maxkl", "ovlr-ppogae", "es-ppogae",
         "ovlr-gae95", "es-gae95", "ovlr-critic256", "es-critic256", "ovlr-policy256", "es-policy256", "ovlr-zoohc",
-        "es-zoohc"}  # fmt: skip
+        "es-zoohc", "ovlr-lambdaret", "es-lambdaret"}  # fmt: skip
     critics = {r["method"]: (r["settings"]["critic_hidden"], r["settings"]["critic_epochs"]) for r in rows
                if r["settings"].get("critic") == "state_value"}  # fmt: skip
     wide_critic = {"ovlr", "es", "ovlr-critic256", "es-critic256", "ovlr-policy256", "es-policy256", "ovlr-zoohc",
-                   "es-zoohc"}  # fmt: skip
+                   "es-zoohc", "ovlr-lambdaret", "es-lambdaret"}  # fmt: skip
+    targets = {r["method"]: r["settings"]["critic_target"] for r in rows if r["method"] in critics}
+    assert {m: t for m, t in targets.items() if t != "to_go"} == {"ovlr-lambdaret": "lambda_return",
+                                                                  "es-lambdaret": "lambda_return"}  # fmt: skip
     assert {m for m, c in critics.items() if c != ([64, 64], 5)} == wide_critic
     assert all(critics[m] == ([256, 256], 10) for m in wide_critic)
     policies = {r["method"]: (list(r["settings"]["hidden"]), r["settings"]["lr"]) for r in rows
                 if r["method"].partition("-")[0] in ("ovlr", "es")}  # fmt: skip
+    wide_policy = ("ovlr", "es", "ovlr-wide", "es-wide", "ovlr-policy256", "es-policy256", "ovlr-zoohc", "es-zoohc",
+                   "ovlr-lambdaret", "es-lambdaret")  # fmt: skip
     assert {m: p for m, p in policies.items() if p != ([64, 64], 0.003)} == {
-        m: ([256, 256], 0.001)
-        for m in ("ovlr", "es", "ovlr-wide", "es-wide", "ovlr-policy256", "es-policy256", "ovlr-zoohc", "es-zoohc")
+        m: ([256, 256], 0.001) for m in wide_policy
     }  # the policy of the defaults, and of the variants that say so; every other variant pins the 64-64 of then
     bounded = {r["method"]: r["settings"]["max_kl"] for r in rows if r["settings"].get("max_kl")}
     assert bounded == {"ovlr-maxkl": 0.04, "es-maxkl": 0.04}  # twice lr_kl; the rest without the line search
@@ -192,10 +196,11 @@ def test_mujoco_benchmark_smoke(tmp_path):
     assert correlated == {"ovlr-ar1": 0.8, "es-ar1": 0.8, "ovlr-ar1mild": 0.5, "es-ar1mild": 0.5, "ovlr": 0.5,
                           "es": 0.5, "ovlr-maxkl": 0.5, "es-maxkl": 0.5, "ovlr-ppogae": 0.5,
                           "es-ppogae": 0.5, "ovlr-gae95": 0.5, "es-gae95": 0.5, "ovlr-critic256": 0.5,
-                          "es-critic256": 0.5, "ovlr-policy256": 0.5, "es-policy256": 0.5}  # fmt: skip
+                          "es-critic256": 0.5, "ovlr-policy256": 0.5, "es-policy256": 0.5, "ovlr-lambdaret": 0.5,
+                          "es-lambdaret": 0.5}  # fmt: skip
     assert ({r["settings"]["correlation"] for r in rows if r["method"].startswith(("ovlr-", "es-"))
             and r["method"].partition("-")[2] not in ("ar1", "ar1mild", "maxkl", "ppogae", "gae95", "critic256",
-                                                         "policy256")}
+                                                         "policy256", "lambdaret")}
             == {0.0})  # fmt: skip
     offsets = {r["method"]: r["settings"]["reward_offset"] for r in rows if "reward_offset" in r.get("settings", {})}
     assert {m for m, offset in offsets.items() if offset} == {"ovlr-offset", "es-offset"}  # the zoo's ARS row: -1

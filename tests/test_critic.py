@@ -103,6 +103,63 @@ def test_the_trainer_gives_the_critic_its_discount():
     assert seen == [0.9]
 
 
+def test_lambda_return_targets_by_hand_and_the_costs_to_go_at_lambda_one():
+    """target="lambda_return" regresses V on A_t + V(s_t), the TD(lambda) return
+    R_t = c_t + gamma (1 - end_t) ((1 - lambda) V(s_{t+1}) + lambda R_{t+1}), closed with the
+    bootstrap at the segment's end: at lambda 1 the costs-to-go, at lambda 0 the one-step target.
+    target="to_go" gives the costs-to-go whatever lambda."""
+    from bbopt.rollout.segments import segment_credit
+
+    costs = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [-1.0, 0.5]])
+    ends = np.array([[False, False], [True, False], [False, False], [False, True]])
+    values = np.array([[0.5, 1.0], [1.5, 2.0], [2.5, 3.0], [-2.0, 4.0]])
+    bootstrap, gamma = np.array([10.0, 20.0]), 0.9
+    following = np.vstack([values[1:], bootstrap])  # V(s_{t+1}), the bootstrap after the last step
+    for lam in (0.0, 0.6, 1.0):
+        advantages, to_go = segment_credit(costs, ends, values, bootstrap, discount=gamma, gae_lambda=lam)
+        returns, later = np.zeros_like(costs), bootstrap.copy()  # R_T = V(s_T)
+        for t in range(3, -1, -1):
+            later = costs[t] + gamma * ~ends[t] * ((1 - lam) * following[t] + lam * later)
+            returns[t] = later
+        critic = StateValue(gae_lambda=lam, target="lambda_return")
+        np.testing.assert_allclose(critic.targets(to_go, advantages, values), returns)
+        if lam == 0.0:
+            np.testing.assert_allclose(returns, costs + gamma * ~ends * following)
+        if lam == 1.0:
+            np.testing.assert_allclose(returns, to_go)
+        else:
+            assert np.abs(returns - to_go).max() > 0.1
+        plain = StateValue(gae_lambda=lam).targets(to_go, advantages, values)
+        np.testing.assert_array_equal(plain, to_go)
+
+
+@pytest.mark.parametrize("horizon", [None, 12])
+@pytest.mark.parametrize("target", ["to_go", "lambda_return"])
+def test_the_trainer_fits_the_critic_on_its_targets(horizon, target):
+    """Whole episodes and segments: each update's fit regresses on `StateValue.targets` of that
+    update's costs-to-go, advantages (before any fit) and values; with "lambda_return" and
+    lambda 0.7 these are A + V, not the costs-to-go."""
+    critic = StateValue(hidden=(8,), gae_lambda=0.7, target=target, seed=1)
+    made, fitted, asked = [], [], []
+    targets, fit, advantages = critic.targets, critic.fit, critic.advantages
+    critic.targets = lambda *args: made.append((args, targets(*args))) or made[-1][1]
+    critic.advantages = lambda *args, **kwargs: asked.append(args[3]) or advantages(*args, **kwargs)  # alive
+    critic.fit = lambda observations, steps, given: fitted.append(given.clone()) or fit(observations, steps, given)
+    with Trainer(FACTORY, make_solver("ovlr", episodes=4, seed=1), eval_every=0, credit="to_go", seed=2,
+                 critic=critic, horizon=horizon) as trainer:  # fmt: skip
+        for _ in range(3):
+            trainer.update()
+    assert len(made) == len(fitted) == 3
+    for k, (((to_go, advantages, values), told), given) in enumerate(zip(made, fitted, strict=True)):
+        expected = to_go if target == "to_go" else advantages + values
+        np.testing.assert_array_equal(told, expected)
+        assert np.abs(advantages + values - to_go).max() > 1e-3  # lambda 0.7: the two targets differ
+        alive = np.ones(told.shape, dtype=bool) if horizon else asked[k]  # whole episodes: the asked steps
+        np.testing.assert_array_equal(
+            given.numpy(), np.concatenate([row[on] for row, on in zip(told, alive, strict=True)])
+        )
+
+
 def test_rescaling_the_targets_keeps_every_prediction_and_the_fit_learns():
     critic = StateValue(hidden=(16,), lr=1e-2, epochs=50, batch_size=64, seed=0)
     critic.setup(2, horizon=10)
@@ -208,6 +265,9 @@ def test_bad_critic_settings_are_refused():
             StateValue(gae_lambda=bad)
     with pytest.raises(ValueError, match="epochs"):
         StateValue(epochs=0)
+    for bad in ("lambda", "", None, 1):
+        with pytest.raises(ValueError, match="Invalid target"):
+            StateValue(target=bad)
     critic = StateValue()
     critic.setup(2, horizon=None)
     with pytest.raises(ValueError, match="non-finite"):

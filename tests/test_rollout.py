@@ -837,12 +837,12 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     old = asdict(RunConfig(env="Pendulum-v1", credit="episode"))  # a run saved before credit and the rest existed
     for name in ("credit", "discount", "critic", "gae_lambda", "correlation", "reuse", "clip", "minibatches",
                  "horizon", "target_kl", "max_kl", "lr_decay_after", "critic_warmup", "lr_schedule",
-                 "lr_kl", "critic_hidden", "critic_epochs"):  # fmt: skip
+                 "lr_kl", "critic_hidden", "critic_epochs", "critic_target"):  # fmt: skip
         del old[name]
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_config(tmp_path)
     assert (loaded.clip, loaded.minibatches, loaded.sigma) == (0.2, 1, old["sigma"])
-    assert (loaded.critic_hidden, loaded.critic_epochs) == (None, None)  # no critic, nothing to shape
+    assert (loaded.critic_hidden, loaded.critic_epochs, loaded.critic_target) == (None, None, None)  # no critic
     assert (loaded.credit, loaded.population, loaded.discount, loaded.critic, loaded.gae_lambda, loaded.reuse,
             loaded.horizon, loaded.correlation) == per_episode  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps({**old, "credit": "to_go"}))  # to-go credit, before discount
@@ -857,6 +857,7 @@ def test_train_defaults_follow_the_solver_and_the_credit_and_old_runs_keep_their
     assert load_config(tmp_path).lr_schedule == "constant"  # and a constant step
     assert load_config(tmp_path).correlation == 0.0  # and independent noise (the default since AR(1) is 0.5)
     assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == ([64, 64], 5)  # as it ran
+    assert load_config(tmp_path).critic_target == "to_go"  # and fitted on the costs-to-go
     assert (load_config(tmp_path).hidden, load_config(tmp_path).lr) == ([64, 64], 0.003)  # saved in every config.json
 
 
@@ -884,35 +885,44 @@ def test_the_old_evaluator_spelling_still_works_for_one_release(tmp_path):
         load_config(tmp_path)
 
 
-def test_critic_widths_and_passes_are_run_options_that_reach_the_critic(tmp_path):
-    """--critic-hidden and --critic-epochs shape the run's StateValue (saved in config.json, so a
-    resume keeps them); the per-step recipe's defaults are 256,256 and 10; without a critic they are
-    refused; a run with a critic saved before the options existed loads with StateValue's own."""
+def test_critic_widths_passes_and_target_are_run_options_that_reach_the_critic(tmp_path):
+    """--critic-hidden, --critic-epochs and --critic-target shape the run's StateValue (saved in
+    config.json, so a resume keeps them); the per-step recipe's defaults are 256,256, 10 and to_go;
+    without a critic they are refused; a run with a critic saved before the options existed loads
+    with StateValue's own of then (64-64, 5 passes, the costs-to-go)."""
     from bbopt.rollout.critic import CRITIC_EPOCHS, CRITIC_HIDDEN
     from bbopt.rollout.runs import RunConfig, load_config, make_trainer
 
     default = RunConfig(env="Pendulum-v1")
-    assert (default.critic_hidden, default.critic_epochs) == ([256, 256], 10)
+    assert (default.critic_hidden, default.critic_epochs, default.critic_target) == ([256, 256], 10, "to_go")
     assert (RunConfig(env="Pendulum-v1", critic="none").critic_hidden, default.critic_epochs) == (None, 10)
+    assert RunConfig(env="Pendulum-v1", critic="none").critic_target is None
     before = asdict(default)
-    del before["critic_hidden"], before["critic_epochs"]
+    del before["critic_hidden"], before["critic_epochs"], before["critic_target"]
     (tmp_path / "config.json").write_text(json.dumps(before))  # a run with a critic saved before 990a80b
     loaded = load_config(tmp_path)
     assert (loaded.critic_hidden, loaded.critic_epochs) == (list(CRITIC_HIDDEN), CRITIC_EPOCHS) == ([64, 64], 5)
+    assert loaded.critic_target == "to_go"
     before["critic"], before["gae_lambda"], before["horizon"] = "none", 1.0, 0
     (tmp_path / "config.json").write_text(json.dumps(before))  # and one without a critic: nothing to shape
-    assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == (None, None)
-    wide = RunConfig(env="Pendulum-v1", critic_hidden=[32, 16, 8], critic_epochs=3, pool="serial", eval_every=0)
+    loaded = load_config(tmp_path)
+    assert (loaded.critic_hidden, loaded.critic_epochs, loaded.critic_target) == (None, None, None)
+    wide = RunConfig(env="Pendulum-v1", critic_hidden=[32, 16, 8], critic_epochs=3, critic_target="lambda_return",
+                     pool="serial", eval_every=0)  # fmt: skip
     with make_trainer(wide, tmp_path) as trainer:
         layers = [module for module in trainer.critic.network.modules() if isinstance(module, torch.nn.Linear)]
         widths = [layer.out_features for layer in layers]
-        assert widths == [32, 16, 8, 1] and trainer.critic.epochs == 3
+        assert widths == [32, 16, 8, 1] and trainer.critic.epochs == 3 and trainer.critic.target == "lambda_return"
     (tmp_path / "config.json").write_text(json.dumps(asdict(wide)))  # as `bbopt train` writes it
-    assert (load_config(tmp_path).critic_hidden, load_config(tmp_path).critic_epochs) == ([32, 16, 8], 3)
+    loaded = load_config(tmp_path)
+    assert (loaded.critic_hidden, loaded.critic_epochs, loaded.critic_target) == ([32, 16, 8], 3, "lambda_return")
     refused = [({"critic_hidden": [64, 0]}, "Invalid critic_hidden width"),
                ({"critic_epochs": 0}, "Invalid critic_epochs"),
                ({"critic_epochs": 2.5}, "Invalid critic_epochs"),
+               ({"critic_target": "td"}, r"Invalid critic_target: 'td' \(expected one of \('to_go', 'lambda_"),
+               ({"critic_target": 1}, "Invalid critic_target: 1"),
                ({"critic": "none", "critic_hidden": [8]}, "Invalid critic_hidden: it shapes the critic"),
+               ({"critic": "none", "critic_target": "to_go"}, "Invalid critic_target: it shapes the critic"),
                ({"solver": "cem", "critic_epochs": 3}, "Invalid critic_epochs: it shapes the critic")]  # fmt: skip
     for given, message in refused:
         with pytest.raises(ValueError, match=message):

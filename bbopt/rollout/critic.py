@@ -17,6 +17,16 @@ discounted cost-to-go, so the TD errors telescope and lambda = 1 gives ``G_t - V
 variance. ``gae_lambda = 1`` (default) is ``G_t - V(s_t, t)``, exactly unbiased (for the
 discounted cost-to-go the Trainer credits).
 
+What V is regressed on (``target``): ``"to_go"`` (default), the discounted cost-to-go ``G_t``
+(closed with the critic's own value only at a segment's end, ``Trainer(horizon=T)``), or
+``"lambda_return"``, ``A_t + V(s_t)`` with this update's GAE(lambda) advantages, the TD(lambda)
+return: what PPO's value network is fitted on (``returns = advantages + values`` in
+Stable-Baselines3's rollout buffer). The two are equal at lambda 1; below 1 the lambda-return
+cuts each step's sum short with the critic's own values, so its targets vary less (and lean on
+V's bias). The
+advantages the solver is told are the same either way: only the next updates' V changes, and
+the estimate stays unbiased at lambda 1 as with any V.
+
 The network sees the observation through the policy's `ObservationNormalizer` (when it has
 one) and the time step as ``t / horizon`` (the env's TimeLimit; left out when the env has none).
 Targets are normalized by their batch mean and standard deviation, and when those change the
@@ -36,10 +46,11 @@ from torch import nn
 from bbopt.checks import check_float, check_int
 from bbopt.policies import MLP
 
-__all__ = ["CRITIC_EPOCHS", "CRITIC_HIDDEN", "StateValue"]
+__all__ = ["CRITIC_EPOCHS", "CRITIC_HIDDEN", "TARGETS", "StateValue"]
 
 # StateValue's default widths and passes per fit (`bbopt train`'s per-step recipe fits 256-256 x 10: runs.RECIPES)
 CRITIC_HIDDEN, CRITIC_EPOCHS = (64, 64), 5
+TARGETS = ("to_go", "lambda_return")  # what V is regressed on (see the module)
 
 
 class StateValue:
@@ -48,16 +59,21 @@ class StateValue:
     lr: Adam's step for the value network.
     epochs, batch_size: passes and minibatch size of each fit on one update's steps.
     gae_lambda: 1 (default): ``G_t - V``; below 1: GAE(lambda) (biased, see the module).
+    target: what V is regressed on: ``"to_go"`` (default), the discounted costs-to-go, or
+        ``"lambda_return"``, the advantages plus V's values (PPO's; see the module).
     seed: the network's initialization and the minibatch order.
     """
 
     def __init__(self, *, hidden: Sequence[int] = CRITIC_HIDDEN, lr: float = 1e-3, epochs: int = CRITIC_EPOCHS,
-                 batch_size: int = 1024, gae_lambda: float = 1.0, seed: int = 0):  # fmt: skip
+                 batch_size: int = 1024, gae_lambda: float = 1.0, target: str = "to_go", seed: int = 0):  # fmt: skip
         self.hidden = [check_int(width, "hidden width", minimum=1) for width in hidden]
         self.lr = check_float(lr, "lr", above=0)
         self.epochs = check_int(epochs, "epochs", minimum=1)
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.gae_lambda = check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
+        if target not in TARGETS:
+            raise ValueError(f"Invalid target: {target!r} (expected one of {TARGETS})")
+        self.target = target
         self.seed = check_int(seed, "seed", minimum=0)
         self.network: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -108,15 +124,21 @@ class StateValue:
             following_value = np.where(alive[k], values[k], 0.0)
         return advantages
 
+    def targets(self, to_go: np.ndarray, advantages: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """What `fit` regresses on, per step (same shapes): the costs-to-go, or with ``target=
+        "lambda_return"`` the advantages (GAE(lambda), before any change for failed episodes) plus
+        the values they were formed with."""
+        return np.asarray(to_go) if self.target == "to_go" else np.asarray(advantages) + np.asarray(values)
+
     # -------------------------------------------------------------------------------- fit
     def fit(self, observations: torch.Tensor, steps: torch.Tensor, targets: torch.Tensor) -> float:
-        """Regress V on one update's costs-to-go (after the advantages were formed); returns the
+        """Regress V on one update's `targets` (after the advantages were formed); returns the
         last pass's mean squared error in target units."""
         targets = torch.as_tensor(targets, dtype=torch.float64)
         if targets.numel() == 0:
             return self.last_error
         if not bool(torch.isfinite(targets).all()):
-            raise ValueError("Invalid targets: the costs-to-go hold non-finite values")
+            raise ValueError(f"Invalid targets: non-finite values (target {self.target!r})")
         self._rescale(float(targets.mean()), float(targets.std()) if targets.numel() > 1 else 1.0)
         features = self.features(observations, steps)
         normalized = (targets - self.offset) / self.scale

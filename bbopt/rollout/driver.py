@@ -348,12 +348,13 @@ class Trainer:
                                         torch.as_tensor(self._episode_times())).numpy()  # fmt: skip
         advantages, to_go = segment_credit(costs, ends, values, bootstrap, discount=self.discount,
                                            gae_lambda=self.critic.gae_lambda)  # fmt: skip
+        targets = self.critic.targets(to_go, advantages, values)
         if failed.any() and (~failed).any():  # as whole episodes: a failed episode's steps count as the worst
             worst = np.where(failed, -np.inf, advantages).max(axis=1, keepdims=True)
             advantages = np.where(failed, np.where(np.isfinite(worst), worst, 0.0), advantages)
         stats, imitated = self._tell(costs.sum(axis=0), {"step_losses": [torch.as_tensor(row) for row in advantages]})
         kept = ~failed.reshape(-1)
-        self.critic.fit(inputs[kept], steps[kept], torch.as_tensor(to_go.reshape(-1)[kept]))
+        self.critic.fit(inputs[kept], steps[kept], torch.as_tensor(targets.reshape(-1)[kept]))
         if self.normalizer is not None:
             self.normalizer.commit()
         if ended_returns:
@@ -371,7 +372,7 @@ class Trainer:
     def _step_credit(self, rewards: list, asked: list, observed: list, failed: np.ndarray):
         """Per ask call, the asked episodes' negated rewards still to come (minus the critic's
         value, or its GAE advantages, with a critic); and the critic's fit data (observations,
-        time steps, costs-to-go of the episodes that did not fail), or None."""
+        time steps, `StateValue.targets` of the episodes that did not fail), or None."""
         costs = np.zeros((len(rewards), self.population))
         alive = np.zeros((len(rewards), self.population), dtype=bool)
         for k, (values, ids) in enumerate(zip(rewards, asked, strict=True)):
@@ -394,10 +395,11 @@ class Trainer:
         values = np.zeros_like(to_go)
         values[steps.numpy(), np.concatenate(asked)] = self.critic.predict(inputs, steps).numpy()
         advantages = self.critic.advantages(to_go, costs, values, alive, discount=self.discount)
+        targets = self.critic.targets(to_go, advantages, values)
         if failed.any():  # the worst cost-to-go, against the critic's value
             advantages[:, failed] = np.where(alive[:, failed], to_go[:, failed] - values[:, failed], 0.0)
         kept = ~np.concatenate([failed[ids] for ids in asked])
-        targets = np.concatenate([to_go[k, ids] for k, ids in enumerate(asked)])
+        targets = np.concatenate([targets[k, ids] for k, ids in enumerate(asked)])
         fit = (inputs[kept], steps[kept], torch.as_tensor(targets[kept]))
         return [torch.as_tensor(advantages[k, ids]) for k, ids in enumerate(asked)], fit
 

@@ -42,7 +42,7 @@ from bbopt.rollout.checkpoint import (
     write_json,
     write_text,
 )
-from bbopt.rollout.critic import StateValue
+from bbopt.rollout.critic import TARGETS, StateValue
 from bbopt.rollout.driver import CURVE_FIELDS, LR_KL, Trainer, rollout_return
 from bbopt.rollout.lock import RunLock
 from bbopt.rollout.policy import control_policy
@@ -116,7 +116,7 @@ __all__ = [
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
               "horizon": 256, "lr_schedule": "kl", "correlation": 0.5, "critic_hidden": (256, 256),
-              "critic_epochs": 10, "hidden": (256, 256), "lr": 0.001},
+              "critic_epochs": 10, "critic_target": "to_go", "hidden": (256, 256), "lr": 0.001},
     "episode": {"population": 64, "discount": 1.0, "critic": "none", "gae_lambda": 1.0, "reuse": 1, "horizon": 0,
                 "lr_schedule": "constant", "correlation": 0.0, "hidden": (64, 64), "lr": None},
 }  # fmt: skip
@@ -128,7 +128,8 @@ BEFORE_THE_OPTION = {"credit": "episode", "discount": 1.0, "critic": "none", "ga
                      "reuse": 1, "horizon": 0, "lr_schedule": "constant"}  # fmt: skip
 # A config.json with a critic saved before --critic-hidden and --critic-epochs (990a80b) has no widths:
 # its critic was StateValue's own of then, 64-64 fitted with 5 passes (the per-step recipe's is wider now).
-BEFORE_THE_CRITIC_OPTIONS = {"critic_hidden": [64, 64], "critic_epochs": 5}
+# One saved before --critic-target regressed its critic on the costs-to-go.
+BEFORE_THE_CRITIC_OPTIONS = {"critic_hidden": [64, 64], "critic_epochs": 5, "critic_target": "to_go"}
 
 
 def _option(default=None, *, help: str, type=None, choices=None):
@@ -196,6 +197,10 @@ class RunConfig:
     critic_epochs: int | None = _option(help="with --critic: passes over each update's steps when the value network "
                                              f"is fitted (default {RECIPES['to_go']['critic_epochs']})",
                                         type=positive_int)  # fmt: skip
+    critic_target: str | None = _option(help="with --critic: what the value network is regressed on: to_go, the "
+                                             "discounted costs-to-go; lambda_return, each step's GAE advantage plus "
+                                             f"its value (PPO's) (default {RECIPES['to_go']['critic_target']})",
+                                        choices=lambda: list(TARGETS))  # fmt: skip
     gae_lambda: float | None = _option(help="with --critic: GAE(lambda) advantages (default 0.98; 1: cost-to-go minus "
                                             "V, unbiased; below 1 trades bias for variance)", type=float)  # fmt: skip
     correlation: float | None = _option(help="time-correlated exploration: AR(1) coefficient of each episode's "
@@ -264,7 +269,7 @@ class RunConfig:
         if self.critic != "none" and self.credit != "to_go":
             raise ValueError("Invalid critic: a state-value baseline acts on per-step credit (add --credit to_go)")
         if self.critic == "none":
-            for name in ("critic_hidden", "critic_epochs"):
+            for name in ("critic_hidden", "critic_epochs", "critic_target"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"Invalid {name}: it shapes the critic (add --critic state_value)")
         else:
@@ -272,6 +277,9 @@ class RunConfig:
             self.critic_hidden = [check_int(width, "critic_hidden width", minimum=1) for width in hidden]
             epochs = recipe["critic_epochs"] if self.critic_epochs is None else self.critic_epochs
             self.critic_epochs = check_int(epochs, "critic_epochs", minimum=1)
+            self.critic_target = recipe["critic_target"] if self.critic_target is None else self.critic_target
+            if self.critic_target not in TARGETS:
+                raise ValueError(f"Invalid critic_target: {self.critic_target!r} (expected one of {TARGETS})")
         if self.gae_lambda is None:
             self.gae_lambda = recipe["gae_lambda"] if self.critic != "none" else 1.0
         self.gae_lambda = check_float(self.gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
@@ -396,7 +404,8 @@ def make_trainer(config: RunConfig, out: Path, *, step_timeout: float | None = S
                    discount=config.discount, critic_warmup=config.critic_warmup,
                    # the critic's own stream: with config.seed itself its first layer would start as the policy's
                    critic=StateValue(hidden=config.critic_hidden, epochs=config.critic_epochs,
-                                     gae_lambda=config.gae_lambda, seed=derive(config.seed, 0))
+                                     gae_lambda=config.gae_lambda, target=config.critic_target,
+                                     seed=derive(config.seed, 0))
                    if config.critic == "state_value" else None, horizon=config.horizon or None,
                    reward_offset=config.reward_offset)  # fmt: skip
 
