@@ -113,6 +113,9 @@ __all__ = [
 # seeds HalfCheetah 4,931 against 4,400, Hopper 2,895 against 2,674; held out, HalfCheetah seeds 2-7 4,398
 # against 4,245, Hopper seeds 4-9 2,985 against 2,700 (every run of ten hops), Walker2d-v5 seeds 0-4 3,429
 # against 2,837. Episode credit keeps 64-64; "lr": None there is the solver's preset step.
+# The critic is fitted on the costs-to-go: lambda-returns (--critic-target lambda_return, PPO's target) gained on
+# the tuning seeds (HalfCheetah 5,034 against 4,931, Hopper 3,218 against 2,895) and not held out (HalfCheetah
+# seeds 2-7 4,579 against 4,398, Hopper 4-9 2,790 against 2,985, Walker2d 0-4 3,327 against 3,429).
 RECIPES = {
     "to_go": {"population": 16, "discount": 0.995, "critic": "state_value", "gae_lambda": 0.98, "reuse": 20,
               "horizon": 256, "lr_schedule": "kl", "correlation": 0.5, "critic_hidden": (256, 256),
