@@ -2,6 +2,7 @@
 deadlock) is killed after ``step_timeout``, replaced, and its live episodes replayed, with the
 same results as a run without the fault; and a local Ray pool listens on the loopback only."""
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -63,6 +64,57 @@ def test_without_a_deadline_a_stopped_worker_is_waited_for():
         began = time.monotonic()
         pool.step([0, 1], np.zeros((2, 2)))
         assert time.monotonic() - began > 1.5 and pool.restarts == 0
+
+
+def test_the_deadline_clock_counts_a_stop_of_this_process_as_one_slice(monkeypatch):
+    from bbopt.rollout import pools
+
+    now = [100.0]
+    monkeypatch.setattr(pools.time, "monotonic", lambda: now[0])
+    clock = pools._AwakeClock()
+    for gap, reads in [(0.5, 0.5), (1.9, 2.4), (600.0, 2.4 + pools.AWAKE_SLICE), (0.25, 3.65)]:
+        now[0] += gap
+        assert clock.read() == pytest.approx(reads)
+
+
+# A run stopped as a whole (Ctrl-Z, SIGSTOP of its process group) in the middle of a step call
+# whose deadline passes while it is stopped, then continued: it prints each worker's restarts.
+_STOPPED_RUN = """
+import sys, time, warnings
+import numpy as np
+from bbopt.rollout import EnvFactory, make_pool
+from tests.toy_envs import slow_point_mass
+warnings.simplefilter("error")  # a worker replaced warns: fail loudly
+with make_pool(sys.argv[1], EnvFactory(slow_point_mass, (("step_seconds", 0.5),)), 2, 2, step_timeout=2.0) as pool:
+    pool.reset([0, 1])
+    print("stepping", flush=True)
+    for k in range(8):
+        done = np.flatnonzero(pool.step([0, 1], np.zeros((2, 2))).done)
+        if done.size:
+            pool.reset([10 * k + int(j) for j in done], ids=done)
+    print("restarts", pool.restarts, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["serial", "process"])
+def test_a_run_stopped_and_continued_keeps_its_workers(kind):
+    """Stopped for 5 s, longer than the 2 s deadline, while a 0.5 s step is under way: on SIGCONT
+    the call finishes and no worker is replaced (its deadline counts the time the run ran)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_RUN, kind], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=root, start_new_session=True)  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "stepping"
+        time.sleep(1.2)  # inside the third step call
+        os.killpg(child.pid, signal.SIGSTOP)
+        time.sleep(5.0)
+        os.killpg(child.pid, signal.SIGCONT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 0, err
+    assert out.strip() == "restarts 0"
 
 
 def test_a_hung_serial_env_is_interrupted_rebuilt_and_replayed(expected, tmp_path):

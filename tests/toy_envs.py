@@ -65,3 +65,21 @@ class HangingPointMass(PointMass):
 
 def hanging_point_mass(**kwargs) -> HangingPointMass:
     return HangingPointMass(**kwargs)
+
+
+class SlowPointMass(PointMass):
+    """A PointMass whose every step sleeps ``step_seconds`` (a slow simulator)."""
+
+    def __init__(self, step_seconds: float = 0.1):
+        super().__init__()
+        self.step_seconds = step_seconds
+
+    def step(self, action):
+        import time
+
+        time.sleep(self.step_seconds)
+        return super().step(action)
+
+
+def slow_point_mass(**kwargs) -> SlowPointMass:
+    return SlowPointMass(**kwargs)

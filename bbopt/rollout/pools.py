@@ -111,6 +111,28 @@ REPLAYED_STEPS_PER_TIMEOUT = 1000  # a replay also gets step_timeout per this ma
 MAX_STEP_TIMEOUT = 1e6  # seconds (11 days): beyond, use None (no deadline)
 
 
+AWAKE_SLICE = 1.0  # seconds between two readings of a deadline's clock (see _AwakeClock)
+
+
+class _AwakeClock:
+    """Seconds this process has run since the clock was made, for deadlines: read at least
+    every ``AWAKE_SLICE`` seconds while a call is awaited, so that a gap between two readings of
+    more than a second beyond that is time the process itself spent stopped (Ctrl-Z, SIGSTOP,
+    a paused container) and counts as one slice. A run suspended and continued then finds its
+    workers within their deadlines, where a wall clock would find every one of them past it; a
+    worker stopped alone still misses its deadline, as the parent keeps reading the clock."""
+
+    def __init__(self):
+        self.last, self.seconds = time.monotonic(), 0.0
+
+    def read(self) -> float:
+        now = time.monotonic()
+        gap = now - self.last
+        self.seconds += gap if gap <= AWAKE_SLICE + 1.0 else AWAKE_SLICE
+        self.last = now
+        return self.seconds
+
+
 class _Hung(BaseException):  # not Exception: an env's own `except Exception` must not swallow it
     """A serial pool's call ran past its deadline (raised by the alarm handler)."""
 
@@ -121,7 +143,9 @@ class _Pool:
     ``step_timeout``: seconds a worker may take to answer one call of a step (its share of
     the episodes stepped); a reset or a replay, which build envs, gets ``START_SECONDS`` more,
     and a replay ``step_timeout`` more per ``REPLAYED_STEPS_PER_TIMEOUT`` actions it replays.
-    A worker past its deadline is treated as dead. ``None``: wait forever."""
+    A worker past its deadline is treated as dead. ``None``: wait forever. The serial and
+    process pools count deadlines on `_AwakeClock` (a run stopped and continued as a whole
+    keeps its workers); the Ray pool on the wall clock."""
 
     def __init__(self, factory: EnvFactory, num_envs: int, workers: int, step_timeout: float | None = STEP_TIMEOUT):
         check_int(num_envs, "num_envs", minimum=1)
@@ -264,7 +288,8 @@ class SerialPool(_Pool):
     """Every env in this process (the default: no inter-process cost). The deadline is kept
     with a ``SIGALRM`` timer where one can be set (POSIX, main thread, no timer of the
     caller's running): it interrupts Python code, not a call stuck inside C, and the envs it
-    interrupts are discarded, rebuilt and replayed."""
+    interrupts are discarded, rebuilt and replayed. It counts the time the process ran, not
+    time it spent stopped (`_AwakeClock`)."""
 
     def __init__(self, factory: EnvFactory, num_envs: int, workers: int = 1, step_timeout: float | None = STEP_TIMEOUT):
         super().__init__(factory, num_envs, 1, step_timeout)
@@ -292,9 +317,13 @@ class SerialPool(_Pool):
 
 @contextlib.contextmanager
 def _alarm(seconds: float | None):
-    """Raise ``_Hung`` in this thread after ``seconds``, where a SIGALRM timer is free to use.
-    The caller's handler is restored however the block ends, a late alarm included (else ours
-    would stay installed and every later deadline would find the timer taken)."""
+    """Raise ``_Hung`` in this thread after ``seconds`` of this process's running time
+    (`_AwakeClock`, read by the alarm every ``AWAKE_SLICE``), where a SIGALRM timer is free to
+    use. The handler restarts the system calls it interrupts (``SA_RESTART``), so that C code
+    in a call sees the ticks as little as it can (sleeps and polls still return early, as they
+    do for every signal). The caller's handler is restored however the block ends, a late alarm
+    included (else ours would stay installed and every later deadline would find the timer
+    taken)."""
     usable = (seconds is not None and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread()
               and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -303,18 +332,34 @@ def _alarm(seconds: float | None):
         yield
         return
 
-    def expired(signum, frame):
-        raise _Hung
+    clock = _AwakeClock()
+
+    def expired(signum, frame):  # every slice: the deadline counts the time this process ran (_AwakeClock)
+        remaining = seconds - clock.read()
+        if remaining <= 0:
+            raise _Hung
+        signal.setitimer(signal.ITIMER_REAL, min(remaining, AWAKE_SLICE))
 
     previous = signal.signal(signal.SIGALRM, expired)
     try:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        signal.siginterrupt(signal.SIGALRM, False)
+        signal.setitimer(signal.ITIMER_REAL, min(seconds, AWAKE_SLICE))
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+def _answers_within(connection, seconds: float, clock: _AwakeClock) -> bool:
+    """Whether ``connection`` has an answer before ``clock`` reads ``seconds``."""
+    while True:
+        remaining = seconds - clock.read()
+        if remaining <= 0:
+            return connection.poll(0)
+        if connection.poll(min(remaining, AWAKE_SLICE)):
+            return True
 
 
 def _process_worker(connection, factory: EnvFactory) -> None:
@@ -357,10 +402,9 @@ class ProcessPool(_Pool):
         return self.processes[worker].pid
 
     def _run(self, calls):
-        failed, deadlines, began = {}, {}, time.monotonic()
+        failed, deadlines, clock = {}, {}, _AwakeClock()
         for worker, call in calls.items():
-            seconds = self._deadline(*call)
-            deadlines[worker] = None if seconds is None else (began + seconds, seconds)
+            deadlines[worker] = self._deadline(*call)
             try:
                 self.connections[worker].send(call)
             except (BrokenPipeError, OSError):
@@ -369,11 +413,11 @@ class ProcessPool(_Pool):
         for worker, (method, _) in calls.items():
             if worker in failed:
                 continue
-            connection, deadline = self.connections[worker], deadlines[worker]
+            connection, seconds = self.connections[worker], deadlines[worker]
             try:
-                if deadline is not None and not connection.poll(max(0.0, deadline[0] - time.monotonic())):
+                if seconds is not None and not _answers_within(connection, seconds, clock):
                     self.processes[worker].kill()  # stopped or stuck: it will not answer
-                    failed[worker] = f"(pid {self.pid(worker)}) did not answer a {method} call within {deadline[1]:g} s"
+                    failed[worker] = f"(pid {self.pid(worker)}) did not answer a {method} call within {seconds:g} s"
                     continue
                 results[worker] = connection.recv()
             except (EOFError, ConnectionResetError, OSError):
