@@ -23,9 +23,9 @@ What V is regressed on (``target``): ``"to_go"`` (default), the discounted cost-
 return: what PPO's value network is fitted on (``returns = advantages + values`` in
 Stable-Baselines3's rollout buffer). The two are equal at lambda 1; below 1 the lambda-return
 cuts each step's sum short with the critic's own values, so its targets vary less (and lean on
-V's bias). The
-advantages the solver is told are the same either way: only the next updates' V changes, and
-the estimate stays unbiased at lambda 1 as with any V.
+V's bias). The advantages the solver is told are the same either way: only the next updates' V
+changes, and the estimate stays unbiased at lambda 1 as with any V. Not `bbopt train`'s default:
+it did not hold on held-out seeds (docs/results/locomotion.md).
 
 The network sees the observation through the policy's `ObservationNormalizer` (when it has
 one) and the time step as ``t / horizon`` (the env's TimeLimit; left out when the env has none).
