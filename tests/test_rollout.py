@@ -919,7 +919,7 @@ def test_critic_widths_passes_and_target_are_run_options_that_reach_the_critic(t
     refused = [({"critic_hidden": [64, 0]}, "Invalid critic_hidden width"),
                ({"critic_epochs": 0}, "Invalid critic_epochs"),
                ({"critic_epochs": 2.5}, "Invalid critic_epochs"),
-               ({"critic_target": "td"}, r"Invalid critic_target: 'td' \(expected one of \('to_go', 'lambda_"),
+               ({"critic_target": "td"}, r"Invalid critic_target: 'td' \(expected one of \['lambda_return', 'to_go'\]"),
                ({"critic_target": 1}, "Invalid critic_target: 1"),
                ({"critic": "none", "critic_hidden": [8]}, "Invalid critic_hidden: it shapes the critic"),
                ({"critic": "none", "critic_target": "to_go"}, "Invalid critic_target: it shapes the critic"),

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bbopt.checks import check_float, check_int
+from bbopt.checks import check_choice, check_float, check_int
 from bbopt.policies import MLP
 
 __all__ = ["CRITIC_EPOCHS", "CRITIC_HIDDEN", "TARGETS", "StateValue"]
@@ -71,9 +71,7 @@ class StateValue:
         self.epochs = check_int(epochs, "epochs", minimum=1)
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.gae_lambda = check_float(gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
-        if target not in TARGETS:
-            raise ValueError(f"Invalid target: {target!r} (expected one of {TARGETS})")
-        self.target = target
+        self.target = check_choice(target, "target", TARGETS)
         self.seed = check_int(seed, "seed", minimum=0)
         self.network: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None

@@ -31,7 +31,7 @@ import torch
 
 import bbopt
 from bbopt.arguments import count, positive_int, renamed_keywords, step_count, steps_or_zero, widths
-from bbopt.checks import check_float, check_int
+from bbopt.checks import check_choice, check_float, check_int
 from bbopt.plugins import load_problems, make_env
 from bbopt.registry import SOLVERS, canonical
 from bbopt.rollout.checkpoint import (
@@ -280,9 +280,8 @@ class RunConfig:
             self.critic_hidden = [check_int(width, "critic_hidden width", minimum=1) for width in hidden]
             epochs = recipe["critic_epochs"] if self.critic_epochs is None else self.critic_epochs
             self.critic_epochs = check_int(epochs, "critic_epochs", minimum=1)
-            self.critic_target = recipe["critic_target"] if self.critic_target is None else self.critic_target
-            if self.critic_target not in TARGETS:
-                raise ValueError(f"Invalid critic_target: {self.critic_target!r} (expected one of {TARGETS})")
+            target = recipe["critic_target"] if self.critic_target is None else self.critic_target
+            self.critic_target = check_choice(target, "critic_target", TARGETS)
         if self.gae_lambda is None:
             self.gae_lambda = recipe["gae_lambda"] if self.critic != "none" else 1.0
         self.gae_lambda = check_float(self.gae_lambda, "gae_lambda", at_least=0.0, at_most=1.0)
