@@ -42,7 +42,7 @@ from bbopt.noise.families import Noise, make_noise
 from bbopt.noise.qmc import Sobol
 from bbopt.ovlr import baseline_weights
 from bbopt.solver import _clear_gradients, _total_norm
-from bbopt.validation import as_losses, indices
+from bbopt.validation import as_losses, indices, loss_stats
 
 __all__ = ["LAYER_TYPES", "LayerwiseLR"]
 
@@ -236,8 +236,7 @@ class LayerwiseLR:
         self._asked = None
         self.steps += 1
         self.evaluations += losses.numel()
-        values = losses.numpy()
-        return {"step": float(self.steps), "loss_mean": float(values.mean()), "loss_min": float(values.min())}
+        return {"step": float(self.steps), **loss_stats(losses)}
 
     # ---------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -3,6 +3,8 @@
 * `as_losses`: real numbers of the expected shape, as float64 (bool, complex, strings and
   objects refused: ``True`` is not a loss, and a complex loss would lose its imaginary part).
 * `indices`: the positions of a mask, as a short text for messages.
+* `loss_stats`: the mean and minimum of told losses for a tell's stats, the mean without
+  overflow for losses near the largest float (their sum overflows, their mean does not).
 * `check_state`: everything `bbopt.Solver.load_state_dict` will load, checked against the
   solver it goes into (keys, shapes, dtypes, finiteness, the optimizer's kind), so a refused
   state leaves the solver as it was instead of half loaded.
@@ -15,7 +17,7 @@ import copy
 import numpy as np
 import torch
 
-__all__ = ["as_losses", "check_state", "indices"]
+__all__ = ["as_losses", "check_state", "indices", "loss_stats"]
 
 _STATE_KEYS = ("solver", "policy", "optimizer", "generator", "dimension", "noise", "steps", "evaluations")
 
@@ -51,6 +53,18 @@ def indices(mask: torch.Tensor, limit: int = 10) -> tuple[int, str]:
     where = [tuple(i) if len(i) > 1 else i[0] for i in mask.nonzero().tolist()]
     text = ", ".join(map(str, where[:limit])) + (" ..." if len(where) > limit else "")
     return len(where), text
+
+
+def loss_stats(losses: torch.Tensor) -> dict[str, float]:
+    """``{"loss_mean", "loss_min"}`` of finite ``losses``. numpy's reductions (a tenth of
+    torch's cost here) on the float64 values; where their sum overflows, the mean of each
+    value divided by the count first, which cannot."""
+    values = losses.detach().cpu().double().numpy()
+    with np.errstate(over="ignore"):
+        mean = float(values.mean())
+    if not np.isfinite(mean):
+        mean = float(np.sum(values / values.size))
+    return {"loss_mean": mean, "loss_min": float(values.min())}
 
 
 # --------------------------------------------------------------------------------- state

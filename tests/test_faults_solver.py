@@ -10,6 +10,7 @@ import torch
 
 import bbopt
 from bbopt.noise import FullCovariance
+from bbopt.validation import loss_stats
 from tests.conftest import mlp_policy, vector_policy
 
 SOLVERS = ("ovlr", "es", "cem")
@@ -233,6 +234,24 @@ def test_normalized_ovlr_weights_stay_finite_for_the_largest_floats():
     candidates = solver.ask()
     solver.tell(torch.full(candidates.shape[:-1], 1.7e308, dtype=torch.float64) * torch.linspace(0.5, 1, 8))
     assert torch.isfinite(solver.ask()).all()
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_the_stats_of_the_largest_floats_are_their_mean_not_an_overflow(name):
+    solver = make(name, normalize=True) if name == "ovlr" else make(name)
+    solver.ask()
+    losses = 1.7e308 * torch.linspace(0.5, 1, 8, dtype=torch.float64)  # their sum overflows, their mean does not
+    stats = solver.tell(losses)
+    assert stats["loss_mean"] == pytest.approx(1.7e308 * 0.75, rel=1e-12)
+    assert stats["loss_min"] == 0.85e308
+
+
+def test_loss_stats_keep_numpys_mean_and_only_divide_first_where_the_sum_overflows():
+    ordinary = torch.tensor([0.1, 0.2, 0.7, 1e-300], dtype=torch.float64)
+    assert loss_stats(ordinary) == {"loss_mean": float(ordinary.numpy().mean()), "loss_min": 1e-300}
+    huge = torch.tensor([1.7e308, -1.7e308, 1.7e308, 1.7e308], dtype=torch.float64)
+    assert loss_stats(huge) == {"loss_mean": pytest.approx(0.85e308, rel=1e-12), "loss_min": -1.7e308}
+    assert loss_stats(huge[:1])["loss_mean"] == 1.7e308
 
 
 def test_a_gradient_that_overflows_is_refused_after_the_vjp_and_only_a_new_ask_can_follow():

@@ -23,6 +23,7 @@ from bbopt.checks import check_float, check_int
 from bbopt.es import centered_ranks
 from bbopt.presets import Preset
 from bbopt.registry import register_solver
+from bbopt.validation import loss_stats
 
 __all__ = ["PRESETS", "ParameterES"]
 
@@ -147,8 +148,7 @@ class ParameterES:
             offset += parameter.numel()
         self.optimizer.step()
         self.steps += 1
-        return {"step": float(self.steps), "loss_mean": float(losses.mean()), "loss_min": float(losses.min()),
-                "sigma": self.sigma}  # fmt: skip
+        return {"step": float(self.steps), **loss_stats(losses), "sigma": self.sigma}
 
     def state_dict(self) -> dict:
         """Policy, optimizer, generator and step count (between updates)."""

@@ -19,7 +19,9 @@ def write_video(frames: Sequence[np.ndarray], path: Path, fps: int) -> Path:
     try:
         import imageio.v3 as iio
 
-        iio.imwrite(path, np.stack(frames), fps=fps)
+        # imageio's Pillow plugin (gif) takes each frame's duration in ms; ffmpeg (mp4) the rate
+        timing = {"duration": round(1000 / fps), "loop": 0} if path.suffix.lower() == ".gif" else {"fps": fps}
+        iio.imwrite(path, np.stack(frames), **timing)
     except Exception:  # no imageio/ffmpeg: fall back to a gif with Pillow
         from PIL import Image
 
