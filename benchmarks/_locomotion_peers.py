@@ -6,12 +6,15 @@ ars.yml, written for the -v3 envs and used unchanged on -v5): ``ppo`` takes the 
 ARS row (linear policy, observations normalized, alive bonus cancelled on Hopper and Walker2d). Each
 run learns in chunks of ``eval_every`` steps and is evaluated between chunks (never mid-update: ARS
 loads its candidates' weights into the policy while it evaluates them) with the deterministic action
-and frozen normalization statistics, on the same episode seeds as the bbopt methods.
+and frozen normalization statistics, on the same episode seeds as the bbopt methods. With a
+`benchmarks._run_state.RunState` a run keeps its state after each evaluation (`snapshot`) and a
+rerun goes on from there as if never stopped (`restore`: the same returns to the bit).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _report
@@ -58,7 +61,6 @@ def zoo_settings(method: str, env: str) -> dict:
 def build(method: str, env: str, seed: int):
     """(model, VecNormalize, settings) for one peer method."""
     import gymnasium as gym
-    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -97,16 +99,123 @@ def evaluate(model, vec, env: str, episodes: int, first_seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run(method: str, env: str, seed: int, budget: int, eval_every: int) -> dict:
-    """Train one peer for `budget` env steps; curve rows (env steps, return, train wall s, train CPU s)."""
+def _tensor(array) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _wrapper_flags(env) -> list[dict]:
+    """Each gymnasium wrapper's own state (TimeLimit's steps, OrderEnforcing's and the env checker's flags)."""
+    flags = []
+    while hasattr(env, "env"):
+        flags.append({name: getattr(env, name) for name in _WRAPPER_STATE if hasattr(env, name)})
+        env = env.env
+    return flags
+
+
+# TimeLimit's steps, OrderEnforcing's flag, the env checker's flags (its checks run in the first steps only)
+_WRAPPER_STATE = (
+    "_elapsed_steps",
+    "_has_reset",
+    "checked_reset",
+    "checked_step",
+    "checked_data_reuse",
+    "checked_render",
+)
+_MUJOCO_STATE = "mjSTATE_INTEGRATION"  # time, positions, velocities, controls, the solver's warm start
+
+
+def snapshot(model, vec) -> dict:
+    """Everything a peer run carries from one chunk of learning to the next, as tensors and plain
+    containers: the policy (PPO's optimizer, ARS's weights), the counters, the observation in
+    flight, torch's / numpy's / Python's global generators (PPO samples with them), VecNormalize's
+    statistics and discounted returns, and each environment: MuJoCo's integration state, its
+    generator and its wrappers' state."""
+    import random
+
+    import mujoco
+
+    kind = getattr(mujoco.mjtState, _MUJOCO_STATE)
+    envs = []
+    for env in vec.venv.envs:
+        model_, data = env.unwrapped.model, env.unwrapped.data
+        physics = np.empty(mujoco.mj_stateSize(model_, kind))
+        mujoco.mj_getState(model_, data, physics, kind)
+        envs.append({"physics": _tensor(physics), "generator": env.unwrapped.np_random.bit_generator.state,
+                     "wrappers": _wrapper_flags(env)})  # fmt: skip
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"policy": model.policy.state_dict(), "num_timesteps": int(model.num_timesteps),
+             "n_updates": int(model._n_updates), "episode_num": int(model._episode_num),
+             "torch_rng": torch.get_rng_state(), "numpy_rng": [name, _tensor(keys), position, has_gauss, cached],
+             "python_rng": random.getstate(), "envs": envs, "reset_seeds": list(vec.venv._seeds),
+             "obs_rms": [_tensor(vec.obs_rms.mean), _tensor(vec.obs_rms.var), float(vec.obs_rms.count)],
+             "ret_rms": [_tensor(vec.ret_rms.mean), _tensor(vec.ret_rms.var), float(vec.ret_rms.count)],
+             "returns": _tensor(vec.returns)}  # fmt: skip
+    if getattr(model.policy, "optimizer", None) is not None:
+        state["optimizer"] = model.policy.optimizer.state_dict()
+    if getattr(model, "weights", None) is not None:  # ARS's current weights (the policy holds a candidate's mid-update)
+        state["weights"] = model.weights.clone()
+    if model._last_obs is not None:
+        state["last_obs"] = _tensor(model._last_obs)
+        state["last_episode_starts"] = _tensor(model._last_episode_starts)
+    return state
+
+
+def restore(model, vec, state: dict) -> None:
+    """Put a `snapshot` back into a freshly `build`-t model of the same method, env and seed."""
+    import random
+
+    import mujoco
+
+    kind = getattr(mujoco.mjtState, _MUJOCO_STATE)
+    if len(state["envs"]) != len(vec.venv.envs):
+        raise ValueError(f"the state holds {len(state['envs'])} environments, this run has {len(vec.venv.envs)}")
+    model.policy.load_state_dict(state["policy"])
+    if "optimizer" in state:
+        model.policy.optimizer.load_state_dict(state["optimizer"])
+    if "weights" in state:
+        model.weights = state["weights"].clone()
+    model.num_timesteps, model._n_updates, model._episode_num = (state["num_timesteps"], state["n_updates"],
+                                                                 state["episode_num"])  # fmt: skip
+    if "last_obs" in state:
+        model._last_obs = state["last_obs"].numpy().copy()
+        model._last_episode_starts = state["last_episode_starts"].numpy().copy()
+    for env, kept in zip(vec.venv.envs, state["envs"], strict=True):
+        mujoco.mj_setState(env.unwrapped.model, env.unwrapped.data, kept["physics"].numpy().copy(), kind)
+        env.unwrapped.np_random.bit_generator.state = kept["generator"]
+        layer = env
+        for flags in kept["wrappers"]:
+            for name, value in flags.items():
+                setattr(layer, name, value)
+            layer = layer.env
+    vec.venv._seeds = list(state["reset_seeds"])
+    for stats, (mean, var, count) in ((vec.obs_rms, state["obs_rms"]), (vec.ret_rms, state["ret_rms"])):
+        stats.mean, stats.var, stats.count = mean.numpy().copy(), var.numpy().copy(), count
+    vec.returns = state["returns"].numpy().copy()
+    name, keys, position, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((name, keys.numpy().copy(), position, has_gauss, cached))
+    random.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"])
+
+
+def run(method: str, env: str, seed: int, budget: int, eval_every: int, state=None) -> dict:
+    """Train one peer for `budget` env steps; curve rows (env steps, return, train wall s, train CPU s).
+    ``state`` (a `benchmarks._run_state.RunState`): go on from the run's last evaluation, if it
+    saved one, and save there after each."""
     clock = _report.TrainingClock()
     model, vec, settings = build(method, env, seed)
     curve = []
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        restore(model, vec, saved["peer"])
+        curve = [tuple(point) for point in saved["curve"]]
+        clock.restore(saved["clock"])
     while model.num_timesteps < budget:
         with clock.running():
             model.learn(total_timesteps=min(eval_every, budget - model.num_timesteps),
                         reset_num_timesteps=model.num_timesteps == 0)  # fmt: skip
         curve.append((int(model.num_timesteps), evaluate(model, vec, env, 3, VALIDATION_EPISODES), *clock.read()))
+        if state is not None:
+            state.save(model.num_timesteps, peer=snapshot(model, vec), curve=curve, clock=clock.state())
     final = evaluate(model, vec, env, 10, TEST_EPISODES)
     return {"curve": curve, "final_return": final, "env_steps": int(model.num_timesteps), "train_seconds": clock.wall,
             "cpu_seconds": clock.cpu, "wall_seconds": clock.total(), "settings": settings}  # fmt: skip

@@ -111,6 +111,18 @@ class TrainingClock:
         """Wall-clock seconds since the clock was made, evaluations included."""
         return time.perf_counter() - self._created
 
+    def state(self) -> dict:
+        """What `restore` takes: the seconds so far (between runs of a resumed benchmark run)."""
+        wall, cpu = self.read()
+        return {"wall": wall, "cpu": cpu, "total": self.total()}
+
+    def restore(self, state: dict) -> None:
+        """Go on counting from a `state` (not while running)."""
+        if self._marks is not None:
+            raise RuntimeError("TrainingClock.restore() while running")
+        self.wall, self.cpu = float(state["wall"]), float(state["cpu"])
+        self._created = time.perf_counter() - float(state["total"])
+
 
 def peak_allocated_mib(run: Callable[[], object]) -> float:
     """Peak CPU tensor memory allocated while ``run()`` runs, beyond what was live when it began, in

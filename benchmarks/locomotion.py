@@ -23,6 +23,8 @@ Learning curves (against env steps and against CPU minutes) and a final table go
         --methods ovlr,ovlr-togo,ppo,ars --jobs 2 --out benchmarks/results/mujoco_peers.json
     python -m benchmarks.locomotion --budget 3e6 --milestones 1e6 --methods ovlr --out 3m.json  # 1M and 3M
     python -m benchmarks.locomotion --rows 3m.json peers_1m.json --until 1e6 --out at_1m.json  # both at 1M
+    python -m benchmarks.locomotion --budget 3e6 --envs Walker2d-v5 --methods ppo --state runs/ --out ppo.json
+        # stopped (Ctrl-C, a kill, a session's end)? the same command goes on from each run's last evaluation
     python -m benchmarks.locomotion --budget 4e3 --envs Hopper-v5 --seeds 0 --population 8 --pgpe-popsize 4  # smoke
 """
 
@@ -47,6 +49,7 @@ from bbopt.rollout.driver import LR_KL
 from bbopt.rollout.runs import BEFORE_THE_CRITIC_OPTIONS
 from bbopt.seeding import TEST_EPISODES, VALIDATION_EPISODES
 from benchmarks import _locomotion_peers, _report
+from benchmarks._run_state import RunState
 
 # A bbopt method is a solver with an episodes preset and `bbopt train`'s defaults for it (OVLR and ES: per-step credit
 # with the critic, GAE, population 16, reuse 20, 256-step segments, AR(1) noise at 0.5, policy and critic 256-256:
@@ -148,33 +151,57 @@ def check_runs(envs: list[str], methods: list[str]) -> None:
 
 
 def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, population: int,
-              milestones: tuple[int, ...] = ()) -> dict:  # fmt: skip
-    from bbopt.rollout.runs import RunConfig, make_trainer
+              milestones: tuple[int, ...] = (), state=None) -> dict:  # fmt: skip
+    """One bbopt run; ``state`` (a `benchmarks._run_state.RunState`): go on from the run's last
+    evaluation, if it saved one, and save there after each (`Trainer.state_dict`: the same run)."""
+    from bbopt.rollout.runs import make_trainer
 
-    solver = method.partition("-")[0]
-    config = RunConfig(env=env, solver=solver, env_steps=budget, eval_every=0, pool="serial", checkpoint_every=0,
-                       seed=seed, **bbopt_settings(method, env, population))  # fmt: skip
+    config = bbopt_config(env, method, seed, budget, population)
     curve, clock, reached = [], _report.TrainingClock(), {}
     with make_trainer(config, Path("/nonexistent")) as trainer:
         trainer.checkpoint = None
+        saved = state.load() if state is not None else None
+        if saved is not None:
+            trainer.load_state_dict(saved["trainer"])
+            curve, reached = [tuple(point) for point in saved["curve"]], dict(saved["milestones"])
+            clock.restore(saved["clock"])
 
         def evaluate_now(record: dict) -> None:
+            evaluated = False
             if record["env_steps"] >= (len(curve) + 1) * eval_every or record["env_steps"] >= budget:
                 with clock.paused():
                     curve.append((record["env_steps"], trainer.evaluate(3, seed=VALIDATION_EPISODES), *clock.read()))
+                evaluated = True
             for milestone in milestones:  # evaluated as at the end: 10 test episodes
                 if record["env_steps"] >= milestone and str(milestone) not in reached:
                     with clock.paused():
                         reached[str(milestone)] = (record["env_steps"], trainer.evaluate(10, seed=TEST_EPISODES),
                                                    *clock.read())  # fmt: skip
+                    evaluated = True
+            if evaluated and state is not None:
+                with clock.paused():
+                    state.save(trainer.env_steps, trainer=trainer.state_dict(), curve=curve, milestones=reached,
+                               clock=clock.state())  # fmt: skip
 
         with clock.running():
             trainer.train(budget, progress=False, callback=evaluate_now)
         final = trainer.evaluate(10, seed=TEST_EPISODES)
     return {"curve": curve, "final_return": final, "env_steps": trainer.env_steps, "train_seconds": clock.wall,
-            "milestones": reached,
-            "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
-            "settings": {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
+            "milestones": reached, "cpu_seconds": clock.cpu, "wall_seconds": clock.total(),
+            "settings": recorded_settings(config)}  # fmt: skip
+
+
+def bbopt_config(env: str, method: str, seed: int, budget: int, population: int | None = None):
+    """The `RunConfig` of a bbopt method's run (a serial pool, the benchmark's own evaluations)."""
+    from bbopt.rollout.runs import RunConfig
+
+    return RunConfig(env=env, solver=method.partition("-")[0], env_steps=budget, eval_every=0, pool="serial",
+                     checkpoint_every=0, seed=seed, **bbopt_settings(method, env, population))  # fmt: skip
+
+
+def recorded_settings(config) -> dict:
+    """The settings a bbopt run's row records."""
+    return {"sigma": config.sigma, "lr": config.lr, "lr_schedule": config.lr_schedule,
             "lr_decay_after": config.lr_decay_after, "lr_kl": config.lr_kl,
             "credit": config.credit, "critic": config.critic, "discount": config.discount,
             "gae_lambda": config.gae_lambda, "reuse": config.reuse, "clip": config.clip,
@@ -182,7 +209,7 @@ def run_bbopt(env: str, method: str, seed: int, budget: int, eval_every: int, po
             "horizon": config.horizon, "reward_offset": config.reward_offset, "sigma_final": config.sigma_final,
             "sigma_decay": config.sigma_decay, "correlation": config.correlation, "max_kl": config.max_kl,
             "critic_hidden": config.critic_hidden, "critic_epochs": config.critic_epochs,
-            "critic_target": config.critic_target}}  # fmt: skip
+            "critic_target": config.critic_target}  # fmt: skip
 
 
 def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 100) -> dict:
@@ -236,18 +263,31 @@ def run_pgpe(env: str, seed: int, budget: int, eval_every: int, popsize: int = 1
 
 
 def run_one(job: tuple) -> dict:
-    env, method, seed, budget, eval_every, population, pgpe_popsize, milestones = job
+    env, method, seed, budget, eval_every, population, pgpe_popsize, milestones, state_root = job
     torch.set_num_threads(1)
     began = time.perf_counter()
-    if method == "pgpe":
-        result = run_pgpe(env, seed, budget, eval_every, pgpe_popsize)
-    elif method in _locomotion_peers.METHODS:
-        result = _locomotion_peers.run(method, env, seed, budget, eval_every)
-    else:
-        result = run_bbopt(env, method, seed, budget, eval_every, population, milestones)
-    row = {"env": env, "method": method, "seed": seed, "commit": _report.STARTED_AT, **result}
+    with contextlib.ExitStack() as stack:
+        state = None
+        if state_root is not None:
+            identity = {"env": env, "method": method, "seed": seed, "budget": budget, "eval_every": eval_every,
+                        "population": population, "milestones": list(milestones)}  # fmt: skip
+            state = stack.enter_context(RunState(state_root, identity, _report.STARTED_AT))
+            row = state.finished_row()
+            if row is not None:
+                print(f"{env:<15} {method:<5} seed {seed}: ended before, kept in {state.row_path}", flush=True)
+                return row
+        if method == "pgpe":
+            result = run_pgpe(env, seed, budget, eval_every, pgpe_popsize)
+        elif method in _locomotion_peers.METHODS:
+            result = _locomotion_peers.run(method, env, seed, budget, eval_every, state)
+        else:
+            result = run_bbopt(env, method, seed, budget, eval_every, population, milestones, state)
+        row = {"env": env, "method": method, "seed": seed, "commit": _report.STARTED_AT, **result}
+        if state is not None:
+            row = state.finish(row)
+    resumed = f", resumed at {', '.join(f'{n:,}' for n in row['resumed_at'])}" if "resumed_at" in row else ""
     print(f"{env:<15} {method:<5} seed {seed}: final {row['final_return']:9.1f} after {row['env_steps']:,} steps "
-          f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
+          f"({time.perf_counter() - began:.0f} s{resumed})", flush=True)  # fmt: skip
     return row
 
 
@@ -355,6 +395,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pgpe-popsize", type=int, default=100, help="EvoTorch's preset: 100")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "mujoco.json")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="keep each run's state in this directory after each evaluation: the same command run "
+                             "again goes on from there (a run stopped by Ctrl-C, a kill or a session's end), and "
+                             "reports the runs that had ended without running them again; not for pgpe")  # fmt: skip
     parser.add_argument("--rows", type=Path, nargs="+", help="run nothing: report the runs kept in these files "
                         "(an interrupted run's <out>.partial.jsonl, or earlier JSON results), merged")  # fmt: skip
     parser.add_argument("--until", type=step_count, default=None,
@@ -367,6 +411,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--milestones must lie in (0, --budget {args.budget}): got {args.milestones}")
     if args.until is not None and not args.rows:
         parser.error("--until reports runs kept in files: add --rows")
+    if args.state is not None and args.rows:
+        parser.error("--state keeps runs that run here; --rows runs nothing")
     if args.rows:
         _report.refuse_overwriting_inputs(args.out, args.rows)
         chosen = args.methods.split(",") if args.methods else None
@@ -389,6 +435,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             check_runs(envs, methods)
         except ValueError as error:
             parser.error(str(error))
+        if args.state is not None and "pgpe" in methods:
+            parser.error("--state cannot resume pgpe (EvoTorch's searcher keeps no state here): run it without --state")
         rows = run_all(envs, methods, [int(s) for s in args.seeds.split(",")], args, eval_every)
         config = {"budget": args.budget, "eval_every": eval_every, "population": args.population,
                   "pgpe_popsize": args.pgpe_popsize, "jobs": args.jobs, "milestones": args.milestones,
@@ -436,10 +484,12 @@ def worker_pool(jobs: int):
 def run_all(envs: list[str], methods: list[str], seeds: list[int], args, eval_every: int) -> list[dict]:
     """Every (seed, env, method) run, seed-major (a benchmark stopped early has whole seeds of every
     env and method); each finished run is appended to <out>.partial.jsonl as it ends, in any order."""
-    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize, tuple(args.milestones))
-            for seed in seeds for env in envs for method in methods]  # fmt: skip
+    jobs = [(env, method, seed, args.budget, eval_every, args.population, args.pgpe_popsize, tuple(args.milestones),
+             args.state) for seed in seeds for env in envs for method in methods]  # fmt: skip
     rows = []
-    with _report.kept_rows(args.out) as keep, contextlib.ExitStack() as stack:
+    # with --state each run keeps its own row when it ends (and a rerun reports it): no partial file
+    keeping = contextlib.nullcontext(lambda row: None) if args.state else _report.kept_rows(args.out)
+    with keeping as keep, contextlib.ExitStack() as stack:
         if args.jobs > 1:
             pool = stack.enter_context(worker_pool(args.jobs))
             finished = pool.imap_unordered(run_one, jobs, chunksize=1)
