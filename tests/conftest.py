@@ -1,8 +1,18 @@
+import os
+
 import pytest
 import torch
 
 from bbopt.policies import MLP, LearnedVector
 from bbopt.sigma import Fixed
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers on the two cores) each worker computes with
+    one torch thread: two workers with a thread per core each would contend (OpenMP threads spin while
+    they wait). Tests that need another count set it themselves."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 class RecordingSigma(Fixed):
