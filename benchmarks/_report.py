@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -22,18 +23,31 @@ from bbopt.rollout.checkpoint import write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+ROOT = Path(__file__).resolve().parent.parent
+# `git archive` writes the commit it archives into this file (.gitattributes: export-subst); in a checkout it
+# holds the placeholder
+ARCHIVED_COMMIT = Path(__file__).with_name("archived_commit.txt")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+
+
 def git_commit() -> str:
+    """The code a benchmark runs: HEAD in this repository's checkout (``-dirty`` with changes outside
+    benchmarks/results); in a `git archive` copy (as the long runs use, so that the checkout can
+    move on), the commit it was made from, ``<sha> (git archive)``; else "unknown"."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return commit + ("-dirty" if dirty.strip() else "")
+        if Path(_git("rev-parse", "--show-toplevel")).resolve() == ROOT:  # not a copy inside another checkout
+            dirty = _git("status", "--porcelain", "--", ".", ":!benchmarks/results")
+            return _git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        archived = ARCHIVED_COMMIT.read_text().strip()
+    except OSError:
         return "unknown"
+    return f"{archived} (git archive)" if re.fullmatch(r"[0-9a-f]{40}", archived) else "unknown"
 
 
 def machine() -> dict:
