@@ -1,12 +1,13 @@
 """A benchmark run's state between its evaluations, so that a run stopped by Ctrl-C, a kill or the
 end of a session goes on from its last evaluation when the same command runs again (``--state DIR``).
 
-Each run has a directory ``DIR/<env>-<method>-seed<seed>/``, held by one process at a time
-(`bbopt.rollout.lock.RunLock`), with ``state.pt`` (a verified, atomic checkpoint, the previous one
-kept beside it: `bbopt.rollout.checkpoint`) while it runs and ``row.json`` once it has ended. A state
-saved by a run of other settings (budget, evaluation interval, population, milestones) is refused,
-never continued. A resumed run records the env steps it resumed at (``resumed_at``) and the code of
-each process that ran a part of it (``commits``).
+Each run has a directory ``DIR/<name>/`` (``<env>-<method>-seed<seed>`` for a locomotion run),
+held by one process at a time (`bbopt.rollout.lock.RunLock`), with ``state.pt`` (a verified,
+atomic checkpoint, the previous one kept beside it: `bbopt.rollout.checkpoint`) while it runs and
+``row.json`` once it has ended. A state saved by a run of other settings (budget, evaluation
+interval, population, milestones) is refused, never continued. A resumed run records the env
+steps it resumed at (``resumed_at``) and, where the state keeps them, the code of each process
+that ran a part of it (``commits``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from bbopt.rollout.lock import RunLock
 
 
 class RunState:
-    """Context manager over one run's state directory; ``run`` is the run's identity (its settings)."""
+    """Context manager over one run's state directory ``root / name``; ``run`` is the run's identity
+    (its settings, JSON-like)."""
 
-    def __init__(self, root, run: dict, commit: str) -> None:
+    def __init__(self, root, name: str, run: dict, commit: str) -> None:
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"a run's state directory is one folder name, not {name!r}")
         self.run, self.commit = dict(run), commit
-        self.directory = Path(root) / f"{run['env']}-{run['method']}-seed{run['seed']}"
+        self.directory = Path(root) / name
         self.resumed_at: list[int] = []
-        self.commits = [commit]
+        self.commits: list[str] | None = [commit]
         self._lock = RunLock(self.directory)
 
     @property
@@ -67,6 +71,12 @@ class RunState:
         self.commits = [*state["commits"], self.commit]
         return state["parts"] | {"env_steps": int(state["env_steps"])}
 
+    def resumed_from_own_state(self, env_steps: int) -> None:
+        """Note that the run goes on from a state it kept itself in `path` (a fine-tuning's
+        checkpoint) at ``env_steps``; the code of its earlier parts is not known."""
+        self.resumed_at.append(int(env_steps))
+        self.commits = None
+
     def save(self, env_steps: int, **parts) -> None:
         """Keep ``parts`` (tensors and plain containers) as this run's state at ``env_steps``."""
         save_checkpoint({"run": self.run, "env_steps": int(env_steps), "resumed_at": self.resumed_at,
@@ -76,7 +86,7 @@ class RunState:
         """Keep the ended run's ``row`` (with ``resumed_at`` and ``commits`` if it was resumed); the
         state is then removed. Returns the row as kept."""
         if self.resumed_at:
-            row = row | {"resumed_at": self.resumed_at, "commits": self.commits}
+            row = row | {"resumed_at": self.resumed_at} | ({} if self.commits is None else {"commits": self.commits})
         write_json(self.row_path, row | {"state_run": self.run})
         for path in (self.path, self.path.with_name("state.prev.pt")):
             path.unlink(missing_ok=True)

@@ -40,11 +40,16 @@ refused while the file is there).
     python -m benchmarks.aloha --demos 4 --low-data 2 --epochs 1 --bc-seeds 1 --eval-episodes 2 \\
         --finetune-steps 600 --population 8 --validation-episodes 1 --confirmation-episodes 1   # smoke
     python -m benchmarks.aloha --rows ovlr.json es.json cem.json --out merged.json   # side-by-side processes merged
+    python -m benchmarks.aloha --tasks insertion ... --finetune-steps 2e6 --state runs/ins/   # stopped? run it again
+
+With ``--state DIR`` each fine-tuning run keeps its state after each validation (runs of hours:
+1M insertion steps take over two CPU-hours here), and the same command run again goes on with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import time
@@ -55,7 +60,7 @@ import numpy as np
 import torch
 
 import bbopt
-from bbopt.arguments import steps_or_zero
+from bbopt.arguments import step_count, steps_or_zero
 from bbopt.envs.aloha.demos import Demos, generate_demos
 from bbopt.envs.aloha.env import AlohaStateEnv
 from bbopt.envs.aloha.evaluation import ChunkAgent, evaluate_success
@@ -65,9 +70,11 @@ from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.scripted import SCRIPTED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
 from bbopt.policies.chunking import ChunkMLP
+from bbopt.rollout.checkpoint import load_checkpoint, previous_path
 from bbopt.rollout.chunking import CHUNK_NOISES
 from bbopt.schedules import LR_SCHEDULES
 from benchmarks import _report
+from benchmarks._run_state import RunState
 
 TASKS = ("transfer_cube", "insertion")
 MAX_SEED = 2**31 - 1  # the largest imitation seed (the project's 31-bit seeds; torch refuses past 2**64)
@@ -101,6 +108,33 @@ def bc_row(task: str, demos: Demos, method: str, args, label: str, seed: int):
 
 
 def finetune_row(task: str, start, method: str, args, label: str, start_row: dict, demos: Demos) -> dict:
+    """One fine-tuning run's row; with ``--state``, kept in its run directory (`RunState`): the run
+    goes on from the state it kept after its last validation, and a run that had ended is reported
+    without running again."""
+    if args.state is None:
+        return _finetuned(task, start, method, args, label, start_row, demos)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{task}-{label}-seed{start_row['seed']}")
+    run = {"task": task, "policy": label, "seed": start_row["seed"], "start_success_rate": start_row["success_rate"],
+           **{k: getattr(args, k) for k in RUN_OPTIONS}}  # fmt: skip
+    with RunState(args.state, name, run, _report.STARTED_AT) as state:
+        if (row := state.finished_row()) is not None:
+            print(f"  {label}, seed {start_row['seed']}: ended before, kept in {state.row_path}")
+            return row
+        if state.path.is_file() or previous_path(state.path).is_file():
+            state.resumed_from_own_state(load_checkpoint(state.path, fallback=True)["trainer"]["env_steps"])
+        return state.finish(_finetuned(task, start, method, args, label, start_row, demos, checkpoint=state.path))
+
+
+# what defines a fine-tuning run of this benchmark beside its start: a state kept under other values is refused
+RUN_OPTIONS = ("demos", "low_data", "epochs", "bc_sigma", "bc_members", "eval_episodes", "finetune_steps",
+               "population", "ft_sigma", "ft_lr", "validate_every", "validation_episodes", "confirmation_episodes",
+               "ft_credit", "ft_critic", "ft_discount", "ft_gae_lambda", "ft_horizon", "ft_critic_warmup", "ft_reuse",
+               "ft_correlation", "ft_chunk_noise", "ft_lr_schedule", "ft_lr_kl", "ft_max_kl", "ft_imitation_weight",
+               "ft_demo_starts")  # fmt: skip
+
+
+def _finetuned(task: str, start, method: str, args, label: str, start_row: dict, demos: Demos,
+               checkpoint: Path | None = None) -> dict:  # fmt: skip
     began = time.perf_counter()
     policy, history, selection = finetune(copy.deepcopy(start), task, method=method, env_steps=args.finetune_steps,
                                           population=args.population, sigma=args.ft_sigma, lr=args.ft_lr,
@@ -114,7 +148,8 @@ def finetune_row(task: str, start, method: str, args, label: str, start_row: dic
                                           validation_episodes=args.validation_episodes,
                                           confirmation_episodes=args.confirmation_episodes, progress=args.progress,
                                           demos=demos, imitation_weight=args.ft_imitation_weight,
-                                          demo_starts=args.ft_demo_starts)  # fmt: skip
+                                          demo_starts=args.ft_demo_starts, checkpoint=checkpoint,
+                                          resume=checkpoint is not None)  # fmt: skip
     return evaluated(task, ChunkAgent(policy), args, policy=label, demos=start_row["demos"], seed=start_row["seed"],
                      train_seconds=time.perf_counter() - began, env_steps=history[-1]["env_steps"],
                      start_success_rate=start_row["success_rate"], selection=selection,
@@ -349,7 +384,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--bc-members", type=int, default=1, help="imitation policies as ensembles of that many "
                         "networks, each fit alone, their chunks averaged (labels 'bc-bp xK')")  # fmt: skip
     parser.add_argument("--eval-episodes", type=int, default=50)
-    parser.add_argument("--finetune-steps", type=int, default=300_000)
+    parser.add_argument("--finetune-steps", type=step_count, default=300_000, help="e.g. 1e6")
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--ft-sigma", type=float, default=SIGMA, help=f"noise std in action-stds (default {SIGMA})")
     parser.add_argument("--ft-lr", type=float, default=LR, help=f"Adam's step (default {LR})")
@@ -390,11 +425,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="fraction of fine-tuning episodes started from a state of the start's demos")  # fmt: skip
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "aloha.json")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--state", type=Path, help="keep each fine-tuning run's state in DIR after each "
+                        "validation: the same command run again recomputes the imitation rows (seeded: the same "
+                        "starts), goes on with each fine-tuning run from its state and reports those that had "
+                        "ended without running them again (no partial file then)")  # fmt: skip
     parser.add_argument("--rows", type=Path, nargs="+", help="run nothing: report the rows of these benchmark "
                         "JSON files (side-by-side processes, one per method or seed) or an interrupted run's "
                         "<out>.partial.jsonl, merged, into --out")  # fmt: skip
     args = parser.parse_args(argv)
     if args.rows:
+        if args.state is not None:
+            parser.error("--state keeps runs that run here; --rows runs nothing")
         return merge(args.rows, args.out)
     args.ft_methods, args.ft_starts = tuple(args.ft_methods.split(",")), tuple(args.ft_starts.split(","))
     if unknown := sorted(set(args.ft_starts) - {"bp", "ovlr"}):
@@ -430,8 +471,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config["eval_seeds"] = f"{EVAL_SEED}..{EVAL_SEED + args.eval_episodes - 1}"
     config["ft_resolved"] = {method: resolved[method] for method in args.ft_methods}
     rows = []
-    # each row kept as it finishes, under the run's settings: an hours-long run loses none of them
-    with _report.kept_rows(args.out, {"config": config, **_report.stamp()}) as keep:
+    # each row kept as it finishes, under the run's settings: an hours-long run loses none of them (with --state the
+    # fine-tuning runs keep their own rows and states)
+    header = {"config": config, **_report.stamp()}
+    keeping = contextlib.nullcontext(lambda row: None) if args.state else _report.kept_rows(args.out, header)
+    with keeping as keep:
         for task in args.tasks.split(","):
             rows += run_task(task, args, keep)
     report(rows, config, args.out)

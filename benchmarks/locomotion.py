@@ -271,7 +271,8 @@ def run_one(job: tuple) -> dict:
         if state_root is not None:
             identity = {"env": env, "method": method, "seed": seed, "budget": budget, "eval_every": eval_every,
                         "population": population, "milestones": list(milestones)}  # fmt: skip
-            state = stack.enter_context(RunState(state_root, identity, _report.STARTED_AT))
+            name = f"{env}-{method}-seed{seed}"
+            state = stack.enter_context(RunState(state_root, name, identity, _report.STARTED_AT))
             row = state.finished_row()
             if row is not None:
                 print(f"{env:<15} {method:<5} seed {seed}: ended before, kept in {state.row_path}", flush=True)

@@ -109,11 +109,11 @@ def _result_writers():
     from bbopt.envs.binpacking.instance import Instance, write_bpplib
     from bbopt.envs.binpacking.runs import write_results
     from bbopt.envs.ioh.suite import write_summary
-    from bbopt.rollout.runs import _rewrite_curve
+    from bbopt.rollout.runs import rewrite_curve
 
     return {
         "write_json": lambda path, k: checkpoints.write_json(path, {"k": k}),
-        "a resumed run's curve.csv": lambda path, k: _rewrite_curve(path, [{"update": k, "env_steps": 10 * k}]),
+        "a resumed run's curve.csv": lambda path, k: rewrite_curve(path, [{"update": k, "env_steps": 10 * k}]),
         "ioh summary.json": lambda path, k: write_summary([{"k": k, "trace": [1]}], [], path, {}),
         "binpacking results.json": lambda path, k: write_results(path, {}, [], [{"k": k}]),
         "a BPPLIB instance": lambda path, k: write_bpplib(Instance(10, [k, 2]), path),

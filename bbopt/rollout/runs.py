@@ -442,7 +442,7 @@ def _train_locked(config: RunConfig | None, out: Path, *, resume: bool, env_step
     with make_trainer(config, out, step_timeout=step_timeout) as trainer, contextlib.ExitStack() as stack:
         if resume:
             trainer.resume(out / "checkpoint.pt")
-        _rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone
+        rewrite_curve(out / "curve.csv", trainer.history)  # rows after the last checkpoint are redone
         purge = trainer.env_steps + 1 if resume else None  # hide what the last session logged past its checkpoint
         tracker = stack.enter_context(tensorboard_or_none(tensorboard, purge_step=purge))
         trainer.train(config.env_steps, progress=progress, curve=out / "curve.csv", tracker=tracker)
@@ -472,7 +472,7 @@ def _threads(count: int):
         torch.set_num_threads(before)
 
 
-def _rewrite_curve(path: Path, history: list[dict]) -> None:
+def rewrite_curve(path: Path, history: list[dict]) -> None:
     """The curve of ``history`` (a resumed run's, up to its checkpoint), replacing the file whole
     or not at all: a resume stopped here keeps the curve it had."""
     text = io.StringIO(newline="")

@@ -17,7 +17,7 @@ from bbopt.arguments import count, positive_int, seconds_or_none, step_count, st
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
-from bbopt.rollout.checkpoint import write_json
+from bbopt.rollout.checkpoint import load_checkpoint, previous_path, write_json
 from bbopt.rollout.chunking import CHUNK_NOISES
 from bbopt.schedules import LR_SCHEDULES
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
@@ -122,7 +122,10 @@ def add_arguments(aloha: argparse.ArgumentParser) -> None:
                                "placements; the best there is kept (0: keep the screen's best)")  # fmt: skip
     finetune.add_argument("--eval-episodes", type=int, default=50, help="success rate before and after (0: skip)")
     finetune.add_argument("--out", type=Path, required=True, help="the fine-tuned policy file (.pt); a curve "
-                          "CSV is written next to it")  # fmt: skip
+                          "CSV is written next to it, and while the run lasts its state (OUT.state.pt, after each "
+                          "validation)")  # fmt: skip
+    finetune.add_argument("--resume", action="store_true", help="go on with the run stopped (Ctrl-C, a kill) with "
+                          "this --out, from its last kept state, with the same options")  # fmt: skip
     finetune.add_argument("--no-progress", action="store_true")
 
     add_tensorboard_argument(finetune)
@@ -215,7 +218,16 @@ def _finetune(args) -> dict:
     if args.reuse is not None:  # else the solver's default decides, once the policy is read
         finetune_lr_schedule(args.reuse, args.lr_schedule, args.lr_kl)
     read = {"the start policy's file": args.policy} | ({"the demos file": args.demos} if args.demos else {})
-    _refuse_overwriting({"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv")}, read, args.out)
+    state = args.out.with_suffix(".state.pt")
+    written = {"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv"), "the run's state": state,
+               "its previous state": previous_path(state)}  # fmt: skip
+    _refuse_overwriting(written, read, args.out)
+    stopped = state.is_file() or previous_path(state).is_file()
+    if stopped and not args.resume:
+        raise ValueError(f"{state} holds a fine-tuning run that was stopped: go on with it with --resume (and its "
+                         "options), or remove it to start again")  # fmt: skip
+    if args.resume and not stopped:
+        raise ValueError(f"--resume: no stopped run at {state} (the state a run keeps while it lasts)")
     policy, meta = load_chunk_policy(args.policy)
     task = meta.get("task")
     demos = load_demos(args.demos) if args.demos is not None else None  # refused before anything runs
@@ -233,9 +245,12 @@ def _finetune(args) -> dict:
     finetune_lr_schedule(solver.reuse, args.lr_schedule, args.lr_kl)
     before = _report(task, policy, args.eval_episodes, not args.no_progress, "before fine-tuning")
     curve = args.out.with_suffix(".csv")
-    curve.unlink(missing_ok=True)
+    if not args.resume:
+        curve.unlink(missing_ok=True)
+    # a resume hides what the stopped session logged past its state
+    purge = load_checkpoint(state, fallback=True)["trainer"]["env_steps"] + 1 if args.resume else None
     began = time.perf_counter()
-    with tensorboard_or_none(args.tensorboard) as tracker:
+    with tensorboard_or_none(args.tensorboard, purge_step=purge) as tracker:
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
                                               population=args.population, **given,
                                               credit=args.credit, critic=args.critic, discount=args.discount,
@@ -252,6 +267,7 @@ def _finetune(args) -> dict:
                                               validation_episodes=args.validation_episodes,
                                               confirmation_episodes=args.confirmation_episodes, pool=args.pool,
                                               workers=args.workers, step_timeout=args.step_timeout, curve=curve,
+                                              checkpoint=state, resume=args.resume,
                                               progress=not args.no_progress, tracker=tracker)  # fmt: skip
     seconds = time.perf_counter() - began
     print(f"fine-tuned by {args.method.upper()}: {history[-1]['env_steps']:,} env steps, {len(history)} updates, "
@@ -267,6 +283,8 @@ def _finetune(args) -> dict:
               "source": str(args.policy), "env_steps": history[-1]["env_steps"], "seconds": seconds,
               "selection": selection, "before": before, "evaluation": after}  # fmt: skip
     save_chunk_policy(policy, args.out, **record)
+    for kept in (state, previous_path(state)):  # the run is done: its policy file holds the result
+        kept.unlink(missing_ok=True)
     print(f"wrote {args.out} and {curve}")
     return record
 
@@ -296,5 +314,15 @@ def _evaluate(args) -> dict:
     return result
 
 
+def _kept(args: argparse.Namespace, said: str) -> str:
+    """What Ctrl-C leaves: a fine-tuning run's state after its last validation, if it kept one."""
+    if said or args.aloha_command != "finetune":
+        return said or "stopped; nothing partial was written"
+    state = args.out.with_suffix(".state.pt")
+    if not (state.is_file() or previous_path(state).is_file()):
+        return "stopped before the run kept a state; nothing partial was written"
+    return f"the run keeps its state after its last validation in {state}; go on with the same command and --resume"
+
+
 COMMAND = Command("aloha", "ALOHA bimanual tasks: scripted demos, imitation, fine-tuning", add_arguments, run,
-                  label=lambda args: f"aloha {args.aloha_command}")  # fmt: skip
+                  kept=_kept, label=lambda args: f"aloha {args.aloha_command}")  # fmt: skip

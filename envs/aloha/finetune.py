@@ -26,6 +26,8 @@ confirmation of the shortlist on fresh placements).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 
@@ -40,11 +42,13 @@ from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES, Selection, unselec
 from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.noise import Tiled
 from bbopt.policies.chunking import ChunkMLP
+from bbopt.rollout.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from bbopt.rollout.chunking import CHUNK_NOISES, ChunkedActions
 from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import Trainer, check_credit, check_lr_schedule
 from bbopt.rollout.imitation import ImitationLoss
 from bbopt.rollout.pools import STEP_TIMEOUT, EnvFactory
+from bbopt.rollout.runs import rewrite_curve
 from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
@@ -227,6 +231,27 @@ def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae
         raise ValueError("Invalid gae_lambda: GAE needs a critic (critic='state_value')")
 
 
+SAVE_EVERY = 10  # updates between a checkpointed run's saves when it validates nothing
+
+
+def _resumed_state(checkpoint, settings: dict) -> dict | None:
+    """The state a run kept in ``checkpoint`` (None if it kept none), refused if its settings differ."""
+    if checkpoint is None:
+        raise ValueError("Invalid resume: it continues from a checkpoint file; give checkpoint=")
+    if not (Path(checkpoint).is_file() or previous_path(checkpoint).is_file()):
+        return None
+    state = load_checkpoint(checkpoint, fallback=True)
+    kept = state.get("settings") if isinstance(state, dict) else None
+    if not isinstance(kept, dict) or "trainer" not in state:
+        raise ValueError(f"{checkpoint}: not a fine-tuning run's checkpoint")
+    differ = {k: (kept.get(k), v) for k, v in settings.items() if kept.get(k) != v}
+    if differ:
+        shown = ", ".join(f"{k} {was!r} (now {now!r})" for k, (was, now) in sorted(differ.items()))
+        raise ValueError(f"{checkpoint} holds a run of other settings: {shown}; resume it with its own settings, or "
+                         "start a new run elsewhere")  # fmt: skip
+    return state
+
+
 def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: int = 300_000,
              population: int | None = None, sigma: float = SIGMA, lr: float = LR, decay: float = 0.1,
              credit: str = "episode", critic: str = "none", discount: float = 1.0, gae_lambda: float = 1.0,
@@ -238,7 +263,7 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
              validate_every: int = 10, validation_episodes: int = 20,
              confirmation_episodes: int = CONFIRMATION_EPISODES, pool: str = "serial",
              workers: int | None = None, step_timeout: float | None = STEP_TIMEOUT, curve=None, checkpoint=None,
-             progress: bool = True, tracker: Tracker | None = None,
+             resume: bool = False, progress: bool = True, tracker: Tracker | None = None,
              **renamed) -> tuple[ChunkMLP, list[dict], dict]:  # fmt: skip
     """Fine-tune ``policy`` in place through the simulator with ``method`` (OVLR, ES or CEM in
     episode mode, ``population`` episodes per update (default 32), Adam at ``lr``) for
@@ -281,6 +306,15 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
     weights confirmed) and the kept weights' ``confirmation_success``.
     ``tracker`` (`bbopt.tracking`) gets each update's record and each validation's
     ``validation_success`` / ``validation_stage`` at their env steps.
+
+    ``checkpoint`` (a file): the run keeps its state there after each validation (every
+    ``validate_every`` updates, or every `SAVE_EVERY` without validation) and at the end of its
+    training: the Trainer's (policy, optimizer, generators, critic, imitation term), the
+    selection's screens and the run's settings (`bbopt.rollout.checkpoint`: verified, atomic, the
+    previous one kept). With ``resume`` a run stopped by Ctrl-C or a kill goes on from it as if
+    never stopped (the same history, screens and kept weights to the bit, on the same machine and
+    thread count), appending to ``curve`` from there; a checkpoint of other settings is refused
+    before anything runs. ``policy`` is then the run's start (the selection's start is the kept one).
     """
     given = renamed | ({} if population is None else {"population": population})
     population = renamed_keywords(given, RENAMED, "finetune").get("population", 32)
@@ -330,7 +364,24 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
         if validate_every and record["update"] % validate_every == 0:
             validate(record["update"], record["env_steps"])
 
-    if validate_every:
+    settings = {"task": task, "method": method, "env_steps": env_steps, "population": population, "sigma": sigma,
+                "lr": lr, "decay": decay, "credit": credit, "critic": critic, "discount": discount,
+                "gae_lambda": gae_lambda, "horizon": horizon, "critic_warmup": critic_warmup,
+                "correlation": correlation, "reuse": reuse, "chunk_noise": chunk_noise,
+                "lr_schedule": lr_schedule, "lr_kl": lr_kl, "max_kl": max_kl, "demos": demos is not None,
+                "imitation_weight": imitation_weight, "imitation_decay": imitation_decay,
+                "demo_starts": demo_starts, "seed": seed, "validate_every": validate_every,
+                "validation_episodes": validation_episodes,
+                "confirmation_episodes": confirmation_episodes}  # fmt: skip
+    saved = _resumed_state(checkpoint, settings) if resume else None
+    save_every = validate_every or SAVE_EVERY
+
+    def keep_state(trainer: Trainer) -> None:
+        if checkpoint is not None:
+            state = {"trainer": trainer.state_dict(), "settings": settings}
+            save_checkpoint(state | ({"selection": selection.state_dict()} if validate_every else {}), checkpoint)
+
+    if validate_every and saved is None:
         validate(0, 0)
     policy.train()
     with Trainer(factory, solver, pool=pool, workers=workers, eval_every=0, seed=derive(seed, 0), credit=credit,
@@ -338,9 +389,22 @@ def finetune(policy: ChunkMLP, task: str, *, method: str = "ovlr", env_steps: in
                  discount=discount, horizon=horizon, critic_warmup=critic_warmup, lr_schedule=lr_schedule,
                  lr_kl=lr_kl,
                  imitation=imitation,
-                 checkpoint=checkpoint,
                  pool_options={"step_timeout": step_timeout}) as trainer:  # fmt: skip
-        history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_update, tracker=tracker)
+        if saved is not None:
+            if validate_every:
+                selection.load_state_dict(saved["selection"])  # checked before the trainer changes
+            trainer.load_state_dict(saved["trainer"])
+            if curve is not None:
+                rewrite_curve(Path(curve), trainer.history)
+
+        def after_each_update(record: dict) -> None:
+            after_update(record)
+            if record["update"] % save_every == 0:
+                keep_state(trainer)
+
+        history = trainer.train(env_steps, progress=progress, curve=curve, callback=after_each_update,
+                                tracker=tracker)  # fmt: skip
+        keep_state(trainer)
     policy.eval()
     if validate_every:
         if trainer.updates % validate_every:

@@ -69,6 +69,27 @@ class Selection:
             self.screened = sorted([*self.screened, entry], key=lambda e: e["key"], reverse=True)[: self.shortlist]
         return key
 
+    def state_dict(self) -> dict:
+        """The screens so far (the start's and the shortlist's weights, the record): what a run
+        stopped between screens needs to go on choosing as if never stopped."""
+        return copy.deepcopy({"start": self.start, "screened": self.screened, "record": self.record})
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict` (checked against this selection before anything changes)."""
+        try:
+            start, screened, record = state["start"], list(state["screened"]), dict(state["record"])
+            entries = ([] if start is None else [start]) + screened
+            fits = all(set(e) == {"key", "update", "state"} and len(e["key"]) == 2 for e in entries)
+            fits = fits and len(screened) <= self.shortlist and (start is not None or not screened)
+            fits = fits and set(unselected(0)) <= set(record)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"Invalid selection state: unreadable ({error!r})") from None
+        if not fits:
+            raise ValueError(f"Invalid selection state: not the screens of a shortlist of {self.shortlist}")
+        self.start, self.screened, self.record = copy.deepcopy((start, screened, record))
+        for entry in [self.start, *self.screened] if self.start is not None else []:
+            entry["key"] = tuple(entry["key"])
+
     def choose(self) -> dict:
         """Load the kept weights into the policy; returns ``record``."""
         if self.start is None:
