@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# two pytest-xdist workers (one torch thread each: tests/conftest.py): 6.5-7.5 minutes on the
+# two pytest-xdist workers (one torch thread each: tests/conftest.py): 6.4-7.4 minutes on the
 # two cores here, against 12.7 in one process
 test: lint
 	$(PY) -m pytest -q -n 2 --dist worksteal

@@ -15,7 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bbopt.rollout.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json
+from bbopt.rollout.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    previous_path,
+    remove_stale_temporaries,
+    save_checkpoint,
+    write_json,
+)
 from bbopt.rollout.lock import RunLock
 
 
@@ -60,10 +67,14 @@ class RunState:
         self._check(row.get("state_run") if isinstance(row, dict) else None, self.row_path)
         return {key: value for key, value in row.items() if key != "state_run"}
 
+    def holds_state(self) -> bool:
+        """Whether a stopped run left its state here (the latest or the previous checkpoint)."""
+        return checkpoint_exists(self.path)
+
     def load(self) -> dict | None:
         """The state this run saved at its last evaluation (None if it saved none): what the caller
         saved with `save`, and ``env_steps``."""
-        if not (self.path.is_file() or self.path.with_name("state.prev.pt").is_file()):
+        if not self.holds_state():
             return None
         state = load_checkpoint(self.path, fallback=True)
         self._check(state.get("run"), self.path)
@@ -88,7 +99,7 @@ class RunState:
         if self.resumed_at:
             row = row | {"resumed_at": self.resumed_at} | ({} if self.commits is None else {"commits": self.commits})
         write_json(self.row_path, row | {"state_run": self.run})
-        for path in (self.path, self.path.with_name("state.prev.pt")):
+        for path in (self.path, previous_path(self.path)):
             path.unlink(missing_ok=True)
         return row
 

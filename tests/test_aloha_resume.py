@@ -193,3 +193,14 @@ def test_the_benchmark_with_state_goes_on_with_a_stopped_fine_tuning_and_reports
     monkeypatch.setattr(aloha, "finetune", never)
     again = aloha.main(argv("again.json", *state))
     assert [r for r in again if "+ft-" in r["policy"]] == [json.loads(json.dumps(tuned))]
+
+
+def test_cli_resume_refuses_a_state_file_that_is_not_a_fine_tuning_runs(tmp_path, capsys, start):
+    from bbopt.rollout.checkpoint import save_checkpoint
+
+    policy_file, tuned = tmp_path / "bc.pt", tmp_path / "ft.pt"
+    save_chunk_policy(start, policy_file, task="transfer_cube", trained_by="bc-bp")
+    save_checkpoint({"weights": torch.zeros(2)}, tuned.with_suffix(".state.pt"))  # verified, but another kind
+    assert main(["aloha", "finetune", "--policy", str(policy_file), "--env-steps", "600", "--population", "2",
+                 "--eval-episodes", "0", "--out", str(tuned), "--no-progress", "--resume"]) == 2  # fmt: skip
+    assert "ft.state.pt: not a fine-tuning run's checkpoint" in capsys.readouterr().err

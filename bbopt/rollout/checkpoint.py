@@ -34,6 +34,7 @@ import torch
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "checkpoint_exists",
     "load_checkpoint",
     "previous_path",
     "remove_stale_temporaries",
@@ -108,6 +109,11 @@ def save_checkpoint(state: dict, path, *, keep_previous: bool = True) -> Path:
 
     path = Path(path)
     return atomic_write(path, write, before_replace=keep)
+
+
+def checkpoint_exists(path) -> bool:
+    """Whether ``path`` or its `previous_path` is there: what `load_checkpoint(fallback=True)` can try."""
+    return Path(path).is_file() or previous_path(path).is_file()
 
 
 def load_checkpoint(path, *, fallback: bool = False) -> dict:

@@ -17,7 +17,7 @@ from bbopt.arguments import count, positive_int, seconds_or_none, step_count, st
 from bbopt.cli import STEP_TIMEOUT_HELP, Command
 from bbopt.envs.aloha.placements import EVAL_SEED
 from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES
-from bbopt.rollout.checkpoint import load_checkpoint, previous_path, write_json
+from bbopt.rollout.checkpoint import checkpoint_exists, previous_path, write_json
 from bbopt.rollout.chunking import CHUNK_NOISES
 from bbopt.schedules import LR_SCHEDULES
 from bbopt.tracking import add_tensorboard_argument, tensorboard_or_none
@@ -202,7 +202,13 @@ def _train(args) -> dict:
 
 def _finetune(args) -> dict:
     from bbopt.envs.aloha.demos import load_demos
-    from bbopt.envs.aloha.finetune import check_credit_options, finetune, finetune_lr_schedule, finetune_solver
+    from bbopt.envs.aloha.finetune import (
+        check_credit_options,
+        finetune,
+        finetune_lr_schedule,
+        finetune_solver,
+        kept_state,
+    )
     from bbopt.envs.aloha.policy_files import load_chunk_policy, save_chunk_policy
 
     if args.demos is None and (args.imitation_weight != 1.0 or args.imitation_decay != 1.0):
@@ -222,7 +228,7 @@ def _finetune(args) -> dict:
     written = {"the fine-tuned policy": args.out, "the curve": args.out.with_suffix(".csv"), "the run's state": state,
                "its previous state": previous_path(state)}  # fmt: skip
     _refuse_overwriting(written, read, args.out)
-    stopped = state.is_file() or previous_path(state).is_file()
+    stopped = checkpoint_exists(state)
     if stopped and not args.resume:
         raise ValueError(f"{state} holds a fine-tuning run that was stopped: go on with it with --resume (and its "
                          "options), or remove it to start again")  # fmt: skip
@@ -248,7 +254,7 @@ def _finetune(args) -> dict:
     if not args.resume:
         curve.unlink(missing_ok=True)
     # a resume hides what the stopped session logged past its state
-    purge = load_checkpoint(state, fallback=True)["trainer"]["env_steps"] + 1 if args.resume else None
+    purge = kept_state(state)["trainer"]["env_steps"] + 1 if args.resume else None
     began = time.perf_counter()
     with tensorboard_or_none(args.tensorboard, purge_step=purge) as tracker:
         policy, history, selection = finetune(policy, task, method=args.method, env_steps=args.env_steps,
@@ -319,7 +325,7 @@ def _kept(args: argparse.Namespace, said: str) -> str:
     if said or args.aloha_command != "finetune":
         return said or "stopped; nothing partial was written"
     state = args.out.with_suffix(".state.pt")
-    if not (state.is_file() or previous_path(state).is_file()):
+    if not checkpoint_exists(state):
         return "stopped before the run kept a state; nothing partial was written"
     return f"the run keeps its state after its last validation in {state}; go on with the same command and --resume"
 

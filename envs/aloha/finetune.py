@@ -42,7 +42,7 @@ from bbopt.envs.aloha.selection import CONFIRMATION_EPISODES, Selection, unselec
 from bbopt.envs.aloha.starts import DemoStarts, demo_states
 from bbopt.noise import Tiled
 from bbopt.policies.chunking import ChunkMLP
-from bbopt.rollout.checkpoint import load_checkpoint, previous_path, save_checkpoint
+from bbopt.rollout.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from bbopt.rollout.chunking import CHUNK_NOISES, ChunkedActions
 from bbopt.rollout.critic import StateValue
 from bbopt.rollout.driver import Trainer, check_credit, check_lr_schedule
@@ -53,7 +53,7 @@ from bbopt.seeding import derive
 from bbopt.tracking import Tracker
 
 __all__ = ["StageShaping", "check_credit_options", "finetune", "finetune_lr_schedule", "finetune_solver",
-           "make_finetune_env"]  # fmt: skip
+           "kept_state", "make_finetune_env"]  # fmt: skip
 PROGRESS_WEIGHT, REACH = 0.5, 0.4
 RENAMED = {"episodes": "population"}  # finetune's old keyword names
 _TABLE_Z = {"red_box": 0.02, "red_peg": 0.01, "socket": 0.022}  # object centers resting on the table
@@ -234,16 +234,26 @@ def check_credit_options(credit: str, critic: str, *, discount: float = 1.0, gae
 SAVE_EVERY = 10  # updates between a checkpointed run's saves when it validates nothing
 
 
+def kept_state(checkpoint) -> dict | None:
+    """The state a fine-tuning run kept in ``checkpoint`` (the previous one if the latest is
+    missing or corrupt), None if it kept none; a file that is not a fine-tuning run's state is refused."""
+    if not checkpoint_exists(checkpoint):
+        return None
+    state = load_checkpoint(checkpoint, fallback=True)
+    fits = isinstance(state, dict) and isinstance(state.get("settings"), dict)
+    if not (fits and isinstance(state.get("trainer"), dict) and isinstance(state["trainer"].get("env_steps"), int)):
+        raise ValueError(f"{checkpoint}: not a fine-tuning run's checkpoint")
+    return state
+
+
 def _resumed_state(checkpoint, settings: dict) -> dict | None:
     """The state a run kept in ``checkpoint`` (None if it kept none), refused if its settings differ."""
     if checkpoint is None:
         raise ValueError("Invalid resume: it continues from a checkpoint file; give checkpoint=")
-    if not (Path(checkpoint).is_file() or previous_path(checkpoint).is_file()):
+    state = kept_state(checkpoint)
+    if state is None:
         return None
-    state = load_checkpoint(checkpoint, fallback=True)
-    kept = state.get("settings") if isinstance(state, dict) else None
-    if not isinstance(kept, dict) or "trainer" not in state:
-        raise ValueError(f"{checkpoint}: not a fine-tuning run's checkpoint")
+    kept = state["settings"]
     differ = {k: (kept.get(k), v) for k, v in settings.items() if kept.get(k) != v}
     if differ:
         shown = ", ".join(f"{k} {was!r} (now {now!r})" for k, (was, now) in sorted(differ.items()))
